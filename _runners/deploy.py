@@ -1,0 +1,206 @@
+"""
+saltcd: health-gated rolling deployments of Docker images, driven by events.
+
+Configure apps under ``saltcd:`` in the master config (see
+``config.example.yaml``), point the reactor at ``reactor/*.sls``, and either
+push an image tag or run a rollout by hand:
+
+.. code-block:: bash
+
+    salt-run deploy.rollout app=web env=dev
+    salt-run deploy.rollout app=web env=dev test=True
+    salt-run deploy.status
+    salt-run deploy.history app=web env=dev limit=5
+
+The logic lives in the ``saltcd`` Python package; this module only binds it to
+the master (opts, cache, event bus, LocalClient).
+"""
+
+import logging
+
+import salt.cache
+import salt.runner
+import salt.utils.event
+
+from saltcd import config, controller, salt_fleet, store
+
+log = logging.getLogger(__name__)
+
+__virtualname__ = "deploy"
+
+
+def __virtual__():
+    return __virtualname__
+
+
+class _Reporter:
+    """Events on the master bus, progress lines to `salt-run` and the log."""
+
+    def __init__(self, opts, jid_event):
+        self.opts = opts
+        self.jid_event = jid_event
+
+    def fire(self, tag, data):
+        with salt.utils.event.get_master_event(self.opts, self.opts["sock_dir"], listen=False) as bus:
+            bus.fire_event(data, tag)
+
+    def progress(self, text):
+        log.info("saltcd: %s", text)
+        if self.jid_event is not None:
+            self.jid_event.fire_event({"message": text}, "progress")
+
+
+def _controller():
+    settings = config.load(__opts__.get("saltcd"))
+    return controller.Controller(
+        settings=settings,
+        records=store.Store(salt.cache.factory(__opts__)),
+        fleet=salt_fleet.SaltFleet(__opts__),
+        reporter=_Reporter(__opts__, globals().get("__jid_event__")),
+        lock_dir=__opts__["cachedir"],
+    )
+
+
+def _fail(message):
+    __context__["retcode"] = 1
+    return {"result": False, "error": message}
+
+
+def _guarded(function):
+    """Turn configuration and lookup errors into a clear, non-zero return."""
+    try:
+        return function()
+    except config.ConfigError as exc:
+        return _fail(f"invalid saltcd configuration: {exc}")
+    except KeyError as exc:
+        return _fail(str(exc.args[0]) if exc.args else "not found")
+
+
+def _start_drain(app, env):
+    """Run the queue of app/env in its own process, so the caller returns now."""
+    client = salt.runner.RunnerClient(__opts__)
+    return client.asynchronous("deploy.drain", {"kwarg": {"app": app, "env": env}}, user="saltcd")
+
+
+def accept(tag, data):
+    """
+    Take a push event (registry webhook, CI ``saltcd/push``, operator), persist
+    its requests and start their rollouts in the background. Called by the reactor.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt-run deploy.accept saltcd/push '{"repository": "127.0.0.1:5000/saltcd/web", "tag": "dev"}'
+    """
+
+    def run():
+        verdict = _controller().accept(tag, data)
+        started = []
+        for pair in sorted({(r["app"], r["env"]) for r in verdict["accepted"]}):
+            started.append({"app": pair[0], "env": pair[1], "jid": _start_drain(*pair)["jid"]})
+        verdict["drains"] = started
+        if verdict["rejected"]:
+            __context__["retcode"] = 1
+        return verdict
+
+    return _guarded(run)
+
+
+def drain(app, env):
+    """
+    Run the pending requests of one app/env (newest digest wins) while holding
+    its lock; returns at once if another process holds it.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt-run deploy.drain app=web env=dev
+    """
+    return _guarded(lambda: _mark_outcome(_controller().drain(app, env)))
+
+
+def _mark_outcome(drained):
+    """Mark the job failed when the last rollout it ran did not succeed."""
+    last = drained["rollouts"][-1] if drained["rollouts"] else None
+    if last and last["status"] not in ("succeeded", "unchanged"):
+        __context__["retcode"] = 1
+    return drained
+
+
+def rollout(app, env, test=False):
+    """
+    Roll the image tag of ``env`` out to ``app``'s minions now, in gated batches.
+    With ``test=True``, only show the plan: batches, minions, old -> new digest.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt-run deploy.rollout app=web env=dev
+        salt-run deploy.rollout app=web env=dev test=True
+    """
+
+    def run():
+        ctl = _controller()
+        if test:
+            return ctl.plan(app, env)
+        request = ctl.request(app, env, user=__opts__.get("user") or "operator")
+        drained = _mark_outcome(ctl.drain(app, env))
+        mine = [r for r in drained["rollouts"] if r.get("request") == request["id"]]
+        if mine:
+            return mine[-1]
+        return {"status": "queued", "request": request["id"],
+                "reason": "another rollout of this app/env is running; it will run this request next"}
+
+    return _guarded(run)
+
+
+def resume():
+    """
+    Start the rollouts of every app/env that has pending requests (after a master
+    restart, for instance). The shipped master config schedules it at start.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt-run deploy.resume
+    """
+
+    def run():
+        ctl = _controller()
+        pairs = ctl.records.app_envs_with_requests()
+        return {"started": [{"app": a, "env": e, "jid": _start_drain(a, e)["jid"]} for a, e in pairs]}
+
+    return _guarded(run)
+
+
+def status(app=None, env=None):
+    """
+    Live from the minions: the digest each one runs, whether it is healthy, and
+    whether each environment is converged on its last good digest.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt-run deploy.status
+        salt-run deploy.status app=web env=prod
+    """
+    return _guarded(lambda: _controller().status(app, env))
+
+
+def history(app, env, limit=20):
+    """
+    Rollouts of one app/env, newest first: trigger, from -> to digest, times,
+    per-batch per-minion results and outcome.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt-run deploy.history app=web env=dev limit=5
+    """
+    return _guarded(lambda: _controller().history(app, env, limit))

@@ -1,0 +1,121 @@
+"""
+saltcd's minion side: what does this minion's container run, and is it healthy?
+
+Synced to minions by the saltcd runner (``saltutil.sync_modules``). Reads Docker
+through the docker execution module of saltext-dockermod, so ``docker.url`` in
+the minion config is honoured.
+
+CLI Example:
+
+.. code-block:: bash
+
+    salt 'dev-*' saltcd.container web
+"""
+
+import re
+import time
+import urllib.error
+import urllib.request
+
+from salt.exceptions import CommandExecutionError
+
+_DIGEST_RE = re.compile(r"@(sha256:[a-f0-9]{64})\Z")
+
+
+def __virtual__():
+    return "saltcd"
+
+
+def _pinned_digest(image_ref):
+    match = _DIGEST_RE.search(image_ref or "")
+    return match.group(1) if match else None
+
+
+def _repo_digest(image_id, image_ref):
+    """The registry digest of a local image, for containers not started by digest."""
+    try:
+        image = __salt__["docker.inspect_image"](image_id)
+    except CommandExecutionError:
+        return None
+    repository = (image_ref or "").split("@")[0].rsplit(":", 1)[0]
+    for entry in image.get("RepoDigests") or []:
+        name, _, digest = entry.partition("@")
+        if not repository or name == repository:
+            return digest
+    return None
+
+
+def container(name):
+    """
+    Describe container ``name``: exists, running, digest, id, started_at, exit code.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt '*' saltcd.container web
+    """
+    try:
+        info = __salt__["docker.inspect_container"](name)
+    except CommandExecutionError as exc:
+        if "404" in str(exc) or "No such container" in str(exc):
+            return {"exists": False, "running": False, "digest": None}
+        raise
+    state = info.get("State") or {}
+    image_ref = (info.get("Config") or {}).get("Image")
+    digest = _pinned_digest(image_ref) or _repo_digest(info.get("Image"), image_ref)
+    return {
+        "exists": True,
+        "running": bool(state.get("Running")),
+        "digest": digest,
+        "image": image_ref,
+        "id": info.get("Id"),
+        "started_at": state.get("StartedAt"),
+        "exit_code": state.get("ExitCode"),
+        "restart_count": info.get("RestartCount", 0),
+    }
+
+
+def probe(url, timeout=2, status=200):
+    """
+    One HTTP GET of ``url``: ``{"healthy": bool, "status": code, "error": text}``.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt '*' saltcd.probe http://127.0.0.1:8080/health
+    """
+    started = time.monotonic()
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as response:  # nosec: operator-configured URL
+            code = response.status
+    except urllib.error.HTTPError as exc:
+        code = exc.code
+    except (urllib.error.URLError, OSError) as exc:
+        return {"healthy": False, "status": None, "error": str(getattr(exc, "reason", exc)),
+                "seconds": round(time.monotonic() - started, 3)}
+    return {"healthy": code == status, "status": code, "error": None,
+            "seconds": round(time.monotonic() - started, 3)}
+
+
+def status(name, port, path="/health", host="127.0.0.1", timeout=2):
+    """
+    The container ``name`` and one probe of its health URL, in one call.
+
+    The URL is built here because the address a minion's published ports answer
+    on is the minion's business: grain ``saltcd:health_host`` overrides ``host``.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt '*' saltcd.status web 8080 /health
+    """
+    host = (__grains__.get("saltcd") or {}).get("health_host", host)
+    url = f"http://{host}:{int(port)}{path}"
+    info = container(name)
+    info["health_url"] = url
+    info["health"] = probe(url, timeout=timeout) if info["running"] else {
+        "healthy": False, "status": None, "error": "container not running"}
+    return info

@@ -1,0 +1,213 @@
+"""saltcd's control loop: accept requests, run them one app/env at a time, report.
+
+The runner module is a thin shell around this class; everything it needs from
+Salt (the fleet, the event bus, the cache) is handed in, so the same code runs
+under `salt-run`, in a reaction, and in tests with fakes.
+"""
+
+import logging
+import time
+
+from saltcd import intake, locking, registry_client, rollout, store
+
+log = logging.getLogger(__name__)
+
+MAX_DRAIN_ROUNDS = 20
+
+
+class Interrupted(RuntimeError):
+    """The master went away under a rollout; its request stays pending."""
+
+
+class Controller:
+    """Requests in, rollouts out, with a lock per app/env and a durable record."""
+
+    def __init__(self, settings, records, fleet, reporter, lock_dir,
+                 resolve=registry_client.resolve_digest):
+        self.settings = settings
+        self.records = records
+        self.fleet = fleet
+        self.reporter = reporter  # fire(tag, data) and progress(text)
+        self.lock_dir = lock_dir
+        self.resolve = resolve
+
+    def _lock(self, app, env):
+        return locking.lock_path(self.lock_dir, app, env)
+
+    # intake
+    def accept(self, tag, data):
+        """Validate an event and persist its requests; return what happened to it."""
+        verdict = intake.classify(tag, data, self.settings)
+        for request in verdict.requests:
+            self.records.add_request(request)
+            log.info("saltcd: accepted %s/%s %s:%s from %s", request["app"], request["env"],
+                     request["repository"], request["tag"], verdict.source["origin"])
+        for reason in verdict.ignored:
+            log.info("saltcd: ignored push from %s: %s", verdict.source["origin"], reason)
+        if verdict.rejected:
+            log.warning("saltcd: rejected event %s from %s: %s", tag, verdict.source["origin"],
+                        verdict.rejected)
+            self.reporter.fire(rollout.REJECTED_TAG,
+                               {"tag": tag, "source": verdict.source, "reason": verdict.rejected})
+        return {
+            "accepted": [{k: r[k] for k in ("id", "app", "env", "tag")} for r in verdict.requests],
+            "ignored": verdict.ignored,
+            "rejected": verdict.rejected,
+            "source": verdict.source,
+        }
+
+    def request(self, app, env, user="operator"):
+        """Persist an operator's request to deploy the environment's tag now."""
+        request = intake.operator_request(self.settings, app, env, user)
+        self.records.add_request(request)
+        return request
+
+    # running
+    def drain(self, app, env):
+        """Run pending requests of app/env until none is left, newest digest first.
+
+        Returns {"status": "idle"|"busy", "rollouts": [records]}. "busy" means
+        another process holds the lock: it will pick our request up, because a
+        holder re-reads the queue after each rollout and after releasing.
+        """
+        self.settings.deployment(app, env)
+        done = []
+        for _ in range(MAX_DRAIN_ROUNDS):
+            with locking.try_lock(self._lock(app, env)) as held:
+                if not held:
+                    return {"status": "busy", "rollouts": done}
+                self._mark_interrupted(app, env)
+                while True:
+                    pending = self.records.pending(app, env)
+                    if not pending:
+                        break
+                    for older in pending[:-1]:
+                        self._supersede(older, pending[-1])
+                    record = self._run_request(pending[-1])
+                    done.append(record)
+                    if record["status"] == "interrupted":
+                        return {"status": "interrupted", "rollouts": done}
+            # A request persisted while we were releasing found the lock held
+            # and left: look once more so it is not stranded.
+            if not self.records.pending(app, env):
+                return {"status": "idle", "rollouts": done}
+        return {"status": "idle", "rollouts": done}
+
+    def _mark_interrupted(self, app, env):
+        """Records still `running` while we hold the lock belong to a dead process."""
+        for record in self.records.rollouts(app, env):
+            if record.get("status") == "running":
+                record.update({"status": "interrupted", "ended": time.time(),
+                               "reason": "the process running it stopped (master restart?)"})
+                self.records.save_rollout(record)
+                self.reporter.fire(rollout.deploy_tag(app, env, "interrupted"),
+                                   {"rollout": record["id"], "app": app, "env": env})
+
+    def _supersede(self, older, newest):
+        record = self._new_record(older)
+        record.update({"status": "superseded", "ended": time.time(),
+                       "superseded_by": newest["id"],
+                       "reason": "a newer push arrived before this one ran"})
+        self.records.save_rollout(record)
+        self.records.drop_request(older["app"], older["env"], older["id"])
+        self.reporter.fire(
+            rollout.deploy_tag(older["app"], older["env"], "superseded"), {"rollout": record["id"], "request": older["id"],
+                           "superseded_by": newest["id"], "app": older["app"], "env": older["env"]})
+
+    @staticmethod
+    def _new_record(request):
+        return {
+            "id": store.new_id(),
+            "app": request["app"],
+            "env": request["env"],
+            "request": request["id"],
+            "trigger": request["trigger"],
+            "tag": request["tag"],
+            "digest_hint": request.get("digest_hint"),
+            "received": request.get("received"),
+            "started": time.time(),
+        }
+
+    def _run_request(self, request, test=False):
+        app, env = request["app"], request["env"]
+        deployment = self.settings.deployment(app, env)
+        reporter = self.reporter
+        record = self._new_record(request)
+        try:
+            digest = self.resolve(deployment.repository, request["tag"],
+                                  self.settings.registry(deployment.repository.registry))
+        except registry_client.RegistryError as exc:
+            record.update({"status": "failed", "ended": time.time(), "to_digest": None,
+                           "reason": f"digest not resolved, nothing changed: {exc}"})
+            if not test:
+                self.records.save_rollout(record)
+                self.records.drop_request(app, env, request["id"])
+                reporter.fire(rollout.deploy_tag(app, env, "failed"), {"rollout": record["id"], "app": app, "env": env,
+                                         "status": "failed", "reason": record["reason"]})
+            reporter.progress(f"{app}/{env}: {record['reason']}")
+            return record
+        hint = request.get("digest_hint")
+        if hint and hint != digest:
+            record["note"] = f"event said {rollout.short(hint)}, registry says {rollout.short(digest)}: registry wins"
+        save = (lambda r: None) if test else self.records.save_rollout
+        run = rollout.Rollout(deployment, digest, self.fleet, reporter, record, save=save)
+        try:
+            result = run.run(test=test)
+        except Interrupted as exc:
+            record.update({"status": "interrupted", "ended": time.time(), "reason": str(exc)})
+            save(record)
+            return record
+        except Exception as exc:  # pylint: disable=broad-except
+            # Never let one broken rollout wedge the queue: record it, drop it.
+            log.exception("saltcd: rollout %s of %s/%s crashed", record["id"], app, env)
+            record.update({"status": "failed", "ended": time.time(), "reason": f"crashed: {exc}"})
+            result = record
+            save(record)
+        if not test:
+            if result["status"] in ("succeeded", "unchanged"):
+                previous = self.records.env_state(app, env)
+                if previous.get("last_good") != digest:
+                    state = {"last_good": digest, "last_good_rollout": record["id"],
+                             "previous_good": previous.get("last_good")}
+                    self.records.set_env_state(app, env, state)
+            self.records.drop_request(app, env, request["id"])
+        return result
+
+    def plan(self, app, env, user="operator"):
+        """What a rollout would do now, without changing anything."""
+        request = intake.operator_request(self.settings, app, env, user)
+        return self._run_request(request, test=True)
+
+    # reading
+    def status(self, app=None, env=None):
+        """Live state of every (or one) app/env: digest and health per minion."""
+        out = {}
+        for dep in self.settings.deployments():
+            if (app and dep.app != app) or (env and dep.env != env):
+                continue
+            minions = self.fleet.targets(dep.target, dep.tgt_type)
+            live = self.fleet.status(minions, dep.container, dep.health) if minions else {}
+            good = self.records.env_state(dep.app, dep.env).get("last_good")
+            running = [r["id"] for r in self.records.rollouts(dep.app, dep.env)
+                       if r.get("status") == "running"]
+            out.setdefault(dep.app, {})[dep.env] = {
+                "last_good": good,
+                "converged": bool(minions) and good is not None and all(
+                    info and info.get("digest") == good and info["health"]["healthy"]
+                    for info in live.values()),
+                "rollout_running": running[-1:] if locking.is_locked(self._lock(dep.app, dep.env)) else [],
+                "pending": [r["id"] for r in self.records.pending(dep.app, dep.env)],
+                "minions": {
+                    m: ({"digest": info.get("digest"), "running": info.get("running"),
+                         "healthy": info["health"]["healthy"], "container_id": (info.get("id") or "")[:12]}
+                        if info else {"answered": False})
+                    for m, info in sorted(live.items())
+                },
+            }
+        return out
+
+    def history(self, app, env, limit=20):
+        """Rollout records of app/env, newest first."""
+        self.settings.deployment(app, env)
+        records = self.records.rollouts(app, env)
+        return list(reversed(records))[: max(int(limit), 0)]

@@ -1,0 +1,113 @@
+"""From an event on the master's bus to deploy requests.
+
+Three doors lead in: a registry webhook (tag `salt/engines/hook/...` from the
+webhook engine, or `salt/netapi/hook/...` from salt-api), a CI job's
+`salt-call event.send saltcd/push {...}` (arrives wrapped, with the minion id
+that the master verified), and an operator's `salt-run event.send saltcd/push`
+on the master. Each becomes requests for configured app/env pairs, or a
+rejection with a reason. Nothing here touches a minion.
+"""
+
+import time
+from dataclasses import dataclass, field
+
+from saltcd import notifications, store
+
+HOOK_PREFIXES = ("salt/engines/hook/", "salt/netapi/hook/")
+CI_TAG = "saltcd/push"
+MINION_FIELDS = ("cmd", "id")
+
+
+@dataclass
+class Verdict:
+    """What one event yields: requests to persist, ignored pushes, or a rejection."""
+
+    source: dict
+    requests: list = field(default_factory=list)
+    ignored: list = field(default_factory=list)
+    rejected: str = None
+
+
+def _source(tag, data):
+    """Where an event came from: {"kind": registry|ci|operator, "origin": ...}."""
+    if tag.startswith(HOOK_PREFIXES):
+        return {"kind": "registry", "origin": tag}
+    if isinstance(data, dict) and data.get("cmd") == "_minion_event" and "id" in data:
+        return {"kind": "ci", "origin": str(data["id"])}
+    return {"kind": "operator", "origin": "master"}
+
+
+def _parse(tag, data, source):
+    """The Parsed pushes of an event, or raise PayloadError."""
+    if source["kind"] == "registry":
+        present = [key for key in MINION_FIELDS if key in data]
+        if present:
+            raise notifications.PayloadError(
+                f"hook event carries minion fields {present}: fired by a minion, not the webhook")
+        return notifications.parse_distribution(data.get("body", b""))
+    if tag != CI_TAG:
+        raise notifications.PayloadError(f"unexpected event tag {tag[:80]!r}")
+    payload = data.get("data") if source["kind"] == "ci" else data
+    if not isinstance(payload, dict):
+        raise notifications.PayloadError("event data is not an object")
+    fields = {k: v for k, v in payload.items() if not k.startswith("_")}
+    return notifications.parse_generic(fields)
+
+
+def classify(tag, data, settings, now=None):
+    """Turn one event into a Verdict; `settings` is a validated config.Settings."""
+    now = time.time() if now is None else now
+    if not isinstance(tag, str) or not isinstance(data, dict):
+        return Verdict(source={"kind": "unknown", "origin": "?"}, rejected="event is not a tag and a mapping")
+    source = _source(tag, data)
+    verdict = Verdict(source=source)
+    try:
+        parsed = _parse(tag, data, source)
+    except notifications.PayloadError as exc:
+        verdict.rejected = str(exc)
+        return verdict
+    verdict.ignored.extend(parsed.ignored)
+    for push in parsed.pushes:
+        app = settings.app_for_repository(push.repository)
+        env = settings.env_for_tag(push.tag)
+        if app is None:
+            verdict.ignored.append(f"{push.repository}: no app deploys this repository")
+            continue
+        if env is None:
+            verdict.ignored.append(f"{push.repository}:{push.tag}: tag maps to no environment")
+            continue
+        try:
+            settings.deployment(app, env)
+        except KeyError as exc:
+            verdict.ignored.append(str(exc.args[0]))
+            continue
+        verdict.requests.append({
+            "id": store.new_id(now),
+            "app": app,
+            "env": env,
+            "repository": str(push.repository),
+            "tag": push.tag,
+            "digest_hint": push.digest,
+            "trigger": source,
+            "received": now,
+        })
+    return verdict
+
+
+def operator_request(settings, app, env, user="operator", now=None):
+    """A request made by hand (`salt-run deploy.rollout`): deploy the env's tag."""
+    now = time.time() if now is None else now
+    deployment = settings.deployment(app, env)
+    tags = sorted(tag for tag, mapped in settings.tag_environments.items() if mapped == env)
+    if not tags:
+        raise KeyError(f"no image tag maps to environment {env!r}")
+    return {
+        "id": store.new_id(now),
+        "app": app,
+        "env": env,
+        "repository": str(deployment.repository),
+        "tag": tags[0],
+        "digest_hint": None,
+        "trigger": {"kind": "operator", "origin": user},
+        "received": now,
+    }

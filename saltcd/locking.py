@@ -1,0 +1,42 @@
+"""One rollout per app and environment: an flock on a file in the master cachedir.
+
+flock is released by the kernel when the holding process dies, so a crashed or
+killed rollout never leaves a stale lock behind. Each holder opens the file
+itself: flock locks belong to the open file description.
+"""
+
+import contextlib
+import fcntl
+import os
+
+
+def lock_path(cachedir, app, env):
+    """The lock file of one app/env (names are validated before they get here)."""
+    return os.path.join(cachedir, "saltcd", "locks", f"{app}.{env}.lock")
+
+
+@contextlib.contextmanager
+def try_lock(path):
+    """Yield True while holding the lock at `path`, or False if someone else holds it."""
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    handle = open(path, "a+", encoding="utf-8")  # pylint: disable=consider-using-with
+    try:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            yield False
+            return
+        try:
+            yield True
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+    finally:
+        handle.close()
+
+
+def is_locked(path):
+    """True if some process holds the lock at `path` right now."""
+    if not os.path.exists(path):
+        return False
+    with try_lock(path) as held:
+        return not held

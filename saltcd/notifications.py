@@ -1,0 +1,126 @@
+"""Turning incoming payloads into push hints: (repository, tag, optional digest).
+
+A payload is only a hint. The runner later confirms the digest at the registry,
+so a parser's job is to pick the deploy triggers out and to refuse anything
+malformed with a reason. Each format is one function returning `Parsed`.
+"""
+
+import json
+from dataclasses import dataclass, field
+
+from saltcd import references
+
+MANIFEST_MEDIA_TYPES = frozenset(
+    {
+        "application/vnd.docker.distribution.manifest.v2+json",
+        "application/vnd.docker.distribution.manifest.list.v2+json",
+        "application/vnd.docker.distribution.manifest.v1+json",
+        "application/vnd.docker.distribution.manifest.v1+prettyjws",
+        "application/vnd.oci.image.manifest.v1+json",
+        "application/vnd.oci.image.index.v1+json",
+    }
+)
+
+
+class PayloadError(ValueError):
+    """The payload as a whole cannot be read (not UTF-8, not JSON, not an object)."""
+
+
+@dataclass(frozen=True)
+class Push:
+    """A tag that was pushed: the repository (host/path), the tag, maybe its digest."""
+
+    repository: references.Repository
+    tag: str
+    digest: str = None
+
+
+@dataclass
+class Parsed:
+    """What one payload yielded: pushes to act on and items ignored, with reasons."""
+
+    pushes: list = field(default_factory=list)
+    ignored: list = field(default_factory=list)
+
+
+def json_object(body):
+    """Decode `body` (bytes or str) as a JSON object, or raise PayloadError."""
+    if isinstance(body, (bytes, bytearray)):
+        try:
+            body = bytes(body).decode("utf-8")
+        except UnicodeDecodeError:
+            raise PayloadError("body is not UTF-8") from None
+    if isinstance(body, dict):
+        return body
+    if not isinstance(body, str):
+        raise PayloadError(f"body of type {type(body).__name__} is not JSON text")
+    try:
+        value = json.loads(body)
+    except ValueError as exc:
+        raise PayloadError(f"body is not JSON: {exc.msg}") from None
+    if not isinstance(value, dict):
+        raise PayloadError("body is JSON but not an object")
+    return value
+
+
+def _push(repository, tag, digest=None, default_registry="docker.io"):
+    """Build a Push after checking every part against the reference grammar."""
+    repo = references.parse_repository(repository, default_registry)
+    return Push(
+        repository=repo,
+        tag=references.parse_tag(tag),
+        digest=references.parse_digest(digest) if digest is not None else None,
+    )
+
+
+def parse_distribution(body):
+    """Docker distribution (registry 2.x) notification envelope -> Parsed.
+
+    One envelope holds several events; only manifest pushes that carry a tag are
+    deploy triggers. The repository in `target` has no host: the host the client
+    pushed to is in `request.host`.
+    """
+    envelope = json_object(body)
+    events = envelope.get("events")
+    if not isinstance(events, list):
+        raise PayloadError("envelope has no `events` list")
+    parsed = Parsed()
+    for index, event in enumerate(events):
+        if not isinstance(event, dict):
+            parsed.ignored.append(f"event {index}: not an object")
+            continue
+        target = event.get("target") or {}
+        request = event.get("request") or {}
+        if event.get("action") != "push":
+            parsed.ignored.append(f"event {index}: action {str(event.get('action'))[:20]!r}")
+            continue
+        if target.get("mediaType") not in MANIFEST_MEDIA_TYPES:
+            parsed.ignored.append(f"event {index}: not a manifest push")
+            continue
+        if not target.get("tag"):
+            parsed.ignored.append(f"event {index}: manifest push without a tag")
+            continue
+        host = request.get("host")
+        if not isinstance(host, str) or not references.DOMAIN_RE.fullmatch(host):
+            parsed.ignored.append(f"event {index}: request.host missing or invalid")
+            continue
+        try:
+            path = target.get("repository")
+            if not isinstance(path, str):
+                raise references.ReferenceError("target.repository missing")
+            parsed.pushes.append(_push(f"{host}/{path}", target["tag"], target.get("digest")))
+        except references.ReferenceError as exc:
+            parsed.ignored.append(f"event {index}: {exc}")
+    return parsed
+
+
+def parse_generic(payload):
+    """The generic CI form `{"repository": "host/path", "tag": "dev", "digest": opt}`."""
+    data = json_object(payload)
+    missing = [key for key in ("repository", "tag") if key not in data]
+    if missing:
+        raise PayloadError(f"missing {', '.join(missing)}")
+    try:
+        return Parsed(pushes=[_push(data["repository"], data["tag"], data.get("digest"))])
+    except references.ReferenceError as exc:
+        raise PayloadError(str(exc)) from None

@@ -1,0 +1,191 @@
+"""The rollout: one digest onto one environment, batch by batch, health-gated.
+
+This module knows nothing about Salt's clients. It talks to a *fleet* (see
+salt_fleet.SaltFleet for the real one) and reports through a *reporter*, so the
+whole policy — plan, gate, failure budget, rollback — is tested with fakes and
+runs unchanged against real minions.
+
+A fleet provides:
+- `targets(target, tgt_type) -> [minion ids]` — who should run the app;
+- `prepare(minions)` — make sure minions have saltcd's modules;
+- `inspect(minions, container) -> {minion: info or None}` — what runs now
+  (info: {"exists", "running", "digest", "id", "started_at"}; None: no answer);
+- `apply(minions, pillar, timeout, test) -> {minion: outcome or None}` — the
+  deploy SLS (outcome: {"ok", "changed", "comment"}; None: no answer).
+A reporter provides `fire(tag, data)` (events) and `progress(text)`.
+"""
+
+import math
+import time
+
+from saltcd import batches
+
+REJECTED_TAG = "saltcd/rejected"
+TERMINAL = ("succeeded", "unchanged", "failed", "rolled_back", "paused", "superseded", "interrupted")
+
+
+def deploy_tag(app, env, suffix):
+    """The event tag of one rollout step: `saltcd/deploy/<app>/<env>/<suffix>`."""
+    return f"saltcd/deploy/{app}/{env}/{suffix}"
+
+
+def failure_budget(max_failures, total):
+    """How many minions may fail: a count, or a share of `total` rounded down."""
+    if isinstance(max_failures, str) and max_failures.endswith("%"):
+        return math.floor(total * int(max_failures[:-1]) / 100)
+    return int(max_failures)
+
+
+def short(digest):
+    """`sha256:0123456789ab` — enough to tell digests apart in a log line."""
+    return digest[:19] if digest else "none"
+
+
+class Rollout:
+    """Run one rollout and keep its record (a plain dict, saved through `save`)."""
+
+    def __init__(self, deployment, digest, fleet, reporter, record, save=lambda record: None):
+        self.deployment = deployment
+        self.digest = digest
+        self.fleet = fleet
+        self.reporter = reporter
+        self.record = record
+        self.save = save
+        self.record.update(
+            {"to_digest": digest, "status": "running", "batches": [], "failed_minions": []}
+        )
+
+    # helpers
+    def _event(self, suffix, **data):
+        payload = {"rollout": self.record["id"], "app": self.deployment.app,
+                   "env": self.deployment.env, "digest": self.digest, **data}
+        self.reporter.fire(deploy_tag(self.deployment.app, self.deployment.env, suffix), payload)
+
+    def _finish(self, status, reason=None):
+        self.record.update({"status": status, "ended": time.time()})
+        if reason:
+            self.record["reason"] = reason
+        self.save(self.record)
+        return self.record
+
+    # planning
+    def plan(self, minions, before):
+        """The batches with, per minion, what it runs now and whether it would change."""
+        plan = []
+        for number, batch in enumerate(batches.plan_batches(minions, self.deployment.batch), 1):
+            plan.append({
+                "number": number,
+                "minions": {
+                    minion: {
+                        "from": (before.get(minion) or {}).get("digest"),
+                        "to": self.digest,
+                        "answered": before.get(minion) is not None,
+                        "change": not _runs(before.get(minion), self.digest),
+                    }
+                    for minion in batch
+                },
+            })
+        return plan
+
+    def run(self, test=False):
+        """Plan, then (unless `test`) apply batch by batch; return the record."""
+        dep = self.deployment
+        minions = sorted(self.fleet.targets(dep.target, dep.tgt_type))
+        self.record["minions"] = minions
+        if not minions:
+            return self._finish("failed", f"target {dep.target!r} ({dep.tgt_type}) matches no minion")
+        self.fleet.prepare(minions)
+        before = self.fleet.inspect(minions, dep.container)
+        self.record["from_digests"] = {m: (before.get(m) or {}).get("digest") for m in minions}
+        plan = self.plan(minions, before)
+        self.record["plan"] = plan
+        if test:
+            return self._finish("planned")
+        if all(_runs(before.get(m), self.digest) for m in minions):
+            self.reporter.progress(f"{dep.app}/{dep.env}: every minion already runs {short(self.digest)}; nothing to do")
+            self._event("finished", status="unchanged", minions=minions)
+            return self._finish("unchanged")
+        self.save(self.record)
+        self._event("started", minions=minions, batches=[sorted(b["minions"]) for b in plan],
+                    from_digests=self.record["from_digests"])
+        budget = failure_budget(dep.max_failures, len(minions))
+        for step in plan:
+            outcome = self._run_batch(step, self.digest)
+            self.record["failed_minions"].extend(outcome["failed"])
+            if len(self.record["failed_minions"]) > budget and dep.on_failure != "continue":
+                return self._stop(step["number"], before)
+        failed = self.record["failed_minions"]
+        status = "failed" if len(failed) > budget else "succeeded"
+        self._event("finished" if status == "succeeded" else "failed", status=status, failed=failed)
+        return self._finish(status, f"{len(failed)} minion(s) failed: {', '.join(failed)}" if failed else None)
+
+    def _run_batch(self, step, digest, kind="batch"):
+        """Apply one batch and gate on its health; record and report the results."""
+        dep = self.deployment
+        batch = sorted(step["minions"])
+        self.reporter.progress(f"{dep.app}/{dep.env} {kind} {step['number']}: {', '.join(batch)} -> {short(digest)}")
+        started = time.time()
+        results = self.fleet.apply(batch, dep.pillar(digest), dep.state_timeout, False)
+        minions = {}
+        for minion in batch:
+            result = results.get(minion)
+            if result is None:
+                result = {"ok": False, "changed": False, "comment": "no answer within the timeout"}
+            minions[minion] = {
+                "from": step["minions"][minion]["from"],
+                "to": digest,
+                "ok": bool(result["ok"]),
+                "changed": bool(result["changed"]),
+                "comment": result["comment"],
+            }
+            state = "healthy" if result["ok"] else "FAILED"
+            self.reporter.progress(
+                f"  {minion}: {short(minions[minion]['from'])} -> {short(digest)} "
+                f"{'replaced' if result['changed'] else 'unchanged'}, {state}"
+                + ("" if result["ok"] else f" ({result['comment']})")
+            )
+        failed = [m for m in batch if not minions[m]["ok"]]
+        entry = {"kind": kind, "number": step["number"], "started": started,
+                 "ended": time.time(), "minions": minions, "failed": failed}
+        self.record["batches"].append(entry)
+        self.save(self.record)
+        self._event(kind, number=step["number"], minions=minions, failed=failed,
+                    healthy=not failed, to_digest=digest)
+        return entry
+
+    def _stop(self, number, before):
+        """The failure budget is spent: pause, or roll the changed minions back."""
+        dep = self.deployment
+        failed = self.record["failed_minions"]
+        reason = f"batch {number} failed on {', '.join(failed)}"
+        if dep.on_failure == "pause":
+            self._event("failed", status="paused", failed=failed, reason=reason)
+            return self._finish("paused", reason + "; paused, nothing rolled back")
+        self._event("failed", status="failed", failed=failed, reason=reason)
+        return self._rollback(before, reason)
+
+    def _rollback(self, before, reason):
+        """Give every minion touched by this rollout its previous digest back, gated."""
+        touched = [m for b in self.record["batches"] if b["kind"] == "batch" for m in b["minions"]]
+        by_digest = {}
+        for minion in touched:
+            previous = (before.get(minion) or {}).get("digest")
+            if previous and previous != self.digest:
+                by_digest.setdefault(previous, []).append(minion)
+        still_failed = []
+        for previous, minions in sorted(by_digest.items()):
+            for number, batch in enumerate(batches.plan_batches(minions, self.deployment.batch), 1):
+                step = {"number": number,
+                        "minions": {m: {"from": self.digest, "to": previous} for m in batch}}
+                still_failed.extend(self._run_batch(step, previous, kind="rollback")["failed"])
+        self.record["rollback_failed"] = still_failed
+        status = "rolled_back" if not still_failed else "failed"
+        self._event("rolled_back", status=status, minions=sorted(m for ms in by_digest.values() for m in ms),
+                    failed=still_failed, reason=reason)
+        return self._finish(status, reason + ("; rolled back" if not still_failed
+                                              else f"; rollback failed on {', '.join(still_failed)}"))
+
+
+def _runs(info, digest):
+    """True if the inspected container runs `digest` and is up."""
+    return bool(info) and info.get("digest") == digest and bool(info.get("running"))

@@ -1,0 +1,85 @@
+"""Durable records of saltcd on top of Salt's cache API.
+
+Banks (one key per record, every write atomic per key on the localfs driver):
+
+- `saltcd/requests/<app>/<env>`: accepted pushes waiting to run, key = request id
+- `saltcd/rollouts/<app>/<env>`: the history, key = rollout id
+- `saltcd/envs/<app>/<env>`: key `state`, the last digest that completed a rollout
+
+Ids start with a UTC timestamp so sorting keys sorts by time. The cache has no
+compare-and-swap, so every read-modify-write of one app/env happens under that
+app/env's lock (see locking.py); appending a request never modifies a record.
+"""
+
+import secrets
+import time
+
+BANK = "saltcd"
+
+
+def new_id(now=None):
+    """A sortable, unique id: `20261126T093633.123456Z-1a2b3c`."""
+    now = time.time() if now is None else now
+    stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime(now))
+    micros = int((now % 1) * 1_000_000)
+    return f"{stamp}.{micros:06d}Z-{secrets.token_hex(3)}"
+
+
+class Store:
+    """saltcd's requests, rollout history and per-environment state."""
+
+    def __init__(self, cache):
+        self.cache = cache
+
+    @staticmethod
+    def _bank(kind, app, env):
+        return f"{BANK}/{kind}/{app}/{env}"
+
+    def _records(self, kind, app, env):
+        bank = self._bank(kind, app, env)
+        records = []
+        for key in sorted(self.cache.list(bank)):
+            record = self.cache.fetch(bank, key)
+            if record:
+                records.append(record)
+        return records
+
+    # requests: accepted pushes waiting for a rollout
+    def add_request(self, request):
+        """Persist an accepted request (it must have id, app and env)."""
+        self.cache.store(self._bank("requests", request["app"], request["env"]), request["id"], request)
+
+    def pending(self, app, env):
+        """Waiting requests of one app/env, oldest first."""
+        return self._records("requests", app, env)
+
+    def drop_request(self, app, env, request_id):
+        """Forget a request once its outcome is in the history."""
+        self.cache.flush(self._bank("requests", app, env), request_id)
+
+    # history
+    def save_rollout(self, record):
+        """Write (or overwrite) one rollout record."""
+        self.cache.store(self._bank("rollouts", record["app"], record["env"]), record["id"], record)
+
+    def rollouts(self, app, env):
+        """Every rollout record of one app/env, oldest first."""
+        return self._records("rollouts", app, env)
+
+    # per environment
+    def env_state(self, app, env):
+        """`{"last_good": digest, "last_good_rollout": id}` or {} when nothing succeeded yet."""
+        return self.cache.fetch(self._bank("envs", app, env), "state") or {}
+
+    def set_env_state(self, app, env, state):
+        """Replace the per-environment state record."""
+        self.cache.store(self._bank("envs", app, env), "state", state)
+
+    def app_envs_with_requests(self):
+        """(app, env) pairs that have pending requests."""
+        pairs = []
+        for app in sorted(self.cache.list(f"{BANK}/requests")):
+            for env in sorted(self.cache.list(f"{BANK}/requests/{app}")):
+                if self.cache.list(self._bank("requests", app, env)):
+                    pairs.append((app, env))
+        return pairs

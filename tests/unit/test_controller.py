@@ -1,0 +1,129 @@
+"""Intake, queue, coalescing and history, with fakes for the fleet and the registry."""
+
+import json
+
+import pytest
+
+from saltcd import locking, registry_client
+from saltcd.controller import Controller
+from saltcd.store import Store
+
+from .fakes import FakeFleet, MemoryCache, Recorder
+
+OLD, NEW = "sha256:" + "0" * 64, "sha256:" + "1" * 64
+REPO = "127.0.0.1:5000/saltcd/web"
+
+
+class FakeRegistry:
+    def __init__(self, digest):
+        self.digest = digest
+
+    def __call__(self, repository, tag, settings):
+        if isinstance(self.digest, Exception):
+            raise self.digest
+        return self.digest
+
+
+@pytest.fixture
+def ctl(settings, tmp_path):
+    fleet = FakeFleet({"dev-1": OLD, "dev-2": OLD, "qa-1": OLD})
+    return Controller(settings, Store(MemoryCache()), fleet, Recorder(), str(tmp_path),
+                      resolve=FakeRegistry(NEW))
+
+
+def hook_event(tag="dev", digest=NEW, media="application/vnd.docker.distribution.manifest.v2+json"):
+    body = {"events": [{"action": "push", "target": {"mediaType": media, "repository": "saltcd/web",
+                                                     "tag": tag, "digest": digest},
+                        "request": {"host": "127.0.0.1:5000"}}]}
+    return {"body": json.dumps(body).encode(), "headers": {}}
+
+
+def test_registry_push_is_persisted_not_run(ctl):
+    verdict = ctl.accept("salt/engines/hook/saltcd/registry", hook_event())
+    assert [(r["app"], r["env"]) for r in verdict["accepted"]] == [("web", "dev")]
+    assert verdict["source"]["kind"] == "registry"
+    assert len(ctl.records.pending("web", "dev")) == 1
+    assert ctl.fleet.applied == []
+
+
+def test_ci_event_carries_the_minion_id(ctl):
+    data = {"id": "ci-1", "cmd": "_minion_event", "tag": "saltcd/push",
+            "data": {"repository": REPO, "tag": "qa", "__pub_fun": "event.send"}}
+    verdict = ctl.accept("saltcd/push", data)
+    assert verdict["source"] == {"kind": "ci", "origin": "ci-1"}
+    assert verdict["accepted"][0]["env"] == "qa"
+
+
+@pytest.mark.parametrize("tag, data, reason", [
+    ("salt/engines/hook/saltcd/registry", {**hook_event(), "id": "dev-1", "cmd": "_minion_event"}, "fired by a minion"),
+    ("salt/engines/hook/saltcd/registry", {"body": b"\xff"}, "not UTF-8"),
+    ("salt/engines/hook/saltcd/registry", {"body": b"[]"}, "not an object"),
+    ("saltcd/push", {"repository": REPO, "tag": "dev; rm -rf /"}, "invalid tag"),
+    ("saltcd/push", {"repository": "$(id)", "tag": "dev"}, "invalid repository"),
+    ("saltcd/push", {"repository": REPO, "tag": "dev", "digest": "sha256:nothex"}, "invalid digest"),
+])
+def test_rejections_change_nothing_and_are_announced(ctl, tag, data, reason):
+    verdict = ctl.accept(tag, data)
+    assert reason in verdict["rejected"]
+    assert ctl.records.pending("web", "dev") == [] and ctl.fleet.applied == []
+    assert ctl.reporter.events[-1][0] == "saltcd/rejected"
+
+
+def test_unknown_repository_and_unmapped_tag_are_ignored(ctl):
+    assert ctl.accept("saltcd/push", {"repository": "127.0.0.1:5000/other", "tag": "dev"})["ignored"]
+    assert ctl.accept("saltcd/push", {"repository": REPO, "tag": "latest"})["ignored"]
+    assert ctl.accept("saltcd/push", {"repository": REPO, "tag": "prod"})["ignored"] == []  # web has prod
+    assert ctl.accept("saltcd/push", {"repository": "127.0.0.1:5000/saltcd/api", "tag": "qa"})["ignored"] == [
+        "app 'api' has no environment 'qa'"]
+
+
+def test_drain_coalesces_to_the_newest_request(ctl):
+    for _ in range(3):
+        ctl.accept("salt/engines/hook/saltcd/registry", hook_event())
+    result = ctl.drain("web", "dev")
+    history = ctl.history("web", "dev")
+    assert [r["status"] for r in reversed(history)] == ["superseded", "superseded", "succeeded"]
+    assert result["status"] == "idle" and ctl.records.pending("web", "dev") == []
+    assert ctl.records.env_state("web", "dev")["last_good"] == NEW
+    assert ctl.fleet.running == {"dev-1": NEW, "dev-2": NEW, "qa-1": OLD}
+
+
+def test_drain_leaves_the_queue_to_the_lock_holder(ctl):
+    ctl.accept("salt/engines/hook/saltcd/registry", hook_event())
+    with locking.try_lock(locking.lock_path(ctl.lock_dir, "web", "dev")) as held:
+        assert held
+        assert ctl.drain("web", "dev")["status"] == "busy"
+    assert len(ctl.records.pending("web", "dev")) == 1 and ctl.fleet.applied == []
+
+
+def test_stale_running_record_becomes_interrupted(ctl):
+    ctl.records.save_rollout({"id": "20260101T000000.000000Z-aaaaaa", "app": "web", "env": "dev",
+                              "status": "running"})
+    ctl.drain("web", "dev")
+    assert ctl.history("web", "dev")[0]["status"] == "interrupted"
+    assert "saltcd/deploy/web/dev/interrupted" in ctl.reporter.tags()
+
+
+def test_registry_down_fails_cleanly(ctl):
+    ctl.resolve = FakeRegistry(registry_client.RegistryError("registry 127.0.0.1:5000 unreachable"))
+    ctl.accept("salt/engines/hook/saltcd/registry", hook_event())
+    ctl.drain("web", "dev")
+    record = ctl.history("web", "dev")[0]
+    assert record["status"] == "failed" and "unreachable" in record["reason"]
+    assert ctl.fleet.applied == [] and ctl.records.pending("web", "dev") == []
+
+
+def test_registry_digest_wins_over_the_event(ctl):
+    ctl.accept("salt/engines/hook/saltcd/registry", hook_event(digest=OLD))
+    ctl.drain("web", "dev")
+    record = ctl.history("web", "dev")[0]
+    assert record["to_digest"] == NEW and "registry wins" in record["note"]
+
+
+def test_status_reports_convergence(ctl):
+    ctl.accept("salt/engines/hook/saltcd/registry", hook_event())
+    ctl.drain("web", "dev")
+    status = ctl.status("web")
+    assert status["web"]["dev"]["converged"] is True
+    assert status["web"]["qa"]["converged"] is False  # nothing succeeded in qa yet
+    assert status["web"]["dev"]["minions"]["dev-1"]["digest"] == NEW

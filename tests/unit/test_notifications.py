@@ -1,0 +1,62 @@
+import json
+
+import pytest
+
+from saltcd import notifications as n
+
+DIGEST = "sha256:" + "c" * 64
+MANIFEST = "application/vnd.docker.distribution.manifest.v2+json"
+
+
+def event(action="push", media=MANIFEST, tag="dev", repo="saltcd/web", host="127.0.0.1:5000", digest=DIGEST):
+    target = {"mediaType": media, "repository": repo, "digest": digest, "size": 525}
+    if tag is not None:
+        target["tag"] = tag
+    return {"id": "x", "action": action, "target": target, "request": {"host": host, "method": "PUT"}}
+
+
+def envelope(*events):
+    return json.dumps({"events": list(events)}).encode()
+
+
+def test_only_tagged_manifest_pushes_trigger():
+    body = envelope(
+        event(media="application/octet-stream", tag=None),       # blob push
+        event(action="pull"),
+        event(action="delete"),
+        event(tag=None),                                          # push by digest
+        event(),
+        event(media="application/vnd.oci.image.index.v1+json", tag="qa"),
+    )
+    parsed = n.parse_distribution(body)
+    assert [(str(p.repository), p.tag, p.digest) for p in parsed.pushes] == [
+        ("127.0.0.1:5000/saltcd/web", "dev", DIGEST),
+        ("127.0.0.1:5000/saltcd/web", "qa", DIGEST),
+    ]
+    assert len(parsed.ignored) == 4
+
+
+def test_bad_parts_of_an_event_are_ignored_not_fatal():
+    parsed = n.parse_distribution(envelope(event(tag="x" * 200), event(repo="../../etc"),
+                                           event(digest="sha256:zz"), event(host="evil host"), event()))
+    assert len(parsed.pushes) == 1 and len(parsed.ignored) == 4
+
+
+@pytest.mark.parametrize("body, reason", [
+    (b"\xff\xfe", "not UTF-8"),
+    (b"{not json", "not JSON"),
+    (b"[1, 2]", "not an object"),
+    (b'{"events": "nope"}', "no `events` list"),
+])
+def test_unreadable_envelopes_are_errors(body, reason):
+    with pytest.raises(n.PayloadError, match=reason):
+        n.parse_distribution(body)
+
+
+def test_generic_ci_form():
+    parsed = n.parse_generic({"repository": "127.0.0.1:5000/saltcd/web", "tag": "qa"})
+    assert parsed.pushes[0].tag == "qa" and parsed.pushes[0].digest is None
+    with pytest.raises(n.PayloadError, match="missing tag"):
+        n.parse_generic({"repository": "127.0.0.1:5000/saltcd/web"})
+    with pytest.raises(n.PayloadError, match="invalid tag"):
+        n.parse_generic({"repository": "127.0.0.1:5000/saltcd/web", "tag": "$(id)"})
