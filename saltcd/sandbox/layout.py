@@ -1,0 +1,47 @@
+"""The shape of a sandbox fleet, shared by `make demo` and the integration tests.
+
+Each simulated host is a minion with its own Docker engine, whose published
+ports answer on its own loopback address (127.0.0.N).
+"""
+
+ENVIRONMENTS = ("dev", "qa", "prod")
+
+
+def fleet(counts, first_octet=11):
+    """[{"id", "env", "address", "index"}] for e.g. {"dev": 2, "qa": 2, "prod": 3}."""
+    minions = []
+    octet = first_octet
+    for env in ENVIRONMENTS:
+        for number in range(1, counts.get(env, 0) + 1):
+            minions.append({"id": f"{env}-{number}", "env": env, "address": f"127.0.0.{octet}",
+                            "index": octet})
+            octet += 1
+    return minions
+
+
+def minion_overrides(minion, docker_url):
+    """Minion config: its engine, its env grain, and where its ports answer."""
+    return {
+        "docker.url": docker_url,
+        "grains": {"saltcd_env": minion["env"], "saltcd": {"health_host": minion["address"]}},
+    }
+
+
+def app_config(repository, port, container=None, health_timeout=20, batch=1, **policy):
+    """One app, deployed to every environment by its env grain-named glob."""
+    return {
+        "repository": repository,
+        "container": container or repository.rsplit("/", 1)[1],
+        "ports": [f"{port}:8080"],
+        "environment": {"PORT": "8080"},
+        "stop_timeout": 5,
+        "health": {"path": "/health", "port": port, "timeout": health_timeout, "interval": 0.5},
+        "batch": batch,
+        "environments": {env: {"target": f"{env}-*"} for env in ENVIRONMENTS},
+        **policy,
+    }
+
+
+def saltcd_config(registry_host, apps):
+    """The `saltcd:` master config section for a loopback registry."""
+    return {"registries": {registry_host: {"scheme": "http", "timeout": 5}}, "apps": apps}

@@ -1,0 +1,152 @@
+"""A local Docker registry (distribution 2.8) that can notify saltcd of pushes."""
+
+from __future__ import annotations
+
+import json
+import logging
+import secrets
+import signal
+import subprocess
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+# Talk to loopback directly, whatever *_proxy variables the environment has.
+_opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+
+
+class RegistryError(RuntimeError):
+    """The registry could not be started."""
+
+
+class LocalRegistry:
+    """``docker-registry serve`` with filesystem storage below ``root``."""
+
+    def __init__(
+        self,
+        root: Path | str,
+        address: str = "127.0.0.1",
+        port: int = 5000,
+        notify_url: str | None = None,
+        notify_headers: dict[str, str] | None = None,
+        notify_timeout: str = "2s",
+    ):
+        self.root = Path(root).absolute()
+        self.address = address
+        self.port = int(port)
+        self.notify_url = notify_url
+        self.notify_headers = dict(notify_headers or {})
+        self.notify_timeout = notify_timeout
+        self.config_file = self.root / "config.yml"
+        self.logfile = self.root / "registry.log"
+        self._proc: subprocess.Popen | None = None
+
+    def __repr__(self) -> str:
+        return f"LocalRegistry({str(self.root)!r}, {self.host!r})"
+
+    @property
+    def host(self) -> str:
+        """``ADDRESS:PORT``, the registry part of image references."""
+        return f"{self.address}:{self.port}"
+
+    @property
+    def url(self) -> str:
+        """Base URL of the registry's HTTP API."""
+        return f"http://{self.host}"
+
+    def config(self) -> dict:
+        """The registry configuration as a dict (written as JSON, which is YAML)."""
+        cfg = {
+            "version": 0.1,
+            "log": {"level": "info", "fields": {"service": "registry"}},
+            "storage": {
+                "filesystem": {"rootdirectory": str(self.root / "data")},
+                "delete": {"enabled": True},
+            },
+            "http": {
+                "addr": self.host,
+                # Without a secret the registry makes up one and warns about it.
+                "secret": secrets.token_hex(16),
+            },
+        }
+        if self.notify_url:
+            cfg["notifications"] = {
+                "endpoints": [
+                    {
+                        "name": "saltcd",
+                        "url": self.notify_url,
+                        # The registry wants a list of values per header.
+                        "headers": {k: [v] for k, v in self.notify_headers.items()},
+                        "timeout": self.notify_timeout,
+                        "threshold": 5,
+                        "backoff": "1s",
+                    }
+                ]
+            }
+        return cfg
+
+    def start(self, timeout: float = 30) -> None:
+        """Write the config, start the registry and wait until ``/v2/`` answers 200."""
+        if self._proc is not None and self._proc.poll() is None:
+            return
+        (self.root / "data").mkdir(parents=True, exist_ok=True)
+        self.config_file.write_text(json.dumps(self.config(), indent=2))
+        cmd = ["docker-registry", "serve", str(self.config_file)]
+        log.info("starting registry on %s: %s", self.host, cmd)
+        with open(self.logfile, "ab") as out:
+            self._proc = subprocess.Popen(
+                cmd, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        try:
+            self._wait_until_up(timeout)
+        except BaseException:
+            self.stop()  # a registry that never answered is of no use
+            raise
+
+    def _wait_until_up(self, timeout: float) -> None:
+        started = time.monotonic()
+        deadline = started + timeout
+        while True:
+            if self._proc.poll() is not None:
+                raise RegistryError(
+                    f"registry exited with {self._proc.returncode}:\n{self.log_tail()}")
+            if self._answers():
+                log.info("registry on %s answered after %.1f s", self.host, time.monotonic() - started)
+                return
+            if time.monotonic() > deadline:
+                raise RegistryError(
+                    f"registry on {self.host} did not answer within {timeout} s:\n{self.log_tail()}")
+            time.sleep(0.1)
+
+    def _answers(self) -> bool:
+        try:
+            with _opener.open(f"{self.url}/v2/", timeout=2) as resp:
+                return resp.status == 200
+        except (OSError, urllib.error.URLError) as exc:
+            log.debug("registry %s not ready: %s", self.host, exc)
+            return False
+
+    def stop(self, timeout: float = 10) -> None:
+        """Terminate the registry, kill it if it does not exit in time. Idempotent."""
+        proc, self._proc = self._proc, None
+        if proc is None or proc.poll() is not None:
+            return
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            log.warning("registry on %s ignored SIGTERM: killing it", self.host)
+            proc.kill()
+            proc.wait(10)
+
+    def log_tail(self, lines: int = 30) -> str:
+        """The last lines of the registry's log (for error messages)."""
+        try:
+            text = self.logfile.read_text(errors="replace")
+        except OSError:
+            return "(no registry log)"
+        return "\n".join(text.splitlines()[-lines:])
