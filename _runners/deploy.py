@@ -17,9 +17,12 @@ the master (opts, cache, event bus, LocalClient).
 """
 
 import logging
+import os
+import subprocess
+import sys
+import threading
 
 import salt.cache
-import salt.runner
 import salt.utils.event
 
 from saltcd import config, controller, salt_fleet, store
@@ -77,9 +80,21 @@ def _guarded(function):
 
 
 def _start_drain(app, env):
-    """Run the queue of app/env in its own process, so the caller returns now."""
-    client = salt.runner.RunnerClient(__opts__)
-    return client.asynchronous("deploy.drain", {"kwarg": {"app": app, "env": env}}, user="saltcd")
+    """Run the queue of app/env in a new `salt-run` process, so the caller returns now.
+
+    A fresh process (fork + exec), not RunnerClient.asynchronous: that forks the
+    calling process, and a fork of the reactor's thread pool can inherit a lock
+    (logging's, for one) held by another thread and hang forever.
+    """
+    argv = [sys.executable, "-c", "import salt.scripts; salt.scripts.salt_run()",
+            "-c", os.path.dirname(__opts__["conf_file"]), "--out=quiet",
+            "deploy.drain", f"app={app}", f"env={env}"]
+    proc = subprocess.Popen(  # pylint: disable=consider-using-with
+        argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        start_new_session=True, close_fds=True)
+    # Reap it when it ends, without holding up the reaction.
+    threading.Thread(target=proc.wait, name=f"saltcd-drain-{app}-{env}", daemon=True).start()
+    return {"pid": proc.pid}
 
 
 def accept(tag, data):
@@ -98,7 +113,7 @@ def accept(tag, data):
         verdict = _controller().accept(tag, data)
         started = []
         for pair in sorted({(r["app"], r["env"]) for r in verdict["accepted"]}):
-            started.append({"app": pair[0], "env": pair[1], "jid": _start_drain(*pair)["jid"]})
+            started.append({"app": pair[0], "env": pair[1], **_start_drain(*pair)})
         verdict["drains"] = started
         if verdict["rejected"]:
             __context__["retcode"] = 1
@@ -172,7 +187,7 @@ def resume():
     def run():
         ctl = _controller()
         pairs = ctl.records.app_envs_with_requests()
-        return {"started": [{"app": a, "env": e, "jid": _start_drain(a, e)["jid"]} for a, e in pairs]}
+        return {"started": [{"app": a, "env": e, **_start_drain(a, e)} for a, e in pairs]}
 
     return _guarded(run)
 

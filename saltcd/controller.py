@@ -8,7 +8,7 @@ under `salt-run`, in a reaction, and in tests with fakes.
 import logging
 import time
 
-from saltcd import intake, locking, registry_client, rollout, store
+from saltcd import intake, locking, notifications, registry_client, rollout, store
 
 log = logging.getLogger(__name__)
 
@@ -43,7 +43,9 @@ class Controller:
             log.info("saltcd: accepted %s/%s %s:%s from %s", request["app"], request["env"],
                      request["repository"], request["tag"], verdict.source["origin"])
         for reason in verdict.ignored:
-            log.info("saltcd: ignored push from %s: %s", verdict.source["origin"], reason)
+            # Blob pushes and pulls come by the dozen with every push: not news.
+            level = logging.DEBUG if reason.endswith(notifications.ROUTINE) else logging.INFO
+            log.log(level, "saltcd: ignored from %s: %s", verdict.source["origin"], reason)
         if verdict.rejected:
             log.warning("saltcd: rejected event %s from %s: %s", tag, verdict.source["origin"],
                         verdict.rejected)
@@ -142,8 +144,9 @@ class Controller:
             if not test:
                 self.records.save_rollout(record)
                 self.records.drop_request(app, env, request["id"])
-                reporter.fire(rollout.deploy_tag(app, env, "failed"), {"rollout": record["id"], "app": app, "env": env,
-                                         "status": "failed", "reason": record["reason"]})
+                reporter.fire(rollout.deploy_tag(app, env, "finished"),
+                              {"rollout": record["id"], "app": app, "env": env,
+                               "status": "failed", "reason": record["reason"]})
             reporter.progress(f"{app}/{env}: {record['reason']}")
             return record
         hint = request.get("digest_hint")

@@ -22,6 +22,12 @@ MANIFEST_MEDIA_TYPES = frozenset(
 )
 
 
+# Reasons for ignoring the events every push brings along (blobs, pulls).
+NOT_A_MANIFEST = "not a manifest push"
+NOT_A_PUSH = "not a push"
+ROUTINE = (NOT_A_MANIFEST, NOT_A_PUSH)
+
+
 class PayloadError(ValueError):
     """The payload as a whole cannot be read (not UTF-8, not JSON, not an object)."""
 
@@ -92,10 +98,10 @@ def parse_distribution(body):
         target = event.get("target") or {}
         request = event.get("request") or {}
         if event.get("action") != "push":
-            parsed.ignored.append(f"event {index}: action {str(event.get('action'))[:20]!r}")
+            parsed.ignored.append(f"event {index} ({str(event.get('action'))[:20]}): {NOT_A_PUSH}")
             continue
         if target.get("mediaType") not in MANIFEST_MEDIA_TYPES:
-            parsed.ignored.append(f"event {index}: not a manifest push")
+            parsed.ignored.append(f"event {index}: {NOT_A_MANIFEST}")
             continue
         if not target.get("tag"):
             parsed.ignored.append(f"event {index}: manifest push without a tag")

@@ -62,10 +62,14 @@ class Rollout:
         self.reporter.fire(deploy_tag(self.deployment.app, self.deployment.env, suffix), payload)
 
     def _finish(self, status, reason=None):
+        """Close the record; every rollout ends with one `finished` event saying how."""
         self.record.update({"status": status, "ended": time.time()})
         if reason:
             self.record["reason"] = reason
         self.save(self.record)
+        if status != "planned":
+            self._event("finished", status=status, reason=reason,
+                        failed=self.record["failed_minions"], minions=self.record.get("minions", []))
         return self.record
 
     # planning
@@ -103,7 +107,6 @@ class Rollout:
             return self._finish("planned")
         if all(_runs(before.get(m), self.digest) for m in minions):
             self.reporter.progress(f"{dep.app}/{dep.env}: every minion already runs {short(self.digest)}; nothing to do")
-            self._event("finished", status="unchanged", minions=minions)
             return self._finish("unchanged")
         self.save(self.record)
         self._event("started", minions=minions, batches=[sorted(b["minions"]) for b in plan],
@@ -116,7 +119,6 @@ class Rollout:
                 return self._stop(step["number"], before)
         failed = self.record["failed_minions"]
         status = "failed" if len(failed) > budget else "succeeded"
-        self._event("finished" if status == "succeeded" else "failed", status=status, failed=failed)
         return self._finish(status, f"{len(failed)} minion(s) failed: {', '.join(failed)}" if failed else None)
 
     def _run_batch(self, step, digest, kind="batch"):
@@ -158,10 +160,9 @@ class Rollout:
         dep = self.deployment
         failed = self.record["failed_minions"]
         reason = f"batch {number} failed on {', '.join(failed)}"
+        self._event("failed", failed=failed, reason=reason, action=dep.on_failure)
         if dep.on_failure == "pause":
-            self._event("failed", status="paused", failed=failed, reason=reason)
             return self._finish("paused", reason + "; paused, nothing rolled back")
-        self._event("failed", status="failed", failed=failed, reason=reason)
         return self._rollback(before, reason)
 
     def _rollback(self, before, reason):

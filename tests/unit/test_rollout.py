@@ -29,7 +29,8 @@ def test_nothing_to_do_when_all_run_the_digest(settings):
     fleet = FakeFleet({"dev-1": NEW, "dev-2": NEW})
     result, reporter = run(settings.deployment("web", "dev"), fleet, NEW)
     assert result["status"] == "unchanged" and fleet.applied == []
-    assert reporter.events[-1][1]["status"] == "unchanged"
+    assert reporter.events == [("saltcd/deploy/web/dev/finished", reporter.events[0][1])]
+    assert reporter.events[0][1]["status"] == "unchanged"
 
 
 def test_plan_changes_nothing(settings):
@@ -47,7 +48,9 @@ def test_unhealthy_batch_rolls_back_and_later_batches_untouched(settings):
     assert result["status"] == "rolled_back"
     assert fleet.applied == [(["dev-1"], BAD), (["dev-1"], OLD)]
     assert fleet.running == {"dev-1": OLD, "dev-2": OLD, "dev-3": OLD}
-    assert "saltcd/deploy/web/dev/rolled_back" in reporter.tags()
+    assert [t.rsplit("/", 1)[1] for t in reporter.tags()] == [
+        "started", "batch", "failed", "rollback", "rolled_back", "finished"]
+    assert reporter.events[-1][1]["status"] == "rolled_back"
 
 
 def test_pause_leaves_things_as_they_are(settings, raw_config):

@@ -1,0 +1,40 @@
+"""The deploy SLS rendered through Salt's own state compiler, per environment."""
+
+import pytest
+
+from saltcd import config
+
+DIGEST = "sha256:" + "d" * 64
+
+
+@pytest.mark.parametrize("env", ["dev", "qa", "prod"])
+def test_rendered_state_pins_the_digest_and_gates_on_health(caller, example_config, env):
+    deployment = config.load(example_config).deployment("web", env)
+    low = caller.cmd("state.show_sls", "saltcd.deploy", pillar=deployment.pillar(DIGEST))
+    assert isinstance(low, dict), low  # a list would be render errors
+    image = f"127.0.0.1:5000/saltcd/web@{DIGEST}"
+    pull = low["saltcd-deploy-docker_image-present"]
+    assert {"name": image} in pull["docker_image"]
+    running = low["saltcd-deploy-docker_container-running"]["docker_container"]
+    assert {"image": image} in running and {"name": "web"} in running
+    assert {"port_bindings": ["8080:8080"]} in running
+    assert {"environment": {"GREETING": "hello"}} in running
+    health = low["saltcd-deploy-saltcd_health-passing"]["saltcd_health"]
+    # Probed on the minion itself (the lab's minions override the host by grain).
+    assert {"name": "http://127.0.0.1:8080/health"} in health
+    assert {"settle": deployment.health.settle} in health
+    assert [{"docker_container": "saltcd-deploy-docker_container-running"}] in [
+        item["require"] for item in health if "require" in item]
+
+
+def test_state_without_the_runner_pillar_fails_clearly(caller):
+    errors = caller.cmd("state.show_sls", "saltcd.deploy")
+    assert isinstance(errors, list)
+    assert "needs pillar saltcd:image" in " ".join(errors)
+
+
+def test_health_state_under_test_changes_nothing(caller, repo_root):
+    caller.cmd("saltutil.sync_all")
+    ret = caller.cmd("state.single", "saltcd_health.passing", "http://127.0.0.1:9/health", test=True)
+    (result,) = ret.values()
+    assert result["result"] is None and "Would wait" in result["comment"]

@@ -1,0 +1,185 @@
+"""The integration lab: a real registry, one dockerd per simulated host, a real
+Salt master (webhook engine, reactor, saltcd runner) and real minions.
+
+Everything is session-scoped (daemons take seconds to start) and stopped at the
+end, also when a test fails. Tests keep out of each other's way by using
+different apps (repository, container name and port) of the same lab.
+"""
+
+import os
+import shutil
+import socket
+import tempfile
+import time
+from pathlib import Path
+
+import pytest
+
+from saltcd import master_config
+from saltcd.sandbox import app_image, layout
+from saltcd.sandbox.engines import DockerHost
+from saltcd.sandbox.registry import LocalRegistry
+
+# Apps of the lab: name -> host port. Each test owns the apps it deploys.
+APPS = {"web": 18080, "ci": 18081, "orch": 18082, "sick": 18083, "plan": 18084}
+
+
+def _missing_prerequisite():
+    if os.geteuid() != 0:
+        return "the integration lab starts dockerd and bridges: run as root (make test does)"
+    for binary in ("dockerd", "docker-registry", "busybox"):
+        if not shutil.which(binary):
+            return f"{binary} is not installed: run `make test`, which installs it"
+    return None
+
+
+def free_port():
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def lab_root():
+    reason = _missing_prerequisite()
+    if reason:
+        pytest.skip(reason)
+    # Short: dockerd socket paths must stay under 107 bytes.
+    root = Path(tempfile.mkdtemp(prefix="scd-it-", dir="/tmp"))
+    yield root
+    shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def lab_minions():
+    return layout.fleet({"dev": 2, "qa": 1, "prod": 1}, first_octet=41)
+
+
+@pytest.fixture(scope="session")
+def docker_hosts(lab_root, lab_minions):
+    hosts = {m["id"]: DockerHost(m["id"], m["address"], lab_root / "hosts" / m["id"], m["index"])
+             for m in lab_minions}
+    hosts["builder"] = DockerHost("builder", "127.0.0.40", lab_root / "hosts" / "builder", 40)
+    try:
+        for host in hosts.values():
+            host.start()
+        yield hosts
+    finally:
+        for host in hosts.values():
+            host.purge()
+
+
+@pytest.fixture(scope="session")
+def webhook_port():
+    return free_port()
+
+
+@pytest.fixture(scope="session")
+def registry(lab_root, webhook_port):
+    reg = LocalRegistry(lab_root / "registry", port=free_port(),
+                        notify_url=f"http://127.0.0.1:{webhook_port}/{master_config.REGISTRY_HOOK_PATH}")
+    reg.start()
+    try:
+        yield reg
+    finally:
+        reg.stop()
+
+
+@pytest.fixture(scope="session")
+def repositories(registry):
+    return {app: f"{registry.host}/saltcd/{app}" for app in APPS}
+
+
+@pytest.fixture(scope="session")
+def salt_master(salt_factories, repo_root, registry, repositories, webhook_port):
+    apps = {app: layout.app_config(repositories[app], port, health_timeout=10)
+            for app, port in APPS.items()}
+    apps["sick"]["batch"] = 1
+    overrides = {
+        **master_config.wiring(repo_root, webhook_port=webhook_port),
+        "saltcd": layout.saltcd_config(registry.host, apps),
+        "log_level_logfile": "info",
+    }
+    master = salt_factories.salt_master_daemon("saltcd-master", overrides=overrides)
+    with master.started(start_timeout=120):
+        yield master
+
+
+@pytest.fixture(scope="session")
+def salt_minions(salt_master, lab_minions, docker_hosts):
+    factories = [salt_master.salt_minion_daemon(
+        m["id"], overrides=layout.minion_overrides(m, docker_hosts[m["id"]].url))
+        for m in lab_minions]
+    factories.append(salt_master.salt_minion_daemon("ci-1"))
+    started = []
+    try:
+        for factory in factories:
+            factory.start(start_timeout=120)
+            started.append(factory)
+        yield {f.id: f for f in factories}
+    finally:
+        for factory in reversed(started):
+            factory.terminate()
+
+
+@pytest.fixture(scope="session")
+def lab(salt_master, salt_minions, docker_hosts, registry, repositories, lab_minions, event_listener):
+    return Lab(salt_master, salt_minions, docker_hosts, registry, repositories, lab_minions,
+               event_listener)
+
+
+class Lab:
+    """What a test needs to act like a user and observe like one."""
+
+    def __init__(self, master, minions, hosts, registry, repositories, fleet, listener):
+        self.listener = listener
+        self.master = master
+        self.minions = minions
+        self.hosts = hosts
+        self.registry = registry
+        self.repositories = repositories
+        self.fleet = fleet
+        self.run = master.salt_run_cli(timeout=300)
+
+    def env_minions(self, env):
+        return [m["id"] for m in self.fleet if m["env"] == env]
+
+    def push(self, app, tag, version, behaviour="healthy"):
+        """Build and push an image of `app` to the registry; return its digest."""
+        return app_image.build_and_push(self.hosts["builder"].url, self.repositories[app], tag,
+                                        version, behaviour=behaviour)
+
+    def retag(self, app, digest, tag):
+        return app_image.tag_and_push(self.hosts["builder"].url, self.repositories[app], digest, tag)
+
+    def container(self, minion, app):
+        """What the user would see with `docker inspect` on that host (None: no container)."""
+        client = self.hosts[minion].client()
+        try:
+            found = [c for c in client.containers.list(all=True) if c.name == app]
+            if not found:
+                return None
+            attrs = found[0].attrs
+            return {"id": attrs["Id"], "image": attrs["Config"]["Image"],
+                    "started_at": attrs["State"]["StartedAt"], "running": attrs["State"]["Running"]}
+        finally:
+            client.close()
+
+    def running_digests(self, app):
+        """{minion: digest its container runs (None: none)} over the whole fleet."""
+        out = {}
+        for minion in (m["id"] for m in self.fleet):
+            info = self.container(minion, app)
+            out[minion] = info["image"].rsplit("@", 1)[1] if info and "@" in info["image"] else None
+        return out
+
+    def wait_for(self, tag_glob, after, timeout=180):
+        """The first event matching `tag_glob` fired on the master after `after`."""
+        events = self.listener.wait_for_events(
+            [(self.master.id, tag_glob)], after_time=after, timeout=timeout)
+        assert events.found_all_events, f"no {tag_glob} event within {timeout}s"
+        return sorted(events.matches, key=lambda e: e.stamp)[0]
+
+    def events(self, tag_glob, after):
+        return sorted(self.listener.get_events([(self.master.id, tag_glob)], after_time=after),
+                      key=lambda e: e.stamp)
