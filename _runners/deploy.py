@@ -64,9 +64,17 @@ def _controller():
     )
 
 
-def _fail(message):
+_GOOD = ("succeeded", "unchanged", "planned")
+
+
+def _nonzero(result):
+    """Mark the job failed: `success` for orchestrate, `retcode` for salt-run's exit code."""
     __context__["retcode"] = 1
-    return {"result": False, "error": message}
+    return {**result, "retcode": 1}
+
+
+def _fail(message):
+    return _nonzero({"result": False, "error": message})
 
 
 def _guarded(function):
@@ -115,9 +123,7 @@ def accept(tag, data):
         for pair in sorted({(r["app"], r["env"]) for r in verdict["accepted"]}):
             started.append({"app": pair[0], "env": pair[1], **_start_drain(*pair)})
         verdict["drains"] = started
-        if verdict["rejected"]:
-            __context__["retcode"] = 1
-        return verdict
+        return _nonzero(verdict) if verdict["rejected"] else verdict
 
     return _guarded(run)
 
@@ -139,9 +145,16 @@ def drain(app, env):
 def _mark_outcome(drained):
     """Mark the job failed when the last rollout it ran did not succeed."""
     last = drained["rollouts"][-1] if drained["rollouts"] else None
-    if last and last["status"] not in ("succeeded", "unchanged"):
-        __context__["retcode"] = 1
-    return drained
+    return _nonzero(drained) if last and last["status"] not in _GOOD else drained
+
+
+def _own_rollout(drained, request):
+    """The record of `request` among what a drain ran, non-zero unless it went well."""
+    mine = [r for r in drained["rollouts"] if r.get("request") == request["id"]]
+    if not mine:
+        return {"status": "queued", "request": request["id"],
+                "reason": "another rollout of this app/env is running; this request runs next"}
+    return mine[-1] if mine[-1]["status"] in _GOOD else _nonzero(mine[-1])
 
 
 def rollout(app, env, test=False):
@@ -160,14 +173,32 @@ def rollout(app, env, test=False):
     def run():
         ctl = _controller()
         if test:
-            return ctl.plan(app, env)
+            plan = ctl.plan(app, env)
+            return plan if plan["status"] in _GOOD else _nonzero(plan)
         request = ctl.request(app, env, user=__opts__.get("user") or "operator")
-        drained = _mark_outcome(ctl.drain(app, env))
-        mine = [r for r in drained["rollouts"] if r.get("request") == request["id"]]
-        if mine:
-            return mine[-1]
-        return {"status": "queued", "request": request["id"],
-                "reason": "another rollout of this app/env is running; it will run this request next"}
+        return _own_rollout(ctl.drain(app, env), request)
+
+    return _guarded(run)
+
+
+def rollback(app, env):
+    """
+    Roll ``env`` back by hand, through the same gated batches: to its last good
+    digest if a rollout left it mixed, else to the good digest before that.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt-run deploy.rollback app=web env=prod
+    """
+
+    def run():
+        ctl = _controller()
+        digest, why = ctl.rollback_target(app, env)
+        request = ctl.request(app, env, user=__opts__.get("user") or "operator", kind="rollback",
+                              digest=digest, reason=f"manual rollback to {digest[:19]}: {why}")
+        return _own_rollout(ctl.drain(app, env), request)
 
     return _guarded(run)
 

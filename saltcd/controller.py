@@ -15,10 +15,6 @@ log = logging.getLogger(__name__)
 MAX_DRAIN_ROUNDS = 20
 
 
-class Interrupted(RuntimeError):
-    """The master went away under a rollout; its request stays pending."""
-
-
 class Controller:
     """Requests in, rollouts out, with a lock per app/env and a durable record."""
 
@@ -58,11 +54,35 @@ class Controller:
             "source": verdict.source,
         }
 
-    def request(self, app, env, user="operator"):
-        """Persist an operator's request to deploy the environment's tag now."""
+    def request(self, app, env, user="operator", digest=None, reason=None, kind="operator"):
+        """Persist an operator's request: the env's tag now, or a pinned digest."""
         request = intake.operator_request(self.settings, app, env, user)
+        request["trigger"]["kind"] = kind
+        if digest:
+            request.update({"digest": digest, "reason": reason})
         self.records.add_request(request)
         return request
+
+    def rollback_target(self, app, env):
+        """The digest a manual rollback goes to, with the reason, or raise KeyError.
+
+        If the environment does not all run its last good digest (a paused or
+        interrupted rollout left it mixed), that digest; otherwise the good
+        digest before it.
+        """
+        dep = self.settings.deployment(app, env)
+        good = self.records.env_state(app, env).get("last_good")
+        if not good:
+            raise KeyError(f"{app}/{env} has no rollout that succeeded: nothing to roll back to")
+        minions = self.fleet.targets(dep.target, dep.tgt_type)
+        live = self.fleet.inspect(minions, dep.container) if minions else {}
+        if not all(info and info.get("digest") == good and info.get("running")
+                   for info in live.values()):
+            return good, "the environment does not all run its last good digest"
+        for record in reversed(self.records.rollouts(app, env)):
+            if record.get("status") in ("succeeded", "unchanged") and record.get("to_digest") not in (None, good):
+                return record["to_digest"], "the good digest before the current one"
+        raise KeyError(f"{app}/{env} has no earlier good digest than {rollout.short(good)}")
 
     # running
     def drain(self, app, env):
@@ -126,6 +146,8 @@ class Controller:
             "trigger": request["trigger"],
             "tag": request["tag"],
             "digest_hint": request.get("digest_hint"),
+            "pinned": request.get("digest"),
+            "note": request.get("reason"),
             "received": request.get("received"),
             "started": time.time(),
         }
@@ -136,8 +158,11 @@ class Controller:
         reporter = self.reporter
         record = self._new_record(request)
         try:
-            digest = self.resolve(deployment.repository, request["tag"],
-                                  self.settings.registry(deployment.repository.registry))
+            # A pinned request (a rollback) needs no registry: the digest was
+            # deployed before and is on the minions or in the registry by digest.
+            digest = request.get("digest") or self.resolve(
+                deployment.repository, request["tag"],
+                self.settings.registry(deployment.repository.registry))
         except registry_client.RegistryError as exc:
             record.update({"status": "failed", "ended": time.time(), "to_digest": None,
                            "reason": f"digest not resolved, nothing changed: {exc}"})
@@ -156,7 +181,7 @@ class Controller:
         run = rollout.Rollout(deployment, digest, self.fleet, reporter, record, save=save)
         try:
             result = run.run(test=test)
-        except Interrupted as exc:
+        except rollout.Interrupted as exc:
             record.update({"status": "interrupted", "ended": time.time(), "reason": str(exc)})
             save(record)
             return record
@@ -189,6 +214,8 @@ class Controller:
             if (app and dep.app != app) or (env and dep.env != env):
                 continue
             minions = self.fleet.targets(dep.target, dep.tgt_type)
+            if minions:
+                self.fleet.prepare(minions)  # saltcd.status must be on the minions
             live = self.fleet.status(minions, dep.container, dep.health) if minions else {}
             good = self.records.env_state(dep.app, dep.env).get("last_good")
             running = [r["id"] for r in self.records.rollouts(dep.app, dep.env)

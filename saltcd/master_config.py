@@ -14,7 +14,7 @@ REGISTRY_HOOK_PATH = "saltcd/registry"
 CI_TAG = "saltcd/push"
 
 
-def wiring(root, webhook_address="127.0.0.1", webhook_port=8787, resume_every=60):
+def wiring(root, webhook_address="127.0.0.1", webhook_port=8787, resume_every=30):
     """file_roots, runner_dirs, reactor, webhook engine and resume schedule."""
     root = os.path.abspath(root)
     return {
@@ -28,12 +28,12 @@ def wiring(root, webhook_address="127.0.0.1", webhook_port=8787, resume_every=60
             {CI_TAG: [os.path.join(root, "reactor", "ci_push.sls")]},
         ],
         "engines": [{"webhook": {"address": webhook_address, "port": webhook_port}}],
-        # Requests are durable; this restarts their rollouts after a master restart.
+        # Requests are durable; this restarts their rollouts after a master
+        # restart. Not at start: minions need a few seconds to reconnect first.
         "schedule": {
             "saltcd-resume": {
                 "function": "deploy.resume",
                 "seconds": resume_every,
-                "run_on_start": True,
                 "return_job": False,
             }
         },

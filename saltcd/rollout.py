@@ -24,6 +24,10 @@ REJECTED_TAG = "saltcd/rejected"
 TERMINAL = ("succeeded", "unchanged", "failed", "rolled_back", "paused", "superseded", "interrupted")
 
 
+class Interrupted(RuntimeError):
+    """The master stopped answering under a rollout; its request stays pending."""
+
+
 def deploy_tag(app, env, suffix):
     """The event tag of one rollout step: `saltcd/deploy/<app>/<env>/<suffix>`."""
     return f"saltcd/deploy/{app}/{env}/{suffix}"

@@ -2,8 +2,13 @@
 
 import logging
 
+import functools
+
 import salt.client
+import salt.exceptions
 import salt.utils.minions
+
+from saltcd.rollout import Interrupted
 
 log = logging.getLogger(__name__)
 
@@ -32,6 +37,19 @@ def state_outcome(ret):
     return {"ok": ok, "changed": changed, "comment": comment}
 
 
+def _master_required(method):
+    """A publish that fails because the master is gone interrupts the rollout."""
+
+    @functools.wraps(method)
+    def wrapper(*args, **kwargs):
+        try:
+            return method(*args, **kwargs)
+        except salt.exceptions.SaltClientError as exc:
+            raise Interrupted(f"the master did not answer: {exc}") from None
+
+    return wrapper
+
+
 class SaltFleet:
     """Minions reached through the master: target, sync, inspect, apply."""
 
@@ -44,6 +62,7 @@ class SaltFleet:
         found = salt.utils.minions.CkMinions(self.opts).check_minions(target, tgt_type)
         return sorted(found["minions"])
 
+    @_master_required
     def prepare(self, minions):
         """Sync saltcd's execution and state modules to the minions."""
         self.local.cmd(
@@ -54,6 +73,7 @@ class SaltFleet:
             timeout=QUICK_TIMEOUT,
         )
 
+    @_master_required
     def inspect(self, minions, container):
         """{minion: container info} for minions that answered; absent ones: None."""
         returns = self.local.cmd(
@@ -67,6 +87,7 @@ class SaltFleet:
             out[minion] = info if isinstance(info, dict) and ret.get("retcode", 0) == 0 else None
         return out
 
+    @_master_required
     def status(self, minions, container, health):
         """{minion: container info with a health probe} (None: no answer)."""
         returns = self.local.cmd(
@@ -80,6 +101,7 @@ class SaltFleet:
             for m in minions
         }
 
+    @_master_required
     def apply(self, minions, pillar, timeout, test=False):
         """Apply the deploy SLS; {minion: outcome} with None for minions that did not answer."""
         returns = self.local.cmd(

@@ -78,6 +78,11 @@ class DockerHost:
         return f"DockerHost({self.name!r}, {self.address!r}, {str(self.root)!r}, {self.index})"
 
     @property
+    def pid(self) -> int | None:
+        """PID of this host's dockerd while it runs (ours, checked), else None."""
+        return self._dockerd_pid()
+
+    @property
     def url(self) -> str:
         """Docker API URL of this host (``unix:///abs/docker.sock``)."""
         return f"unix://{self.socket}"

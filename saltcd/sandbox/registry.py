@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import secrets
 import signal
 import subprocess
@@ -33,6 +34,7 @@ class LocalRegistry:
         notify_url: str | None = None,
         notify_headers: dict[str, str] | None = None,
         notify_timeout: str = "2s",
+        notify_ignore: dict[str, list[str]] | None = None,
     ):
         self.root = Path(root).absolute()
         self.address = address
@@ -40,6 +42,9 @@ class LocalRegistry:
         self.notify_url = notify_url
         self.notify_headers = dict(notify_headers or {})
         self.notify_timeout = notify_timeout
+        # e.g. {"actions": ["pull"], "mediatypes": ["application/octet-stream"]}:
+        # events the registry should not POST at all (distribution 2.7+).
+        self.notify_ignore = dict(notify_ignore or {})
         self.config_file = self.root / "config.yml"
         self.logfile = self.root / "registry.log"
         self._proc: subprocess.Popen | None = None
@@ -86,6 +91,8 @@ class LocalRegistry:
                     }
                 ]
             }
+            if self.notify_ignore:
+                cfg["notifications"]["endpoints"][0]["ignore"] = self.notify_ignore
         return cfg
 
     def start(self, timeout: float = 30) -> None:
@@ -130,18 +137,43 @@ class LocalRegistry:
             log.debug("registry %s not ready: %s", self.host, exc)
             return False
 
+    @property
+    def pid(self) -> int | None:
+        """PID of the registry this object started, while it runs."""
+        return self._proc.pid if self._proc is not None and self._proc.poll() is None else None
+
     def stop(self, timeout: float = 10) -> None:
-        """Terminate the registry, kill it if it does not exit in time. Idempotent."""
+        """Terminate the registry, kill it if it does not exit in time. Idempotent.
+
+        Also stops a registry serving this same root that another process
+        started (e.g. `sandbox up` before `sandbox down`, or a crashed run).
+        """
         proc, self._proc = self._proc, None
-        if proc is None or proc.poll() is not None:
-            return
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            log.warning("registry on %s ignored SIGTERM: killing it", self.host)
-            proc.kill()
-            proc.wait(10)
+        if proc is not None and proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                log.warning("registry on %s ignored SIGTERM: killing it", self.host)
+                proc.kill()
+                proc.wait(10)
+        for pid in self._leftover_pids():
+            log.info("stopping registry pid %s serving %s", pid, self.config_file)
+            _terminate(pid, timeout)
+
+    def _leftover_pids(self) -> list[int]:
+        """``docker-registry serve <our config file>`` processes, whoever started them."""
+        found = []
+        for entry in Path("/proc").iterdir():
+            if not entry.name.isdigit() or int(entry.name) == os.getpid():
+                continue
+            try:
+                argv = [a.decode(errors="replace") for a in (entry / "cmdline").read_bytes().split(b"\0") if a]
+            except OSError:
+                continue
+            if len(argv) == 3 and Path(argv[0]).name == "docker-registry" and argv[2] == str(self.config_file):
+                found.append(int(entry.name))
+        return found
 
     def log_tail(self, lines: int = 30) -> str:
         """The last lines of the registry's log (for error messages)."""
@@ -150,3 +182,17 @@ class LocalRegistry:
         except OSError:
             return "(no registry log)"
         return "\n".join(text.splitlines()[-lines:])
+
+
+def _terminate(pid: int, timeout: float) -> None:
+    """SIGTERM a process that is not our child, SIGKILL it if it outlives `timeout`."""
+    for sig, wait in ((signal.SIGTERM, timeout), (signal.SIGKILL, 10)):
+        try:
+            os.kill(pid, sig)
+        except ProcessLookupError:
+            return
+        deadline = time.monotonic() + wait
+        while time.monotonic() < deadline:
+            if not Path(f"/proc/{pid}").exists():
+                return
+            time.sleep(0.1)

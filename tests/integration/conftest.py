@@ -11,6 +11,8 @@ import shutil
 import socket
 import tempfile
 import time
+import urllib.error
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -20,8 +22,24 @@ from saltcd.sandbox import app_image, layout
 from saltcd.sandbox.engines import DockerHost
 from saltcd.sandbox.registry import LocalRegistry
 
-# Apps of the lab: name -> host port. Each test owns the apps it deploys.
-APPS = {"web": 18080, "ci": 18081, "orch": 18082, "sick": 18083, "plan": 18084}
+# Apps of the lab: name -> (host port, policy). Each test owns the apps it deploys.
+APPS = {
+    "web": (18080, {}),
+    "ci": (18081, {}),
+    "orch": (18082, {}),
+    "sick": (18083, {}),
+    "plan": (18084, {}),
+    "crash": (18085, {}),
+    "never": (18086, {}),
+    "degrade": (18087, {"health": {"settle": 7}}),  # the image degrades after 4 s
+    "budget": (18088, {"on_failure": "continue", "max_failures": 1}),
+    "pause": (18089, {"on_failure": "pause"}),
+    "gone": (18090, {"health": {"settle": 6}, "state_timeout": 15}),
+    "offline": (18091, {}),
+    "burst": (18092, {}),
+    "restart": (18093, {"health": {"settle": 10}}),
+    "manual": (18094, {}),
+}
 
 
 def _missing_prerequisite():
@@ -92,13 +110,19 @@ def repositories(registry):
 
 @pytest.fixture(scope="session")
 def salt_master(salt_factories, repo_root, registry, repositories, webhook_port):
-    apps = {app: layout.app_config(repositories[app], port, health_timeout=10)
-            for app, port in APPS.items()}
-    apps["sick"]["batch"] = 1
+    apps = {}
+    for app, (port, policy) in APPS.items():
+        apps[app] = layout.app_config(repositories[app], port, health_timeout=10, state_timeout=60)
+        health = policy.get("health", {})
+        apps[app].update({k: v for k, v in policy.items() if k != "health"})
+        apps[app]["health"].update(health)
     overrides = {
         **master_config.wiring(repo_root, webhook_port=webhook_port),
         "saltcd": layout.saltcd_config(registry.host, apps),
         "log_level_logfile": "info",
+        # Resume interrupted rollouts quickly in the restart test.
+        "schedule": {"saltcd-resume": {**master_config.wiring(repo_root)["schedule"]["saltcd-resume"],
+                                       "seconds": 15}},
     }
     master = salt_factories.salt_master_daemon("saltcd-master", overrides=overrides)
     with master.started(start_timeout=120):
@@ -143,6 +167,21 @@ class Lab:
 
     def env_minions(self, env):
         return [m["id"] for m in self.fleet if m["env"] == env]
+
+    def health(self, minion, app):
+        """GET the app's health URL on that host, as a user's curl would."""
+        address = next(m["address"] for m in self.fleet if m["id"] == minion)
+        try:
+            with urllib.request.urlopen(f"http://{address}:{APPS[app][0]}/health", timeout=3) as resp:
+                return resp.status
+        except urllib.error.HTTPError as exc:
+            return exc.code
+        except OSError:
+            return None
+
+    def history(self, app, env, limit=50):
+        ret = self.run.run("deploy.history", f"app={app}", f"env={env}", f"limit={limit}")
+        return ret.data
 
     def push(self, app, tag, version, behaviour="healthy"):
         """Build and push an image of `app` to the registry; return its digest."""

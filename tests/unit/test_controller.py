@@ -127,3 +127,18 @@ def test_status_reports_convergence(ctl):
     assert status["web"]["dev"]["converged"] is True
     assert status["web"]["qa"]["converged"] is False  # nothing succeeded in qa yet
     assert status["web"]["dev"]["minions"]["dev-1"]["digest"] == NEW
+
+
+def test_rollback_goes_to_the_good_digest_before_the_current_one(ctl):
+    for digest in (OLD, NEW):
+        ctl.resolve = FakeRegistry(digest)
+        ctl.accept("salt/engines/hook/saltcd/registry", hook_event())
+        ctl.drain("web", "dev")
+    assert ctl.rollback_target("web", "dev")[0] == OLD
+    ctl.fleet.running["dev-2"] = "sha256:" + "9" * 64  # a paused rollout left it mixed
+    assert ctl.rollback_target("web", "dev") == (NEW, "the environment does not all run its last good digest")
+
+
+def test_rollback_without_history_is_refused(ctl):
+    with pytest.raises(KeyError, match="nothing to roll back to"):
+        ctl.rollback_target("web", "dev")

@@ -1,0 +1,319 @@
+"""python -m saltcd.sandbox up|down|demo: the whole saltcd path on one machine.
+
+`up` starts a registry on 127.0.0.1:5000 that notifies the master's webhook
+engine, one private dockerd per minion (127.0.0.11..17) plus a builder engine
+(127.0.0.10), a Salt master with saltcd wired in, and 8 minions (dev-1, dev-2,
+qa-1, qa-2, prod-1..3, ci-1). It writes .sandbox/sandbox.json describing all
+of it. `down` stops exactly that and removes .sandbox; `demo` runs up, the demo
+scenario, then down. Loopback only; needs root.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import shutil
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+from saltcd import master_config
+from saltcd.sandbox import layout
+from saltcd.sandbox.engines import DockerHost
+from saltcd.sandbox.registry import LocalRegistry
+from saltcd.sandbox.salt_daemons import SaltDaemons, port_in_use, salt_binary
+
+log = logging.getLogger(__name__)
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+LOOPBACK = "127.0.0.1"
+REGISTRY_PORT = 5000
+REGISTRY_HOST = f"{LOOPBACK}:{REGISTRY_PORT}"
+WEBHOOK_PORT = 8787
+WEBHOOK_URL = f"http://{LOOPBACK}:{WEBHOOK_PORT}/{master_config.REGISTRY_HOOK_PATH}"
+FLEET = {"dev": 2, "qa": 2, "prod": 3}
+BUILDER = {"id": "builder", "address": "127.0.0.10", "index": 10}
+CI_MINION = "ci-1"
+APP = {"name": "web", "repository": f"{REGISTRY_HOST}/saltcd/web", "port": 8080}
+START_TIMEOUT = 120
+# Only manifest pushes are deploy triggers: the registry need not POST blob
+# uploads nor every pull a minion makes (each would be one more reaction).
+NOTIFY_IGNORE = {"actions": ["pull"], "mediatypes": ["application/octet-stream"]}
+
+
+class SandboxError(RuntimeError):
+    """The sandbox cannot be started (prerequisite missing, port taken, daemon failed)."""
+
+
+def say(text: str) -> None:
+    """One line of progress for the user, at once."""
+    print(text, flush=True)
+
+
+def run_parallel(function, items) -> None:
+    """Call function(item) for every item in threads; re-raise the first failure."""
+    items = list(items)
+    with ThreadPoolExecutor(max_workers=max(1, len(items))) as pool:
+        futures = [pool.submit(function, item) for item in items]
+    errors = [f.exception() for f in futures if f.exception() is not None]
+    if errors:
+        raise errors[0]
+
+
+class Sandbox:
+    """The sandbox of one checkout: every part, and its state file."""
+
+    def __init__(self, repo_root: Path | str = REPO_ROOT):
+        self.repo_root = Path(repo_root).resolve()
+        self.root = self.repo_root / ".sandbox"
+        self.state_file = self.root / "sandbox.json"
+        self.fleet = layout.fleet(FLEET)
+        self.hosts = {m["id"]: DockerHost(m["id"], m["address"], self.root / "hosts" / m["id"], m["index"])
+                      for m in [*self.fleet, BUILDER]}
+        self.registry = LocalRegistry(self.root / "registry", LOOPBACK, REGISTRY_PORT, notify_url=WEBHOOK_URL,
+                                      notify_ignore=NOTIFY_IGNORE)
+        self.salt = SaltDaemons(self.root / "salt", self.master_settings(), self.minion_overrides())
+
+    # -- configuration -------------------------------------------------------
+
+    def saltcd_section(self) -> dict:
+        """The `saltcd:` master config: app web, one rollout policy per environment."""
+        app = layout.app_config(APP["repository"], APP["port"])
+        app["environments"]["qa"]["batch"] = "50%"
+        app["environments"]["prod"]["batch"] = [1, "100%"]  # a canary, then the rest
+        return layout.saltcd_config(REGISTRY_HOST, {APP["name"]: app})
+
+    def master_settings(self) -> dict:
+        """Everything the master needs besides its paths: saltcd's wiring and apps."""
+        return {**master_config.wiring(self.repo_root, LOOPBACK, WEBHOOK_PORT),
+                "saltcd": self.saltcd_section()}
+
+    def minion_overrides(self) -> dict:
+        """{minion id: config overrides}: each fleet minion drives its own engine."""
+        overrides = {m["id"]: layout.minion_overrides(m, self.hosts[m["id"]].url) for m in self.fleet}
+        overrides[CI_MINION] = {"grains": {"saltcd_role": "ci"}}  # no docker: it only fires events
+        return overrides
+
+    def describe(self) -> dict:
+        """The sandbox.json content (without pids)."""
+        return {
+            "registry": REGISTRY_HOST,
+            "registry_url": self.registry.url,
+            "master_config_dir": str(self.salt.conf_dir),
+            "master_config_file": str(self.salt.master_conf_file),
+            "salt_bin_dir": str(Path(sys.executable).parent),
+            "webhook_url": WEBHOOK_URL,
+            "ci_minion": CI_MINION,
+            "build_docker_host": self.hosts[BUILDER["id"]].url,
+            "minions": [{"id": m["id"], "env": m["env"], "docker_host": self.hosts[m["id"]].url,
+                         "address": m["address"]} for m in self.fleet],
+            "apps": [{
+                "name": APP["name"],
+                "repository": APP["repository"],
+                "container": APP["name"],
+                "container_port": 8080,
+                "host_port": APP["port"],
+                "health_urls": {m["id"]: f"http://{m['address']}:{APP['port']}/health" for m in self.fleet},
+                "version_urls": {m["id"]: f"http://{m['address']}:{APP['port']}/version" for m in self.fleet},
+            }],
+            "logs": str(self.salt.log_dir),
+        }
+
+    # -- state file ----------------------------------------------------------
+
+    def read_state(self) -> dict:
+        """sandbox.json, or {} when there is none (or it is unreadable)."""
+        try:
+            return json.loads(self.state_file.read_text())
+        except (OSError, ValueError):
+            return {}
+
+    def _write_state(self, status: str, pids: dict) -> None:
+        self.root.mkdir(parents=True, exist_ok=True)
+        tmp = self.state_file.with_suffix(".tmp")
+        tmp.write_text(json.dumps({**self.describe(), "status": status, "pids": pids}, indent=2) + "\n")
+        tmp.replace(self.state_file)
+
+    def is_up(self) -> bool:
+        """True if the state says up and its master is still alive."""
+        state = self.read_state()
+        master = (state.get("pids") or {}).get("salt", {}).get("master")
+        return state.get("status") == "up" and bool(master) and self.salt.is_ours(master)
+
+    # -- up ------------------------------------------------------------------
+
+    def check_prerequisites(self) -> None:
+        """Root, the programs, and free ports: fail before starting anything."""
+        if os.geteuid() != 0:
+            raise SandboxError("the sandbox starts dockerd and creates bridges: run it as root")
+        for program in ("dockerd", "docker-registry", "ip"):
+            if not shutil.which(program):
+                raise SandboxError(f"{program} is not installed (Debian: docker.io, docker-registry, iproute2)")
+        if not Path("/bin/busybox").exists():
+            raise SandboxError("/bin/busybox is missing (Debian: busybox-static)")
+        for program in ("salt-master", "salt-minion", "salt-run"):
+            salt_binary(program)
+        taken = [f"{LOOPBACK}:{port}" for port in (REGISTRY_PORT, WEBHOOK_PORT) if port_in_use(LOOPBACK, port)]
+        taken += [f"{m['address']}:{APP['port']}" for m in self.fleet if port_in_use(m["address"], APP["port"])]
+        if taken:
+            raise SandboxError(f"already in use: {', '.join(taken)} (another sandbox? run `down` first)")
+        self.salt.check_ports()
+
+    def up(self) -> dict:
+        """Start every part, in order, and return the state written to sandbox.json."""
+        started = time.monotonic()
+        self.check_prerequisites()
+        pids = {"dockerd": {}, "registry": None, "salt": {}}
+        self._write_state("starting", pids)  # from here on, `down` knows what to clean
+        say(f"starting {len(self.hosts)} docker engines ({', '.join(self.hosts)})")
+        run_parallel(lambda host: host.start(timeout=START_TIMEOUT), self.hosts.values())
+        pids["dockerd"] = {name: host.pid for name, host in self.hosts.items()}
+        say(f"starting the registry on {REGISTRY_HOST} (notifies {WEBHOOK_URL})")
+        self.registry.start()
+        pids["registry"] = self.registry.pid
+        self._write_state("starting", pids)
+        say(f"starting salt-master and {len(self.salt.minions)} minions (config in {self.salt.conf_dir})")
+        try:
+            self.salt.start(START_TIMEOUT, wait_ports=(WEBHOOK_PORT,))
+        finally:
+            pids["salt"] = self.salt.pids()
+            self._write_state("starting", pids)
+        self._write_state("up", pids)
+        say(f"sandbox up in {time.monotonic() - started:.1f} s; state in {self.state_file}")
+        return self.read_state()
+
+    # -- down ----------------------------------------------------------------
+
+    def down(self) -> None:
+        """Stop what `up` started (also after a crashed `up`) and remove .sandbox. Idempotent."""
+        state = self.read_state()
+        pids = state.get("pids") or {}
+        stopped = self.salt.stop(pids.get("salt"))
+        say(f"stopped {len(stopped)} Salt process(es)")
+        self.registry.stop()
+        run_parallel(lambda host: host.purge(), self.hosts.values())
+        say(f"stopped the registry and purged {len(self.hosts)} docker engines")
+        self._remove_root()
+
+    def _remove_root(self) -> None:
+        """Delete .sandbox, unless something is still mounted below it."""
+        if not self.root.exists():
+            return
+        mounted = [m for m in _mount_points() if m == str(self.root) or m.startswith(f"{self.root}/")]
+        for target in sorted(mounted, key=lambda m: m.count("/"), reverse=True):
+            subprocess.run(["umount", "-l", target], check=False, capture_output=True)
+        still = [m for m in _mount_points() if m.startswith(f"{self.root}/")]
+        if still:
+            raise SandboxError(f"not removing {self.root}: still mounted: {still}")
+        shutil.rmtree(self.root)
+
+
+def _mount_points() -> list[str]:
+    points = []
+    for line in Path("/proc/self/mounts").read_text().splitlines():
+        fields = line.split()
+        if len(fields) > 1:
+            points.append(fields[1].encode().decode("unicode_escape"))
+    return points
+
+
+# -- commands ----------------------------------------------------------------
+
+
+def cmd_up(sandbox: Sandbox, args) -> int:
+    """Start the sandbox (cleaning whatever a previous run left) and say how to use it."""
+    if sandbox.is_up():
+        say(f"the sandbox is already up ({sandbox.state_file}); `down` stops it")
+        return 0
+    if sandbox.root.exists():
+        say(f"cleaning up what a previous sandbox left in {sandbox.root}")
+        sandbox.down()
+    try:
+        state = sandbox.up()
+    except Exception as exc:  # pylint: disable=broad-except
+        say(f"sandbox up FAILED: {exc}")
+        if sandbox.root.exists():
+            say(f"logs are in {sandbox.root}; `python -m saltcd.sandbox down` cleans up")
+        return 1
+    _print_usage(state)
+    return 0
+
+
+def _print_usage(state: dict) -> None:
+    conf = state["master_config_dir"]
+    bin_dir = state["salt_bin_dir"]
+    say("try:")
+    say(f"  {bin_dir}/salt -c {conf} '*' test.ping")
+    say(f"  {bin_dir}/salt-run -c {conf} deploy.status")
+    say(f"  {bin_dir}/salt-run -c {conf} deploy.rollout app=web env=dev test=True")
+
+
+def cmd_down(sandbox: Sandbox, args) -> int:
+    """Stop everything the sandbox started and remove .sandbox."""
+    sandbox.down()
+    say("sandbox down")
+    return 0
+
+
+def cmd_demo(sandbox: Sandbox, args) -> int:
+    """up, the demo scenario, down (unless --keep); 0 only if every expectation held."""
+    from saltcd.sandbox import demo  # pylint: disable=import-outside-toplevel
+
+    started = time.monotonic()
+    if sandbox.root.exists():
+        say(f"the demo starts from scratch: removing the sandbox in {sandbox.root}")
+        sandbox.down()
+    ok = False
+    try:
+        state = sandbox.up()
+        ok = demo.run(state)
+    except Exception as exc:  # pylint: disable=broad-except
+        log.debug("demo failed", exc_info=True)
+        say(f"demo FAILED: {type(exc).__name__}: {exc}")
+        say(sandbox.salt.log_tail("master"))
+    finally:
+        if args.keep:
+            say("--keep: the sandbox stays up; `python -m saltcd.sandbox down` stops it")
+            if sandbox.state_file.exists():
+                _print_usage(sandbox.read_state())
+        else:
+            say("stopping the sandbox")
+            sandbox.down()
+    say(f"demo {'PASSED' if ok else 'FAILED'} in {time.monotonic() - started:.0f} s")
+    return 0 if ok else 1
+
+
+def parser() -> argparse.ArgumentParser:
+    """The command line: up, down, demo [--keep]."""
+    top = argparse.ArgumentParser(prog="python -m saltcd.sandbox", description=__doc__,
+                                  formatter_class=argparse.RawDescriptionHelpFormatter)
+    top.add_argument("--repo", default=str(REPO_ROOT), help="the saltcd checkout (state goes to REPO/.sandbox)")
+    top.add_argument("-v", "--verbose", action="store_true", help="log what every part does")
+    commands = top.add_subparsers(dest="command", required=True)
+    commands.add_parser("up", help="start the sandbox").set_defaults(func=cmd_up)
+    commands.add_parser("down", help="stop it and remove .sandbox").set_defaults(func=cmd_down)
+    demo = commands.add_parser("demo", help="up, push images and watch them roll out, down")
+    demo.add_argument("--keep", action="store_true", help="leave the sandbox running afterwards")
+    demo.set_defaults(func=cmd_demo)
+    return top
+
+
+def main(argv=None) -> int:
+    """Entry point of `python -m saltcd.sandbox`."""
+    args = parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    sandbox = Sandbox(args.repo)
+    try:
+        return args.func(sandbox, args)
+    except KeyboardInterrupt:
+        say("interrupted: `python -m saltcd.sandbox down` cleans up")
+        return 130
+    except Exception as exc:  # pylint: disable=broad-except
+        log.debug("%s failed", args.command, exc_info=True)
+        say(f"{args.command} FAILED: {type(exc).__name__}: {exc}")
+        return 1

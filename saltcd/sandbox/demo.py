@@ -1,0 +1,294 @@
+"""The saltcd demo, against a running sandbox (the state read from sandbox.json).
+
+1. build web 1.0.0, push ``:dev``: it rolls out to the dev minions only;
+2. build web 2.0.0, push ``:dev``: rolled out batch by batch;
+3. tag that same digest ``:qa``: it rolls out to qa;
+4. plan prod (``deploy.rollout ... test=True``): nothing changes;
+5. a table per environment and minion, checked live.
+
+Everything seen on the master's event bus is printed as it happens; every
+expectation is checked, and ``run`` returns True only if all of them held.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import time
+import urllib.error
+import urllib.request
+from contextlib import closing
+from pathlib import Path
+
+import docker
+
+from saltcd import notifications
+from saltcd.rollout import short
+from saltcd.sandbox import app_image
+
+ROLLOUT_TIMEOUT = 180
+PLAN_TIMEOUT = 120
+HTTP_TIMEOUT = 3
+HOOK_PREFIXES = ("salt/engines/hook/", "salt/netapi/hook/")
+VERSIONS = ("1.0.0", "2.0.0")
+
+# Loopback only, whatever *_proxy variables the environment has.
+_opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+_t0 = time.monotonic()
+
+
+def say(text: str) -> None:
+    """A line of the demo, stamped with the seconds since it started."""
+    print(f"[{time.monotonic() - _t0:6.1f}s] {text}", flush=True)
+
+
+class Expectations:
+    """What the demo checks, printed as it goes, and whether all of it held."""
+
+    def __init__(self):
+        self.results: list[tuple[bool, str]] = []
+
+    def check(self, ok, text: str) -> bool:
+        """Record and print one expectation."""
+        self.results.append((bool(ok), text))
+        say(f"  {'ok  ' if ok else 'FAIL'} {text}")
+        return bool(ok)
+
+    @property
+    def failed(self) -> list[str]:
+        """The texts of the expectations that did not hold."""
+        return [text for ok, text in self.results if not ok]
+
+
+class EventWatcher:
+    """The master's event bus, subscribed before anything is pushed."""
+
+    def __init__(self, master_conf_file: str):
+        # Salt is slow to import: only when the demo runs.
+        import salt.config  # pylint: disable=import-outside-toplevel
+        import salt.utils.event  # pylint: disable=import-outside-toplevel
+
+        opts = salt.config.master_config(master_conf_file)
+        self.bus = salt.utils.event.get_master_event(opts, opts["sock_dir"], listen=True)
+
+    def close(self) -> None:
+        """Disconnect from the bus."""
+        self.bus.destroy()
+
+    def follow(self, app: str, env: str, digest: str, timeout: float | None = None):
+        """Print the events of app/env until its rollout of `digest` finishes.
+
+        Returns (finished event data or None on timeout, [(suffix, data)] seen).
+        """
+        prefix = f"saltcd/deploy/{app}/{env}/"
+        seen = []
+        timeout = ROLLOUT_TIMEOUT if timeout is None else timeout
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            event = self.bus.get_event(wait=1, full=True)
+            if not event:
+                continue
+            tag, data = event["tag"], event["data"]
+            if tag.startswith(HOOK_PREFIXES):
+                _print_hook(data)
+            elif tag == "saltcd/rejected":
+                say(f"  saltcd REJECTED an event: {data.get('reason')}")
+            elif tag.startswith(prefix):
+                suffix = tag[len(prefix):]
+                seen.append((suffix, data))
+                _print_deploy_event(f"{app}/{env}", suffix, data)
+                if suffix == "finished" and data.get("digest") in (digest, None):
+                    return data, seen
+        say(f"  no end of the {app}/{env} rollout within {timeout} s")
+        return None, seen
+
+
+def _print_hook(data: dict) -> None:
+    """A registry notification reached the webhook: show its deploy triggers."""
+    try:
+        parsed = notifications.parse_distribution(data.get("body", b""))
+    except notifications.PayloadError as exc:
+        say(f"  webhook: unreadable notification ({exc})")
+        return
+    for push in parsed.pushes:
+        say(f"  registry -> webhook: manifest push {push.repository}:{push.tag} ({short(push.digest)})")
+
+
+def _print_deploy_event(name: str, suffix: str, data: dict) -> None:
+    if suffix == "started":
+        batches = " | ".join(", ".join(batch) for batch in data.get("batches", []))
+        say(f"  {name} started: {short(data.get('digest'))} to {len(data.get('minions', []))} minions, "
+            f"batches: {batches}")
+    elif suffix in ("batch", "rollback"):
+        for minion, result in sorted((data.get("minions") or {}).items()):
+            verdict = "healthy" if result.get("ok") else f"FAILED ({result.get('comment')})"
+            say(f"  {name} {suffix} {data.get('number')}: {minion} "
+                f"{short(result.get('from'))} -> {short(result.get('to'))} {verdict}")
+    elif suffix == "finished":
+        reason = f" ({data['reason']})" if data.get("reason") else ""
+        say(f"  {name} finished: {data.get('status')}{reason}")
+    else:
+        say(f"  {name} {suffix}: {data.get('reason') or data.get('status') or ''}")
+
+
+# -- looking at the hosts like a user -----------------------------------------
+
+
+def container_on(docker_url: str, name: str) -> dict | None:
+    """`docker inspect` of container `name` on one host: image and running (None: no such container)."""
+    with closing(docker.DockerClient(base_url=docker_url, timeout=10)) as client:
+        try:
+            attrs = client.containers.get(name).attrs
+        except docker.errors.NotFound:
+            return None
+    return {"image": attrs["Config"]["Image"], "running": bool(attrs["State"]["Running"])}
+
+
+def http_get(url: str) -> tuple[int, str]:
+    """(status, body) of one GET; 0 and the error when nothing answered."""
+    try:
+        with _opener.open(url, timeout=HTTP_TIMEOUT) as resp:
+            return resp.status, resp.read(200).decode(errors="replace").strip()
+    except urllib.error.HTTPError as exc:
+        return exc.code, ""
+    except OSError as exc:
+        return 0, str(getattr(exc, "reason", exc))
+
+
+def expect_fleet(state: dict, expect: Expectations, wanted: dict) -> None:
+    """Check every minion's `web` container against {env: digest or None (no container)}."""
+    app = state["apps"][0]
+    for minion in state["minions"]:
+        digest = wanted.get(minion["env"])
+        info = container_on(minion["docker_host"], app["container"])
+        if digest is None:
+            expect.check(info is None, f"{minion['id']}: no {app['container']} container")
+        else:
+            image = f"{app['repository']}@{digest}"
+            expect.check(info is not None and info["image"] == image and info["running"],
+                         f"{minion['id']}: runs {app['repository']}@{short(digest)}"
+                         + ("" if info is None or info["image"] == image else f" (found {info['image']})"))
+
+
+# -- the steps -------------------------------------------------------------
+
+
+def rollout_step(watcher: EventWatcher, expect: Expectations, env: str, digest: str, batches: int) -> None:
+    """Follow one rollout to its end; expect success in `batches` batches."""
+    finished, seen = watcher.follow("web", env, digest)
+    status = finished.get("status") if finished else "no result"
+    expect.check(status == "succeeded",
+                 f"web/{env} rollout of {short(digest)} succeeded" + ("" if status == "succeeded" else f" ({status})"))
+    numbers = [data.get("number") for suffix, data in seen if suffix == "batch"]
+    expect.check(numbers == list(range(1, batches + 1)),
+                 f"web/{env} went in {batches} health-gated batches (saw {numbers})")
+
+
+def plan_step(state: dict, expect: Expectations) -> None:
+    """`salt-run deploy.rollout app=web env=prod test=True`: print the plan, change nothing."""
+    cmd = [str(Path(state["salt_bin_dir"]) / "salt-run"), "-c", state["master_config_dir"], "--out=json",
+           "deploy.rollout", "app=web", "env=prod", "test=True"]
+    say(f"$ {' '.join(cmd)}")
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=PLAN_TIMEOUT, check=False)
+    plan = _last_json(proc.stdout)
+    if not expect.check(proc.returncode == 0 and isinstance(plan, dict),
+                        f"salt-run answered a plan (exit {proc.returncode})"):
+        say(proc.stdout[-2000:] + proc.stderr[-2000:])
+        return
+    say(f"  plan status: {plan.get('status')}" + (f" ({plan['reason']})" if plan.get("reason") else ""))
+    for batch in plan.get("plan") or []:
+        for minion, step in sorted(batch["minions"].items()):
+            say(f"  batch {batch['number']}: {minion} {short(step['from'])} -> {short(step['to'])}"
+                f"{'' if step['change'] else ' (no change)'}")
+    # No :prod tag was pushed, so the plan says there is nothing to deploy yet;
+    # expect_fleet afterwards checks that planning changed nothing on prod.
+    expect.check(plan.get("status") == "planned" or "does not exist" in str(plan.get("reason")),
+                 "prod plan: nothing to deploy until a :prod tag is pushed")
+
+
+def _last_json(text: str):
+    """The last JSON document in `text` (salt-run may print progress before it)."""
+    decoder = json.JSONDecoder()
+    found, index = None, 0
+    while index < len(text):
+        start = text.find("{", index)
+        if start < 0:
+            break
+        try:
+            found, index = decoder.raw_decode(text, start)
+        except ValueError:
+            index = start + 1
+    return found
+
+
+def final_table(state: dict, expect: Expectations, wanted: dict) -> None:
+    """env, minion, digest, running, health, version: looked up live, and checked."""
+    app = state["apps"][0]
+    rows = [("ENV", "MINION", "DIGEST", "RUNNING", "HEALTH", "VERSION")]
+    problems = []
+    for minion in state["minions"]:
+        mid = minion["id"]
+        info = container_on(minion["docker_host"], app["container"])
+        digest = info["image"].rsplit("@", 1)[-1] if info and "@" in info["image"] else None
+        health = http_get(app["health_urls"][mid])
+        version = http_get(app["version_urls"][mid])
+        rows.append((minion["env"], mid, short(digest) if info else "-",
+                     ("yes" if info["running"] else "no") if info else "-",
+                     f"{health[0]} {health[1][:10]}" if health[0] else "-",
+                     version[1] if version[0] == 200 else "-"))
+        want = wanted.get(minion["env"])
+        if want is None:
+            ok = info is None and health[0] == 0
+        else:
+            ok = (digest == want[0] and info["running"] and health == (200, "ok")
+                  and version == (200, want[1]))
+        if not ok:
+            problems.append(mid)
+    widths = [max(len(str(row[i])) for row in rows) for i in range(len(rows[0]))]
+    for row in rows:
+        print("  " + "  ".join(str(cell).ljust(width) for cell, width in zip(row, widths)), flush=True)
+    expect.check(not problems, "every minion runs what its environment should, healthy, right version"
+                 + (f" (not: {', '.join(problems)})" if problems else ""))
+
+
+def run(state: dict) -> bool:
+    """The whole demo against a running sandbox; True if every expectation held."""
+    global _t0  # pylint: disable=global-statement
+    _t0 = time.monotonic()
+    expect = Expectations()
+    app = state["apps"][0]
+    repo, builder = app["repository"], state["build_docker_host"]
+    watcher = EventWatcher(state["master_config_file"])
+    try:
+        say(f"1. build web {VERSIONS[0]} and push {repo}:dev")
+        v1 = app_image.build_and_push(builder, repo, "dev", VERSIONS[0])
+        say(f"  pushed {repo}:dev = {v1}")
+        rollout_step(watcher, expect, "dev", v1, batches=2)
+        expect_fleet(state, expect, {"dev": v1})
+
+        say(f"2. build web {VERSIONS[1]} and push {repo}:dev")
+        v2 = app_image.build_and_push(builder, repo, "dev", VERSIONS[1])
+        say(f"  pushed {repo}:dev = {v2}")
+        rollout_step(watcher, expect, "dev", v2, batches=2)
+        expect_fleet(state, expect, {"dev": v2})
+
+        say(f"3. promote: tag the same digest {short(v2)} as {repo}:qa")
+        app_image.tag_and_push(builder, repo, v2, "qa")
+        rollout_step(watcher, expect, "qa", v2, batches=2)
+        expect_fleet(state, expect, {"dev": v2, "qa": v2})
+
+        say("4. plan prod without touching it")
+        plan_step(state, expect)
+        expect_fleet(state, expect, {"dev": v2, "qa": v2})
+    finally:
+        watcher.close()
+
+    say("5. the fleet now")
+    final_table(state, expect, {"dev": (v2, VERSIONS[1]), "qa": (v2, VERSIONS[1])})
+    if expect.failed:
+        say(f"{len(expect.failed)} expectation(s) FAILED:")
+        for text in expect.failed:
+            say(f"  - {text}")
+        return False
+    say(f"all {len(expect.results)} expectations held")
+    return True
