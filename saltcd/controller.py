@@ -164,7 +164,8 @@ class Controller:
                 deployment.repository, request["tag"],
                 self.settings.registry(deployment.repository.registry))
         except registry_client.RegistryError as exc:
-            record.update({"status": "failed", "ended": time.time(), "to_digest": None,
+            record.update({"status": "planned" if test else "failed", "ended": time.time(),
+                           "to_digest": None,
                            "reason": f"digest not resolved, nothing changed: {exc}"})
             if not test:
                 self.records.save_rollout(record)

@@ -21,6 +21,7 @@ import time
 from saltcd import batches
 
 REJECTED_TAG = "saltcd/rejected"
+NO_ANSWER = "no answer within the timeout"
 TERMINAL = ("succeeded", "unchanged", "failed", "rolled_back", "paused", "superseded", "interrupted")
 
 
@@ -136,10 +137,11 @@ class Rollout:
         for minion in batch:
             result = results.get(minion)
             if result is None:
-                result = {"ok": False, "changed": False, "comment": "no answer within the timeout"}
+                result = {"ok": False, "changed": False, "comment": NO_ANSWER}
             minions[minion] = {
                 "from": step["minions"][minion]["from"],
                 "to": digest,
+                "answered": result["comment"] != NO_ANSWER,
                 "ok": bool(result["ok"]),
                 "changed": bool(result["changed"]),
                 "comment": result["comment"],
@@ -171,7 +173,15 @@ class Rollout:
 
     def _rollback(self, before, reason):
         """Give every minion touched by this rollout its previous digest back, gated."""
-        touched = [m for b in self.record["batches"] if b["kind"] == "batch" for m in b["minions"]]
+        # A minion that never answered cannot be reached to roll it back either:
+        # report it instead of failing the rollback on it.
+        touched, unreachable = [], []
+        for batch in (b for b in self.record["batches"] if b["kind"] == "batch"):
+            for minion, result in batch["minions"].items():
+                (touched if result.get("answered", True) else unreachable).append(minion)
+        self.record["unreachable"] = sorted(unreachable)
+        if unreachable:
+            reason += f"; not answering, left as they are: {', '.join(sorted(unreachable))}"
         by_digest = {}
         for minion in touched:
             previous = (before.get(minion) or {}).get("digest")

@@ -3,6 +3,7 @@
 import logging
 
 import functools
+import os
 
 import salt.client
 import salt.exceptions
@@ -16,9 +17,19 @@ DEPLOY_SLS = "saltcd.deploy"
 QUICK_TIMEOUT = 15
 
 
+def answered(ret):
+    """False for the placeholder LocalClient puts in for a minion that did not return."""
+    if not isinstance(ret, dict) or ret.get("out") == "no_return":
+        return False
+    return not (isinstance(ret.get("ret"), str) and ret["ret"].startswith("Minion did not return"))
+
+
 def state_outcome(ret):
-    """Reduce one minion's `state.apply` return to {"ok", "changed", "comment"}."""
-    data = ret.get("ret") if isinstance(ret, dict) else None
+    """Reduce one minion's `state.apply` return to {"ok", "changed", "comment"}, or None
+    when the minion did not answer."""
+    if not answered(ret):
+        return None
+    data = ret.get("ret")
     if not isinstance(data, dict):
         # A list or a string is a render or compile error: the state never ran.
         text = data if isinstance(data, str) else "; ".join(map(str, data or []))
@@ -37,15 +48,30 @@ def state_outcome(ret):
     return {"ok": ok, "changed": changed, "comment": comment}
 
 
+def _master_pid(opts):
+    """The pid of the running master, from its pidfile (None if it is not running)."""
+    try:
+        with open(opts["pidfile"], encoding="ascii") as handle:
+            pid = int(handle.read().strip())
+        os.kill(pid, 0)
+    except (KeyError, OSError, ValueError):
+        return None
+    return pid
+
+
 def _master_required(method):
     """A publish that fails because the master is gone interrupts the rollout."""
 
     @functools.wraps(method)
     def wrapper(*args, **kwargs):
+        fleet = args[0]
+        fleet.check_master()
         try:
-            return method(*args, **kwargs)
+            result = method(*args, **kwargs)
         except salt.exceptions.SaltClientError as exc:
             raise Interrupted(f"the master did not answer: {exc}") from None
+        fleet.check_master()  # results gathered while the master died are not to be trusted
+        return result
 
     return wrapper
 
@@ -56,6 +82,17 @@ class SaltFleet:
     def __init__(self, opts):
         self.opts = opts
         self.local = salt.client.get_local_client(opts["conf_file"])
+        self.master_pid = _master_pid(opts)
+
+    def check_master(self):
+        """Raise Interrupted if the master that started this rollout is gone.
+
+        A drain runs in its own process; without this it would go on talking to
+        a stopped (or restarted) master and record a failure that was not the
+        image's fault. Interrupted leaves the request pending for a resume.
+        """
+        if self.master_pid is not None and _master_pid(self.opts) != self.master_pid:
+            raise Interrupted(f"the master (pid {self.master_pid}) stopped during the rollout")
 
     def targets(self, target, tgt_type):
         """Minions the master knows (accepted keys, cached grains) that match."""
@@ -113,4 +150,4 @@ class SaltFleet:
             full_return=True,
             kwarg={"pillar": pillar, "queue": True, "test": test},
         )
-        return {m: state_outcome(returns[m]) if m in returns else None for m in minions}
+        return {m: state_outcome(returns.get(m)) for m in minions}

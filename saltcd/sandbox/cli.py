@@ -15,14 +15,13 @@ import json
 import logging
 import os
 import shutil
-import subprocess
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from saltcd import master_config
-from saltcd.sandbox import layout
+from saltcd.sandbox import layout, processes
 from saltcd.sandbox.engines import DockerHost
 from saltcd.sandbox.registry import LocalRegistry
 from saltcd.sandbox.salt_daemons import SaltDaemons, port_in_use, salt_binary
@@ -203,22 +202,11 @@ class Sandbox:
         """Delete .sandbox, unless something is still mounted below it."""
         if not self.root.exists():
             return
-        mounted = [m for m in _mount_points() if m == str(self.root) or m.startswith(f"{self.root}/")]
-        for target in sorted(mounted, key=lambda m: m.count("/"), reverse=True):
-            subprocess.run(["umount", "-l", target], check=False, capture_output=True)
-        still = [m for m in _mount_points() if m.startswith(f"{self.root}/")]
+        processes.unmount_below([self.root])
+        still = [m for m in processes.mount_points() if m.startswith(f"{self.root}/")]
         if still:
             raise SandboxError(f"not removing {self.root}: still mounted: {still}")
         shutil.rmtree(self.root)
-
-
-def _mount_points() -> list[str]:
-    points = []
-    for line in Path("/proc/self/mounts").read_text().splitlines():
-        fields = line.split()
-        if len(fields) > 1:
-            points.append(fields[1].encode().decode("unicode_escape"))
-    return points
 
 
 # -- commands ----------------------------------------------------------------

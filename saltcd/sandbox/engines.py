@@ -10,16 +10,16 @@ from __future__ import annotations
 import ipaddress
 import json
 import logging
-import os
 import re
 import shutil
 import signal
 import subprocess
-import time
 from contextlib import closing
 from pathlib import Path
 
 import docker
+
+from saltcd.sandbox import processes
 
 log = logging.getLogger(__name__)
 
@@ -123,31 +123,13 @@ class DockerHost:
             "--userland-proxy=true",
         ]
         log.info("starting dockerd for %s: %s", self.name, cmd)
-        with open(self.logfile, "ab") as out:
-            self._proc = subprocess.Popen(
-                cmd, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
+        self._proc = processes.start_daemon(cmd, self.logfile)
         try:
-            self._wait_until_up(timeout)
+            processes.wait_until_up(self._proc, self._ping, f"dockerd for {self.name}", timeout,
+                                    self.log_tail, DockerHostError)
         except BaseException:
             self.stop()  # nothing half-started may survive a failed start
             raise
-
-    def _wait_until_up(self, timeout: float) -> None:
-        started = time.monotonic()
-        deadline = started + timeout
-        while True:
-            if self._proc.poll() is not None:
-                raise DockerHostError(
-                    f"dockerd for {self.name} exited with {self._proc.returncode}:\n{self.log_tail()}")
-            if self._ping():
-                log.info("dockerd for %s answered after %.1f s", self.name, time.monotonic() - started)
-                return
-            if time.monotonic() > deadline:
-                raise DockerHostError(
-                    f"dockerd for {self.name} did not answer within {timeout} s:\n{self.log_tail()}")
-            time.sleep(0.2)
 
     def _ping(self) -> bool:
         if not self.socket.exists():
@@ -161,11 +143,8 @@ class DockerHost:
 
     def log_tail(self, lines: int = 30) -> str:
         """The last lines of dockerd's log (for error messages)."""
-        try:
-            text = self.logfile.read_text(errors="replace")
-        except OSError:
-            return "(no dockerd log)"
-        return "\n".join(text.splitlines()[-lines:])
+        text = processes.tail(self.logfile, lines)
+        return "(no dockerd log)" if text is None else text
 
     def _create_bridge(self) -> None:
         if _link_exists(self.bridge):
@@ -219,7 +198,7 @@ class DockerHost:
         except (OSError, ValueError):
             return None
         # A stale pidfile may name an unrelated process: check its cmdline.
-        return pid if str(self.exec_root) in _argv(pid) else None
+        return pid if str(self.exec_root) in processes.argv(pid) else None
 
     def _remove_containers(self) -> None:
         if not self._ping():
@@ -233,11 +212,8 @@ class DockerHost:
             log.warning("could not remove containers on %s: %s", self.name, exc)
 
     def _terminate(self, pid: int, timeout: float) -> None:
-        _signal(pid, signal.SIGTERM)
-        if not _wait_gone(pid, self._proc, timeout):
-            log.warning("dockerd for %s ignored SIGTERM for %s s: killing it", self.name, timeout)
-            _signal(pid, signal.SIGKILL)
-            _wait_gone(pid, self._proc, 10)
+        reap = self._proc.poll if self._proc is not None else None  # only our own child can be reaped
+        processes.terminate(pid, timeout, f"dockerd for {self.name}", reap)
 
     def _container_ids(self) -> list[str]:
         """IDs of the containers this engine knows on disk."""
@@ -264,15 +240,11 @@ class DockerHost:
                 return at < len(argv) and _in_network(argv[at], net)
             return False
 
-        return [pid for pid, argv in _processes() if ours(argv)]
+        return [pid for pid in processes.other_pids() if ours(processes.argv(pid))]
 
     def _unmount_below(self) -> None:
         """Lazily unmount whatever is still mounted below our folders, deepest first."""
-        prefixes = {str(self.root), str(self.exec_root), str(self.run_dir)}
-        targets = [m for m in _mount_points() if any(m == p or m.startswith(p + "/") for p in prefixes)]
-        for target in sorted(targets, key=lambda m: m.count("/"), reverse=True):
-            log.debug("unmounting leftover %s", target)
-            subprocess.run(["umount", "-l", target], check=False, capture_output=True)
+        processes.unmount_below({str(self.root), str(self.exec_root), str(self.run_dir)})
 
 
 # -- helpers -----------------------------------------------------------------
@@ -288,27 +260,6 @@ def _link_exists(name: str) -> bool:
     return Path("/sys/class/net", name).exists()
 
 
-def _argv(pid: int) -> list[str]:
-    try:
-        raw = Path(f"/proc/{pid}/cmdline").read_bytes()
-    except OSError:
-        return []
-    return [arg.decode(errors="replace") for arg in raw.split(b"\0") if arg]
-
-
-def _cmdline(pid: int) -> str:
-    return " ".join(_argv(pid))
-
-
-def _processes() -> list[tuple[int, list[str]]]:
-    """(pid, argv) of every process but this one."""
-    found = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit() and int(entry.name) != os.getpid():
-            found.append((int(entry.name), _argv(int(entry.name))))
-    return found
-
-
 def _in_network(address: str, net: ipaddress.IPv4Network) -> bool:
     try:
         return ipaddress.ip_address(address) in net
@@ -322,7 +273,7 @@ def _pids_in_cgroups(container_ids: list[str]) -> list[int]:
         return []
     names = {f"/{cid}" for cid in container_ids} | {f"/docker-{cid}.scope" for cid in container_ids}
     found = []
-    for pid, _ in _processes():
+    for pid in processes.other_pids():
         try:
             lines = Path(f"/proc/{pid}/cgroup").read_text().splitlines()
         except OSError:
@@ -334,10 +285,10 @@ def _pids_in_cgroups(container_ids: list[str]) -> list[int]:
 
 def _kill_all(host: str, pids: list[int]) -> None:
     for pid in pids:
-        log.warning("killing leftover process %s of %s: %s", pid, host, _cmdline(pid))
-        _signal(pid, signal.SIGKILL)
+        log.warning("killing leftover process %s of %s: %s", pid, host, " ".join(processes.argv(pid)))
+        processes.signal_pid(pid, signal.SIGKILL)
     for pid in pids:
-        _wait_gone(pid, None, 10)
+        processes.wait_gone(pid, 10)
 
 
 def _remove_cgroups(container_ids: list[str]) -> None:
@@ -350,41 +301,3 @@ def _remove_cgroups(container_ids: list[str]) -> None:
                     cgroup.rmdir()
                 except OSError as exc:
                     log.debug("cannot remove cgroup %s: %s", cgroup, exc)
-
-
-def _signal(pid: int, sig: int) -> None:
-    try:
-        os.kill(pid, sig)
-    except ProcessLookupError:
-        pass
-
-
-def _wait_gone(pid: int, proc: subprocess.Popen | None, timeout: float) -> bool:
-    """Wait until pid is gone (reaping it when it is our child); True if it is."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc is not None:
-            if proc.poll() is not None:
-                return True
-        elif not Path(f"/proc/{pid}").exists() or _is_zombie(pid):
-            return True
-        time.sleep(0.1)
-    return False
-
-
-def _is_zombie(pid: int) -> bool:
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return True
-    return stat.rsplit(")", 1)[1].split()[0] == "Z"
-
-
-def _mount_points() -> list[str]:
-    points = []
-    for line in Path("/proc/self/mounts").read_text().splitlines():
-        fields = line.split()
-        if len(fields) > 1:
-            # /proc/self/mounts escapes spaces and the like as octal (\040).
-            points.append(fields[1].encode().decode("unicode_escape"))
-    return points

@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import secrets
-import signal
 import subprocess
-import time
 import urllib.error
 import urllib.request
 from pathlib import Path
+
+from saltcd.sandbox import processes
 
 log = logging.getLogger(__name__)
 
@@ -103,31 +102,13 @@ class LocalRegistry:
         self.config_file.write_text(json.dumps(self.config(), indent=2))
         cmd = ["docker-registry", "serve", str(self.config_file)]
         log.info("starting registry on %s: %s", self.host, cmd)
-        with open(self.logfile, "ab") as out:
-            self._proc = subprocess.Popen(
-                cmd, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
+        self._proc = processes.start_daemon(cmd, self.logfile)
         try:
-            self._wait_until_up(timeout)
+            processes.wait_until_up(self._proc, self._answers, f"registry on {self.host}", timeout,
+                                    self.log_tail, RegistryError, interval=0.1)
         except BaseException:
             self.stop()  # a registry that never answered is of no use
             raise
-
-    def _wait_until_up(self, timeout: float) -> None:
-        started = time.monotonic()
-        deadline = started + timeout
-        while True:
-            if self._proc.poll() is not None:
-                raise RegistryError(
-                    f"registry exited with {self._proc.returncode}:\n{self.log_tail()}")
-            if self._answers():
-                log.info("registry on %s answered after %.1f s", self.host, time.monotonic() - started)
-                return
-            if time.monotonic() > deadline:
-                raise RegistryError(
-                    f"registry on {self.host} did not answer within {timeout} s:\n{self.log_tail()}")
-            time.sleep(0.1)
 
     def _answers(self) -> bool:
         try:
@@ -150,49 +131,19 @@ class LocalRegistry:
         """
         proc, self._proc = self._proc, None
         if proc is not None and proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                log.warning("registry on %s ignored SIGTERM: killing it", self.host)
-                proc.kill()
-                proc.wait(10)
+            processes.terminate(proc.pid, timeout, f"registry on {self.host}", reap=proc.poll)
         for pid in self._leftover_pids():
             log.info("stopping registry pid %s serving %s", pid, self.config_file)
-            _terminate(pid, timeout)
+            processes.terminate(pid, timeout, f"registry pid {pid}")
 
     def _leftover_pids(self) -> list[int]:
         """``docker-registry serve <our config file>`` processes, whoever started them."""
-        found = []
-        for entry in Path("/proc").iterdir():
-            if not entry.name.isdigit() or int(entry.name) == os.getpid():
-                continue
-            try:
-                argv = [a.decode(errors="replace") for a in (entry / "cmdline").read_bytes().split(b"\0") if a]
-            except OSError:
-                continue
-            if len(argv) == 3 and Path(argv[0]).name == "docker-registry" and argv[2] == str(self.config_file):
-                found.append(int(entry.name))
-        return found
+        def ours(argv: list[str]) -> bool:
+            return len(argv) == 3 and Path(argv[0]).name == "docker-registry" and argv[2] == str(self.config_file)
+
+        return [pid for pid in processes.other_pids() if ours(processes.argv(pid))]
 
     def log_tail(self, lines: int = 30) -> str:
         """The last lines of the registry's log (for error messages)."""
-        try:
-            text = self.logfile.read_text(errors="replace")
-        except OSError:
-            return "(no registry log)"
-        return "\n".join(text.splitlines()[-lines:])
-
-
-def _terminate(pid: int, timeout: float) -> None:
-    """SIGTERM a process that is not our child, SIGKILL it if it outlives `timeout`."""
-    for sig, wait in ((signal.SIGTERM, timeout), (signal.SIGKILL, 10)):
-        try:
-            os.kill(pid, sig)
-        except ProcessLookupError:
-            return
-        deadline = time.monotonic() + wait
-        while time.monotonic() < deadline:
-            if not Path(f"/proc/{pid}").exists():
-                return
-            time.sleep(0.1)
+        text = processes.tail(self.logfile, lines)
+        return "(no registry log)" if text is None else text

@@ -25,6 +25,8 @@ from pathlib import Path
 
 import yaml
 
+from saltcd.sandbox import processes
+
 log = logging.getLogger(__name__)
 
 MASTER_ADDRESS = "127.0.0.1"
@@ -232,11 +234,7 @@ class SaltDaemons:
     def _spawn(self, name: str, program: str, conf_dir: Path) -> None:
         cmd = [str(salt_binary(program)), "-c", str(conf_dir)]
         log.info("starting %s: %s", name, cmd)
-        with open(self.log_dir / f"{name}.out", "ab") as out:
-            self._procs[name] = subprocess.Popen(
-                cmd, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
+        self._procs[name] = processes.start_daemon(cmd, self.log_dir / f"{name}.out")
 
     def _check_alive(self, name: str) -> None:
         proc = self._procs.get(name)
@@ -280,11 +278,9 @@ class SaltDaemons:
         """The last lines of a daemon's log file and of its stdout/stderr."""
         parts = []
         for path in (self.log_dir / f"{name}.log", self.log_dir / f"{name}.out"):
-            try:
-                text = path.read_text(errors="replace").splitlines()[-lines:]
-            except OSError:
-                continue
-            parts.append(f"--- {path}\n" + "\n".join(text))
+            text = processes.tail(path, lines)
+            if text is not None:
+                parts.append(f"--- {path}\n{text}")
         return "\n".join(parts) or f"(no log for {name})"
 
     # -- stop ----------------------------------------------------------------
@@ -347,28 +343,25 @@ class SaltDaemons:
 
     def leftover_pids(self) -> list[int]:
         """Live Salt processes whose command line names our config folder."""
-        found = []
-        for entry in Path("/proc").iterdir():
-            if entry.name.isdigit() and self.is_ours(int(entry.name)) and not _is_zombie(int(entry.name)):
-                found.append(int(entry.name))
-        return sorted(found)
+        return sorted(pid for pid in processes.other_pids() if self.is_ours(pid) and not processes.is_zombie(pid))
 
     def _terminate(self, pids: list[int], timeout: float) -> list[int]:
         """SIGTERM the pids, wait up to `timeout`, SIGKILL (with their group) what is left."""
         for pid in pids:
-            _signal(pid, signal.SIGTERM)
+            processes.signal_pid(pid, signal.SIGTERM)
+        # All of them at once, not one after the other: minions stop in parallel.
         deadline = time.monotonic() + timeout
         alive = list(pids)
         while alive and time.monotonic() < deadline:
             self._reap()
-            alive = [pid for pid in alive if _alive(pid)]
+            alive = [pid for pid in alive if processes.alive(pid)]
             if alive:
                 time.sleep(0.2)
         for pid in alive:
             log.warning("pid %s ignored SIGTERM for %s s: killing it", pid, timeout)
             _kill_group(pid)
         for pid in alive:
-            _wait_gone(pid, 10, self._reap)
+            processes.wait_gone(pid, 10, self._reap)
         return list(pids)
 
     def _reap(self) -> None:
@@ -387,11 +380,7 @@ def _write_yaml(path: Path, data: dict) -> None:
 
 def _cmdline(pid: int) -> list[str]:
     """argv of pid; setproctitle (which Salt uses) joins it with spaces, so split on both."""
-    try:
-        raw = Path(f"/proc/{pid}/cmdline").read_bytes()
-    except OSError:
-        return []
-    return raw.replace(b"\0", b" ").decode(errors="replace").split()
+    return " ".join(processes.argv(pid)).split()
 
 
 def _is_salt(cmdline: list[str]) -> bool:
@@ -402,13 +391,6 @@ def _is_salt(cmdline: list[str]) -> bool:
     return program in SALT_PROGRAMS or program.startswith("python")
 
 
-def _signal(pid: int, sig: int) -> None:
-    try:
-        os.kill(pid, sig)
-    except ProcessLookupError:
-        pass
-
-
 def _kill_group(pid: int) -> None:
     """SIGKILL pid and, when it leads its own process group, the whole group."""
     try:
@@ -417,27 +399,4 @@ def _kill_group(pid: int) -> None:
             return
     except ProcessLookupError:
         return
-    _signal(pid, signal.SIGKILL)
-
-
-def _is_zombie(pid: int) -> bool:
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return True
-    return stat.rsplit(")", 1)[1].split()[0] == "Z"
-
-
-def _alive(pid: int) -> bool:
-    return Path(f"/proc/{pid}").exists() and not _is_zombie(pid)
-
-
-def _wait_gone(pid: int, timeout: float, reap) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        reap()
-        if not _alive(pid):
-            return True
-        time.sleep(0.1)
-    return False
-
+    processes.signal_pid(pid, signal.SIGKILL)

@@ -74,6 +74,15 @@ def wait_served(url: str, timeout: float = 20) -> tuple[int, str]:
         time.sleep(0.2)
 
 
+def started(part, clean_up):
+    """Fixture body: start a sandbox part, yield it, then clean_up (also after a failed start)."""
+    try:
+        part.start()
+        yield part
+    finally:
+        clean_up()
+
+
 class NotificationServer:
     """A tiny HTTP endpoint that records what the registry POSTs."""
 
@@ -124,21 +133,13 @@ def registry(tmp_path_factory, notifications):
         notify_url=notifications.url,
         notify_headers={"Authorization": TOKEN},
     )
-    try:
-        reg.start()
-        yield reg
-    finally:
-        reg.stop()
+    yield from started(reg, reg.stop)
 
 
 @pytest.fixture(scope="module")
 def docker_host(tmp_path_factory):
     host = DockerHost("t-1", HOST_ADDRESS, tmp_path_factory.mktemp("hosts") / "t-1", 61)
-    try:
-        host.start()
-        yield host
-    finally:
-        host.purge()
+    yield from started(host, host.purge)
 
 
 @pytest.fixture(scope="module")
