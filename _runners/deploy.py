@@ -24,6 +24,7 @@ import threading
 
 import salt.cache
 import salt.utils.event
+import salt.utils.sdb
 
 from saltcd import config, controller, salt_fleet, store
 
@@ -53,8 +54,15 @@ class _Reporter:
             self.jid_event.fire_event({"message": text}, "progress")
 
 
+def _secret(value):
+    """Secrets may live elsewhere: `sdb://profile/key` is looked up through Salt's sdb."""
+    if isinstance(value, str) and value.startswith("sdb://"):
+        return salt.utils.sdb.sdb_get(value, __opts__)
+    return value
+
+
 def _controller():
-    settings = config.load(__opts__.get("saltcd"))
+    settings = config.load(__opts__.get("saltcd"), resolve_secret=_secret)
     return controller.Controller(
         settings=settings,
         records=store.Store(salt.cache.factory(__opts__)),
@@ -120,7 +128,8 @@ def accept(tag, data):
     def run():
         verdict = _controller().accept(tag, data)
         started = []
-        for pair in sorted({(r["app"], r["env"]) for r in verdict["accepted"]}):
+        runnable = [r for r in verdict["accepted"] if not r["awaiting_approval"]]
+        for pair in sorted({(r["app"], r["env"]) for r in runnable}):
             started.append({"app": pair[0], "env": pair[1], **_start_drain(*pair)})
         verdict["drains"] = started
         return _nonzero(verdict) if verdict["rejected"] else verdict
@@ -175,7 +184,7 @@ def rollout(app, env, test=False):
         if test:
             plan = ctl.plan(app, env)
             return plan if plan["status"] in _GOOD else _nonzero(plan)
-        request = ctl.request(app, env, user=__opts__.get("user") or "operator")
+        request = ctl.request(app, env, user=_user())
         return _own_rollout(ctl.drain(app, env), request)
 
     return _guarded(run)
@@ -196,11 +205,75 @@ def rollback(app, env):
     def run():
         ctl = _controller()
         digest, why = ctl.rollback_target(app, env)
-        request = ctl.request(app, env, user=__opts__.get("user") or "operator", kind="rollback",
+        request = ctl.request(app, env, user=_user(), kind="rollback",
                               digest=digest, reason=f"manual rollback to {digest[:19]}: {why}")
         return _own_rollout(ctl.drain(app, env), request)
 
     return _guarded(run)
+
+
+def approve(app, env):
+    """
+    Deploy the newest push waiting in a manual environment (prod by default),
+    recording who approved it; older waiting pushes are recorded as superseded.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt-run deploy.approve app=web env=prod
+    """
+
+    def run():
+        ctl = _controller()
+        request = ctl.approve(app, env, user=_user())
+        return _own_rollout(ctl.drain(app, env), request)
+
+    return _guarded(run)
+
+
+def promote(app, env_from=None, env_to=None, **kwargs):
+    """
+    Deploy to ``to`` exactly the digest that last completed a healthy rollout in
+    ``from`` (by digest, not by re-reading a moving tag). Refuses when ``from``
+    has none.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt-run deploy.promote app=web from=qa to=prod
+    """
+    # `from` is a Python keyword: it arrives in kwargs.
+    source = env_from or kwargs.get("from")
+    target = env_to or kwargs.get("to")
+    if not source or not target:
+        return _fail("promote needs from=<env> and to=<env>")
+
+    def run():
+        ctl = _controller()
+        request = ctl.promote(app, source, target, user=_user())
+        return _own_rollout(ctl.drain(app, target), request)
+
+    return _guarded(run)
+
+
+def rejections(limit=20):
+    """
+    Rejected events, newest first: when, from where, why (never a secret).
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt-run deploy.rejections limit=5
+    """
+    return _guarded(lambda: list(reversed(_controller().records.rejections()))[: int(limit)])
+
+
+def _user():
+    """Who runs this function, for the record: the job's user (`sudo_<name>` under sudo)."""
+    return globals().get("__user__") or __opts__.get("user") or "operator"
 
 
 def resume():

@@ -16,6 +16,8 @@ PORT_BINDING_RE = re.compile(r"^(?:(\d{1,5}):)?(\d{1,5})(?:/(tcp|udp))?$")
 TGT_TYPES = ("glob", "pcre", "list", "grain", "grain_pcre", "pillar", "compound", "nodegroup")
 RESTART_POLICIES = ("no", "always", "unless-stopped", "on-failure")
 ON_FAILURE = ("rollback", "pause", "continue")
+MODES = ("auto", "manual")
+SOURCE_FORMATS = ("distribution", "dockerhub")
 DEFAULT_TAG_ENVIRONMENTS = {"dev": "dev", "qa": "qa", "prod": "prod"}
 
 DEFAULT_HEALTH = {
@@ -72,6 +74,8 @@ class Deployment:
     state_timeout: float
     on_failure: str
     max_failures: object
+    mode: str = "auto"
+    ci_minions: tuple = ()
 
     def pillar(self, digest):
         """The pillar the deploy SLS reads: everything it needs, nothing else."""
@@ -110,13 +114,31 @@ class Registry:
 
 
 @dataclass(frozen=True)
+class Source:
+    """A webhook source (`salt/engines/hook/saltcd/<name>`) and how it proves itself."""
+
+    name: str
+    format: str = "distribution"
+    token: str = field(default=None, repr=False)
+    token_header: str = "Authorization"
+    hmac_secret: str = field(default=None, repr=False)
+    signature_header: str = "X-Hub-Signature-256"
+
+
+@dataclass(frozen=True)
 class Settings:
     """The whole validated `saltcd:` configuration."""
 
     apps: dict
     tag_environments: dict
     registries: dict
+    sources: dict = field(default_factory=dict)
+    ci_minions: tuple = ()
     _deployments: dict = field(default_factory=dict, repr=False)
+
+    def ci_allowed(self, minion, app):
+        """May `minion` trigger rollouts of `app` with `saltcd/push` events?"""
+        return minion in self.ci_minions or minion in self.apps[app]["ci_minions"]
 
     def deployment(self, app, env):
         """The Deployment of `app` in `env`; KeyError with a reason if there is none."""
@@ -233,6 +255,9 @@ def _policy(raw, key):
     if "on_failure" in raw:
         _need(raw["on_failure"] in ON_FAILURE, f"{key}:on_failure", f"must be one of {ON_FAILURE}")
         out["on_failure"] = raw["on_failure"]
+    if "mode" in raw:
+        _need(raw["mode"] in MODES, f"{key}:mode", f"must be one of {MODES}")
+        out["mode"] = raw["mode"]
     if "max_failures" in raw:
         value = raw["max_failures"]
         ok = (isinstance(value, int) and not isinstance(value, bool) and value >= 0) or (
@@ -245,10 +270,10 @@ def _policy(raw, key):
 
 _APP_KEYS = {
     "repository", "container", "ports", "environment", "restart_policy", "stop_timeout", "health",
-    "environments", "batch", "state_timeout", "on_failure", "max_failures",
+    "environments", "batch", "state_timeout", "on_failure", "max_failures", "mode", "ci_minions",
 }
 _ENV_KEYS = {"target", "tgt_type", "health", "environment", "batch", "state_timeout",
-             "on_failure", "max_failures"}
+             "on_failure", "max_failures", "mode"}
 
 
 def _deployment(app, env, raw_app, raw_env, key):
@@ -259,7 +284,9 @@ def _deployment(app, env, raw_app, raw_env, key):
           "must be a Salt target string")
     tgt_type = raw_env.get("tgt_type", "glob")
     _need(tgt_type in TGT_TYPES, f"{key}:tgt_type", f"must be one of {TGT_TYPES}")
-    policy = {**DEFAULT_POLICY, **_policy(raw_app, f"saltcd:apps:{app}"), **_policy(raw_env, key)}
+    # Production waits for a person unless configured otherwise.
+    defaults = {**DEFAULT_POLICY, "mode": "manual" if env == "prod" else "auto"}
+    policy = {**defaults, **_policy(raw_app, f"saltcd:apps:{app}"), **_policy(raw_env, key)}
     health = _health({**raw_app.get("health", {}), **raw_env.get("health", {})},
                      f"{key}:health" if "health" in raw_env else f"saltcd:apps:{app}:health")
     variables = {**raw_app.get("environment", {}), **raw_env.get("environment", {})}
@@ -272,6 +299,7 @@ def _deployment(app, env, raw_app, raw_env, key):
         environment=_environment_vars(variables, f"{key}:environment"),
         restart_policy=raw_app["restart_policy"],
         stop_timeout=raw_app["stop_timeout"],
+        ci_minions=raw_app["ci_minions"],
         health=health,
         target=raw_env["target"],
         tgt_type=tgt_type,
@@ -303,6 +331,7 @@ def _app(name, raw, environments):
         "restart_policy": restart,
         "stop_timeout": _number(raw.get("stop_timeout", DEFAULT_STOP_TIMEOUT), f"{key}:stop_timeout"),
         "health": raw.get("health", {}),
+        "ci_minions": _minion_ids(raw.get("ci_minions", []), f"{key}:ci_minions"),
     }
     _health(app["health"], f"{key}:health")
     envs = raw.get("environments")
@@ -337,10 +366,50 @@ def _registries(raw):
     return out
 
 
-def load(raw):
-    """Validate the `saltcd:` mapping of the master config into Settings."""
+def _minion_ids(raw, key):
+    _need(isinstance(raw, list) and all(isinstance(m, str) and m for m in raw), key,
+          "must be a list of minion ids")
+    return tuple(raw)
+
+
+def _sources(raw, resolve_secret):
+    _need(isinstance(raw, dict), "saltcd:sources", "must map webhook source names to settings")
+    out = {}
+    for name, conf in raw.items():
+        key = f"saltcd:sources:{name}"
+        _need(NAME_RE.fullmatch(str(name)), key, "source names are lowercase letters, digits, '-', '_'")
+        _need(isinstance(conf, dict), key, "must be a mapping")
+        unknown = set(conf) - {"format", "token", "token_header", "hmac_secret", "signature_header"}
+        _need(not unknown, key, f"unknown keys {sorted(unknown)}")
+        _need(conf.get("format", "distribution") in SOURCE_FORMATS, f"{key}:format",
+              f"must be one of {SOURCE_FORMATS}")
+        # An unauthenticated webhook would let anyone deploy anything.
+        _need(conf.get("token") or conf.get("hmac_secret"), key, "needs `token` or `hmac_secret`")
+        secrets = {}
+        for secret in ("token", "hmac_secret"):
+            if conf.get(secret) is not None:
+                value = resolve_secret(conf[secret])
+                _need(isinstance(value, str) and value, f"{key}:{secret}",
+                      "must be a non-empty string (or an sdb:// URI that resolves to one)")
+                secrets[secret] = value
+        out[name] = Source(
+            name=name,
+            format=conf.get("format", "distribution"),
+            token_header=str(conf.get("token_header", "Authorization")),
+            signature_header=str(conf.get("signature_header", "X-Hub-Signature-256")),
+            **secrets,
+        )
+    return out
+
+
+def load(raw, resolve_secret=lambda value: value):
+    """Validate the `saltcd:` mapping of the master config into Settings.
+
+    `resolve_secret` turns a configured secret (e.g. `sdb://vault/saltcd/token`)
+    into its value; the runner passes Salt's sdb lookup.
+    """
     _need(isinstance(raw, dict), "saltcd", "must be a mapping (is the saltcd: section missing?)")
-    unknown = set(raw) - {"apps", "tag_environments", "registries"}
+    unknown = set(raw) - {"apps", "tag_environments", "registries", "sources", "ci_minions"}
     _need(not unknown, "saltcd", f"unknown keys {sorted(unknown)}")
     tag_envs = raw.get("tag_environments", DEFAULT_TAG_ENVIRONMENTS)
     _need(isinstance(tag_envs, dict) and tag_envs, "saltcd:tag_environments",
@@ -368,5 +437,7 @@ def load(raw):
         apps=apps,
         tag_environments={str(tag): env for tag, env in tag_envs.items()},
         registries=_registries(raw.get("registries", {})),
+        sources=_sources(raw.get("sources", {}), resolve_secret),
+        ci_minions=_minion_ids(raw.get("ci_minions", []), "saltcd:ci_minions"),
         _deployments=deployments,
     )

@@ -35,7 +35,12 @@ class Controller:
         """Validate an event and persist its requests; return what happened to it."""
         verdict = intake.classify(tag, data, self.settings)
         for request in verdict.requests:
-            self.records.add_request(request)
+            if request["awaiting_approval"]:
+                self.records.add_awaiting(request)
+                self.reporter.fire(rollout.deploy_tag(request["app"], request["env"], "awaiting_approval"),
+                                   {k: request[k] for k in ("id", "app", "env", "tag", "trigger")})
+            else:
+                self.records.add_request(request)
             log.info("saltcd: accepted %s/%s %s:%s from %s", request["app"], request["env"],
                      request["repository"], request["tag"], verdict.source["origin"])
         for reason in verdict.ignored:
@@ -45,10 +50,13 @@ class Controller:
         if verdict.rejected:
             log.warning("saltcd: rejected event %s from %s: %s", tag, verdict.source["origin"],
                         verdict.rejected)
-            self.reporter.fire(rollout.REJECTED_TAG,
-                               {"tag": tag, "source": verdict.source, "reason": verdict.rejected})
+            rejection = {"id": store.new_id(), "time": time.time(), "tag": str(tag)[:200],
+                         "source": verdict.source, "reason": verdict.rejected}
+            self.records.add_rejection(rejection)
+            self.reporter.fire(rollout.REJECTED_TAG, rejection)
         return {
-            "accepted": [{k: r[k] for k in ("id", "app", "env", "tag")} for r in verdict.requests],
+            "accepted": [{k: r[k] for k in ("id", "app", "env", "tag", "awaiting_approval")}
+                         for r in verdict.requests],
             "ignored": verdict.ignored,
             "rejected": verdict.rejected,
             "source": verdict.source,
@@ -62,6 +70,29 @@ class Controller:
             request.update({"digest": digest, "reason": reason})
         self.records.add_request(request)
         return request
+
+    def approve(self, app, env, user):
+        """Release the newest push waiting in a manual environment (older ones: superseded)."""
+        waiting = self.records.awaiting(app, env)
+        if not waiting:
+            raise KeyError(f"no push of {app} is waiting for approval in {env}")
+        newest = waiting[-1]
+        for older in waiting[:-1]:
+            self.records.drop_awaiting(app, env, older["id"])
+            self._supersede_record(older, newest)
+        newest.update({"approved_by": user, "approved": time.time(), "awaiting_approval": False})
+        self.records.add_request(newest)
+        self.records.drop_awaiting(app, env, newest["id"])
+        return newest
+
+    def promote(self, app, source_env, target_env, user):
+        """Request `target_env` to run the digest that last completed a rollout in `source_env`."""
+        self.settings.deployment(app, target_env)
+        good = self.records.env_state(app, source_env).get("last_good")
+        if not good:
+            raise KeyError(f"{app}/{source_env} has no healthy rollout to promote")
+        return self.request(app, target_env, user, digest=good, kind="promote",
+                            reason=f"promoted from {source_env}: {good[:19]}")
 
     def rollback_target(self, app, env):
         """The digest a manual rollback goes to, with the reason, or raise KeyError.
@@ -126,12 +157,15 @@ class Controller:
                                    {"rollout": record["id"], "app": app, "env": env})
 
     def _supersede(self, older, newest):
+        self._supersede_record(older, newest)
+        self.records.drop_request(older["app"], older["env"], older["id"])
+
+    def _supersede_record(self, older, newest):
         record = self._new_record(older)
         record.update({"status": "superseded", "ended": time.time(),
                        "superseded_by": newest["id"],
                        "reason": "a newer push arrived before this one ran"})
         self.records.save_rollout(record)
-        self.records.drop_request(older["app"], older["env"], older["id"])
         self.reporter.fire(
             rollout.deploy_tag(older["app"], older["env"], "superseded"), {"rollout": record["id"], "request": older["id"],
                            "superseded_by": newest["id"], "app": older["app"], "env": older["env"]})
@@ -147,6 +181,7 @@ class Controller:
             "tag": request["tag"],
             "digest_hint": request.get("digest_hint"),
             "pinned": request.get("digest"),
+            "approved_by": request.get("approved_by"),
             "note": request.get("reason"),
             "received": request.get("received"),
             "started": time.time(),
@@ -228,6 +263,8 @@ class Controller:
                     for info in live.values()),
                 "rollout_running": running[-1:] if locking.is_locked(self._lock(dep.app, dep.env)) else [],
                 "pending": [r["id"] for r in self.records.pending(dep.app, dep.env)],
+                "awaiting_approval": [r["id"] for r in self.records.awaiting(dep.app, dep.env)],
+                "mode": dep.mode,
                 "minions": {
                     m: ({"digest": info.get("digest"), "running": info.get("running"),
                          "healthy": info["health"]["healthy"], "container_id": (info.get("id") or "")[:12]}

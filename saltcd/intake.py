@@ -11,9 +11,10 @@ rejection with a reason. Nothing here touches a minion.
 import time
 from dataclasses import dataclass, field
 
-from saltcd import notifications, store
+from saltcd import ingress_auth, notifications, store
 
 HOOK_PREFIXES = ("salt/engines/hook/", "salt/netapi/hook/")
+SOURCE_PREFIX = "saltcd/"
 CI_TAG = "saltcd/push"
 MINION_FIELDS = ("cmd", "id")
 
@@ -31,20 +32,31 @@ class Verdict:
 def _source(tag, data):
     """Where an event came from: {"kind": registry|ci|operator, "origin": ...}."""
     if tag.startswith(HOOK_PREFIXES):
-        return {"kind": "registry", "origin": tag}
+        return {"kind": "registry", "origin": tag[:120]}
     if isinstance(data, dict) and data.get("cmd") == "_minion_event" and "id" in data:
         return {"kind": "ci", "origin": str(data["id"])}
     return {"kind": "operator", "origin": "master"}
 
 
-def _parse(tag, data, source):
-    """The Parsed pushes of an event, or raise PayloadError."""
+def _webhook_source(tag, settings):
+    """The configured Source a hook tag names (`.../hook/saltcd/<name>`), or raise."""
+    path = tag.split("/hook/", 1)[1]
+    name = path[len(SOURCE_PREFIX):] if path.startswith(SOURCE_PREFIX) else None
+    if not name or name not in settings.sources:
+        raise notifications.PayloadError(f"no webhook source is configured for {path[:60]!r}")
+    return settings.sources[name]
+
+
+def _parse(tag, data, source, settings):
+    """The Parsed pushes of an event, or raise PayloadError / Unauthenticated."""
     if source["kind"] == "registry":
         present = [key for key in MINION_FIELDS if key in data]
         if present:
             raise notifications.PayloadError(
                 f"hook event carries minion fields {present}: fired by a minion, not the webhook")
-        return notifications.parse_distribution(data.get("body", b""))
+        webhook = _webhook_source(tag, settings)
+        ingress_auth.check(webhook, data.get("headers"), data.get("body"))
+        return notifications.PARSERS[webhook.format](data.get("body", b""))
     if tag != CI_TAG:
         raise notifications.PayloadError(f"unexpected event tag {tag[:80]!r}")
     payload = data.get("data") if source["kind"] == "ci" else data
@@ -62,7 +74,10 @@ def classify(tag, data, settings, now=None):
     source = _source(tag, data)
     verdict = Verdict(source=source)
     try:
-        parsed = _parse(tag, data, source)
+        parsed = _parse(tag, data, source, settings)
+    except ingress_auth.Unauthenticated as exc:
+        verdict.rejected = f"unauthenticated: {exc}"
+        return verdict
     except notifications.PayloadError as exc:
         verdict.rejected = str(exc)
         return verdict
@@ -77,10 +92,15 @@ def classify(tag, data, settings, now=None):
             verdict.ignored.append(f"{push.repository}:{push.tag}: tag maps to no environment")
             continue
         try:
-            settings.deployment(app, env)
+            deployment = settings.deployment(app, env)
         except KeyError as exc:
             verdict.ignored.append(str(exc.args[0]))
             continue
+        if source["kind"] == "ci" and not settings.ci_allowed(source["origin"], app):
+            # The id is the master-verified minion id: an allowlist is a sound anchor.
+            verdict.requests.clear()
+            verdict.rejected = f"minion {source['origin']!r} may not deploy app {app!r} (not in ci_minions)"
+            return verdict
         verdict.requests.append({
             "id": store.new_id(now),
             "app": app,
@@ -90,6 +110,7 @@ def classify(tag, data, settings, now=None):
             "digest_hint": push.digest,
             "trigger": source,
             "received": now,
+            "awaiting_approval": deployment.mode == "manual",
         })
     return verdict
 

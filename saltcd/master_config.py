@@ -10,7 +10,7 @@ import sys
 
 import yaml
 
-REGISTRY_HOOK_PATH = "saltcd/registry"
+REGISTRY_HOOK_PATH = "saltcd/registry"  # the source named `registry` in saltcd:sources
 CI_TAG = "saltcd/push"
 
 
@@ -23,8 +23,9 @@ def wiring(root, webhook_address="127.0.0.1", webhook_port=8787, resume_every=30
         "file_roots": {"base": [os.path.join(root, "salt")]},
         "runner_dirs": [os.path.join(root, "_runners")],
         "reactor": [
-            {f"salt/engines/hook/{REGISTRY_HOOK_PATH}": [os.path.join(root, "reactor", "registry_push.sls")]},
-            {f"salt/netapi/hook/{REGISTRY_HOOK_PATH}": [os.path.join(root, "reactor", "registry_push.sls")]},
+            # Every source under /saltcd/<name>; the runner authenticates each one.
+            {"salt/engines/hook/saltcd/*": [os.path.join(root, "reactor", "registry_push.sls")]},
+            {"salt/netapi/hook/saltcd/*": [os.path.join(root, "reactor", "registry_push.sls")]},
             {CI_TAG: [os.path.join(root, "reactor", "ci_push.sls")]},
         ],
         "engines": [{"webhook": {"address": webhook_address, "port": webhook_port}}],

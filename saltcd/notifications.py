@@ -106,18 +106,39 @@ def parse_distribution(body):
         if not target.get("tag"):
             parsed.ignored.append(f"event {index}: manifest push without a tag")
             continue
+        # A registry never sends a malformed reference: one that does not parse
+        # means the envelope is forged or broken, so all of it is refused.
         host = request.get("host")
         if not isinstance(host, str) or not references.DOMAIN_RE.fullmatch(host):
-            parsed.ignored.append(f"event {index}: request.host missing or invalid")
-            continue
+            raise PayloadError(f"event {index}: request.host missing or invalid")
         try:
             path = target.get("repository")
             if not isinstance(path, str):
                 raise references.ReferenceError("target.repository missing")
             parsed.pushes.append(_push(f"{host}/{path}", target["tag"], target.get("digest")))
         except references.ReferenceError as exc:
-            parsed.ignored.append(f"event {index}: {exc}")
+            raise PayloadError(f"event {index}: {exc}") from None
     return parsed
+
+
+def parse_dockerhub(body):
+    """Docker Hub webhook: `{"push_data": {"tag": ...}, "repository": {"repo_name": ...}}`.
+
+    Hub sends no digest (the registry is asked) and no signature: put a proxy in
+    front of the webhook that adds the bearer token the source is configured with.
+    """
+    data = json_object(body)
+    push_data = data.get("push_data")
+    repository = data.get("repository")
+    if not isinstance(push_data, dict) or not isinstance(repository, dict):
+        raise PayloadError("not a Docker Hub payload: push_data and repository are required")
+    try:
+        return Parsed(pushes=[_push(repository.get("repo_name"), push_data.get("tag"))])
+    except references.ReferenceError as exc:
+        raise PayloadError(str(exc)) from None
+
+
+PARSERS = {"distribution": parse_distribution, "dockerhub": parse_dockerhub}
 
 
 def parse_generic(payload):

@@ -5,6 +5,8 @@ Banks (one key per record, every write atomic per key on the localfs driver):
 - `saltcd/requests/<app>/<env>`: accepted pushes waiting to run, key = request id
 - `saltcd/rollouts/<app>/<env>`: the history, key = rollout id
 - `saltcd/envs/<app>/<env>`: key `state`, the last digest that completed a rollout
+- `saltcd/awaiting/<app>/<env>`: pushes to manual environments, waiting for approval
+- `saltcd/audit/rejected`: rejected events (source, reason, time; never a secret)
 
 Ids start with a UTC timestamp so sorting keys sorts by time. The cache has no
 compare-and-swap, so every read-modify-write of one app/env happens under that
@@ -44,10 +46,16 @@ class Store:
                 records.append(record)
         return records
 
+    def _put(self, kind, record):
+        self.cache.store(self._bank(kind, record["app"], record["env"]), record["id"], record)
+
+    def _drop(self, kind, app, env, record_id):
+        self.cache.flush(self._bank(kind, app, env), record_id)
+
     # requests: accepted pushes waiting for a rollout
     def add_request(self, request):
         """Persist an accepted request (it must have id, app and env)."""
-        self.cache.store(self._bank("requests", request["app"], request["env"]), request["id"], request)
+        self._put("requests", request)
 
     def pending(self, app, env):
         """Waiting requests of one app/env, oldest first."""
@@ -55,12 +63,35 @@ class Store:
 
     def drop_request(self, app, env, request_id):
         """Forget a request once its outcome is in the history."""
-        self.cache.flush(self._bank("requests", app, env), request_id)
+        self._drop("requests", app, env, request_id)
+
+    # manual environments
+    def add_awaiting(self, request):
+        """Persist a push that waits for `deploy.approve`."""
+        self._put("awaiting", request)
+
+    def awaiting(self, app, env):
+        """Pushes waiting for approval, oldest first."""
+        return self._records("awaiting", app, env)
+
+    def drop_awaiting(self, app, env, request_id):
+        """Forget a waiting push once approved or superseded."""
+        self._drop("awaiting", app, env, request_id)
+
+    # audit
+    def add_rejection(self, record):
+        """Record a rejected event (the caller keeps secrets out of it)."""
+        self.cache.store(f"{BANK}/audit/rejected", record["id"], record)
+
+    def rejections(self):
+        """Rejected events, oldest first."""
+        bank = f"{BANK}/audit/rejected"
+        return [r for r in (self.cache.fetch(bank, k) for k in sorted(self.cache.list(bank))) if r]
 
     # history
     def save_rollout(self, record):
         """Write (or overwrite) one rollout record."""
-        self.cache.store(self._bank("rollouts", record["app"], record["env"]), record["id"], record)
+        self._put("rollouts", record)
 
     def rollouts(self, app, env):
         """Every rollout record of one app/env, oldest first."""

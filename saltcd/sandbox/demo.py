@@ -3,8 +3,11 @@
 1. build web 1.0.0, push ``:dev``: it rolls out to the dev minions only;
 2. build web 2.0.0, push ``:dev``: rolled out batch by batch;
 3. tag that same digest ``:qa``: it rolls out to qa;
-4. plan prod (``deploy.rollout ... test=True``): nothing changes;
-5. a table per environment and minion, checked live.
+4. push a broken ``:dev`` (health 404): batch 1 fails and is rolled back;
+5. post a notification without the registry's token: rejected;
+6. plan prod (``deploy.rollout ... test=True``): nothing changes;
+7. promote qa's healthy digest to prod (``deploy.promote``);
+8. a table per environment and minion, checked live.
 
 Everything seen on the master's event bus is printed as it happens; every
 expectation is checked, and ``run`` returns True only if all of them held.
@@ -30,7 +33,7 @@ ROLLOUT_TIMEOUT = 180
 PLAN_TIMEOUT = 120
 HTTP_TIMEOUT = 3
 HOOK_PREFIXES = ("salt/engines/hook/", "salt/netapi/hook/")
-VERSIONS = ("1.0.0", "2.0.0")
+VERSIONS = ("1.0.0", "2.0.0", "3.0.0-broken")
 
 # Loopback only, whatever *_proxy variables the environment has.
 _opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
@@ -101,6 +104,16 @@ class EventWatcher:
                     return data, seen
         say(f"  no end of the {app}/{env} rollout within {timeout} s")
         return None, seen
+
+    def rejection(self, timeout: float = 60):
+        """Wait for the next `saltcd/rejected` event; its data, or None."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            event = self.bus.get_event(wait=1, full=True)
+            if event and event["tag"] == "saltcd/rejected":
+                say(f"  saltcd REJECTED it: {event['data'].get('reason')}")
+                return event["data"]
+        return None
 
 
 def _print_hook(data: dict) -> None:
@@ -184,16 +197,58 @@ def rollout_step(watcher: EventWatcher, expect: Expectations, env: str, digest: 
                  f"web/{env} went in {batches} health-gated batches (saw {numbers})")
 
 
+def salt_run(state: dict, *args: str) -> tuple[int, dict | None]:
+    """Run `salt-run -c <sandbox> --out=json ARGS`; (exit code, its JSON return)."""
+    cmd = [str(Path(state["salt_bin_dir"]) / "salt-run"), "-c", state["master_config_dir"], "--out=json", *args]
+    say(f"$ salt-run {' '.join(args)}")
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=PLAN_TIMEOUT, check=False)
+    result = _last_json(proc.stdout)
+    if proc.returncode != 0:
+        say(proc.stdout[-1500:] + proc.stderr[-1500:])
+    return proc.returncode, result
+
+
+def bad_version_step(watcher: EventWatcher, expect: Expectations, repo: str, builder: str, good: str) -> None:
+    """A version whose /health never answers: batch 1 fails, it is rolled back."""
+    bad = app_image.build_and_push(builder, repo, "dev", VERSIONS[2], behaviour="unhealthy")
+    say(f"  pushed {repo}:dev = {bad} (its /health answers 404)")
+    finished, seen = watcher.follow("web", "dev", bad)
+    status = finished.get("status") if finished else "no result"
+    expect.check(status == "rolled_back", f"web/dev rollout of the bad {short(bad)} was rolled back ({status})")
+    expect.check([d.get("number") for s, d in seen if s == "batch"] == [1],
+                 "the second dev batch never started")
+
+
+def unauthenticated_step(state: dict, watcher: EventWatcher, expect: Expectations) -> None:
+    """A notification without the registry's token: rejected, recorded, nothing deployed."""
+    body = json.dumps({"events": [{"action": "push", "target": {
+        "mediaType": "application/vnd.docker.distribution.manifest.v2+json",
+        "repository": "saltcd/web", "tag": "dev", "digest": "sha256:" + "0" * 64},
+        "request": {"host": state["registry"]}}]}).encode()
+    request = urllib.request.Request(state["webhook_url"], data=body, method="POST",
+                                     headers={"Content-Type": "application/json"})
+    say(f"  POST {state['webhook_url']} with no Authorization header")
+    with _opener.open(request, timeout=HTTP_TIMEOUT) as response:
+        response.read()
+    rejected = watcher.rejection()
+    expect.check(bool(rejected) and "unauthenticated" in rejected.get("reason", ""),
+                 "the unauthenticated push was rejected (saltcd/rejected)")
+
+
+def promote_step(state: dict, watcher: EventWatcher, expect: Expectations, digest: str) -> None:
+    """`salt-run deploy.promote app=web from=qa to=prod`: prod gets qa's digest."""
+    code, result = salt_run(state, "deploy.promote", "app=web", "from=qa", "to=prod")
+    watcher.follow("web", "prod", digest, timeout=10)  # print what the bus saw
+    expect.check(code == 0 and isinstance(result, dict) and result.get("status") == "succeeded"
+                 and result.get("to_digest") == digest,
+                 f"promotion deployed qa's {short(digest)} to prod"
+                 + ("" if code == 0 else f" (exit {code}: {(result or {}).get('reason')})"))
+
+
 def plan_step(state: dict, expect: Expectations) -> None:
     """`salt-run deploy.rollout app=web env=prod test=True`: print the plan, change nothing."""
-    cmd = [str(Path(state["salt_bin_dir"]) / "salt-run"), "-c", state["master_config_dir"], "--out=json",
-           "deploy.rollout", "app=web", "env=prod", "test=True"]
-    say(f"$ {' '.join(cmd)}")
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=PLAN_TIMEOUT, check=False)
-    plan = _last_json(proc.stdout)
-    if not expect.check(proc.returncode == 0 and isinstance(plan, dict),
-                        f"salt-run answered a plan (exit {proc.returncode})"):
-        say(proc.stdout[-2000:] + proc.stderr[-2000:])
+    code, plan = salt_run(state, "deploy.rollout", "app=web", "env=prod", "test=True")
+    if not expect.check(code == 0 and isinstance(plan, dict), f"salt-run answered a plan (exit {code})"):
         return
     say(f"  plan status: {plan.get('status')}" + (f" ({plan['reason']})" if plan.get("reason") else ""))
     for batch in plan.get("plan") or []:
@@ -272,19 +327,32 @@ def run(state: dict) -> bool:
         rollout_step(watcher, expect, "dev", v2, batches=2)
         expect_fleet(state, expect, {"dev": v2})
 
-        say(f"3. promote: tag the same digest {short(v2)} as {repo}:qa")
+        say(f"3. tag the same digest {short(v2)} as {repo}:qa")
         app_image.tag_and_push(builder, repo, v2, "qa")
         rollout_step(watcher, expect, "qa", v2, batches=2)
         expect_fleet(state, expect, {"dev": v2, "qa": v2})
 
-        say("4. plan prod without touching it")
+        say(f"4. a bad version: build web {VERSIONS[2]} whose health check fails, push {repo}:dev")
+        bad_version_step(watcher, expect, repo, builder, v2)
+        expect_fleet(state, expect, {"dev": v2, "qa": v2})
+
+        say("5. a push notification without the registry's token")
+        unauthenticated_step(state, watcher, expect)
+        expect_fleet(state, expect, {"dev": v2, "qa": v2})
+
+        say("6. plan prod without touching it (prod is manual: pushes wait for approval)")
         plan_step(state, expect)
         expect_fleet(state, expect, {"dev": v2, "qa": v2})
+
+        say(f"7. promote qa's healthy digest {short(v2)} to prod")
+        promote_step(state, watcher, expect, v2)
+        expect_fleet(state, expect, {"dev": v2, "qa": v2, "prod": v2})
     finally:
         watcher.close()
 
-    say("5. the fleet now")
-    final_table(state, expect, {"dev": (v2, VERSIONS[1]), "qa": (v2, VERSIONS[1])})
+    say("8. the fleet now")
+    final_table(state, expect, {"dev": (v2, VERSIONS[1]), "qa": (v2, VERSIONS[1]),
+                                "prod": (v2, VERSIONS[1])})
     if expect.failed:
         say(f"{len(expect.failed)} expectation(s) FAILED:")
         for text in expect.failed:

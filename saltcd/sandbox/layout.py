@@ -42,6 +42,17 @@ def app_config(repository, port, container=None, health_timeout=20, batch=1, **p
     }
 
 
-def saltcd_config(registry_host, apps):
-    """The `saltcd:` master config section for a loopback registry."""
-    return {"registries": {registry_host: {"scheme": "http", "timeout": 5}}, "apps": apps}
+def saltcd_config(registry_host, apps, webhook_token, ci_minions=("ci-1",)):
+    """The `saltcd:` master config section for a loopback registry whose
+    notifications carry `Authorization: Bearer <webhook_token>`."""
+    return {
+        "registries": {registry_host: {"scheme": "http", "timeout": 5}},
+        "sources": {"registry": {"token": webhook_token}},
+        "ci_minions": list(ci_minions),
+        "apps": apps,
+    }
+
+
+def notify_headers(webhook_token):
+    """The header the registry sends with every notification."""
+    return {"Authorization": f"Bearer {webhook_token}"}

@@ -7,6 +7,7 @@ different apps (repository, container name and port) of the same lab.
 """
 
 import os
+import secrets
 import shutil
 import socket
 import tempfile
@@ -26,7 +27,7 @@ from saltcd.sandbox.registry import LocalRegistry
 APPS = {
     "web": (18080, {}),
     "ci": (18081, {}),
-    "orch": (18082, {}),
+    "orch": (18082, {"environments": {"prod": {"mode": "auto"}}}),
     "sick": (18083, {}),
     "plan": (18084, {}),
     "crash": (18085, {}),
@@ -39,6 +40,11 @@ APPS = {
     "burst": (18092, {}),
     "restart": (18093, {"health": {"settle": 10}}),
     "manual": (18094, {}),
+    "guard": (18095, {}),
+    "hub": (18096, {}),
+    "truth": (18097, {}),
+    "gated": (18098, {}),  # prod stays manual (the default)
+    "rogue": (18099, {}),  # lives on a second registry whose notifications carry a wrong token
 }
 
 
@@ -93,9 +99,15 @@ def webhook_port():
 
 
 @pytest.fixture(scope="session")
-def registry(lab_root, webhook_port):
+def webhook_token():
+    return secrets.token_urlsafe(24)
+
+
+@pytest.fixture(scope="session")
+def registry(lab_root, webhook_port, webhook_token):
     reg = LocalRegistry(lab_root / "registry", port=free_port(),
-                        notify_url=f"http://127.0.0.1:{webhook_port}/{master_config.REGISTRY_HOOK_PATH}")
+                        notify_url=f"http://127.0.0.1:{webhook_port}/{master_config.REGISTRY_HOOK_PATH}",
+                        notify_headers=layout.notify_headers(webhook_token))
     reg.start()
     try:
         yield reg
@@ -104,21 +116,34 @@ def registry(lab_root, webhook_port):
 
 
 @pytest.fixture(scope="session")
-def repositories(registry):
-    return {app: f"{registry.host}/saltcd/{app}" for app in APPS}
+def rogue_registry_port():
+    return free_port()
 
 
 @pytest.fixture(scope="session")
-def salt_master(salt_factories, repo_root, registry, repositories, webhook_port):
+def repositories(registry, rogue_registry_port):
+    repos = {app: f"{registry.host}/saltcd/{app}" for app in APPS}
+    repos["rogue"] = f"127.0.0.1:{rogue_registry_port}/saltcd/rogue"
+    return repos
+
+
+@pytest.fixture(scope="session")
+def salt_master(salt_factories, repo_root, registry, repositories, webhook_port, webhook_token):
     apps = {}
     for app, (port, policy) in APPS.items():
         apps[app] = layout.app_config(repositories[app], port, health_timeout=10, state_timeout=60)
-        health = policy.get("health", {})
-        apps[app].update({k: v for k, v in policy.items() if k != "health"})
-        apps[app]["health"].update(health)
+        apps[app].update({k: v for k, v in policy.items() if k not in ("health", "environments")})
+        apps[app]["health"].update(policy.get("health", {}))
+        for env, overrides in policy.get("environments", {}).items():
+            apps[app]["environments"][env].update(overrides)
+    saltcd = layout.saltcd_config(registry.host, apps, webhook_token)
+    saltcd["registries"] = {repo.split("/")[0]: {"scheme": "http", "timeout": 5}
+                            for repo in repositories.values()}
+    # A Docker Hub style source: same bearer token (a proxy would add it).
+    saltcd["sources"]["hub"] = {"format": "dockerhub", "token": webhook_token}
     overrides = {
         **master_config.wiring(repo_root, webhook_port=webhook_port),
-        "saltcd": layout.saltcd_config(registry.host, apps),
+        "saltcd": saltcd,
         "log_level_logfile": "info",
         # Resume interrupted rollouts quickly in the restart test.
         "schedule": {"saltcd-resume": {**master_config.wiring(repo_root)["schedule"]["saltcd-resume"],

@@ -2,8 +2,12 @@ import pytest
 
 from saltcd import config
 
+TOKEN = "s3cret-token"
 RAW = {
     "registries": {"127.0.0.1:5000": {"scheme": "http"}},
+    "sources": {"registry": {"token": TOKEN},
+                "hub": {"format": "dockerhub", "hmac_secret": "hub-secret"}},
+    "ci_minions": ["ci-1"],
     "apps": {
         "web": {
             "repository": "127.0.0.1:5000/saltcd/web",
@@ -15,7 +19,7 @@ RAW = {
             "environments": {
                 "dev": {"target": "dev-*"},
                 "qa": {"target": "qa-*", "batch": "50%"},
-                "prod": {"target": "prod-*", "batch": [1, "100%"], "health": {"settle": 5},
+                "prod": {"target": "prod-*", "batch": [1, "100%"], "health": {"settle": 5}, "mode": "auto",
                          "max_failures": 1, "on_failure": "pause"},
             },
         },

@@ -8,6 +8,7 @@ from saltcd import locking, registry_client
 from saltcd.controller import Controller
 from saltcd.store import Store
 
+from .conftest import TOKEN
 from .fakes import FakeFleet, MemoryCache, Recorder
 
 OLD, NEW = "sha256:" + "0" * 64, "sha256:" + "1" * 64
@@ -35,7 +36,7 @@ def hook_event(tag="dev", digest=NEW, media="application/vnd.docker.distribution
     body = {"events": [{"action": "push", "target": {"mediaType": media, "repository": "saltcd/web",
                                                      "tag": tag, "digest": digest},
                         "request": {"host": "127.0.0.1:5000"}}]}
-    return {"body": json.dumps(body).encode(), "headers": {}}
+    return {"body": json.dumps(body).encode(), "headers": {"Authorization": f"Bearer {TOKEN}"}}
 
 
 def test_registry_push_is_persisted_not_run(ctl):
@@ -56,8 +57,8 @@ def test_ci_event_carries_the_minion_id(ctl):
 
 @pytest.mark.parametrize("tag, data, reason", [
     ("salt/engines/hook/saltcd/registry", {**hook_event(), "id": "dev-1", "cmd": "_minion_event"}, "fired by a minion"),
-    ("salt/engines/hook/saltcd/registry", {"body": b"\xff"}, "not UTF-8"),
-    ("salt/engines/hook/saltcd/registry", {"body": b"[]"}, "not an object"),
+    ("salt/engines/hook/saltcd/registry", {**hook_event(), "body": b"\xff"}, "not UTF-8"),
+    ("salt/engines/hook/saltcd/registry", {**hook_event(), "body": b"[]"}, "not an object"),
     ("saltcd/push", {"repository": REPO, "tag": "dev; rm -rf /"}, "invalid tag"),
     ("saltcd/push", {"repository": "$(id)", "tag": "dev"}, "invalid repository"),
     ("saltcd/push", {"repository": REPO, "tag": "dev", "digest": "sha256:nothex"}, "invalid digest"),

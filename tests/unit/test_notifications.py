@@ -36,10 +36,23 @@ def test_only_tagged_manifest_pushes_trigger():
     assert len(parsed.ignored) == 4
 
 
-def test_bad_parts_of_an_event_are_ignored_not_fatal():
-    parsed = n.parse_distribution(envelope(event(tag="x" * 200), event(repo="../../etc"),
-                                           event(digest="sha256:zz"), event(host="evil host"), event()))
-    assert len(parsed.pushes) == 1 and len(parsed.ignored) == 4
+@pytest.mark.parametrize("bad, reason", [
+    (event(tag="x" * 200), "invalid tag"),
+    (event(repo="../../etc"), "invalid repository path"),
+    (event(digest="sha256:zz"), "invalid digest"),
+    (event(host="evil host"), "request.host missing or invalid"),
+])
+def test_a_malformed_reference_refuses_the_whole_envelope(bad, reason):
+    with pytest.raises(n.PayloadError, match=reason):
+        n.parse_distribution(envelope(event(), bad))
+
+
+def test_docker_hub_payload():
+    body = json.dumps({"push_data": {"tag": "dev"}, "repository": {"repo_name": "team/web"}})
+    (push,) = n.parse_dockerhub(body).pushes
+    assert (str(push.repository), push.tag, push.digest) == ("docker.io/team/web", "dev", None)
+    with pytest.raises(n.PayloadError, match="push_data and repository are required"):
+        n.parse_dockerhub(b'{"repository": {}}')
 
 
 @pytest.mark.parametrize("body, reason", [

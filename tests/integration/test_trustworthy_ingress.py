@@ -1,0 +1,237 @@
+"""The ingress on real parts: every bad input is rejected with a reason and
+changes nothing; authenticated pushes, Docker Hub and CI payloads deploy; the
+registry's digest wins; manual environments wait; promotion goes by digest."""
+
+import json
+import time
+import urllib.error
+import urllib.request
+
+import pytest
+
+from saltcd.sandbox import layout
+from saltcd.sandbox.registry import LocalRegistry
+
+pytestmark = pytest.mark.integration
+
+GOOD_ENVELOPE = {"events": [{"action": "push", "target": {
+    "mediaType": "application/vnd.docker.distribution.manifest.v2+json",
+    "repository": "saltcd/guard", "tag": "dev", "digest": "sha256:" + "a" * 64},
+    "request": {"host": "HOST"}}]}
+
+
+def envelope(lab, **target):
+    env = json.loads(json.dumps(GOOD_ENVELOPE).replace("HOST", lab.registry.host))
+    env["events"][0]["target"].update(target)
+    return json.dumps(env).encode()
+
+
+def post(lab, path, body, headers):
+    port = lab.master.config["engines"][0]["webhook"]["port"]
+    request = urllib.request.Request(f"http://127.0.0.1:{port}/{path}", data=body, method="POST",
+                                     headers={"Content-Type": "application/json", **headers})
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:
+            return response.status
+    except urllib.error.HTTPError as exc:
+        return exc.code
+
+
+def fleet_snapshot(lab, app):
+    return {m["id"]: lab.container(m["id"], app) for m in lab.fleet}
+
+
+@pytest.fixture(scope="module")
+def guard(lab):
+    """App `guard` runs on dev: anything that changes it fails the test."""
+    start = time.time()
+    lab.push("guard", "dev", "1.0.0")
+    assert lab.wait_for("saltcd/deploy/guard/dev/finished", start).data["status"] == "succeeded"
+    return lab
+
+
+def _cases():
+    token = "TOKEN"
+    auth = {"Authorization": f"Bearer {token}"}
+    http = [
+        ("no credential", "saltcd/registry", lambda lab: envelope(lab), {}, "missing Authorization header"),
+        ("wrong token", "saltcd/registry", lambda lab: envelope(lab), {"Authorization": "Bearer nope"},
+         "wrong credential in Authorization"),
+        ("token without Bearer", "saltcd/registry", lambda lab: envelope(lab), {"Authorization": token},
+         "wrong credential in Authorization"),
+        ("not UTF-8", "saltcd/registry", lambda lab: b"\xff\xfe\x00", auth, "not UTF-8"),
+        ("not JSON", "saltcd/registry", lambda lab: b"{events:", auth, "not JSON"),
+        ("JSON array", "saltcd/registry", lambda lab: b"[1, 2]", auth, "not an object"),
+        ("JSON string", "saltcd/registry", lambda lab: b'"push"', auth, "not an object"),
+        ("no events", "saltcd/registry", lambda lab: b'{"events": "x"}', auth, "no `events` list"),
+        ("tag of 300 characters", "saltcd/registry", lambda lab: envelope(lab, tag="t" * 300), auth,
+         "invalid tag"),
+        ("path traversal", "saltcd/registry", lambda lab: envelope(lab, repository="../../etc"), auth,
+         "invalid repository path"),
+        ("shell in repository", "saltcd/registry", lambda lab: envelope(lab, repository="app; rm -rf /"),
+         auth, "invalid repository path"),
+        ("non-hex digest", "saltcd/registry", lambda lab: envelope(lab, digest="sha256:" + "z" * 64), auth,
+         "invalid digest"),
+        ("unknown source", "saltcd/elsewhere", lambda lab: envelope(lab), auth,
+         "no webhook source is configured"),
+        ("hub without token", "saltcd/hub",
+         lambda lab: b'{"push_data": {"tag": "dev"}, "repository": {"repo_name": "x/y"}}', {},
+         "missing Authorization header"),
+        ("hub shell in tag", "saltcd/hub",
+         lambda lab: json.dumps({"push_data": {"tag": "$(id)"},
+                                 "repository": {"repo_name": lab.repositories["guard"]}}).encode(),
+         auth, "invalid tag"),
+    ]
+    good = {"tag": "dev"}
+    ci = [
+        ("CI: shell in repository", "ci-1", {"repository": "app; rm -rf /", **good}, "invalid repository"),
+        ("CI: command substitution", "ci-1", {"repository": "$(id)", **good}, "invalid repository"),
+        ("CI: path traversal", "ci-1", {"repository": "../../etc", **good}, "invalid registry host '..'"),
+        ("CI: tag of 300 characters", "ci-1", {"repository": "REPO", "tag": "t" * 300}, "invalid tag"),
+        ("CI: non-hex digest", "ci-1", {"repository": "REPO", "tag": "dev", "digest": "sha256:xyz"},
+         "invalid digest"),
+        ("CI: shell in tag", "ci-1", {"repository": "REPO", "tag": "dev;reboot"}, "invalid tag"),
+        ("CI: no tag", "ci-1", {"repository": "REPO"}, "missing tag"),
+        ("CI: no repository", "ci-1", good, "missing repository"),
+        ("CI: repository not a string", "ci-1", {"repository": 5, **good}, "must be a non-empty string"),
+        ("CI: minion not on the allowlist", "dev-1", {"repository": "REPO", **good},
+         "may not deploy app 'guard'"),
+    ]
+    forged = [
+        ("forged engine hook from a minion", "salt/engines/hook/saltcd/registry", "fired by a minion"),
+        ("forged salt-api hook from a minion", "salt/netapi/hook/saltcd/registry", "fired by a minion"),
+    ]
+    operator = [
+        ("operator: double slash", {"repository": "127.0.0.1:1/a//b", **good}, "invalid repository"),
+        ("operator: uppercase digest", {"repository": "REPO", "tag": "dev", "digest": "sha256:" + "A" * 64},
+         "invalid digest"),
+        ("operator: tag starting with a dash", {"repository": "REPO", "tag": "-dev"}, "invalid tag"),
+    ]
+    for name, path, body, headers, reason in http:
+        yield pytest.param("http", (path, body, headers), reason, id=name)
+    for name, minion, payload, reason in ci:
+        yield pytest.param("ci", (minion, payload), reason, id=name)
+    for name, tag, reason in forged:
+        yield pytest.param("forged", tag, reason, id=name)
+    for name, payload, reason in operator:
+        yield pytest.param("operator", payload, reason, id=name)
+
+
+@pytest.mark.parametrize("channel, what, reason", list(_cases()))
+def test_bad_input_is_rejected_with_a_reason_and_changes_nothing(guard, webhook_token, channel, what, reason):
+    lab = guard
+    before = fleet_snapshot(lab, "guard")
+    start = time.time()
+    repo = lab.repositories["guard"]
+    if channel == "http":
+        path, body, headers = what
+        headers = {k: v.replace("TOKEN", webhook_token) for k, v in headers.items()}
+        assert post(lab, path, body(lab), headers) == 200  # the engine takes everything
+    elif channel == "ci":
+        minion, payload = what
+        payload = {k: (repo if v == "REPO" else v) for k, v in payload.items()}
+        ret = lab.minions[minion].salt_call_cli().run("event.send", "saltcd/push", json.dumps(payload))
+        assert ret.returncode == 0, ret
+    elif channel == "forged":
+        body = envelope(lab, digest=None, tag="dev").decode()
+        payload = {"body": body, "headers": {"Authorization": f"Bearer {webhook_token}"}}
+        ret = lab.minions["dev-2"].salt_call_cli().run("event.send", what, json.dumps(payload))
+        assert ret.returncode == 0, ret
+    else:
+        payload = {k: (repo if v == "REPO" else v) for k, v in what.items()}
+        ret = lab.run.run("event.send", "saltcd/push", f"data={json.dumps(payload)}")
+        assert ret.returncode == 0, ret
+    rejected = lab.wait_for("saltcd/rejected", start, timeout=60).data
+    assert reason in rejected["reason"], rejected
+    assert webhook_token not in json.dumps(rejected)
+    time.sleep(1)  # a wrongly accepted request would have started its rollout by now
+    assert lab.events("saltcd/deploy/guard/*", start) == []
+    assert fleet_snapshot(lab, "guard") == before
+
+
+def test_rejections_are_on_record_without_secrets(guard, webhook_token):
+    records = guard.run.run("deploy.rejections", "limit=100").data
+    assert len(records) >= 25
+    assert webhook_token not in json.dumps(records)
+    assert {"time", "source", "reason", "tag"} <= set(records[0])
+
+
+def test_registry_with_the_wrong_token_deploys_nothing(lab, lab_root, webhook_port, rogue_registry_port):
+    rogue = LocalRegistry(lab_root / "rogue", port=rogue_registry_port,
+                          notify_url=f"http://127.0.0.1:{webhook_port}/saltcd/registry",
+                          notify_headers=layout.notify_headers("not-the-token"))
+    rogue.start()
+    try:
+        start = time.time()
+        lab.push("rogue", "dev", "1.0.0")
+        rejected = lab.wait_for("saltcd/rejected", start, timeout=60).data
+    finally:
+        rogue.stop()
+    assert rejected["reason"] == "unauthenticated: wrong credential in Authorization"
+    time.sleep(2)
+    assert lab.events("saltcd/deploy/rogue/*", start) == []
+    assert all(d is None for d in lab.running_digests("rogue").values())
+
+
+def test_docker_hub_payload_triggers_a_rollout(lab, webhook_token):
+    start = time.time()
+    digest = lab.push("hub", "dev", "1.0.0")
+    assert lab.wait_for("saltcd/deploy/hub/dev/finished", start).data["status"] == "succeeded"
+    client = lab.hosts["dev-1"].client()
+    client.containers.get("hub").remove(force=True)  # drift, so the Hub trigger has work to do
+    client.close()
+    start = time.time()
+    body = json.dumps({"push_data": {"tag": "dev", "pusher": "ci"},
+                       "repository": {"repo_name": lab.repositories["hub"]}}).encode()
+    assert post(lab, "saltcd/hub", body, layout.notify_headers(webhook_token)) == 200
+    data = lab.wait_for("saltcd/deploy/hub/dev/finished", start).data
+    assert data["status"] == "succeeded" and data["digest"] == digest
+    assert lab.running_digests("hub")["dev-1"] == digest
+    record = lab.history("hub", "dev", limit=1)[0]
+    assert record["trigger"] == {"kind": "registry", "origin": "salt/engines/hook/saltcd/hub"}
+
+
+def test_the_registry_digest_wins_and_a_missing_tag_deploys_nothing(lab):
+    start = time.time()
+    digest = lab.push("truth", "dev", "1.0.0")
+    assert lab.wait_for("saltcd/deploy/truth/dev/finished", start).data["status"] == "succeeded"
+    before = fleet_snapshot(lab, "truth")
+    liar = "sha256:" + "b" * 64
+    start = time.time()
+    payload = {"repository": lab.repositories["truth"], "tag": "dev", "digest": liar}
+    lab.minions["ci-1"].salt_call_cli().run("event.send", "saltcd/push", json.dumps(payload))
+    data = lab.wait_for("saltcd/deploy/truth/dev/finished", start).data
+    assert data["status"] == "unchanged" and data["digest"] == digest
+    record = lab.history("truth", "dev", limit=1)[0]
+    assert record["to_digest"] == digest and "registry wins" in record["note"]
+    start = time.time()
+    payload = {"repository": lab.repositories["truth"], "tag": "qa"}  # never pushed
+    lab.minions["ci-1"].salt_call_cli().run("event.send", "saltcd/push", json.dumps(payload))
+    data = lab.wait_for("saltcd/deploy/truth/qa/finished", start).data
+    assert data["status"] == "failed" and "does not exist" in data["reason"]
+    assert fleet_snapshot(lab, "truth") == before
+
+
+def test_manual_prod_waits_for_approval_and_promotion_goes_by_digest(lab):
+    start = time.time()
+    qa_digest = lab.push("gated", "qa", "1.0.0")
+    assert lab.wait_for("saltcd/deploy/gated/qa/finished", start).data["status"] == "succeeded"
+    # A push of :prod waits: nothing runs until someone approves.
+    start = time.time()
+    prod_digest = lab.push("gated", "prod", "9.9.9")
+    lab.wait_for("saltcd/deploy/gated/prod/awaiting_approval", start, timeout=60)
+    time.sleep(2)
+    assert lab.running_digests("gated")["prod-1"] is None
+    status = lab.run.run("deploy.status", "app=gated", "env=prod").data["gated"]["prod"]
+    assert status["mode"] == "manual" and len(status["awaiting_approval"]) == 1
+    ret = lab.run.run("deploy.approve", "app=gated", "env=prod")
+    assert ret.returncode == 0 and ret.data["status"] == "succeeded", ret.data
+    assert ret.data["approved_by"] and ret.data["to_digest"] == prod_digest
+    assert lab.running_digests("gated")["prod-1"] == prod_digest
+    # Promotion deploys what was healthy in qa, whatever :prod points to.
+    ret = lab.run.run("deploy.promote", "app=gated", "from=qa", "to=prod")
+    assert ret.returncode == 0 and ret.data["status"] == "succeeded", ret.data
+    assert ret.data["trigger"]["kind"] == "promote" and ret.data["to_digest"] == qa_digest
+    assert lab.running_digests("gated")["prod-1"] == qa_digest
+    refused = lab.run.run("deploy.promote", "app=gated", "from=dev", "to=prod")
+    assert refused.returncode != 0 and "no healthy rollout to promote" in refused.data["error"]

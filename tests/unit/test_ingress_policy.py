@@ -1,0 +1,118 @@
+"""Authentication, allowlists, manual environments and promotion, against fakes."""
+
+import hashlib
+import hmac
+import json
+
+import pytest
+
+from saltcd.controller import Controller
+from saltcd.store import Store
+
+from .conftest import TOKEN
+from .fakes import FakeFleet, MemoryCache, Recorder
+from .test_controller import NEW, OLD, REPO, FakeRegistry, hook_event
+
+HOOK = "salt/engines/hook/saltcd/registry"
+
+
+@pytest.fixture
+def ctl(settings, tmp_path):
+    fleet = FakeFleet({"dev-1": OLD, "qa-1": OLD, "prod-1": OLD})
+    return Controller(settings, Store(MemoryCache()), fleet, Recorder(), str(tmp_path),
+                      resolve=FakeRegistry(NEW))
+
+
+def hub_event(tag="dev", secret="hub-secret", repo=REPO):
+    body = json.dumps({"push_data": {"tag": tag}, "repository": {"repo_name": repo}}).encode()
+    signature = "sha256=" + hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
+    return {"body": body, "headers": {"X-Hub-Signature-256": signature}}
+
+
+@pytest.mark.parametrize("headers, reason", [
+    ({}, "unauthenticated: missing Authorization header"),
+    ({"Authorization": "Bearer wrong"}, "unauthenticated: wrong credential in Authorization"),
+    ({"Authorization": TOKEN}, "unauthenticated: wrong credential in Authorization"),
+    ({"authorization": f"Bearer {TOKEN}x"}, "unauthenticated: wrong credential in Authorization"),
+])
+def test_registry_hook_needs_the_token(ctl, headers, reason):
+    verdict = ctl.accept(HOOK, {**hook_event(), "headers": headers})
+    assert verdict["rejected"] == reason
+    assert ctl.records.pending("web", "dev") == []
+    rejection = ctl.records.rejections()[-1]
+    assert rejection["reason"] == reason and TOKEN not in json.dumps(rejection)
+
+
+def test_lowercase_header_names_are_accepted(ctl):
+    assert ctl.accept(HOOK, {**hook_event(), "headers": {"authorization": f"Bearer {TOKEN}"}})["accepted"]
+
+
+def test_hmac_source_and_dockerhub_format(ctl):
+    assert ctl.accept("salt/engines/hook/saltcd/hub", hub_event())["accepted"][0]["env"] == "dev"
+    forged = hub_event(secret="guess")
+    assert ctl.accept("salt/engines/hook/saltcd/hub", forged)["rejected"].startswith("unauthenticated")
+    tampered = {**hub_event(), "body": hub_event(tag="qa")["body"]}
+    assert "does not match the body" in ctl.accept("salt/engines/hook/saltcd/hub", tampered)["rejected"]
+
+
+def test_unknown_hook_path_is_rejected(ctl):
+    verdict = ctl.accept("salt/engines/hook/other/thing", hook_event())
+    assert "no webhook source is configured" in verdict["rejected"]
+
+
+def test_ci_allowlist(ctl):
+    event = {"id": "dev-1", "cmd": "_minion_event", "data": {"repository": REPO, "tag": "dev"}}
+    assert "may not deploy app 'web'" in ctl.accept("saltcd/push", event)["rejected"]
+    event["id"] = "ci-1"
+    assert ctl.accept("saltcd/push", event)["accepted"]
+
+
+def test_manual_environment_waits_for_approval(ctl, raw_config):
+    from saltcd import config
+    raw_config["apps"]["web"]["environments"]["prod"]["mode"] = "manual"
+    ctl.settings = config.load(raw_config)
+    verdict = ctl.accept(HOOK, hook_event(tag="prod"))
+    assert verdict["accepted"][0]["awaiting_approval"] is True
+    assert ctl.records.pending("web", "prod") == [] and len(ctl.records.awaiting("web", "prod")) == 1
+    ctl.drain("web", "prod")
+    assert ctl.fleet.applied == []
+    ctl.approve("web", "prod", user="alice")
+    ctl.drain("web", "prod")
+    record = ctl.history("web", "prod")[0]
+    assert record["status"] == "succeeded" and record["approved_by"] == "alice"
+    assert ctl.fleet.running["prod-1"] == NEW
+
+
+def test_prod_is_manual_by_default(raw_config):
+    from saltcd import config
+    raw_config["apps"]["web"]["environments"]["prod"].pop("mode")
+    assert config.load(raw_config).deployment("web", "prod").mode == "manual"
+    assert config.load(raw_config).deployment("web", "qa").mode == "auto"
+
+
+def test_promote_deploys_the_digest_that_was_healthy_in_qa(ctl):
+    with pytest.raises(KeyError, match="no healthy rollout to promote"):
+        ctl.promote("web", "qa", "prod", user="bob")
+    ctl.accept(HOOK, hook_event(tag="qa"))
+    ctl.drain("web", "qa")
+    ctl.resolve = FakeRegistry("sha256:" + "7" * 64)  # the :prod tag points elsewhere
+    ctl.promote("web", "qa", "prod", user="bob")
+    ctl.drain("web", "prod")
+    record = ctl.history("web", "prod")[0]
+    assert record["to_digest"] == NEW and record["trigger"] == {"kind": "promote", "origin": "bob"}
+    assert ctl.fleet.running["prod-1"] == NEW
+
+
+def test_secrets_can_come_from_a_resolver(raw_config):
+    from saltcd import config
+    raw_config["sources"]["registry"]["token"] = "sdb://vault/token"
+    settings = config.load(raw_config, resolve_secret=lambda v: "from-vault" if v.startswith("sdb://") else v)
+    assert settings.sources["registry"].token == "from-vault"
+    assert "from-vault" not in repr(settings.sources["registry"])
+
+
+def test_a_source_without_credentials_is_a_config_error(raw_config):
+    from saltcd import config
+    raw_config["sources"]["registry"] = {"format": "distribution"}
+    with pytest.raises(config.ConfigError, match="saltcd:sources:registry: needs `token` or `hmac_secret`"):
+        config.load(raw_config)
