@@ -103,7 +103,7 @@ def _start_drain(app, env):
     (logging's, for one) held by another thread and hang forever.
     """
     argv = [sys.executable, "-c", "import salt.scripts; salt.scripts.salt_run()",
-            "-c", os.path.dirname(__opts__["conf_file"]), "--out=quiet",
+            "-c", os.path.dirname(__opts__["conf_file"]),
             "deploy.drain", f"app={app}", f"env={env}"]
     proc = subprocess.Popen(  # pylint: disable=consider-using-with
         argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,

@@ -134,6 +134,7 @@ class Settings:
     registries: dict
     sources: dict = field(default_factory=dict)
     ci_minions: tuple = ()
+    push_secret: str = field(default=None, repr=False)
     _deployments: dict = field(default_factory=dict, repr=False)
 
     def ci_allowed(self, minion, app):
@@ -402,6 +403,15 @@ def _sources(raw, resolve_secret):
     return out
 
 
+def _push_secret(raw, resolve_secret):
+    if raw is None:
+        return None
+    value = resolve_secret(raw)
+    _need(isinstance(value, str) and len(value) >= 16, "saltcd:push_secret",
+          "must be a string of at least 16 characters (or an sdb:// URI that resolves to one)")
+    return value
+
+
 def load(raw, resolve_secret=lambda value: value):
     """Validate the `saltcd:` mapping of the master config into Settings.
 
@@ -409,7 +419,8 @@ def load(raw, resolve_secret=lambda value: value):
     into its value; the runner passes Salt's sdb lookup.
     """
     _need(isinstance(raw, dict), "saltcd", "must be a mapping (is the saltcd: section missing?)")
-    unknown = set(raw) - {"apps", "tag_environments", "registries", "sources", "ci_minions"}
+    unknown = set(raw) - {"apps", "tag_environments", "registries", "sources", "ci_minions",
+                          "push_secret"}
     _need(not unknown, "saltcd", f"unknown keys {sorted(unknown)}")
     tag_envs = raw.get("tag_environments", DEFAULT_TAG_ENVIRONMENTS)
     _need(isinstance(tag_envs, dict) and tag_envs, "saltcd:tag_environments",
@@ -439,5 +450,6 @@ def load(raw, resolve_secret=lambda value: value):
         registries=_registries(raw.get("registries", {})),
         sources=_sources(raw.get("sources", {}), resolve_secret),
         ci_minions=_minion_ids(raw.get("ci_minions", []), "saltcd:ci_minions"),
+        push_secret=_push_secret(raw.get("push_secret"), resolve_secret),
         _deployments=deployments,
     )

@@ -107,8 +107,8 @@ class Controller:
             raise KeyError(f"{app}/{env} has no rollout that succeeded: nothing to roll back to")
         minions = self.fleet.targets(dep.target, dep.tgt_type)
         live = self.fleet.inspect(minions, dep.container) if minions else {}
-        if not all(info and info.get("digest") == good and info.get("running")
-                   for info in live.values()):
+        answered = [info for info in live.values() if info is not None]  # offline minions can't vote
+        if not all(info.get("digest") == good and info.get("running") for info in answered):
             return good, "the environment does not all run its last good digest"
         for record in reversed(self.records.rollouts(app, env)):
             if record.get("status") in ("succeeded", "unchanged") and record.get("to_digest") not in (None, good):
@@ -214,7 +214,8 @@ class Controller:
         if hint and hint != digest:
             record["note"] = f"event said {rollout.short(hint)}, registry says {rollout.short(digest)}: registry wins"
         save = (lambda r: None) if test else self.records.save_rollout
-        run = rollout.Rollout(deployment, digest, self.fleet, reporter, record, save=save)
+        run = rollout.Rollout(deployment, digest, self.fleet, reporter, record, save=save,
+                              last_good=self.records.env_state(app, env).get("last_good"))
         try:
             result = run.run(test=test)
         except rollout.Interrupted as exc:
@@ -228,7 +229,9 @@ class Controller:
             result = record
             save(record)
         if not test:
-            if result["status"] in ("succeeded", "unchanged"):
+            # Only a rollout that passed the health gate vouches for a digest
+            # ("unchanged" ran no gate: the containers may be up but unhealthy).
+            if result["status"] == "succeeded":
                 previous = self.records.env_state(app, env)
                 if previous.get("last_good") != digest:
                     state = {"last_good": digest, "last_good_rollout": record["id"],
@@ -261,7 +264,9 @@ class Controller:
                 "converged": bool(minions) and good is not None and all(
                     info and info.get("digest") == good and info["health"]["healthy"]
                     for info in live.values()),
-                "rollout_running": running[-1:] if locking.is_locked(self._lock(dep.app, dep.env)) else [],
+                # Read from the history, not by probing the lock: taking it, even
+                # briefly, would turn a drain starting at that moment away.
+                "rollout_running": running[-1:],
                 "pending": [r["id"] for r in self.records.pending(dep.app, dep.env)],
                 "awaiting_approval": [r["id"] for r in self.records.awaiting(dep.app, dep.env)],
                 "mode": dep.mode,

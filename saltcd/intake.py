@@ -50,19 +50,22 @@ def _webhook_source(tag, settings):
 def _parse(tag, data, source, settings):
     """The Parsed pushes of an event, or raise PayloadError / Unauthenticated."""
     if source["kind"] == "registry":
-        present = [key for key in MINION_FIELDS if key in data]
+        # The reactor lists which of the event's keys were minion fields.
+        present = sorted(set(data.get("minion_fields") or []) | {k for k in MINION_FIELDS if k in data})
         if present:
             raise notifications.PayloadError(
                 f"hook event carries minion fields {present}: fired by a minion, not the webhook")
         webhook = _webhook_source(tag, settings)
-        ingress_auth.check(webhook, data.get("headers"), data.get("body"))
+        ingress_auth.check(webhook, data)
         return notifications.PARSERS[webhook.format](data.get("body", b""))
     if tag != CI_TAG:
         raise notifications.PayloadError(f"unexpected event tag {tag[:80]!r}")
     payload = data.get("data") if source["kind"] == "ci" else data
     if not isinstance(payload, dict):
         raise notifications.PayloadError("event data is not an object")
-    fields = {k: v for k, v in payload.items() if not k.startswith("_")}
+    if settings.push_secret is not None:
+        ingress_auth.check_push(settings.push_secret, payload)
+    fields = {k: v for k, v in payload.items() if not k.startswith("_") and k != "signature"}
     return notifications.parse_generic(fields)
 
 

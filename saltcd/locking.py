@@ -33,10 +33,3 @@ def try_lock(path):
     finally:
         handle.close()
 
-
-def is_locked(path):
-    """True if some process holds the lock at `path` right now."""
-    if not os.path.exists(path):
-        return False
-    with try_lock(path) as held:
-        return not held

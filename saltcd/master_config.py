@@ -35,6 +35,7 @@ def wiring(root, webhook_address="127.0.0.1", webhook_port=8787, resume_every=30
             "saltcd-resume": {
                 "function": "deploy.resume",
                 "seconds": resume_every,
+                "run_on_start": False,
                 "return_job": False,
             }
         },

@@ -49,8 +49,11 @@ def short(digest):
 class Rollout:
     """Run one rollout and keep its record (a plain dict, saved through `save`)."""
 
-    def __init__(self, deployment, digest, fleet, reporter, record, save=lambda record: None):
+    def __init__(self, deployment, digest, fleet, reporter, record, save=lambda record: None,
+                 last_good=None):
         self.deployment = deployment
+        # Where a minion goes back to when it ran nothing (or this digest) before.
+        self.last_good = last_good
         self.digest = digest
         self.fleet = fleet
         self.reporter = reporter
@@ -182,23 +185,32 @@ class Rollout:
         self.record["unreachable"] = sorted(unreachable)
         if unreachable:
             reason += f"; not answering, left as they are: {', '.join(sorted(unreachable))}"
-        by_digest = {}
+        by_digest, nowhere = {}, []
         for minion in touched:
             previous = (before.get(minion) or {}).get("digest")
+            if not previous or previous == self.digest:
+                previous = self.last_good
             if previous and previous != self.digest:
                 by_digest.setdefault(previous, []).append(minion)
+            else:
+                nowhere.append(minion)
+        if nowhere:
+            reason += f"; no earlier good digest for {', '.join(sorted(nowhere))}"
         still_failed = []
         for previous, minions in sorted(by_digest.items()):
             for number, batch in enumerate(batches.plan_batches(minions, self.deployment.batch), 1):
                 step = {"number": number,
                         "minions": {m: {"from": self.digest, "to": previous} for m in batch}}
                 still_failed.extend(self._run_batch(step, previous, kind="rollback")["failed"])
-        self.record["rollback_failed"] = still_failed
-        status = "rolled_back" if not still_failed else "failed"
+        self.record["rollback_failed"] = still_failed + sorted(nowhere)
+        status = "rolled_back" if not self.record["rollback_failed"] else "failed"
         self._event("rolled_back", status=status, minions=sorted(m for ms in by_digest.values() for m in ms),
                     failed=still_failed, reason=reason)
-        return self._finish(status, reason + ("; rolled back" if not still_failed
-                                              else f"; rollback failed on {', '.join(still_failed)}"))
+        if still_failed:
+            reason += f"; rollback failed on {', '.join(still_failed)}"
+        elif by_digest:
+            reason += "; rolled back"
+        return self._finish(status, reason)
 
 
 def _runs(info, digest):

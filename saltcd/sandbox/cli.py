@@ -75,7 +75,9 @@ class Sandbox:
         self.hosts = {m["id"]: DockerHost(m["id"], m["address"], self.root / "hosts" / m["id"], m["index"])
                       for m in [*self.fleet, BUILDER]}
         self.token_file = self.root / "webhook.token"
-        self.webhook_token = self._webhook_token()
+        self.webhook_token = self._secret(self.token_file)
+        self.push_secret_file = self.root / "push.secret"
+        self.push_secret = self._secret(self.push_secret_file)
         self.registry = LocalRegistry(self.root / "registry", LOOPBACK, REGISTRY_PORT, notify_url=WEBHOOK_URL,
                                       notify_headers=layout.notify_headers(self.webhook_token),
                                       notify_ignore=NOTIFY_IGNORE)
@@ -83,24 +85,28 @@ class Sandbox:
 
     # -- configuration -------------------------------------------------------
 
-    def _webhook_token(self) -> str:
-        """The registry's bearer token: kept in .sandbox (0600) while the sandbox lives."""
+    @staticmethod
+    def _secret(path: Path) -> str:
+        """A sandbox secret: kept in .sandbox (0600) while the sandbox lives."""
         try:
-            return self.token_file.read_text(encoding="ascii").strip()
+            return path.read_text(encoding="ascii").strip()
         except OSError:
             return secrets.token_urlsafe(24)
 
-    def save_webhook_token(self) -> None:
-        self.token_file.parent.mkdir(parents=True, exist_ok=True)
-        self.token_file.touch(mode=0o600)
-        self.token_file.write_text(self.webhook_token, encoding="ascii")
+    def save_secrets(self) -> None:
+        """The webhook token and the push secret, for scripts that talk to the sandbox."""
+        for path, value in ((self.token_file, self.webhook_token), (self.push_secret_file, self.push_secret)):
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.touch(mode=0o600)
+            path.write_text(value, encoding="ascii")
 
     def saltcd_section(self) -> dict:
         """The `saltcd:` master config: app web, one rollout policy per environment."""
         app = layout.app_config(APP["repository"], APP["port"])
         app["environments"]["qa"]["batch"] = "50%"
         app["environments"]["prod"]["batch"] = [1, "100%"]  # a canary, then the rest
-        return layout.saltcd_config(REGISTRY_HOST, {APP["name"]: app}, self.webhook_token)
+        return layout.saltcd_config(REGISTRY_HOST, {APP["name"]: app}, self.webhook_token,
+                                    ci_minions=(CI_MINION,), push_secret=self.push_secret)
 
     def master_settings(self) -> dict:
         """Everything the master needs besides its paths: saltcd's wiring and apps."""
@@ -123,6 +129,7 @@ class Sandbox:
             "salt_bin_dir": str(Path(sys.executable).parent),
             "webhook_url": WEBHOOK_URL,
             "webhook_token_file": str(self.token_file),
+            "push_secret_file": str(self.push_secret_file),
             "ci_minion": CI_MINION,
             "build_docker_host": self.hosts[BUILDER["id"]].url,
             "minions": [{"id": m["id"], "env": m["env"], "docker_host": self.hosts[m["id"]].url,
@@ -185,7 +192,7 @@ class Sandbox:
         self.check_prerequisites()
         pids = {"dockerd": {}, "registry": None, "salt": {}}
         self._write_state("starting", pids)  # from here on, `down` knows what to clean
-        self.save_webhook_token()
+        self.save_secrets()
         say(f"starting {len(self.hosts)} docker engines ({', '.join(self.hosts)})")
         run_parallel(lambda host: host.start(timeout=START_TIMEOUT), self.hosts.values())
         pids["dockerd"] = {name: host.pid for name, host in self.hosts.items()}

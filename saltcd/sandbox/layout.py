@@ -42,10 +42,13 @@ def app_config(repository, port, container=None, health_timeout=20, batch=1, **p
     }
 
 
-def saltcd_config(registry_host, apps, webhook_token, ci_minions=("ci-1",)):
+def saltcd_config(registry_host, apps, webhook_token, ci_minions=("ci-1",), push_secret=None):
     """The `saltcd:` master config section for a loopback registry whose
-    notifications carry `Authorization: Bearer <webhook_token>`."""
+    notifications carry `Authorization: Bearer <webhook_token>`; `saltcd/push`
+    events must be signed with `push_secret` when one is given."""
+    extra = {"push_secret": push_secret} if push_secret else {}
     return {
+        **extra,
         "registries": {registry_host: {"scheme": "http", "timeout": 5}},
         "sources": {"registry": {"token": webhook_token}},
         "ci_minions": list(ci_minions),

@@ -6,6 +6,7 @@ end, also when a test fails. Tests keep out of each other's way by using
 different apps (repository, container name and port) of the same lab.
 """
 
+import json
 import os
 import secrets
 import shutil
@@ -18,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from saltcd import master_config
+from saltcd import ingress_auth, master_config
 from saltcd.sandbox import app_image, layout
 from saltcd.sandbox.engines import DockerHost
 from saltcd.sandbox.registry import LocalRegistry
@@ -104,6 +105,11 @@ def webhook_token():
 
 
 @pytest.fixture(scope="session")
+def push_secret():
+    return secrets.token_urlsafe(24)
+
+
+@pytest.fixture(scope="session")
 def registry(lab_root, webhook_port, webhook_token):
     reg = LocalRegistry(lab_root / "registry", port=free_port(),
                         notify_url=f"http://127.0.0.1:{webhook_port}/{master_config.REGISTRY_HOOK_PATH}",
@@ -128,7 +134,8 @@ def repositories(registry, rogue_registry_port):
 
 
 @pytest.fixture(scope="session")
-def salt_master(salt_factories, repo_root, registry, repositories, webhook_port, webhook_token):
+def salt_master(salt_factories, repo_root, registry, repositories, webhook_port, webhook_token,
+                push_secret):
     apps = {}
     for app, (port, policy) in APPS.items():
         apps[app] = layout.app_config(repositories[app], port, health_timeout=10, state_timeout=60)
@@ -136,7 +143,7 @@ def salt_master(salt_factories, repo_root, registry, repositories, webhook_port,
         apps[app]["health"].update(policy.get("health", {}))
         for env, overrides in policy.get("environments", {}).items():
             apps[app]["environments"][env].update(overrides)
-    saltcd = layout.saltcd_config(registry.host, apps, webhook_token)
+    saltcd = layout.saltcd_config(registry.host, apps, webhook_token, push_secret=push_secret)
     saltcd["registries"] = {repo.split("/")[0]: {"scheme": "http", "timeout": 5}
                             for repo in repositories.values()}
     # A Docker Hub style source: same bearer token (a proxy would add it).
@@ -172,16 +179,18 @@ def salt_minions(salt_master, lab_minions, docker_hosts):
 
 
 @pytest.fixture(scope="session")
-def lab(salt_master, salt_minions, docker_hosts, registry, repositories, lab_minions, event_listener):
+def lab(salt_master, salt_minions, docker_hosts, registry, repositories, lab_minions, event_listener,
+        push_secret):
     return Lab(salt_master, salt_minions, docker_hosts, registry, repositories, lab_minions,
-               event_listener)
+               event_listener, push_secret)
 
 
 class Lab:
     """What a test needs to act like a user and observe like one."""
 
-    def __init__(self, master, minions, hosts, registry, repositories, fleet, listener):
+    def __init__(self, master, minions, hosts, registry, repositories, fleet, listener, push_secret):
         self.listener = listener
+        self.push_secret = push_secret
         self.master = master
         self.minions = minions
         self.hosts = hosts
@@ -192,6 +201,18 @@ class Lab:
 
     def env_minions(self, env):
         return [m["id"] for m in self.fleet if m["env"] == env]
+
+    def signed(self, payload):
+        """A `saltcd/push` payload as a CI job makes it (saltcd.ci_push), as JSON text."""
+        signature = ingress_auth.push_signature(self.push_secret, payload.get("repository"),
+                                                payload.get("tag"), payload.get("digest"))
+        return json.dumps({**payload, "signature": signature})
+
+    def ci_push(self, minion, payload):
+        """`salt-call event.send saltcd/push <signed payload>` on `minion`."""
+        ret = self.minions[minion].salt_call_cli().run("event.send", "saltcd/push", self.signed(payload))
+        assert ret.returncode == 0, ret
+        return ret
 
     def health(self, minion, app):
         """GET the app's health URL on that host, as a user's curl would."""

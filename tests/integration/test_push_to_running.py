@@ -78,9 +78,7 @@ def test_ci_minion_event_triggers_the_same_rollout(lab):
     assert wait_outcome(lab, "ci", "qa", start)[0] == "succeeded"
     remove_container(lab, "qa-1", "ci")
     start = time.time()
-    payload = f'{{"repository": "{lab.repositories["ci"]}", "tag": "qa"}}'
-    ret = lab.minions["ci-1"].salt_call_cli().run("event.send", "saltcd/push", payload)
-    assert ret.returncode == 0, ret
+    lab.ci_push("ci-1", {"repository": lab.repositories["ci"], "tag": "qa"})
     outcome, data = wait_outcome(lab, "ci", "qa", start)
     assert outcome == "succeeded" and data["digest"] == digest, data
     assert lab.running_digests("ci")["qa-1"] == digest

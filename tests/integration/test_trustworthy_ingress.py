@@ -97,6 +97,12 @@ def _cases():
         ("CI: minion not on the allowlist", "dev-1", {"repository": "REPO", **good},
          "may not deploy app 'guard'"),
     ]
+    unsigned = [
+        ("CI: no signature", "ci-1", {"repository": "REPO", **good}, None,
+         "missing signature (saltcd:push_secret is set)"),
+        ("CI: signature of another tag", "ci-1", {"repository": "REPO", **good}, {"tag": "qa"},
+         "signature does not match the payload"),
+    ]
     forged = [
         ("forged engine hook from a minion", "salt/engines/hook/saltcd/registry", "fired by a minion"),
         ("forged salt-api hook from a minion", "salt/netapi/hook/saltcd/registry", "fired by a minion"),
@@ -111,6 +117,10 @@ def _cases():
         yield pytest.param("http", (path, body, headers), reason, id=name)
     for name, minion, payload, reason in ci:
         yield pytest.param("ci", (minion, payload), reason, id=name)
+    for name, minion, payload, signed_as, reason in unsigned:
+        yield pytest.param("unsigned", (minion, payload, signed_as), reason, id=name)
+    yield pytest.param("syndic", None, "missing signature",
+                       id="minion forging an unwrapped operator event (Salt's syndic events path)")
     for name, tag, reason in forged:
         yield pytest.param("forged", tag, reason, id=name)
     for name, payload, reason in operator:
@@ -129,8 +139,18 @@ def test_bad_input_is_rejected_with_a_reason_and_changes_nothing(guard, webhook_
         assert post(lab, path, body(lab), headers) == 200  # the engine takes everything
     elif channel == "ci":
         minion, payload = what
+        lab.ci_push(minion, {k: (repo if v == "REPO" else v) for k, v in payload.items()})
+    elif channel == "unsigned":
+        minion, payload, signed_as = what
         payload = {k: (repo if v == "REPO" else v) for k, v in payload.items()}
+        if signed_as:  # a signature made for other fields
+            payload["signature"] = json.loads(lab.signed({**payload, **signed_as}))["signature"]
         ret = lab.minions[minion].salt_call_cli().run("event.send", "saltcd/push", json.dumps(payload))
+        assert ret.returncode == 0, ret
+    elif channel == "syndic":
+        forged = {"events": [{"tag": "saltcd/push", "data": {"repository": repo, "tag": "dev"}}]}
+        ret = lab.minions["dev-2"].salt_call_cli().run(
+            "event.fire_master", "{}", "saltcd/decoy", f"preload={json.dumps(forged)}")
         assert ret.returncode == 0, ret
     elif channel == "forged":
         body = envelope(lab, digest=None, tag="dev").decode()
@@ -138,8 +158,8 @@ def test_bad_input_is_rejected_with_a_reason_and_changes_nothing(guard, webhook_
         ret = lab.minions["dev-2"].salt_call_cli().run("event.send", what, json.dumps(payload))
         assert ret.returncode == 0, ret
     else:
-        payload = {k: (repo if v == "REPO" else v) for k, v in what.items()}
-        ret = lab.run.run("event.send", "saltcd/push", f"data={json.dumps(payload)}")
+        payload = lab.signed({k: (repo if v == "REPO" else v) for k, v in what.items()})
+        ret = lab.run.run("event.send", "saltcd/push", f"data={payload}")
         assert ret.returncode == 0, ret
     rejected = lab.wait_for("saltcd/rejected", start, timeout=60).data
     assert reason in rejected["reason"], rejected
@@ -198,15 +218,13 @@ def test_the_registry_digest_wins_and_a_missing_tag_deploys_nothing(lab):
     before = fleet_snapshot(lab, "truth")
     liar = "sha256:" + "b" * 64
     start = time.time()
-    payload = {"repository": lab.repositories["truth"], "tag": "dev", "digest": liar}
-    lab.minions["ci-1"].salt_call_cli().run("event.send", "saltcd/push", json.dumps(payload))
+    lab.ci_push("ci-1", {"repository": lab.repositories["truth"], "tag": "dev", "digest": liar})
     data = lab.wait_for("saltcd/deploy/truth/dev/finished", start).data
     assert data["status"] == "unchanged" and data["digest"] == digest
     record = lab.history("truth", "dev", limit=1)[0]
     assert record["to_digest"] == digest and "registry wins" in record["note"]
     start = time.time()
-    payload = {"repository": lab.repositories["truth"], "tag": "qa"}  # never pushed
-    lab.minions["ci-1"].salt_call_cli().run("event.send", "saltcd/push", json.dumps(payload))
+    lab.ci_push("ci-1", {"repository": lab.repositories["truth"], "tag": "qa"})  # never pushed
     data = lab.wait_for("saltcd/deploy/truth/qa/finished", start).data
     assert data["status"] == "failed" and "does not exist" in data["reason"]
     assert fleet_snapshot(lab, "truth") == before

@@ -5,6 +5,7 @@ import json
 import pytest
 
 from saltcd import locking, registry_client
+from saltcd.ingress_auth import hashed_headers
 from saltcd.controller import Controller
 from saltcd.store import Store
 
@@ -36,7 +37,7 @@ def hook_event(tag="dev", digest=NEW, media="application/vnd.docker.distribution
     body = {"events": [{"action": "push", "target": {"mediaType": media, "repository": "saltcd/web",
                                                      "tag": tag, "digest": digest},
                         "request": {"host": "127.0.0.1:5000"}}]}
-    return {"body": json.dumps(body).encode(), "headers": {"Authorization": f"Bearer {TOKEN}"}}
+    return {"body": json.dumps(body).encode(), **hashed_headers({"Authorization": f"Bearer {TOKEN}"})}
 
 
 def test_registry_push_is_persisted_not_run(ctl):
@@ -57,6 +58,7 @@ def test_ci_event_carries_the_minion_id(ctl):
 
 @pytest.mark.parametrize("tag, data, reason", [
     ("salt/engines/hook/saltcd/registry", {**hook_event(), "id": "dev-1", "cmd": "_minion_event"}, "fired by a minion"),
+    ("salt/engines/hook/saltcd/registry", {**hook_event(), "minion_fields": ["cmd", "id"]}, "fired by a minion"),
     ("salt/engines/hook/saltcd/registry", {**hook_event(), "body": b"\xff"}, "not UTF-8"),
     ("salt/engines/hook/saltcd/registry", {**hook_event(), "body": b"[]"}, "not an object"),
     ("saltcd/push", {"repository": REPO, "tag": "dev; rm -rf /"}, "invalid tag"),
@@ -143,3 +145,11 @@ def test_rollback_goes_to_the_good_digest_before_the_current_one(ctl):
 def test_rollback_without_history_is_refused(ctl):
     with pytest.raises(KeyError, match="nothing to roll back to"):
         ctl.rollback_target("web", "dev")
+
+
+def test_unchanged_does_not_vouch_for_a_digest(ctl):
+    ctl.fleet.running.update({"dev-1": NEW, "dev-2": NEW})  # already there, health unknown
+    ctl.accept("salt/engines/hook/saltcd/registry", hook_event())
+    ctl.drain("web", "dev")
+    assert ctl.history("web", "dev")[0]["status"] == "unchanged"
+    assert ctl.records.env_state("web", "dev") == {}

@@ -7,6 +7,7 @@ import json
 import pytest
 
 from saltcd.controller import Controller
+from saltcd.ingress_auth import hashed_headers
 from saltcd.store import Store
 
 from .conftest import TOKEN
@@ -26,7 +27,7 @@ def ctl(settings, tmp_path):
 def hub_event(tag="dev", secret="hub-secret", repo=REPO):
     body = json.dumps({"push_data": {"tag": tag}, "repository": {"repo_name": repo}}).encode()
     signature = "sha256=" + hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
-    return {"body": body, "headers": {"X-Hub-Signature-256": signature}}
+    return {"body": body, **hashed_headers({"X-Hub-Signature-256": signature})}
 
 
 @pytest.mark.parametrize("headers, reason", [
@@ -36,7 +37,7 @@ def hub_event(tag="dev", secret="hub-secret", repo=REPO):
     ({"authorization": f"Bearer {TOKEN}x"}, "unauthenticated: wrong credential in Authorization"),
 ])
 def test_registry_hook_needs_the_token(ctl, headers, reason):
-    verdict = ctl.accept(HOOK, {**hook_event(), "headers": headers})
+    verdict = ctl.accept(HOOK, {**hook_event(), **hashed_headers(headers)})
     assert verdict["rejected"] == reason
     assert ctl.records.pending("web", "dev") == []
     rejection = ctl.records.rejections()[-1]
@@ -44,7 +45,7 @@ def test_registry_hook_needs_the_token(ctl, headers, reason):
 
 
 def test_lowercase_header_names_are_accepted(ctl):
-    assert ctl.accept(HOOK, {**hook_event(), "headers": {"authorization": f"Bearer {TOKEN}"}})["accepted"]
+    assert ctl.accept(HOOK, {**hook_event(), **hashed_headers({"authorization": f"Bearer {TOKEN}"})})["accepted"]
 
 
 def test_hmac_source_and_dockerhub_format(ctl):
@@ -116,3 +117,22 @@ def test_a_source_without_credentials_is_a_config_error(raw_config):
     raw_config["sources"]["registry"] = {"format": "distribution"}
     with pytest.raises(config.ConfigError, match="saltcd:sources:registry: needs `token` or `hmac_secret`"):
         config.load(raw_config)
+
+
+def test_signed_pushes_when_a_push_secret_is_set(ctl, raw_config):
+    from saltcd import ci_push, config
+    raw_config["push_secret"] = "p" * 32
+    ctl.settings = config.load(raw_config)
+    signed = ci_push.payload(REPO, "dev", secret="p" * 32)
+    wrapped = {"id": "ci-1", "cmd": "_minion_event", "data": signed}
+    assert ctl.accept("saltcd/push", wrapped)["accepted"]
+    assert ctl.accept("saltcd/push", dict(signed))["accepted"]  # operator, signed
+    unsigned = {"id": "ci-1", "cmd": "_minion_event", "data": ci_push.payload(REPO, "dev")}
+    assert ctl.accept("saltcd/push", unsigned)["rejected"] == (
+        "unauthenticated: missing signature (saltcd:push_secret is set)")
+    # A minion forging an unwrapped "operator" event cannot sign it.
+    forged = {**ci_push.payload(REPO, "dev", secret="x" * 32)}
+    assert ctl.accept("saltcd/push", forged)["rejected"] == (
+        "unauthenticated: signature does not match the payload")
+    retagged = {**signed, "tag": "qa"}
+    assert "does not match" in ctl.accept("saltcd/push", retagged)["rejected"]

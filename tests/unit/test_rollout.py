@@ -81,3 +81,18 @@ def test_failure_budget():
     assert failure_budget(2, 10) == 2
     assert failure_budget("25%", 10) == 2
     assert failure_budget("100%", 3) == 3
+
+
+def test_rollback_uses_the_last_good_digest_when_a_minion_had_nothing(settings):
+    fleet = FakeFleet({"dev-1": None, "dev-2": OLD}, bad={BAD})
+    record = {"id": "r1", "app": "web", "env": "dev"}
+    result = Rollout(settings.deployment("web", "dev"), BAD, fleet, Recorder(), record,
+                     last_good=OLD).run()
+    assert result["status"] == "rolled_back" and fleet.running["dev-1"] == OLD
+
+
+def test_a_first_deploy_with_nothing_to_return_to_is_a_failure(settings):
+    fleet = FakeFleet({"dev-1": None, "dev-2": None}, bad={BAD})
+    result, _ = run(settings.deployment("web", "dev"), fleet, BAD)
+    assert result["status"] == "failed" and result["rollback_failed"] == ["dev-1"]
+    assert "no earlier good digest for dev-1" in result["reason"]
