@@ -14,6 +14,7 @@ from saltcd.rollout import Interrupted
 log = logging.getLogger(__name__)
 
 DEPLOY_SLS = "saltcd.deploy"
+MINION_FUNCTIONS = ("saltcd.container", "saltcd.probe", "saltcd.status")
 QUICK_TIMEOUT = 15
 
 
@@ -101,14 +102,19 @@ class SaltFleet:
 
     @_master_required
     def prepare(self, minions):
-        """Sync saltcd's execution and state modules to the minions."""
-        self.local.cmd(
-            minions,
-            ["saltutil.sync_modules", "saltutil.sync_states"],
-            [[], []],
-            tgt_type="list",
-            timeout=QUICK_TIMEOUT,
-        )
+        """Sync saltcd's execution and state modules to minions that lack them.
+
+        Only those: a sync rewrites module files and refreshes the loader, which
+        can break a state run of another rollout on that minion at that moment.
+        After upgrading saltcd, run `salt '*' saltutil.sync_all` once.
+        """
+        have = self.local.cmd(minions, "sys.list_functions", ["saltcd"], tgt_type="list",
+                              timeout=QUICK_TIMEOUT)
+        lacking = [m for m in minions
+                   if not isinstance(have.get(m), list) or not set(MINION_FUNCTIONS) <= set(have[m])]
+        if lacking:
+            self.local.cmd(lacking, ["saltutil.sync_modules", "saltutil.sync_states"], [[], []],
+                           tgt_type="list", timeout=QUICK_TIMEOUT)
 
     @_master_required
     def inspect(self, minions, container):
