@@ -166,9 +166,9 @@ class Controller:
                        "superseded_by": newest["id"],
                        "reason": "a newer push arrived before this one ran"})
         self.records.save_rollout(record)
-        self.reporter.fire(
-            rollout.deploy_tag(older["app"], older["env"], "superseded"), {"rollout": record["id"], "request": older["id"],
-                           "superseded_by": newest["id"], "app": older["app"], "env": older["env"]})
+        self.reporter.fire(rollout.deploy_tag(older["app"], older["env"], "superseded"),
+                           {"rollout": record["id"], "request": older["id"], "superseded_by": newest["id"],
+                            "app": older["app"], "env": older["env"]})
 
     @staticmethod
     def _new_record(request):
@@ -190,7 +190,6 @@ class Controller:
     def _run_request(self, request, test=False):
         app, env = request["app"], request["env"]
         deployment = self.settings.deployment(app, env)
-        reporter = self.reporter
         record = self._new_record(request)
         try:
             # A pinned request (a rollback) needs no registry: the digest was
@@ -205,17 +204,18 @@ class Controller:
             if not test:
                 self.records.save_rollout(record)
                 self.records.drop_request(app, env, request["id"])
-                reporter.fire(rollout.deploy_tag(app, env, "finished"),
-                              {"rollout": record["id"], "app": app, "env": env,
-                               "status": "failed", "reason": record["reason"]})
-            reporter.progress(f"{app}/{env}: {record['reason']}")
+                self.reporter.fire(rollout.deploy_tag(app, env, "finished"),
+                                   {"rollout": record["id"], "app": app, "env": env,
+                                    "status": "failed", "reason": record["reason"]})
+            self.reporter.progress(f"{app}/{env}: {record['reason']}")
             return record
         hint = request.get("digest_hint")
         if hint and hint != digest:
             record["note"] = f"event said {rollout.short(hint)}, registry says {rollout.short(digest)}: registry wins"
         save = (lambda r: None) if test else self.records.save_rollout
-        run = rollout.Rollout(deployment, digest, self.fleet, reporter, record, save=save,
-                              last_good=self.records.env_state(app, env).get("last_good"))
+        last_good = self.records.env_state(app, env).get("last_good")
+        run = rollout.Rollout(deployment, digest, self.fleet, self.reporter, record, save=save,
+                              last_good=last_good)
         try:
             result = run.run(test=test)
         except rollout.Interrupted as exc:
@@ -231,12 +231,9 @@ class Controller:
         if not test:
             # Only a rollout that passed the health gate vouches for a digest
             # ("unchanged" ran no gate: the containers may be up but unhealthy).
-            if result["status"] == "succeeded":
-                previous = self.records.env_state(app, env)
-                if previous.get("last_good") != digest:
-                    state = {"last_good": digest, "last_good_rollout": record["id"],
-                             "previous_good": previous.get("last_good")}
-                    self.records.set_env_state(app, env, state)
+            if result["status"] == "succeeded" and last_good != digest:
+                self.records.set_env_state(app, env, {"last_good": digest,
+                                                      "last_good_rollout": record["id"]})
             self.records.drop_request(app, env, request["id"])
         return result
 
@@ -253,8 +250,6 @@ class Controller:
             if (app and dep.app != app) or (env and dep.env != env):
                 continue
             minions = self.fleet.targets(dep.target, dep.tgt_type)
-            if minions:
-                self.fleet.prepare(minions)  # saltcd.status must be on the minions
             live = self.fleet.status(minions, dep.container, dep.health) if minions else {}
             good = self.records.env_state(dep.app, dep.env).get("last_good")
             running = [r["id"] for r in self.records.rollouts(dep.app, dep.env)

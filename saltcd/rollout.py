@@ -7,7 +7,6 @@ runs unchanged against real minions.
 
 A fleet provides:
 - `targets(target, tgt_type) -> [minion ids]` — who should run the app;
-- `prepare(minions)` — make sure minions have saltcd's modules;
 - `inspect(minions, container) -> {minion: info or None}` — what runs now
   (info: {"exists", "running", "digest", "id", "started_at"}; None: no answer);
 - `apply(minions, pillar, timeout, test) -> {minion: outcome or None}` — the
@@ -22,7 +21,6 @@ from saltcd import batches
 
 REJECTED_TAG = "saltcd/rejected"
 NO_ANSWER = "no answer within the timeout"
-TERMINAL = ("succeeded", "unchanged", "failed", "rolled_back", "paused", "superseded", "interrupted")
 
 
 class Interrupted(RuntimeError):
@@ -106,7 +104,6 @@ class Rollout:
         self.record["minions"] = minions
         if not minions:
             return self._finish("failed", f"target {dep.target!r} ({dep.tgt_type}) matches no minion")
-        self.fleet.prepare(minions)
         before = self.fleet.inspect(minions, dep.container)
         self.record["from_digests"] = {m: (before.get(m) or {}).get("digest") for m in minions}
         plan = self.plan(minions, before)

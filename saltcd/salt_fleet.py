@@ -14,7 +14,6 @@ from saltcd.rollout import Interrupted
 log = logging.getLogger(__name__)
 
 DEPLOY_SLS = "saltcd.deploy"
-MINION_FUNCTIONS = ("saltcd.container", "saltcd.probe", "saltcd.status")
 QUICK_TIMEOUT = 15
 
 
@@ -23,6 +22,18 @@ def answered(ret):
     if not isinstance(ret, dict) or ret.get("out") == "no_return":
         return False
     return not (isinstance(ret.get("ret"), str) and ret["ret"].startswith("Minion did not return"))
+
+
+def _lacks_function(ret):
+    """True when the minion answered that the function does not exist (not synced yet)."""
+    return isinstance(ret, dict) and isinstance(ret.get("ret"), str) and "is not available" in ret["ret"]
+
+
+def _dict_return(ret):
+    """The dict a minion returned, or None (no answer, an error string, a failed call)."""
+    if answered(ret) and isinstance(ret.get("ret"), dict) and ret.get("retcode", 0) == 0:
+        return ret["ret"]
+    return None
 
 
 def state_outcome(ret):
@@ -78,7 +89,8 @@ def _master_required(method):
 
 
 class SaltFleet:
-    """Minions reached through the master: target, sync, inspect, apply."""
+    """Minions reached through the master: target, inspect (syncing saltcd's modules
+    where missing), status, apply."""
 
     def __init__(self, opts):
         self.opts = opts
@@ -100,49 +112,36 @@ class SaltFleet:
         found = salt.utils.minions.CkMinions(self.opts).check_minions(target, tgt_type)
         return sorted(found["minions"])
 
-    @_master_required
-    def prepare(self, minions):
-        """Sync saltcd's execution and state modules to minions that lack them.
+    def _ask(self, minions, fun, args):
+        returns = self.local.cmd(minions, fun, args, tgt_type="list", timeout=QUICK_TIMEOUT,
+                                 full_return=True)
+        return {m: returns.get(m) for m in minions}
 
-        Only those: a sync rewrites module files and refreshes the loader, which
-        can break a state run of another rollout on that minion at that moment.
-        After upgrading saltcd, run `salt '*' saltutil.sync_all` once.
+    def _query(self, minions, fun, args):
+        """{minion: the dict `fun` returned, or None when it did not answer}.
+
+        Minions that lack saltcd's modules get them synced and are asked once
+        more. Only those: a sync rewrites module files and refreshes the loader,
+        which can break another rollout's state run on that minion. After
+        upgrading saltcd, run `salt '*' saltutil.sync_all` once.
         """
-        have = self.local.cmd(minions, "sys.list_functions", ["saltcd"], tgt_type="list",
-                              timeout=QUICK_TIMEOUT)
-        lacking = [m for m in minions
-                   if not isinstance(have.get(m), list) or not set(MINION_FUNCTIONS) <= set(have[m])]
+        returns = self._ask(minions, fun, args)
+        lacking = [m for m, ret in returns.items() if _lacks_function(ret)]
         if lacking:
             self.local.cmd(lacking, ["saltutil.sync_modules", "saltutil.sync_states"], [[], []],
                            tgt_type="list", timeout=QUICK_TIMEOUT)
+            returns.update(self._ask(lacking, fun, args))
+        return {m: _dict_return(ret) for m, ret in returns.items()}
 
     @_master_required
     def inspect(self, minions, container):
         """{minion: container info} for minions that answered; absent ones: None."""
-        returns = self.local.cmd(
-            minions, "saltcd.container", [container], tgt_type="list",
-            timeout=QUICK_TIMEOUT, full_return=True,
-        )
-        out = {}
-        for minion in minions:
-            ret = returns.get(minion)
-            info = ret.get("ret") if isinstance(ret, dict) else None
-            out[minion] = info if isinstance(info, dict) and ret.get("retcode", 0) == 0 else None
-        return out
+        return self._query(minions, "saltcd.container", [container])
 
     @_master_required
     def status(self, minions, container, health):
         """{minion: container info with a health probe} (None: no answer)."""
-        returns = self.local.cmd(
-            minions, "saltcd.status", [container, health.port, health.path, health.host],
-            tgt_type="list",
-            timeout=QUICK_TIMEOUT, full_return=True,
-        )
-        return {
-            m: (returns[m]["ret"] if isinstance(returns.get(m), dict)
-                and isinstance(returns[m].get("ret"), dict) else None)
-            for m in minions
-        }
+        return self._query(minions, "saltcd.status", [container, health.port, health.path, health.host])
 
     @_master_required
     def apply(self, minions, pillar, timeout, test=False):

@@ -43,9 +43,6 @@ class FakeFleet:
         prefix = target.rstrip("*")
         return sorted(m for m in self.running if m.startswith(prefix))
 
-    def prepare(self, minions):
-        pass
-
     def inspect(self, minions, container):
         return {m: None if m in self.silent else
                 {"exists": self.running[m] is not None, "running": self.running[m] is not None,
