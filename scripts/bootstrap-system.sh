@@ -7,7 +7,8 @@ set -eu
 missing=""
 command -v dockerd >/dev/null 2>&1 || missing="$missing docker.io"
 command -v docker-registry >/dev/null 2>&1 || missing="$missing docker-registry"
-[ -x /bin/busybox ] || missing="$missing busybox-static"
+# The example image is FROM scratch: it needs the static busybox, not any busybox.
+dpkg -s busybox-static >/dev/null 2>&1 || missing="$missing busybox-static"
 command -v ip >/dev/null 2>&1 || missing="$missing iproute2"
 if [ -n "$missing" ]; then
     if [ "$(id -u)" != 0 ]; then
