@@ -17,16 +17,8 @@ the master (opts, cache, event bus, LocalClient).
 """
 
 import logging
-import os
-import subprocess
-import sys
-import threading
 
-import salt.cache
-import salt.utils.event
-import salt.utils.sdb
-
-from saltcd import config, controller, salt_fleet, store
+from saltcd import binding, config
 
 log = logging.getLogger(__name__)
 
@@ -35,41 +27,6 @@ __virtualname__ = "deploy"
 
 def __virtual__():
     return __virtualname__
-
-
-class _Reporter:
-    """Events on the master bus, progress lines to `salt-run` and the log."""
-
-    def __init__(self, opts, jid_event):
-        self.opts = opts
-        self.jid_event = jid_event
-
-    def fire(self, tag, data):
-        with salt.utils.event.get_master_event(self.opts, self.opts["sock_dir"], listen=False) as bus:
-            bus.fire_event(data, tag)
-
-    def progress(self, text):
-        log.info("saltcd: %s", text)
-        if self.jid_event is not None:
-            self.jid_event.fire_event({"message": text}, "progress")
-
-
-def _secret(value):
-    """Secrets may live elsewhere: `sdb://profile/key` is looked up through Salt's sdb."""
-    if isinstance(value, str) and value.startswith("sdb://"):
-        return salt.utils.sdb.sdb_get(value, __opts__)
-    return value
-
-
-def _controller():
-    settings = config.load(__opts__.get("saltcd"), resolve_secret=_secret)
-    return controller.Controller(
-        settings=settings,
-        records=store.Store(salt.cache.factory(__opts__)),
-        fleet=salt_fleet.SaltFleet(__opts__),
-        reporter=_Reporter(__opts__, globals().get("__jid_event__")),
-        lock_dir=__opts__["cachedir"],
-    )
 
 
 _GOOD = ("succeeded", "unchanged", "planned")
@@ -86,9 +43,11 @@ def _fail(message):
 
 
 def _guarded(function):
-    """Turn configuration and lookup errors into a clear, non-zero return."""
+    """function(controller), with configuration and lookup errors turned into a
+    clear, non-zero return."""
     try:
-        return function()
+        with binding.controller_for(__opts__, globals().get("__jid_event__")) as ctl:
+            return function(ctl)
     except config.ConfigError as exc:
         return _fail(f"invalid saltcd configuration: {exc}")
     except KeyError as exc:
@@ -96,21 +55,13 @@ def _guarded(function):
 
 
 def _start_drain(app, env):
-    """Run the queue of app/env in a new `salt-run` process, so the caller returns now.
+    """Ask the saltcd_drains engine to run app/env's queue; the caller returns now.
 
-    A fresh process (fork + exec), not RunnerClient.asynchronous: that forks the
-    calling process, and a fork of the reactor's thread pool can inherit a lock
-    (logging's, for one) held by another thread and hang forever.
+    The engine is a long-lived master process: no Python start-up per push, and
+    a burst of pushes to one app/env costs one worker, not one process each.
     """
-    argv = [sys.executable, "-c", "import salt.scripts; salt.scripts.salt_run()",
-            "-c", os.path.dirname(__opts__["conf_file"]),
-            "deploy.drain", f"app={app}", f"env={env}"]
-    proc = subprocess.Popen(  # pylint: disable=consider-using-with
-        argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-        start_new_session=True, close_fds=True)
-    # Reap it when it ends, without holding up the reaction.
-    threading.Thread(target=proc.wait, name=f"saltcd-drain-{app}-{env}", daemon=True).start()
-    return {"pid": proc.pid}
+    binding.Reporter(__opts__).fire(binding.drain_tag(app, env), {"app": app, "env": env})
+    return {"requested": binding.drain_tag(app, env)}
 
 
 def accept(tag, data):
@@ -125,8 +76,8 @@ def accept(tag, data):
         salt-run deploy.accept saltcd/push '{"repository": "127.0.0.1:5000/saltcd/web", "tag": "dev"}'
     """
 
-    def run():
-        verdict = _controller().accept(tag, data)
+    def run(ctl):
+        verdict = ctl.accept(tag, data)
         started = []
         runnable = [r for r in verdict["accepted"] if not r["awaiting_approval"]]
         for pair in sorted({(r["app"], r["env"]) for r in runnable}):
@@ -148,7 +99,7 @@ def drain(app, env):
 
         salt-run deploy.drain app=web env=dev
     """
-    return _guarded(lambda: _mark_outcome(_controller().drain(app, env)))
+    return _guarded(lambda ctl: _mark_outcome(ctl.drain(app, env)))
 
 
 def _mark_outcome(drained):
@@ -179,8 +130,7 @@ def rollout(app, env, test=False):
         salt-run deploy.rollout app=web env=dev test=True
     """
 
-    def run():
-        ctl = _controller()
+    def run(ctl):
         if test:
             plan = ctl.plan(app, env)
             return plan if plan["status"] in _GOOD else _nonzero(plan)
@@ -202,8 +152,7 @@ def rollback(app, env):
         salt-run deploy.rollback app=web env=prod
     """
 
-    def run():
-        ctl = _controller()
+    def run(ctl):
         digest, why = ctl.rollback_target(app, env)
         request = ctl.request(app, env, user=_user(), kind="rollback",
                               digest=digest, reason=f"manual rollback to {digest[:19]}: {why}")
@@ -224,8 +173,7 @@ def approve(app, env):
         salt-run deploy.approve app=web env=prod
     """
 
-    def run():
-        ctl = _controller()
+    def run(ctl):
         request = ctl.approve(app, env, user=_user())
         return _own_rollout(ctl.drain(app, env), request)
 
@@ -250,8 +198,7 @@ def promote(app, env_from=None, env_to=None, **kwargs):
     if not source or not target:
         return _fail("promote needs from=<env> and to=<env>")
 
-    def run():
-        ctl = _controller()
+    def run(ctl):
         request = ctl.promote(app, source, target, user=_user())
         return _own_rollout(ctl.drain(app, target), request)
 
@@ -268,7 +215,7 @@ def rejections(limit=20):
 
         salt-run deploy.rejections limit=5
     """
-    return _guarded(lambda: list(reversed(_controller().records.rejections()))[: int(limit)])
+    return _guarded(lambda ctl: list(reversed(ctl.records.rejections()))[: int(limit)])
 
 
 def _user():
@@ -279,7 +226,7 @@ def _user():
 def resume():
     """
     Start the rollouts of every app/env that has pending requests (after a master
-    restart, for instance). The shipped master config schedules it at start.
+    restart, for instance). The shipped master config runs it every 30 s.
 
     CLI Example:
 
@@ -288,8 +235,7 @@ def resume():
         salt-run deploy.resume
     """
 
-    def run():
-        ctl = _controller()
+    def run(ctl):
         pairs = ctl.records.app_envs_with_requests()
         return {"started": [{"app": a, "env": e, **_start_drain(a, e)} for a, e in pairs]}
 
@@ -308,7 +254,7 @@ def status(app=None, env=None):
         salt-run deploy.status
         salt-run deploy.status app=web env=prod
     """
-    return _guarded(lambda: _controller().status(app, env))
+    return _guarded(lambda ctl: ctl.status(app, env))
 
 
 def history(app, env, limit=20):
@@ -322,4 +268,4 @@ def history(app, env, limit=20):
 
         salt-run deploy.history app=web env=dev limit=5
     """
-    return _guarded(lambda: _controller().history(app, env, limit))
+    return _guarded(lambda ctl: ctl.history(app, env, limit))

@@ -15,22 +15,29 @@ CI_TAG = "saltcd/push"
 
 
 def wiring(root, webhook_address="127.0.0.1", webhook_port=8787, resume_every=30):
-    """file_roots, runner_dirs, reactor, webhook engine and resume schedule."""
+    """file_roots, runner and engine dirs, reactor, the webhook and drain engines,
+    and the resume schedule."""
     root = os.path.abspath(root)
     return {
         # salt/orch and salt/_runners are symlinks to the top-level folders, so
         # `orch.deploy` and `salt://_runners` resolve without serving the rest.
         "file_roots": {"base": [os.path.join(root, "salt")]},
         "runner_dirs": [os.path.join(root, "_runners")],
+        "engines_dirs": [os.path.join(root, "_engines")],
         "reactor": [
             # Every source under /saltcd/<name>; the runner authenticates each one.
             {"salt/engines/hook/saltcd/*": [os.path.join(root, "reactor", "registry_push.sls")]},
             {"salt/netapi/hook/saltcd/*": [os.path.join(root, "reactor", "registry_push.sls")]},
             {CI_TAG: [os.path.join(root, "reactor", "ci_push.sls")]},
         ],
-        "engines": [{"webhook": {"address": webhook_address, "port": webhook_port}}],
+        "engines": [
+            {"webhook": {"address": webhook_address, "port": webhook_port}},
+            # Runs the rollouts that accept and resume ask for (saltcd/drain/<app>/<env>).
+            {"saltcd_drains": {}},
+        ],
         # Requests are durable; this restarts their rollouts after a master
-        # restart. Not at start: minions need a few seconds to reconnect first.
+        # restart (or a lost drain event). Not at start: minions need a few
+        # seconds to reconnect first.
         "schedule": {
             "saltcd-resume": {
                 "function": "deploy.resume",

@@ -94,8 +94,21 @@ class SaltFleet:
 
     def __init__(self, opts):
         self.opts = opts
-        self.local = salt.client.get_local_client(opts["conf_file"])
+        self._local = None
         self.master_pid = _master_pid(opts)
+
+    @property
+    def local(self):
+        """The LocalClient, made on first use: accepting a push never needs one."""
+        if self._local is None:
+            self._local = salt.client.get_local_client(self.opts["conf_file"])
+        return self._local
+
+    def close(self):
+        """Release the LocalClient's event bus connection, if one was made."""
+        if self._local is not None:
+            self._local.destroy()
+            self._local = None
 
     def check_master(self):
         """Raise Interrupted if the master that started this rollout is gone.

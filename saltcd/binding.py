@@ -1,0 +1,67 @@
+"""saltcd bound to a running master: its opts, cache, event bus and minions.
+
+Both the `deploy` runner and the `saltcd_drains` engine build their Controller
+here, so a rollout behaves the same whichever process runs it.
+"""
+
+import contextlib
+import logging
+
+import salt.cache
+import salt.utils.event
+import salt.utils.sdb
+
+from saltcd import config, controller, salt_fleet, store
+
+log = logging.getLogger(__name__)
+
+DRAIN_TAG_PREFIX = "saltcd/drain/"
+
+
+class Reporter:
+    """Events on the master bus; progress lines to the log and, under salt-run, the job."""
+
+    def __init__(self, opts, jid_event=None):
+        self.opts = opts
+        self.jid_event = jid_event
+
+    def fire(self, tag, data):
+        with salt.utils.event.get_master_event(self.opts, self.opts["sock_dir"], listen=False) as bus:
+            bus.fire_event(data, tag)
+
+    def progress(self, text):
+        log.info("saltcd: %s", text)
+        if self.jid_event is not None:
+            self.jid_event.fire_event({"message": text}, "progress")
+
+
+def drain_tag(app, env):
+    """The event that asks the saltcd_drains engine to run app/env's queue."""
+    return f"{DRAIN_TAG_PREFIX}{app}/{env}"
+
+
+def settings(opts):
+    """The validated `saltcd:` section; secrets given as `sdb://profile/key` are looked up."""
+
+    def resolve(value):
+        if isinstance(value, str) and value.startswith("sdb://"):
+            return salt.utils.sdb.sdb_get(value, opts)
+        return value
+
+    return config.load(opts.get("saltcd"), resolve_secret=resolve)
+
+
+@contextlib.contextmanager
+def controller_for(opts, jid_event=None):
+    """A Controller on this master; its LocalClient is closed on exit (the engine lives long)."""
+    fleet = salt_fleet.SaltFleet(opts)
+    try:
+        yield controller.Controller(
+            settings=settings(opts),
+            records=store.Store(salt.cache.factory(opts)),
+            fleet=fleet,
+            reporter=Reporter(opts, jid_event),
+            lock_dir=opts["cachedir"],
+        )
+    finally:
+        fleet.close()
