@@ -21,6 +21,16 @@ def test_pillar_pins_the_digest(settings):
     assert pillar["ports"] == ["8080:8080"] and pillar["environment"] == {"GREETING": "hello"}
 
 
+def test_mine_refresh_is_off_unless_the_app_asks(settings, raw_config):
+    digest = "sha256:" + "1" * 64
+    assert settings.deployment("web", "dev").pillar(digest)["docker.update_mine"] is False
+    raw_config["apps"]["web"]["update_mine"] = True
+    assert config.load(raw_config).deployment("web", "dev").pillar(digest)["docker.update_mine"] is True
+    raw_config["apps"]["web"]["update_mine"] = "yes"
+    with pytest.raises(config.ConfigError, match="saltcd:apps:web:update_mine: must be true or false"):
+        config.load(raw_config)
+
+
 def test_tag_mapping_default_and_custom(settings, raw_config):
     assert settings.env_for_tag("qa") == "qa" and settings.env_for_tag("latest") is None
     raw_config["tag_environments"] = {"main": "dev", "release": "prod"}
