@@ -1,5 +1,5 @@
 # saltcd: `make demo` shows the whole path on a local sandbox, `make test` runs
-# the test suite. Both install what is missing first (as root).
+# the test suite, `make bench` measures it. All install what is missing first (as root).
 VENV ?= .venv
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
 PY := $(VENV)/bin/python
@@ -29,6 +29,10 @@ test: bootstrap
 
 test-unit: bootstrap
 	$(PY) -m pytest tests/unit tests/functional
+
+# Benchmarks on the sandbox (started and stopped here unless it is already up).
+bench: bootstrap
+	$(PY) -m bench
 
 clean: sandbox-down
 	rm -rf $(VENV) *.egg-info

@@ -1,10 +1,10 @@
 """python -m saltcd.sandbox up|down|demo: the whole saltcd path on one machine.
 
 `up` starts a registry on 127.0.0.1:5000 that notifies the master's webhook
-engine, one private dockerd per minion (127.0.0.11..17) plus a builder engine
-(127.0.0.10), a Salt master with saltcd wired in, and 8 minions (dev-1, dev-2,
-qa-1, qa-2, prod-1..3, ci-1). It writes .sandbox/sandbox.json describing all
-of it. `down` stops exactly that and removes .sandbox; `demo` runs up, the demo
+engine, one private dockerd per minion (127.0.0.11..19) plus a builder engine
+(127.0.0.10), a Salt master with saltcd wired in, and 10 minions (dev-1..3,
+qa-1..3, prod-1..3, ci-1). It writes .sandbox/sandbox.json describing all of
+it. `down` stops exactly that and removes .sandbox; `demo` runs up, the demo
 scenario, then down. Loopback only; needs root.
 """
 
@@ -35,7 +35,7 @@ REGISTRY_PORT = 5000
 REGISTRY_HOST = f"{LOOPBACK}:{REGISTRY_PORT}"
 WEBHOOK_PORT = 8787
 WEBHOOK_URL = f"http://{LOOPBACK}:{WEBHOOK_PORT}/{master_config.REGISTRY_HOOK_PATH}"
-FLEET = {"dev": 2, "qa": 2, "prod": 3}
+FLEET = {"dev": 3, "qa": 3, "prod": 3}
 BUILDER = {"id": "builder", "address": "127.0.0.10", "index": 10}
 CI_MINION = "ci-1"
 APP = {"name": "web", "repository": f"{REGISTRY_HOST}/saltcd/web", "port": 8080}
@@ -105,13 +105,25 @@ class Sandbox:
         app = layout.app_config(APP["repository"], APP["port"])
         app["environments"]["qa"]["batch"] = "50%"
         app["environments"]["prod"]["batch"] = [1, "100%"]  # a canary, then the rest
-        return layout.saltcd_config(REGISTRY_HOST, {APP["name"]: app}, self.webhook_token,
+        apps = {APP["name"]: app, **self.bench_apps()}
+        return layout.saltcd_config(REGISTRY_HOST, apps, self.webhook_token,
                                     ci_minions=(CI_MINION,), push_secret=self.push_secret)
 
+    def batch_specs(self) -> dict:
+        """{env: batch spec} of the web app (for the demo's expectations)."""
+        web = self.saltcd_section()["apps"][APP["name"]]
+        return {env: spec.get("batch", web["batch"]) for env, spec in web["environments"].items()}
+
+    def bench_apps(self) -> dict:
+        """The apps `make bench` deploys (nothing runs until it pushes them)."""
+        return layout.bench_apps(REGISTRY_HOST, [m["id"] for m in self.fleet])
+
     def master_settings(self) -> dict:
-        """Everything the master needs besides its paths: saltcd's wiring and apps."""
-        return {**master_config.wiring(self.repo_root, LOOPBACK, WEBHOOK_PORT),
-                "saltcd": self.saltcd_section()}
+        """Everything the master needs besides its paths: saltcd's wiring and apps,
+        and the benchmark's state tree (the naive orchestration it compares with)."""
+        settings = master_config.wiring(self.repo_root, LOOPBACK, WEBHOOK_PORT)
+        settings["file_roots"]["base"].append(str(self.repo_root / "bench" / "salt"))
+        return {**settings, "saltcd": self.saltcd_section()}
 
     def minion_overrides(self) -> dict:
         """{minion id: config overrides}: each fleet minion drives its own engine."""
@@ -140,9 +152,11 @@ class Sandbox:
                 "container": APP["name"],
                 "container_port": 8080,
                 "host_port": APP["port"],
+                "batch": self.batch_specs(),
                 "health_urls": {m["id"]: f"http://{m['address']}:{APP['port']}/health" for m in self.fleet},
                 "version_urls": {m["id"]: f"http://{m['address']}:{APP['port']}/version" for m in self.fleet},
             }],
+            "bench_apps": self.bench_apps(),
             "logs": str(self.salt.log_dir),
         }
 

@@ -26,6 +26,7 @@ from pathlib import Path
 import docker
 
 from saltcd import notifications
+from saltcd.batches import plan_batches
 from saltcd.rollout import short
 from saltcd.sandbox import app_image
 
@@ -186,6 +187,12 @@ def expect_fleet(state: dict, expect: Expectations, wanted: dict) -> None:
 # -- the steps -------------------------------------------------------------
 
 
+def batch_count(state: dict, env: str) -> int:
+    """How many batches a rollout of web to `env` takes on this sandbox."""
+    minions = [m["id"] for m in state["minions"] if m["env"] == env]
+    return len(plan_batches(minions, state["apps"][0]["batch"][env]))
+
+
 def rollout_step(watcher: EventWatcher, expect: Expectations, env: str, digest: str, batches: int) -> None:
     """Follow one rollout to its end; expect success in `batches` batches."""
     finished, seen = watcher.follow("web", env, digest)
@@ -318,18 +325,18 @@ def run(state: dict) -> bool:
         say(f"1. build web {VERSIONS[0]} and push {repo}:dev")
         v1 = app_image.build_and_push(builder, repo, "dev", VERSIONS[0])
         say(f"  pushed {repo}:dev = {v1}")
-        rollout_step(watcher, expect, "dev", v1, batches=2)
+        rollout_step(watcher, expect, "dev", v1, batches=batch_count(state, "dev"))
         expect_fleet(state, expect, {"dev": v1})
 
         say(f"2. build web {VERSIONS[1]} and push {repo}:dev")
         v2 = app_image.build_and_push(builder, repo, "dev", VERSIONS[1])
         say(f"  pushed {repo}:dev = {v2}")
-        rollout_step(watcher, expect, "dev", v2, batches=2)
+        rollout_step(watcher, expect, "dev", v2, batches=batch_count(state, "dev"))
         expect_fleet(state, expect, {"dev": v2})
 
         say(f"3. tag the same digest {short(v2)} as {repo}:qa")
         app_image.tag_and_push(builder, repo, v2, "qa")
-        rollout_step(watcher, expect, "qa", v2, batches=2)
+        rollout_step(watcher, expect, "qa", v2, batches=batch_count(state, "qa"))
         expect_fleet(state, expect, {"dev": v2, "qa": v2})
 
         say(f"4. a bad version: build web {VERSIONS[2]} whose health check fails, push {repo}:dev")

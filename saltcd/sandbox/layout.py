@@ -59,3 +59,26 @@ def saltcd_config(registry_host, apps, webhook_token, ci_minions=("ci-1",), push
 def notify_headers(webhook_token):
     """The header the registry sends with every notification."""
     return {"Authorization": f"Bearer {webhook_token}"}
+
+
+# The apps `make bench` rolls out: (minions, batch) shapes over the fleet in
+# its order, all in environment `dev`, each on its own host port. Declared in
+# the sandbox from the start because saltcd reads its apps at master start.
+BENCH_SHAPES = {
+    "m1b1": (1, 1), "m3b1": (3, 1), "m3b50": (3, "50%"), "m3b34": (3, "34%"),
+    "m6b1": (6, 1), "m6b34": (6, "34%"), "m9b1": (9, 1), "m9b34": (9, "34%"),
+}
+BENCH_FIRST_PORT = 18101
+
+
+def bench_apps(registry_host, fleet_ids):
+    """{app: saltcd app config} for BENCH_SHAPES; targets are minion lists."""
+    apps = {}
+    for number, (name, (count, batch)) in enumerate(BENCH_SHAPES.items()):
+        if count > len(fleet_ids):
+            continue
+        app = app_config(f"{registry_host}/bench/{name}", BENCH_FIRST_PORT + number,
+                         container=f"bench-{name}", batch=batch)
+        app["environments"] = {"dev": {"target": ",".join(fleet_ids[:count]), "tgt_type": "list"}}
+        apps[name] = app
+    return apps

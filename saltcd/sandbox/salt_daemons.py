@@ -6,7 +6,7 @@ when that folder is too deep for a unix socket path). The daemons are the venv's
 own ``salt-master`` and ``salt-minion`` (found next to ``sys.executable``),
 started in their own session so they outlive ``up``; ``stop`` ends them by pid,
 then sweeps up any python or Salt process whose command line names our config
-folder (e.g. ``deploy.drain`` runs that the master started in the background).
+folder (e.g. a `salt-run` an operator left running against the sandbox).
 """
 
 from __future__ import annotations

@@ -1,0 +1,172 @@
+"""python -m bench [--runs N] [--posts 200,1000] [--only latency,...] [--keep]
+
+Runs on the sandbox (starting it when it is not up, and stopping it afterwards
+unless --keep), writes bench/results.json and prints a table. Every figure is
+the median of --runs runs with min and max; ratios compare medians measured in
+the same run, because the machine is small and shared.
+"""
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from bench import scenarios, throughput
+from bench.context import Context
+from bench.stats import cell, table
+from saltcd.sandbox.cli import Sandbox, say
+
+REPO = Path(__file__).resolve().parents[1]
+SCENARIOS = ("latency", "overhead", "noop", "throughput", "scale")
+
+
+def machine():
+    """What the figures were measured on."""
+    model = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                  if line.startswith("model name")), platform.processor())
+    commit = subprocess.run(["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"], capture_output=True,
+                            text=True, check=False).stdout.strip()
+    return {"cpus": os.cpu_count(), "cpu_model": model, "kernel": platform.release(),
+            "python": platform.python_version(), "commit": commit or None,
+            "note": "a 2-core shared machine: absolute figures are noisy, ratios are measured side by side"}
+
+
+def targets(results):
+    """The issue's targets, each with the measured figure and whether it holds."""
+    out = []
+
+    def check(name, value, limit, holds):
+        out.append({"target": name, "limit": limit, "measured": value,
+                    "met": bool(holds) if value is not None else None})
+
+    for size, lat in (results.get("latency") or {}).items():
+        value = lat["first_state_run_published"]["median"]
+        check(f"push -> first state run starting, {size} env (median)", value, "< 1 s",
+              value is not None and value < 1)
+    over = (results.get("overhead") or {}).get("batch_1")
+    if over:
+        check("saltcd / ideal wall time, batch 1 over 3 minions", over["saltcd_over_ideal"], "<= 1.25",
+              over["saltcd_over_ideal"] is not None and over["saltcd_over_ideal"] <= 1.25)
+    for label, over in (results.get("overhead") or {}).items():
+        check(f"saltcd / naive wall time, {label}", over["saltcd_over_naive"], "<= 1.0",
+              over["saltcd_over_naive"] is not None and over["saltcd_over_naive"] <= 1.0)
+    noop = results.get("noop")
+    if noop:
+        value = noop["to_unchanged"]["median"]
+        check("no-op rollout of 3 minions (median)", value, "< 3 s, 0 restarts",
+              value is not None and value < 3 and not noop["restarted"])
+    for count, tput in (results.get("throughput") or {}).items():
+        check(f"lost of {count} posts", tput["lost"], "0", tput["lost"] == 0)
+    return out
+
+
+def report(results):
+    """The table printed at the end."""
+    rows = [["measurement", "median (min-max)", "notes"]]
+    for size, lat in (results.get("latency") or {}).items():
+        for milestone in scenarios.MILESTONES:
+            rows.append([f"latency {size}: push -> {milestone.replace('_', ' ')}", cell(lat[milestone]), ""])
+    for label, over in (results.get("overhead") or {}).items():
+        for way in ("saltcd", "saltcd_rollout_only", "ideal", "naive"):
+            rows.append([f"rollout {label}, 3 minions: {way.replace('_', ' ')}", cell(over[way]), ""])
+        rows.append([f"rollout {label}: saltcd/ideal, saltcd/naive",
+                     f"{over['saltcd_over_ideal']} / {over['saltcd_over_naive']}", ""])
+        for part, stat in over["saltcd_where"].items():
+            rows.append([f"  saltcd {label}, where the time goes: {part.replace('_', ' ')}", cell(stat), ""])
+    noop = results.get("noop")
+    if noop:
+        rows.append(["no-op push, 3 minions: push -> unchanged", cell(noop["to_unchanged"]),
+                     f"{len(noop['restarted'])} restarted"])
+    for count, tput in (results.get("throughput") or {}).items():
+        rows.append([f"throughput {count} posts: posted/s, reacted/s",
+                     f"{tput['posts_per_second']} / {tput['reactions_per_second']}",
+                     f"lost {tput['lost']}, settled in {tput['settled_seconds']} s"])
+        rows.append([f"throughput {count} posts: CPU ms per post",
+                     f"master {tput['cpu_ms_per_post']['master']}",
+                     f"reactor {tput['cpu_ms_per_post']['reactor']}, "
+                     f"drains {tput['cpu_ms_per_post']['drain_engine']}, "
+                     f"webhook {tput['cpu_ms_per_post']['webhook_engine']}"])
+    for app, sc in (results.get("scale") or {}).items():
+        rows.append([f"scale {sc['minions']} minions, batch {sc['batch']} ({sc['batches']} batches)",
+                     cell(sc["wall"]), f"master CPU/minion {cell(sc['master_cpu_per_minion'])}"])
+    lines = [table(rows), "", "targets:"]
+    for target in results.get("targets", []):
+        mark = {True: "met", False: "MISSED", None: "n/a"}[target["met"]]
+        lines.append(f"  [{mark}] {target['target']}: {target['measured']} (target {target['limit']})")
+    return "\n".join(lines)
+
+
+def parser():
+    top = argparse.ArgumentParser(prog="python -m bench", description=__doc__,
+                                  formatter_class=argparse.RawDescriptionHelpFormatter)
+    top.add_argument("--runs", type=int, default=5, help="runs per figure (default 5)")
+    top.add_argument("--posts", default="200,1000", help="webhook post counts (at most 5000 each)")
+    top.add_argument("--only", default=",".join(SCENARIOS), help=f"comma list of {', '.join(SCENARIOS)}")
+    top.add_argument("--keep", action="store_true", help="leave a sandbox the bench started running")
+    top.add_argument("--out", default=str(REPO / "bench" / "results.json"))
+    return top
+
+
+def run(ctx, args, only):
+    """Every selected scenario, in order; results as they come."""
+    results = {"machine": machine(), "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+               "runs": args.runs}
+    say("building the two bench images and copying them to every bench repository")
+    ctx.prepare_images()
+    steps = {
+        "latency": lambda: scenarios.latency(ctx, args.runs),
+        "overhead": lambda: scenarios.overhead(ctx, args.runs),
+        "noop": lambda: scenarios.noop(ctx, args.runs),
+        "throughput": lambda: {str(n): throughput.run(ctx, n) for n in args.post_counts},
+        "scale": lambda: scenarios.scale(ctx, max(3, args.runs // 2)),
+    }
+    for name in SCENARIOS:
+        if name in only:
+            began = time.monotonic()
+            say(f"bench: {name} ...")
+            results[name] = steps[name]()
+            say(f"bench: {name} done in {time.monotonic() - began:.0f} s")
+    results["targets"] = targets(results)
+    return results
+
+
+def main(argv=None):
+    args = parser().parse_args(argv)
+    only = {s.strip() for s in args.only.split(",") if s.strip()}
+    unknown = only - set(SCENARIOS)
+    args.post_counts = [int(n) for n in args.posts.split(",") if n.strip()]
+    if unknown or args.runs < 1 or any(not 1 <= n <= 5000 for n in args.post_counts):
+        say(f"bad arguments: scenarios {sorted(unknown) or 'ok'}, runs >= 1, posts 1-5000")
+        return 2
+    sandbox = Sandbox(REPO)
+    started_here = False
+    if sandbox.is_up():
+        if "bench_apps" not in sandbox.read_state():
+            say("the running sandbox predates the bench apps: `make sandbox-down`, then run again")
+            return 1
+        say("using the running sandbox")
+    else:
+        if sandbox.root.exists():
+            sandbox.down()
+        sandbox.up()
+        started_here = True
+    ctx = Context(sandbox.read_state())
+    try:
+        results = run(ctx, args, only)
+    finally:
+        ctx.close()
+        if started_here and not args.keep:
+            say("stopping the sandbox the bench started")
+            sandbox.down()
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(results, indent=2) + "\n")
+    tmp.replace(out)
+    print(report(results), flush=True)
+    say(f"results in {out}")
+    return 0

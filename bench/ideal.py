@@ -1,0 +1,81 @@
+"""The ideal rollout: one Python process doing the Docker work itself.
+
+For each minion's engine, batch by batch (minions of a batch in parallel):
+pull by digest, create the new container, stop and remove the old one, start
+the new one, poll its health URL. No Salt, no records: the physical floor
+saltcd is compared against.
+"""
+
+import time
+import urllib.error
+import urllib.request
+from concurrent.futures import ThreadPoolExecutor
+
+import docker
+
+from saltcd.batches import plan_batches
+
+_opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+
+
+class IdealError(RuntimeError):
+    """A step of the ideal rollout failed (it has no rollback: it is a yardstick)."""
+
+
+def _healthy(url, timeout, interval):
+    """Poll url until it answers 200, as saltcd's gate does; False after timeout."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            with _opener.open(url, timeout=2) as response:
+                if response.status == 200:
+                    return True
+        except (urllib.error.URLError, OSError):
+            pass
+        if time.monotonic() + interval > deadline:
+            return False
+        time.sleep(interval)
+
+
+def replace(docker_url, spec, digest, health_url):
+    """One minion: the container `spec["container"]` ends up running repo@digest, healthy."""
+    image = f"{spec['repository']}@{digest}"
+    name = spec["container"]
+    client = docker.DockerClient(base_url=docker_url, timeout=60)
+    try:
+        client.images.pull(image)
+        try:
+            old = client.containers.get(name)
+        except docker.errors.NotFound:
+            old = None
+        if old is not None and old.attrs["Config"]["Image"] == image and old.status == "running":
+            return False  # already there: nothing to replace
+        host_port, container_port = spec["ports"][0].split(":")
+        new = client.containers.create(
+            image, name=f"{name}-next", environment=spec["environment"],
+            ports={f"{container_port}/tcp": int(host_port)},
+            restart_policy={"Name": "unless-stopped"})
+        if old is not None:
+            old.stop(timeout=int(spec["stop_timeout"]))
+            old.remove()
+        new.rename(name)
+        new.start()
+        health = spec["health"]
+        if not _healthy(health_url, health["timeout"], health["interval"]):
+            raise IdealError(f"{health_url} not healthy within {health['timeout']} s")
+        return True
+    finally:
+        client.close()
+
+
+def rollout(minions, spec, digest, batch):
+    """Roll digest out over minions [{"id", "docker_host", "address"}] in saltcd's batch plan."""
+    by_id = {m["id"]: m for m in minions}
+    port = spec["ports"][0].split(":")[0]
+    path = spec["health"]["path"]
+    for wave in plan_batches(list(by_id), batch):
+        with ThreadPoolExecutor(max_workers=len(wave)) as pool:
+            futures = [pool.submit(replace, by_id[m]["docker_host"], spec, digest,
+                                   f"http://{by_id[m]['address']}:{port}{path}") for m in wave]
+        for future in futures:
+            future.result()

@@ -1,0 +1,145 @@
+"""The five measurements of `make bench`. Each returns a JSON-able dict."""
+
+import time
+
+from bench import cpu
+from bench.context import BenchError
+from bench.stats import ratio, summary
+
+MILESTONES = ("reaction", "handoff", "first_state_run_published", "first_state_executing", "finished")
+
+
+def where(samples):
+    """Median (min-max) of each part of where_the_time_goes over saltcd samples."""
+    if not samples:
+        return {}
+    return {part: summary([s["where"][part] for s in samples]) for part in samples[0]["where"]}
+
+
+def converge(ctx, app, digest):
+    """Bring app to digest through saltcd (not timed); verify it."""
+    result = ctx.saltcd(app, digest) if _running_digest(ctx, app) != digest else None
+    if result and result["status"] not in ("succeeded", "unchanged"):
+        raise BenchError(f"converging {app} to {digest[:19]}: {result['status']}")
+    ctx.verify(app, digest)
+
+
+def _running_digest(ctx, app):
+    infos = ctx.containers(app).values()
+    common = set.intersection(*(set(i["digests"]) if i and i["running"] else set() for i in infos))
+    return next(iter(common), None) if len(common) == 1 else None
+
+
+def latency(ctx, runs):
+    """Push -> reaction, hand-off, first state run, environment healthy; 1 and 3 minions."""
+    out = {}
+    for app in ("m1b1", "m3b1"):
+        converge(ctx, app, ctx.images["a"])
+        samples = []
+        digest = ctx.images["a"]
+        for _ in range(runs):
+            digest = ctx.other(digest)
+            sample = ctx.saltcd(app, digest)
+            if sample["status"] != "succeeded":
+                raise BenchError(f"{app} rollout ended {sample['status']}")
+            ctx.verify(app, digest)
+            samples.append(sample)
+        out[f"{len(ctx.targets(app))}_minion"] = {
+            "app": app, "samples": samples, "where": where(samples),
+            **{m: summary([s[m] for s in samples]) for m in MILESTONES}}
+    return out
+
+
+def overhead(ctx, runs):
+    """The same rollout done by saltcd, the ideal Docker script and the naive orchestrate."""
+    out = {}
+    # Salt's own batch rounds 50% of 3 down to 1 and is a sliding window: the
+    # naive way gets the count saltcd's plan uses (2) to do the same work.
+    for label, app, naive_batch in (("batch_1", "m3b1", 1), ("batch_50pct", "m3b50", 2)):
+        digest = ctx.images["a"]
+        converge(ctx, app, digest)
+        walls = {"saltcd": [], "saltcd_rollout_only": [], "ideal": [], "naive": []}
+        saltcd_samples = []
+        ways = ["saltcd", "ideal", "naive"]
+        for run in range(runs):
+            for way in ways[run % 3:] + ways[:run % 3]:  # rotate, so no way always goes first
+                digest = ctx.other(digest)
+                if way == "saltcd":
+                    sample = ctx.saltcd(app, digest)
+                    if sample["status"] != "succeeded":
+                        raise BenchError(f"saltcd rollout of {app} ended {sample['status']}")
+                    saltcd_samples.append(sample)
+                    walls["saltcd"].append(sample["finished"])
+                    walls["saltcd_rollout_only"].append(sample["finished"] - sample["handoff"])
+                elif way == "ideal":
+                    walls["ideal"].append(ctx.ideal(app, digest))
+                else:
+                    walls["naive"].append(ctx.naive(app, digest, naive_batch))
+                ctx.verify(app, digest)
+        stats = {way: summary(values) for way, values in walls.items()}
+        out[label] = {"app": app, "minions": len(ctx.targets(app)), "batch": ctx.apps[app]["batch"],
+                      "naive_batch": naive_batch, **stats, "saltcd_where": where(saltcd_samples),
+                      "saltcd_over_ideal": ratio(stats["saltcd"], stats["ideal"]),
+                      "saltcd_over_naive": ratio(stats["saltcd"], stats["naive"])}
+    return out
+
+
+def noop(ctx, runs):
+    """The digest already running pushed again: time to "unchanged", and no restart."""
+    app = "m3b1"
+    digest = ctx.images["a"]
+    converge(ctx, app, digest)
+    before = ctx.containers(app)
+    samples = []
+    for _ in range(runs):
+        sample = ctx.saltcd(app, digest)
+        if sample["status"] != "unchanged":
+            raise BenchError(f"re-pushing the running digest ended {sample['status']}, not unchanged")
+        samples.append(sample["finished"])
+    after = ctx.containers(app)
+    restarted = [m for m in before if (before[m]["id"], before[m]["started"]) != (after[m]["id"], after[m]["started"])]
+    return {"app": app, "minions": len(before), "to_unchanged": summary(samples), "restarted": restarted}
+
+
+def scale(ctx, runs):
+    """Rollout wall time for 3, 6 and 9 minions at batch 1 and 34 %; master CPU per minion."""
+    out = {}
+    for app in ("m3b1", "m3b34", "m6b1", "m6b34", "m9b1", "m9b34"):
+        if app not in ctx.apps:
+            continue
+        digest = ctx.images["a"]
+        converge(ctx, app, digest)
+        walls, cpu_per_minion, batches = [], [], None
+        minions = len(ctx.targets(app))
+        for _ in range(runs):
+            digest = ctx.other(digest)
+            before = cpu.master_cpu(ctx.conf_dir)
+            sample = ctx.saltcd(app, digest)
+            used = cpu.delta(before, cpu.master_cpu(ctx.conf_dir))
+            if sample["status"] != "succeeded":
+                raise BenchError(f"{app} rollout ended {sample['status']}")
+            ctx.verify(app, digest)
+            walls.append(sample["finished"])
+            cpu_per_minion.append(used["master"] / minions)
+            batches = sample["batches"]
+        out[app] = {"minions": minions, "batch": ctx.apps[app]["batch"], "batches": batches,
+                    "wall": summary(walls), "master_cpu_per_minion": summary(cpu_per_minion)}
+    return out
+
+
+def _settle(ctx, apps, timeout=300):
+    """Wait until no bench app has pending requests or a running rollout."""
+    import salt.cache  # pylint: disable=import-outside-toplevel
+    import salt.config  # pylint: disable=import-outside-toplevel
+
+    from saltcd.store import Store  # pylint: disable=import-outside-toplevel
+
+    records = Store(salt.cache.factory(salt.config.master_config(ctx.state["master_config_file"])))
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        busy = [a for a in apps if records.pending(a, "dev")
+                or any(r.get("status") == "running" for r in records.rollouts(a, "dev"))]
+        if not busy:
+            return records
+        time.sleep(0.5)
+    raise BenchError(f"bench apps still busy after {timeout} s: {busy}")

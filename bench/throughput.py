@@ -1,0 +1,159 @@
+"""N registry notifications posted to the master's webhook, and where each one went.
+
+Posts go to 127.0.0.1 only, in bursts of BURST from WORKERS threads with a
+pause between bursts. The mix: pushes of the digest every app already runs
+(so rollouts are real but change nothing), the same envelope posted twice (a
+registry retry), and pulls and blob pushes that saltcd must ignore. A post is
+lost unless its reaction ran and each request it made ended in the history.
+"""
+
+import collections
+import json
+import time
+import urllib.request
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+from bench import cpu
+from bench.scenarios import _settle, converge
+
+APPS = ("m1b1", "m3b1", "m3b50", "m6b1")
+BURST = 50
+WORKERS = 8
+PAUSE = 0.2
+REACTION_TIMEOUT = 600
+MANIFEST = "application/vnd.docker.distribution.manifest.v2+json"
+_opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+
+
+def _envelope(registry, app, digest, action="push", media_type=MANIFEST, tag="dev"):
+    event = {"id": str(uuid.uuid4()), "timestamp": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+             "action": action,
+             "target": {"mediaType": media_type, "repository": f"bench/{app}", "digest": digest},
+             "request": {"host": registry, "method": "PUT" if action == "push" else "GET"}}
+    if media_type == MANIFEST:
+        event["target"]["tag"] = tag
+    return json.dumps({"events": [event]}).encode()
+
+
+def posts(count, registry, digest):
+    """[(kind, body)]: 60 % pushes over APPS, 20 % re-posts of the previous push,
+    10 % pulls, 10 % blob pushes."""
+    out, last_push = [], None
+    for number in range(count):
+        app = APPS[number % len(APPS)]
+        slot = number % 10
+        if slot < 6 or last_push is None:
+            last_push = _envelope(registry, app, digest)
+            out.append(("push", last_push))
+        elif slot < 8:
+            out.append(("duplicate", last_push))
+        elif slot == 8:
+            out.append(("pull", _envelope(registry, app, digest, action="pull")))
+        else:
+            out.append(("blob", _envelope(registry, app, "sha256:" + uuid.uuid4().hex * 2,
+                                          media_type="application/octet-stream")))
+    return out
+
+
+def _post(url, token, body):
+    request = urllib.request.Request(url, data=body, method="POST", headers={
+        "Content-Type": "application/vnd.docker.distribution.events.v1+json",
+        "Authorization": f"Bearer {token}"})
+    with _opener.open(request, timeout=30) as response:
+        response.read()
+        return response.status
+
+
+def _event_ids(body):
+    """The notification event ids inside a posted body (bytes or str)."""
+    if isinstance(body, bytes):
+        body = body.decode()
+    try:
+        return [e.get("id") for e in json.loads(body).get("events", [])]
+    except (ValueError, AttributeError):
+        return []
+
+
+def run(ctx, count):
+    """Post `count` notifications; account for every one of them."""
+    digest = ctx.images["a"]
+    for app in APPS:
+        converge(ctx, app, digest)
+    token = Path(ctx.state["webhook_token_file"]).read_text(encoding="ascii").strip()
+    plan = posts(count, ctx.state["registry"], digest)
+    mark = ctx.bus.mark()
+    cpu_before = cpu.master_cpu(ctx.conf_dir)
+    started = time.time()
+    statuses = []
+    with ThreadPoolExecutor(max_workers=WORKERS) as pool:
+        for first in range(0, len(plan), BURST):
+            burst = plan[first:first + BURST]
+            statuses += list(pool.map(lambda item: _post(ctx.state["webhook_url"], token, item[1]), burst))
+            time.sleep(PAUSE)
+    posted = time.time()
+    accepted_posts = sum(1 for s in statuses if s == 200)
+
+    # Every post is one reaction: wait for all of them to return.
+    deadline = time.monotonic() + REACTION_TIMEOUT
+    returns = _accept_returns(ctx.bus.between(mark))
+    while len(returns) < accepted_posts and time.monotonic() < deadline:
+        time.sleep(0.5)
+        returns = _accept_returns(ctx.bus.between(mark))
+    reacted = max((at for at, _, _ in returns), default=None) if len(returns) >= accepted_posts else None
+    records = _settle(ctx, APPS)
+    settled = time.time()
+    cpu_used = cpu.delta(cpu_before, cpu.master_cpu(ctx.conf_dir))
+    return _account(plan, statuses, returns, records, {
+        "posts": count, "accepted_http": accepted_posts,
+        "post_seconds": round(posted - started, 3),
+        "posts_per_second": round(count / (posted - started), 1),
+        "reacted_seconds": round(reacted - started, 3) if reacted else None,
+        "reactions_per_second": round(len(returns) / (reacted - started), 1) if reacted else None,
+        "settled_seconds": round(settled - started, 3),
+        "cpu_seconds": cpu_used,
+        "cpu_ms_per_post": {role: round(1000 * used / count, 2) for role, used in cpu_used.items()},
+    })
+
+
+def _accept_returns(events):
+    """[(when, event ids of the body, the runner's return)] of every deploy.accept reaction."""
+    out = []
+    for event in events:
+        if event.tag.startswith("salt/run/") and event.tag.endswith("/ret") \
+                and event.data.get("fun") == "runner.deploy.accept":
+            args = event.data.get("fun_args") or []
+            body = next((a.get("data", {}).get("body") for a in args if isinstance(a, dict) and "data" in a), "")
+            out.append((event.at, _event_ids(body), event.data.get("return") or {}))
+    return out
+
+
+def _account(plan, statuses, returns, records, figures):
+    """Where every post went: ignored with a reason, or requests that ran or were superseded."""
+    expected = collections.Counter(eid for (_, body), status in zip(plan, statuses) if status == 200
+                                   for eid in _event_ids(body))
+    seen = collections.Counter()
+    outcome = collections.Counter()
+    request_ids = []
+    for _, ids, verdict in returns:
+        seen.update(ids)
+        if verdict.get("rejected"):
+            outcome["rejected"] += 1
+        elif verdict.get("accepted"):
+            outcome["accepted"] += 1
+            request_ids += [r["id"] for r in verdict["accepted"]]
+        elif verdict.get("ignored"):
+            outcome["ignored_with_reason"] += 1
+        else:
+            outcome["no_verdict"] += 1
+    history = {}
+    for app in APPS:
+        for record in records.rollouts(app, "dev"):
+            history[record.get("request")] = record.get("status")
+    ended = collections.Counter(history.get(rid, "missing") for rid in request_ids)
+    no_reaction = sum((expected - seen).values())
+    lost = no_reaction + ended.get("missing", 0) + outcome["no_verdict"] + outcome["rejected"]
+    return {**figures, "kinds": dict(collections.Counter(kind for kind, _ in plan)),
+            "reactions": len(returns), "verdicts": dict(outcome), "requests": len(request_ids),
+            "request_outcomes": dict(ended), "without_reaction": no_reaction, "lost": lost}
