@@ -226,7 +226,9 @@ def _user():
 def resume():
     """
     Start the rollouts of every app/env that has pending requests (after a master
-    restart, for instance). The shipped master config runs it every 30 s.
+    restart, for instance), after queueing one for every auto environment whose
+    tag moved at the registry without saltcd hearing of it (a lost
+    notification). The shipped master config runs it every 30 s.
 
     CLI Example:
 
@@ -236,8 +238,10 @@ def resume():
     """
 
     def run(ctl):
+        reconciled = [{k: r[k] for k in ("id", "app", "env", "tag", "reason")} for r in ctl.reconcile()]
         pairs = ctl.records.app_envs_with_requests()
-        return {"started": [{"app": a, "env": e, **_start_drain(a, e)} for a, e in pairs]}
+        return {"reconciled": reconciled,
+                "started": [{"app": a, "env": e, **_start_drain(a, e)} for a, e in pairs]}
 
     return _guarded(run)
 

@@ -159,7 +159,8 @@ def _is_deploy_job(event, app):
 def timeline(app, pushed, events, finished):
     """Seconds from the push to each milestone of one saltcd rollout."""
     def first(predicate):
-        return next((e for e in events if predicate(e)), None)
+        # Not before the PUT: an earlier push's reaction may still be on the bus.
+        return next((e for e in events if e.at >= pushed and predicate(e)), None)
 
     reaction = first(lambda e: e.tag.startswith("salt/run/") and e.tag.endswith("/new")
                      and e.data.get("fun") == "runner.deploy.accept")

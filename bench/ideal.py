@@ -52,7 +52,7 @@ def replace(docker_url, spec, digest, health_url):
             return False  # already there: nothing to replace
         host_port, container_port = spec["ports"][0].split(":")
         new = client.containers.create(
-            image, name=f"{name}-next", environment=spec["environment"],
+            image, name=f"{name}-next", environment=dict(spec["environment"]),
             ports={f"{container_port}/tcp": int(host_port)},
             restart_policy={"Name": "unless-stopped"})
         if old is not None:

@@ -115,6 +115,47 @@ class Controller:
                 return record["to_digest"], "the good digest before the current one"
         raise KeyError(f"{app}/{env} has no earlier good digest than {rollout.short(good)}")
 
+    def reconcile(self):
+        """Queue a request for every auto environment whose tag moved at the registry
+        since saltcd last resolved it; return those requests.
+
+        The webhook answers the registry before the reactor runs, so a full
+        reactor queue or a master restart can drop a notification. The registry
+        still has the tag: comparing it with the digest the last tag-driven
+        rollout resolved (whatever its outcome, so a bad image that was rolled
+        back is not retried) finds the push that never arrived. Environments
+        with queued or running work, manual ones, and ones saltcd never rolled
+        out are left alone.
+        """
+        made = []
+        for dep in self.settings.deployments():
+            if dep.mode != "auto" or self.records.pending(dep.app, dep.env):
+                continue
+            history = self.records.rollouts(dep.app, dep.env)
+            if any(r.get("status") == "running" for r in history):
+                continue
+            for tag in sorted(t for t, env in self.settings.tag_environments.items() if env == dep.env):
+                seen = next((r["to_digest"] for r in reversed(history)
+                             if r.get("tag") == tag and r.get("to_digest") and not r.get("pinned")), None)
+                if seen is None:
+                    continue
+                try:
+                    current = self.resolve(dep.repository, tag, self.settings.registry(dep.repository.registry))
+                except registry_client.RegistryError as exc:
+                    log.info("saltcd: reconcile %s/%s: %s", dep.app, dep.env, exc)
+                    continue
+                if current == seen:
+                    continue
+                request = intake.operator_request(self.settings, dep.app, dep.env, user="deploy.resume")
+                request.update({"tag": tag, "digest_hint": current,
+                                "trigger": {"kind": "reconcile", "origin": "deploy.resume"},
+                                "reason": f"{tag} moved to {rollout.short(current)} at the registry "
+                                          f"without a notification reaching saltcd"})
+                self.records.add_request(request)
+                log.warning("saltcd: %s/%s: %s", dep.app, dep.env, request["reason"])
+                made.append(request)
+        return made
+
     # running
     def drain(self, app, env):
         """Run pending requests of app/env until none is left, newest digest first.

@@ -46,6 +46,9 @@ APPS = {
     "truth": (18097, {}),
     "gated": (18098, {}),  # prod stays manual (the default)
     "rogue": (18099, {}),  # lives on a second registry whose notifications carry a wrong token
+    "timed": (18078, {}),  # the bench's timed push and timeline
+    "ideal": (18077, {}),  # the bench's direct-Docker yardstick
+    "lost": (18076, {}),  # a notification the reactor drops
 }
 
 

@@ -153,3 +153,43 @@ def test_unchanged_does_not_vouch_for_a_digest(ctl):
     ctl.drain("web", "dev")
     assert ctl.history("web", "dev")[0]["status"] == "unchanged"
     assert ctl.records.env_state("web", "dev") == {}
+
+
+def _run_push(ctl, digest):
+    ctl.resolve.digest = digest
+    ctl.accept("salt/engines/hook/saltcd/registry", hook_event(digest=digest))
+    return ctl.drain("web", "dev")["rollouts"][-1]
+
+
+def test_reconcile_queues_a_push_whose_notification_never_arrived(ctl):
+    assert _run_push(ctl, NEW)["status"] == "succeeded"
+    assert ctl.reconcile() == []                      # the tag is where saltcd left it
+    lost = "sha256:" + "2" * 64
+    ctl.resolve.digest = lost                         # pushed, but the notification was dropped
+    made = ctl.reconcile()
+    assert [(r["app"], r["env"], r["tag"], r["trigger"]["kind"]) for r in made] == [("web", "dev", "dev", "reconcile")]
+    assert ctl.reconcile() == []                      # already queued: not twice
+    record = ctl.drain("web", "dev")["rollouts"][-1]
+    assert record["status"] == "succeeded" and record["to_digest"] == lost
+    assert set(ctl.fleet.running[m] for m in ("dev-1", "dev-2")) == {lost}
+
+
+def test_reconcile_does_not_retry_a_rolled_back_image_or_undo_a_manual_rollback(ctl):
+    assert _run_push(ctl, NEW)["status"] == "succeeded"
+    bad = "sha256:" + "3" * 64
+    ctl.fleet.bad.add(bad)
+    assert _run_push(ctl, bad)["status"] == "rolled_back"
+    assert ctl.reconcile() == []                      # the registry still says `bad`: seen, not lost
+    ctl.fleet.bad.discard(bad)
+    assert _run_push(ctl, bad)["status"] == "succeeded"
+    digest, _ = ctl.rollback_target("web", "dev")
+    ctl.request("web", "dev", kind="rollback", digest=digest, reason="by hand")
+    assert ctl.drain("web", "dev")["rollouts"][-1]["to_digest"] == NEW
+    assert ctl.reconcile() == []                      # a pinned rollback is not a tag to catch up with
+
+
+def test_reconcile_skips_unreachable_registries_and_never_deployed_envs(ctl):
+    assert ctl.reconcile() == []                      # nothing was ever rolled out
+    assert _run_push(ctl, NEW)["status"] == "succeeded"
+    ctl.resolve.digest = registry_client.RegistryError("registry down")
+    assert ctl.reconcile() == [] and ctl.records.pending("web", "dev") == []
