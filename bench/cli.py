@@ -84,7 +84,8 @@ def report(results):
     for count, tput in (results.get("throughput") or {}).items():
         rows.append([f"throughput {count} posts: posted/s, reacted/s",
                      f"{tput['posts_per_second']} / {tput['reactions_per_second']}",
-                     f"lost {tput['lost']}, settled in {tput['settled_seconds']} s"])
+                     f"lost {tput['lost']} ({tput['without_reaction_but_on_the_bus']} reached the bus "
+                     f"but no reaction), settled in {tput['settled_seconds']} s"])
         rows.append([f"throughput {count} posts: CPU ms per post",
                      f"master {tput['cpu_ms_per_post']['master']}",
                      f"reactor {tput['cpu_ms_per_post']['reactor']}, "

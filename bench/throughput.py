@@ -23,6 +23,7 @@ BURST = 50
 WORKERS = 8
 PAUSE = 0.2
 REACTION_TIMEOUT = 600
+IDLE = 30
 MANIFEST = "application/vnd.docker.distribution.manifest.v2+json"
 _opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
 
@@ -95,17 +96,22 @@ def run(ctx, count):
     posted = time.time()
     accepted_posts = sum(1 for s in statuses if s == 200)
 
-    # Every post is one reaction: wait for all of them to return.
+    # Every post is one reaction: wait for all of them, or until none came for IDLE s.
     deadline = time.monotonic() + REACTION_TIMEOUT
     returns = _accept_returns(ctx.bus.between(mark))
-    while len(returns) < accepted_posts and time.monotonic() < deadline:
+    last_change, seen = time.monotonic(), len(returns)
+    while len(returns) < accepted_posts and time.monotonic() < deadline \
+            and time.monotonic() - last_change < IDLE:
         time.sleep(0.5)
         returns = _accept_returns(ctx.bus.between(mark))
+        if len(returns) != seen:
+            last_change, seen = time.monotonic(), len(returns)
     reacted = max((at for at, _, _ in returns), default=None) if len(returns) >= accepted_posts else None
     records = _settle(ctx, APPS)
     settled = time.time()
     cpu_used = cpu.delta(cpu_before, cpu.master_cpu(ctx.conf_dir))
-    return _account(plan, statuses, returns, records, {
+    hooks = _hook_ids(ctx.bus.between(mark))
+    return _account(plan, statuses, returns, records, hooks, {
         "posts": count, "accepted_http": accepted_posts,
         "post_seconds": round(posted - started, 3),
         "posts_per_second": round(count / (posted - started), 1),
@@ -115,6 +121,12 @@ def run(ctx, count):
         "cpu_seconds": cpu_used,
         "cpu_ms_per_post": {role: round(1000 * used / count, 2) for role, used in cpu_used.items()},
     })
+
+
+def _hook_ids(events):
+    """Event ids of every notification the webhook engine put on the bus."""
+    return collections.Counter(eid for e in events if e.tag.startswith("salt/engines/hook/")
+                               for eid in _event_ids(e.data.get("body", b"")))
 
 
 def _accept_returns(events):
@@ -129,7 +141,7 @@ def _accept_returns(events):
     return out
 
 
-def _account(plan, statuses, returns, records, figures):
+def _account(plan, statuses, returns, records, hooks, figures):
     """Where every post went: ignored with a reason, or requests that ran or were superseded."""
     expected = collections.Counter(eid for (_, body), status in zip(plan, statuses) if status == 200
                                    for eid in _event_ids(body))
@@ -153,7 +165,10 @@ def _account(plan, statuses, returns, records, figures):
             history[record.get("request")] = record.get("status")
     ended = collections.Counter(history.get(rid, "missing") for rid in request_ids)
     no_reaction = sum((expected - seen).values())
+    # Where a post without reaction was lost: before the bus, or between bus and reactor.
+    never_on_bus = sum((expected - hooks).values())
     lost = no_reaction + ended.get("missing", 0) + outcome["no_verdict"] + outcome["rejected"]
     return {**figures, "kinds": dict(collections.Counter(kind for kind, _ in plan)),
             "reactions": len(returns), "verdicts": dict(outcome), "requests": len(request_ids),
-            "request_outcomes": dict(ended), "without_reaction": no_reaction, "lost": lost}
+            "request_outcomes": dict(ended), "without_reaction": no_reaction,
+            "without_reaction_but_on_the_bus": no_reaction - min(no_reaction, never_on_bus), "lost": lost}

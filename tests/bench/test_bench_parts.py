@@ -42,8 +42,10 @@ def test_accounting_finds_a_post_that_never_reacted_and_a_request_that_never_end
     returns = [(0.0, ids[0], {"accepted": [{"id": "r1"}], "ignored": [], "rejected": ""}),
                (0.0, ids[1], {"accepted": [{"id": "r2"}], "ignored": [], "rejected": ""})]
     records = _Records({"m1b1": [{"request": "r1", "status": "unchanged"}]})
-    result = throughput._account(plan, [200, 200, 200], returns, records, {})  # pylint: disable=protected-access
+    hooks = throughput.collections.Counter(ids[0] + ids[1] + ids[2])  # all three reached the bus
+    result = throughput._account(plan, [200, 200, 200], returns, records, hooks, {})  # pylint: disable=protected-access
     assert result["without_reaction"] == 1           # the third post
+    assert result["without_reaction_but_on_the_bus"] == 1
     assert result["request_outcomes"] == {"unchanged": 1, "missing": 1}
     assert result["lost"] == 2
 
