@@ -17,7 +17,7 @@ import logging
 
 import salt.utils.event
 
-from saltcd import binding
+from saltcd import binding, config
 from saltcd.drain_workers import DrainWorkers
 
 log = logging.getLogger(__name__)
@@ -36,16 +36,29 @@ def _drain(app, env):
 
 
 def start():
-    """Listen for drain requests until the master stops this process."""
+    """Listen for drain requests until the master stops this process.
+
+    Any minion can put a `saltcd/drain/...` event on the master bus; it can
+    only make an app/env run what is already queued (accepted, authenticated
+    requests), so pairs saltcd does not deploy are ignored and nothing else
+    is checked. The apps are read once: like the rest of the master's config,
+    a change to `saltcd:` takes a master restart.
+    """
+    try:
+        known = {(d.app, d.env) for d in binding.settings(__opts__).deployments()}
+    except config.ConfigError as exc:
+        # The runner functions say the same to whoever calls them.
+        log.error("saltcd: drain engine not started: invalid saltcd configuration: %s", exc)
+        return
     workers = DrainWorkers(_drain)
     with salt.utils.event.get_master_event(__opts__, __opts__["sock_dir"], listen=True) as bus:
         log.info("saltcd: drain engine listening for %s*", binding.DRAIN_TAG_PREFIX)
         while True:
-            event = bus.get_event(wait=5, tag=binding.DRAIN_TAG_PREFIX, full=True)
+            event = bus.get_event(wait=5, tag=binding.DRAIN_TAG_PREFIX, full=True, auto_reconnect=True)
             if not event:
                 continue
-            parts = event["tag"][len(binding.DRAIN_TAG_PREFIX):].split("/")
-            if len(parts) != 2 or not all(parts):
-                log.warning("saltcd: ignoring malformed drain request %r", event["tag"])
+            pair = tuple(event["tag"][len(binding.DRAIN_TAG_PREFIX):].split("/"))
+            if pair not in known:
+                log.debug("saltcd: ignoring drain request %r: no such app/env", event["tag"][:200])
                 continue
-            workers.request(*parts)
+            workers.request(*pair)

@@ -117,8 +117,9 @@ class Context:
         ideal.rollout(self.targets(app), spec, digest, batch or spec["batch"])
         return time.monotonic() - started
 
-    def naive(self, app, digest, batch):
-        """Point app:naive at digest, then time `salt-run state.orchestrate bench.naive_orch`."""
+    def naive(self, app, digest, batch, update_mine=True):
+        """Point app:naive at digest, then time `salt-run state.orchestrate bench.naive_orch`
+        (with dockermod's default mine refresh, or without it as saltcd runs)."""
         spec = self.apps[app]
         self.push(app, "naive", digest)  # saltcd ignores the tag: it maps to no environment
         pillar = {"bench": {
@@ -127,7 +128,7 @@ class Context:
             "ports": spec["ports"], "environment": spec["environment"],
             "stop_timeout": spec["stop_timeout"], "port": int(spec["ports"][0].split(":")[0]),
             "path": spec["health"]["path"], "timeout": spec["health"]["timeout"],
-            "interval": spec["health"]["interval"]}}
+            "interval": spec["health"]["interval"]}, "docker.update_mine": update_mine}
         started = time.monotonic()
         proc = subprocess.run([self.salt_run, "-c", self.conf_dir, "--out=json", "state.orchestrate",
                                "bench.naive_orch", f"pillar={json.dumps(pillar)}"],
@@ -141,7 +142,7 @@ class Context:
 def _minion_clock(hhmmss, near):
     """A state's `start_time` (minion local time of day) as epoch seconds near `near`."""
     local = datetime.datetime.fromtimestamp(near)
-    clock = datetime.datetime.strptime(hhmmss, "%H:%M:%S.%f").time()
+    clock = datetime.time.fromisoformat(hhmmss)  # "12:00:01.5" and "12:00:01" alike
     when = datetime.datetime.combine(local.date(), clock).timestamp()
     return when - 86400 if when > near + 3600 else when
 
@@ -169,11 +170,10 @@ def timeline(app, pushed, events, finished):
     state_start = None
     if job is not None:
         jid = job.data.get("jid")
-        ret = first(lambda e: e.tag.startswith(f"salt/job/{jid}/ret/"))
-        states = (ret.data.get("return") if ret else None) or {}
-        starts = [s["start_time"] for s in states.values() if isinstance(s, dict) and s.get("start_time")]
-        if starts:
-            state_start = _minion_clock(min(starts), ret.at)
+        starts = [_minion_clock(s["start_time"], ret.at)
+                  for ret in events if ret.tag.startswith(f"salt/job/{jid}/ret/")
+                  for s in (ret.data.get("return") or {}).values() if isinstance(s, dict) and s.get("start_time")]
+        state_start = min(starts, default=None)
     since = lambda event: round(event.at - pushed, 3) if event is not None else None  # noqa: E731
     return {
         "where": where_the_time_goes(app, pushed, events, finished),
@@ -195,13 +195,15 @@ def where_the_time_goes(app, pushed, events, finished):
 
     Per batch (one state.apply job) the minion that returned last sets the pace:
     Salt's job start and SLS render (publish -> its first state), the pull, the
-    replace and the health gate (Salt's own state durations), and the return
-    to the master. What is left is saltcd's: push -> first publish, the gaps
-    between batches, and the last return -> `finished`.
+    replace and the health gate (Salt's own state durations), then the rest of
+    that job (gaps between states, the return to the master). What is left is
+    saltcd's: push -> first publish, the gaps between batches, and the last
+    return -> `finished`. A job whose return has no states (a render error)
+    counts whole as `unaccounted`.
     """
     parts = {"saltcd_before_first_batch": 0.0, "salt_job_start_and_render": 0.0, "pull": 0.0,
-             "replace": 0.0, "health_gate": 0.0, "salt_return": 0.0, "saltcd_between_batches": 0.0,
-             "saltcd_finish": 0.0}
+             "replace": 0.0, "health_gate": 0.0, "salt_return_and_gaps": 0.0, "saltcd_between_batches": 0.0,
+             "saltcd_finish": 0.0, "unaccounted": 0.0}
     jobs = [e for e in events if _is_deploy_job(e, app) and e.at <= finished.at]
     previous_end = None
     for job in jobs:
@@ -222,7 +224,9 @@ def where_the_time_goes(app, pushed, events, finished):
                 took = sum(v.get("duration", 0) for k, v in states.items() if k.startswith(prefix)) / 1000
                 parts[part] += took
                 state_end += took
-            parts["salt_return"] += last.at - state_end
+            parts["salt_return_and_gaps"] += last.at - state_end
+        else:
+            parts["unaccounted"] += last.at - job.at
         previous_end = last.at
     if previous_end is not None:
         parts["saltcd_finish"] += finished.at - previous_end

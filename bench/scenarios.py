@@ -58,11 +58,11 @@ def overhead(ctx, runs):
     for label, app, naive_batch in (("batch_1", "m3b1", 1), ("batch_50pct", "m3b50", 2)):
         digest = ctx.images["a"]
         converge(ctx, app, digest)
-        walls = {"saltcd": [], "saltcd_rollout_only": [], "ideal": [], "naive": []}
+        walls = {"saltcd": [], "saltcd_rollout_only": [], "ideal": [], "naive": [], "naive_no_mine": []}
         saltcd_samples = []
-        ways = ["saltcd", "ideal", "naive"]
+        ways = ["saltcd", "ideal", "naive", "naive_no_mine"]
         for run in range(runs):
-            for way in ways[run % 3:] + ways[:run % 3]:  # rotate, so no way always goes first
+            for way in ways[run % 4:] + ways[:run % 4]:  # rotate, so no way always goes first
                 digest = ctx.other(digest)
                 if way == "saltcd":
                     sample = ctx.saltcd(app, digest)
@@ -74,13 +74,14 @@ def overhead(ctx, runs):
                 elif way == "ideal":
                     walls["ideal"].append(ctx.ideal(app, digest))
                 else:
-                    walls["naive"].append(ctx.naive(app, digest, naive_batch))
+                    walls[way].append(ctx.naive(app, digest, naive_batch, update_mine=way == "naive"))
                 ctx.verify(app, digest)
         stats = {way: summary(values) for way, values in walls.items()}
         out[label] = {"app": app, "minions": len(ctx.targets(app)), "batch": ctx.apps[app]["batch"],
                       "naive_batch": naive_batch, **stats, "saltcd_where": where(saltcd_samples),
                       "saltcd_over_ideal": ratio(stats["saltcd"], stats["ideal"]),
-                      "saltcd_over_naive": ratio(stats["saltcd"], stats["naive"])}
+                      "saltcd_over_naive": ratio(stats["saltcd"], stats["naive"]),
+                      "saltcd_over_naive_no_mine": ratio(stats["saltcd"], stats["naive_no_mine"])}
     return out
 
 

@@ -10,6 +10,7 @@ lost unless its reaction ran and each request it made ended in the history.
 import collections
 import json
 import time
+import urllib.error
 import urllib.request
 import uuid
 from concurrent.futures import ThreadPoolExecutor
@@ -59,12 +60,18 @@ def posts(count, registry, digest):
 
 
 def _post(url, token, body):
+    """POST one notification; its HTTP status (None when the webhook did not answer)."""
     request = urllib.request.Request(url, data=body, method="POST", headers={
         "Content-Type": "application/vnd.docker.distribution.events.v1+json",
         "Authorization": f"Bearer {token}"})
-    with _opener.open(request, timeout=30) as response:
-        response.read()
-        return response.status
+    try:
+        with _opener.open(request, timeout=30) as response:
+            response.read()
+            return response.status
+    except urllib.error.HTTPError as exc:
+        return exc.code
+    except (urllib.error.URLError, OSError):
+        return None
 
 
 def _event_ids(body):
@@ -96,24 +103,32 @@ def run(ctx, count):
     posted = time.time()
     accepted_posts = sum(1 for s in statuses if s == 200)
 
-    # Every post is one reaction: wait for all of them, or until none came for IDLE s.
+    # Every post is one reaction: wait until each posted id reacted, or none did for IDLE s.
+    expected = collections.Counter(eid for (_, body), status in zip(plan, statuses) if status == 200
+                                   for eid in _event_ids(body))
     deadline = time.monotonic() + REACTION_TIMEOUT
-    returns = _accept_returns(ctx.bus.between(mark))
-    last_change, seen = time.monotonic(), len(returns)
-    while len(returns) < accepted_posts and time.monotonic() < deadline \
-            and time.monotonic() - last_change < IDLE:
+    last_change, missing = time.monotonic(), None
+    while time.monotonic() < deadline and time.monotonic() - last_change < IDLE:
+        reacted = _reacted_ids(_accept_returns(ctx.bus.between(mark)), expected)
+        left = sum((expected - reacted).values())
+        if left == 0:
+            break
+        if left != missing:
+            last_change, missing = time.monotonic(), left
         time.sleep(0.5)
-        returns = _accept_returns(ctx.bus.between(mark))
-        if len(returns) != seen:
-            last_change, seen = time.monotonic(), len(returns)
-    reacted = max((at for at, _, _ in returns), default=None) if len(returns) >= accepted_posts else None
     records = _settle(ctx, APPS)
     settled = time.time()
+    # Read the bus again: a reaction that came while the queues settled still counts.
+    events = ctx.bus.between(mark)
+    returns = [r for r in _accept_returns(events) if set(r[1]) & set(expected)]
+    reacted = max((at for at, _, _ in returns), default=None)
     cpu_used = cpu.delta(cpu_before, cpu.master_cpu(ctx.conf_dir))
-    hooks = _hook_ids(ctx.bus.between(mark))
+    hooks = _hook_ids(events)
     return _account(plan, statuses, returns, records, hooks, {
         "posts": count, "accepted_http": accepted_posts,
+        "refused_http": len(statuses) - accepted_posts,
         "post_seconds": round(posted - started, 3),
+        # Offered load: bursts of BURST with PAUSE between them, not the webhook's ceiling.
         "posts_per_second": round(count / (posted - started), 1),
         "reacted_seconds": round(reacted - started, 3) if reacted else None,
         "reactions_per_second": round(len(returns) / (reacted - started), 1) if reacted else None,
@@ -121,6 +136,11 @@ def run(ctx, count):
         "cpu_seconds": cpu_used,
         "cpu_ms_per_post": {role: round(1000 * used / count, 2) for role, used in cpu_used.items()},
     })
+
+
+def _reacted_ids(returns, expected):
+    """Event ids of the bench's posts that have a finished reaction."""
+    return collections.Counter(eid for _, ids, _ in returns for eid in ids if eid in expected)
 
 
 def _hook_ids(events):

@@ -117,44 +117,56 @@ class Controller:
 
     def reconcile(self):
         """Queue a request for every auto environment whose tag moved at the registry
-        since saltcd last resolved it; return those requests.
+        without saltcd hearing of it; return those requests.
 
         The webhook answers the registry before the reactor runs, so a full
-        reactor queue or a master restart can drop a notification. The registry
-        still has the tag: comparing it with the digest the last tag-driven
-        rollout resolved (whatever its outcome, so a bad image that was rolled
-        back is not retried) finds the push that never arrived. Environments
-        with queued or running work, manual ones, and ones saltcd never rolled
-        out are left alone.
+        reactor queue or a master restart can drop a notification; the registry
+        still has the tag. A tag counts as moved when it differs from what the
+        last tag-driven rollout resolved (whatever that rollout's outcome, so a
+        bad image that was rolled back is not retried, and a pinned manual
+        rollback is not undone) on two passes in a row: a push whose
+        notification is merely in flight has been resolved by then. Manual
+        environments, ones with queued work, and tags saltcd never resolved
+        are left alone.
         """
         made = []
         for dep in self.settings.deployments():
-            if dep.mode != "auto" or self.records.pending(dep.app, dep.env):
-                continue
-            history = self.records.rollouts(dep.app, dep.env)
-            if any(r.get("status") == "running" for r in history):
+            if dep.mode != "auto":
                 continue
             for tag in sorted(t for t, env in self.settings.tag_environments.items() if env == dep.env):
-                seen = next((r["to_digest"] for r in reversed(history)
-                             if r.get("tag") == tag and r.get("to_digest") and not r.get("pinned")), None)
-                if seen is None:
-                    continue
-                try:
-                    current = self.resolve(dep.repository, tag, self.settings.registry(dep.repository.registry))
-                except registry_client.RegistryError as exc:
-                    log.info("saltcd: reconcile %s/%s: %s", dep.app, dep.env, exc)
-                    continue
-                if current == seen:
-                    continue
-                request = intake.operator_request(self.settings, dep.app, dep.env, user="deploy.resume")
-                request.update({"tag": tag, "digest_hint": current,
-                                "trigger": {"kind": "reconcile", "origin": "deploy.resume"},
-                                "reason": f"{tag} moved to {rollout.short(current)} at the registry "
-                                          f"without a notification reaching saltcd"})
-                self.records.add_request(request)
-                log.warning("saltcd: %s/%s: %s", dep.app, dep.env, request["reason"])
-                made.append(request)
+                request = self._reconcile_tag(dep, tag)
+                if request:
+                    made.append(request)
         return made
+
+    def _reconcile_tag(self, dep, tag):
+        app, env = dep.app, dep.env
+        resolved = self.records.resolved(app, env, tag)
+        if resolved is None or self.records.pending(app, env):
+            return None
+        try:
+            current = self.resolve(dep.repository, tag, self.settings.registry(dep.repository.registry))
+        except registry_client.RegistryError as exc:
+            log.info("saltcd: reconcile %s/%s: %s", app, env, exc)
+            return None
+        suspect = self.records.suspect(app, env, tag)
+        if current == resolved or suspect != current:
+            # In step, or a first sighting: look again next pass.
+            new_suspect = None if current == resolved else current
+            if new_suspect != suspect:
+                self.records.set_suspect(app, env, tag, new_suspect)
+            return None
+        self.records.set_suspect(app, env, tag, None)
+        if self.records.pending(app, env):
+            return None
+        request = intake.operator_request(self.settings, app, env, user="deploy.resume")
+        request.update({"tag": tag, "digest_hint": current,
+                        "trigger": {"kind": "reconcile", "origin": "deploy.resume"},
+                        "reason": f"{tag} moved to {rollout.short(current)} at the registry "
+                                  f"without a notification reaching saltcd"})
+        self.records.add_request(request)
+        log.warning("saltcd: %s/%s: %s", app, env, request["reason"])
+        return request
 
     # running
     def drain(self, app, env):
@@ -250,6 +262,8 @@ class Controller:
                                     "status": "failed", "reason": record["reason"]})
             self.reporter.progress(f"{app}/{env}: {record['reason']}")
             return record
+        if not request.get("digest") and not test:
+            self.records.set_resolved(app, env, request["tag"], digest)
         hint = request.get("digest_hint")
         if hint and hint != digest:
             record["note"] = f"event said {rollout.short(hint)}, registry says {rollout.short(digest)}: registry wins"

@@ -113,9 +113,11 @@ class SaltFleet:
     def check_master(self):
         """Raise Interrupted if the master that started this rollout is gone.
 
-        A drain runs in its own process; without this it would go on talking to
-        a stopped (or restarted) master and record a failure that was not the
-        image's fault. Interrupted leaves the request pending for a resume.
+        A drain run by `salt-run` (deploy.rollout, approve, ...) is a process of
+        its own; without this it would go on talking to a stopped (or
+        restarted) master and record a failure that was not the image's fault.
+        (The engine's drains die with the master.) Interrupted leaves the
+        request pending for a resume.
         """
         if self.master_pid is not None and _master_pid(self.opts) != self.master_pid:
             raise Interrupted(f"the master (pid {self.master_pid}) stopped during the rollout")

@@ -106,6 +106,23 @@ class Store:
         """Replace the per-environment state record."""
         self.cache.store(self._bank("envs", app, env), "state", state)
 
+    # per tag: what saltcd last resolved, and a move it has seen once (reconcile)
+    def resolved(self, app, env, tag):
+        """The digest the last tag-driven rollout resolved `tag` to, or None."""
+        return (self.cache.fetch(self._bank("tags", app, env), f"resolved.{tag}") or {}).get("digest")
+
+    def set_resolved(self, app, env, tag, digest):
+        """Written by the drain; one key per writer, so reconcile never clobbers it."""
+        self.cache.store(self._bank("tags", app, env), f"resolved.{tag}", {"digest": digest})
+
+    def suspect(self, app, env, tag):
+        """A digest reconcile saw the tag moved to on its previous pass, or None."""
+        return (self.cache.fetch(self._bank("tags", app, env), f"suspect.{tag}") or {}).get("digest")
+
+    def set_suspect(self, app, env, tag, digest):
+        """Written by reconcile only (None clears it)."""
+        self.cache.store(self._bank("tags", app, env), f"suspect.{tag}", {"digest": digest})
+
     def app_envs_with_requests(self):
         """(app, env) pairs that have pending requests."""
         pairs = []

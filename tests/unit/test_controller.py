@@ -166,6 +166,7 @@ def test_reconcile_queues_a_push_whose_notification_never_arrived(ctl):
     assert ctl.reconcile() == []                      # the tag is where saltcd left it
     lost = "sha256:" + "2" * 64
     ctl.resolve.digest = lost                         # pushed, but the notification was dropped
+    assert ctl.reconcile() == []                      # first sighting: it may still be in flight
     made = ctl.reconcile()
     assert [(r["app"], r["env"], r["tag"], r["trigger"]["kind"]) for r in made] == [("web", "dev", "dev", "reconcile")]
     assert ctl.reconcile() == []                      # already queued: not twice
@@ -179,17 +180,26 @@ def test_reconcile_does_not_retry_a_rolled_back_image_or_undo_a_manual_rollback(
     bad = "sha256:" + "3" * 64
     ctl.fleet.bad.add(bad)
     assert _run_push(ctl, bad)["status"] == "rolled_back"
-    assert ctl.reconcile() == []                      # the registry still says `bad`: seen, not lost
+    assert ctl.reconcile() == [] and ctl.reconcile() == []  # the registry still says `bad`: seen, not lost
     ctl.fleet.bad.discard(bad)
     assert _run_push(ctl, bad)["status"] == "succeeded"
     digest, _ = ctl.rollback_target("web", "dev")
     ctl.request("web", "dev", kind="rollback", digest=digest, reason="by hand")
     assert ctl.drain("web", "dev")["rollouts"][-1]["to_digest"] == NEW
-    assert ctl.reconcile() == []                      # a pinned rollback is not a tag to catch up with
+    assert ctl.reconcile() == [] and ctl.reconcile() == []  # a pinned rollback is not a tag to catch up with
 
 
 def test_reconcile_skips_unreachable_registries_and_never_deployed_envs(ctl):
     assert ctl.reconcile() == []                      # nothing was ever rolled out
     assert _run_push(ctl, NEW)["status"] == "succeeded"
     ctl.resolve.digest = registry_client.RegistryError("registry down")
-    assert ctl.reconcile() == [] and ctl.records.pending("web", "dev") == []
+    assert ctl.reconcile() == [] and ctl.reconcile() == [] and ctl.records.pending("web", "dev") == []
+
+
+def test_reconcile_leaves_a_push_in_flight_alone(ctl):
+    assert _run_push(ctl, NEW)["status"] == "succeeded"
+    moved = "sha256:" + "4" * 64
+    ctl.resolve.digest = moved                        # PUT done, notification not yet accepted
+    assert ctl.reconcile() == []
+    assert _run_push(ctl, moved)["status"] == "succeeded"  # the notification arrives and runs
+    assert ctl.reconcile() == [] and ctl.reconcile() == []
