@@ -91,13 +91,17 @@ def test_ten_quick_pushes_never_overlap_lose_nothing_and_end_on_the_last(lab):
     while time.time() < deadline:
         history = [r for r in lab.history("burst", "dev") if r["received"] >= start - 1]
         status = lab.run.run("deploy.status", "app=burst", "env=dev").data["burst"]["dev"]
-        if (len(history) == 10 and not status["pending"] and history[0].get("ended")
-                and history[0]["status"] != "running"):
+        seen = {r.get("digest_hint") for r in history}
+        if (set(digests) <= seen and not status["pending"] and not status["rollout_running"]
+                and history[0].get("ended")):
             break
         time.sleep(2)
-    assert len(history) == 10, [(r["status"], r.get("trigger")) for r in history]
+    # A registry may notify a push more than once: every push is in the history
+    # at least once, each as run or superseded (a repeat of a digest that
+    # already runs is a no-op "unchanged").
+    assert set(digests) <= {r.get("digest_hint") for r in history}, [(r["status"], r.get("digest_hint")) for r in history]
     assert all(r["trigger"]["kind"] == "registry" for r in history)
-    assert {r["status"] for r in history} <= {"superseded", "succeeded"}
+    assert {r["status"] for r in history} <= {"superseded", "succeeded", "unchanged"}
     runs = sorted((r["started"], r["ended"]) for r in history if r["status"] != "superseded")
     assert all(earlier[1] <= later[0] for earlier, later in zip(runs, runs[1:])), runs
     assert history[0]["to_digest"] == digests[-1]
