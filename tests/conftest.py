@@ -1,6 +1,8 @@
 """Shared pytest set-up: the repository root, and salt-factories' own fixtures."""
 
 import pathlib
+import shutil
+import tempfile
 
 import pytest
 
@@ -10,6 +12,16 @@ REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
 @pytest.fixture(scope="session")
 def repo_root():
     return REPO_ROOT
+
+
+@pytest.fixture(scope="session")
+def salt_factories_default_root_dir():
+    """Where salt-factories puts its daemons' config, keys and logs: a folder of
+    our own, removed at the end (its default, the temp dir itself, kept a
+    folder per daemon from every run). Short, for unix socket paths."""
+    root = pathlib.Path(tempfile.mkdtemp(prefix="scd-sf-", dir="/tmp"))
+    yield root
+    shutil.rmtree(root, ignore_errors=True)
 
 
 def pytest_unconfigure(config):
