@@ -13,6 +13,7 @@ saltcd.master_config``:
       - saltcd_drains: {}
 """
 
+import functools
 import logging
 
 import salt.utils.event
@@ -29,8 +30,8 @@ def __virtual__():
     return __virtualname__
 
 
-def _drain(app, env):
-    with binding.controller_for(__opts__) as ctl:
+def _drain(settings, app, env):
+    with binding.controller_for(__opts__, loaded=settings) as ctl:
         drained = ctl.drain(app, env)
     log.info("saltcd: drained %s/%s: %s, %d rollout(s)", app, env, drained["status"], len(drained["rollouts"]))
 
@@ -45,12 +46,13 @@ def start():
     a change to `saltcd:` takes a master restart.
     """
     try:
-        known = {(d.app, d.env) for d in binding.settings(__opts__).deployments()}
+        settings = binding.settings(__opts__)
     except config.ConfigError as exc:
         # The runner functions say the same to whoever calls them.
         log.error("saltcd: drain engine not started: invalid saltcd configuration: %s", exc)
         return
-    workers = DrainWorkers(_drain)
+    known = {(d.app, d.env) for d in settings.deployments()}
+    workers = DrainWorkers(functools.partial(_drain, settings))
     with salt.utils.event.get_master_event(__opts__, __opts__["sock_dir"], listen=True) as bus:
         log.info("saltcd: drain engine listening for %s*", binding.DRAIN_TAG_PREFIX)
         while True:

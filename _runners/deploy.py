@@ -54,14 +54,15 @@ def _guarded(function):
         return _fail(str(exc.args[0]) if exc.args else "not found")
 
 
-def _start_drain(app, env):
+def _start_drain(ctl, app, env):
     """Ask the saltcd_drains engine to run app/env's queue; the caller returns now.
 
     The engine is a long-lived master process: no Python start-up per push, and
     a burst of pushes to one app/env costs one worker, not one process each.
     """
-    binding.Reporter(__opts__).fire(binding.drain_tag(app, env), {"app": app, "env": env})
-    return {"requested": binding.drain_tag(app, env)}
+    tag = binding.drain_tag(app, env)
+    ctl.reporter.fire(tag, {"app": app, "env": env})
+    return {"requested": tag}
 
 
 def accept(tag, data):
@@ -81,7 +82,7 @@ def accept(tag, data):
         started = []
         runnable = [r for r in verdict["accepted"] if not r["awaiting_approval"]]
         for pair in sorted({(r["app"], r["env"]) for r in runnable}):
-            started.append({"app": pair[0], "env": pair[1], **_start_drain(*pair)})
+            started.append({"app": pair[0], "env": pair[1], **_start_drain(ctl, *pair)})
         verdict["drains"] = started
         return _nonzero(verdict) if verdict["rejected"] else verdict
 
@@ -241,7 +242,7 @@ def resume():
         reconciled = [{k: r[k] for k in ("id", "app", "env", "tag", "reason")} for r in ctl.reconcile()]
         pairs = ctl.records.app_envs_with_requests()
         return {"reconciled": reconciled,
-                "started": [{"app": a, "env": e, **_start_drain(a, e)} for a, e in pairs]}
+                "started": [{"app": a, "env": e, **_start_drain(ctl, a, e)} for a, e in pairs]}
 
     return _guarded(run)
 

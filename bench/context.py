@@ -85,7 +85,7 @@ class Context:
             if not info or not info["running"] or digest not in info["digests"]:
                 raise BenchError(f"{app} on {minion} does not run {digest[:19]}: {info}")
             address = next(m["address"] for m in self.minions if m["id"] == minion)
-            if not ideal._healthy(f"http://{address}:{port}/health", timeout=5, interval=0.2):  # pylint: disable=protected-access
+            if not ideal.healthy(f"http://{address}:{port}/health", timeout=5, interval=0.2):
                 raise BenchError(f"{app} on {minion} is not healthy")
 
     # -- the three ways ----------------------------------------------------------

@@ -8,26 +8,25 @@ saltcd is compared against.
 
 import time
 import urllib.error
-import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 
 import docker
 
 from saltcd.batches import plan_batches
+from saltcd.sandbox import loopback
 
-_opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
 
 
 class IdealError(RuntimeError):
     """A step of the ideal rollout failed (it has no rollback: it is a yardstick)."""
 
 
-def _healthy(url, timeout, interval):
+def healthy(url, timeout, interval):
     """Poll url until it answers 200, as saltcd's gate does; False after timeout."""
     deadline = time.monotonic() + timeout
     while True:
         try:
-            with _opener.open(url, timeout=2) as response:
+            with loopback.OPENER.open(url, timeout=2) as response:
                 if response.status == 200:
                     return True
         except (urllib.error.URLError, OSError):
@@ -61,7 +60,7 @@ def replace(docker_url, spec, digest, health_url):
         new.rename(name)
         new.start()
         health = spec["health"]
-        if not _healthy(health_url, health["timeout"], health["interval"]):
+        if not healthy(health_url, health["timeout"], health["interval"]):
             raise IdealError(f"{health_url} not healthy within {health['timeout']} s")
         return True
     finally:

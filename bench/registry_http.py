@@ -10,13 +10,13 @@ import json
 import urllib.error
 import urllib.request
 
+from saltcd.sandbox import loopback
+
 MANIFEST_TYPES = ", ".join([
     "application/vnd.docker.distribution.manifest.v2+json",
     "application/vnd.oci.image.manifest.v1+json",
 ])
 TIMEOUT = 30
-# Loopback only: never let a proxy variable send sandbox traffic elsewhere.
-_opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
 
 
 class RegistryError(RuntimeError):
@@ -26,7 +26,7 @@ class RegistryError(RuntimeError):
 def _call(method, url, data=None, headers=None):
     request = urllib.request.Request(url, data=data, method=method, headers=headers or {})
     try:
-        with _opener.open(request, timeout=TIMEOUT) as response:
+        with loopback.OPENER.open(request, timeout=TIMEOUT) as response:
             return response.status, dict(response.headers), response.read()
     except urllib.error.HTTPError as exc:
         raise RegistryError(f"{method} {url}: HTTP {exc.code} {exc.read()[:200]!r}") from None

@@ -1,7 +1,5 @@
 """The five measurements of `make bench`. Each returns a JSON-able dict."""
 
-import time
-
 from bench import cpu
 from bench.context import BenchError
 from bench.stats import ratio, summary
@@ -126,21 +124,3 @@ def scale(ctx, runs):
         out[app] = {"minions": minions, "batch": ctx.apps[app]["batch"], "batches": batches,
                     "wall": summary(walls), "master_cpu_per_minion": summary(cpu_per_minion)}
     return out
-
-
-def _settle(ctx, apps, timeout=300):
-    """Wait until no bench app has pending requests or a running rollout."""
-    import salt.cache  # pylint: disable=import-outside-toplevel
-    import salt.config  # pylint: disable=import-outside-toplevel
-
-    from saltcd.store import Store  # pylint: disable=import-outside-toplevel
-
-    records = Store(salt.cache.factory(salt.config.master_config(ctx.state["master_config_file"])))
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        busy = [a for a in apps if records.pending(a, "dev")
-                or any(r.get("status") == "running" for r in records.rollouts(a, "dev"))]
-        if not busy:
-            return records
-        time.sleep(0.5)
-    raise BenchError(f"bench apps still busy after {timeout} s: {busy}")

@@ -17,7 +17,9 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from bench import cpu
-from bench.scenarios import _settle, converge
+from bench.context import BenchError
+from bench.scenarios import converge
+from saltcd.sandbox import loopback
 
 APPS = ("m1b1", "m3b1", "m3b50", "m6b1")
 BURST = 50
@@ -26,7 +28,6 @@ PAUSE = 0.2
 REACTION_TIMEOUT = 600
 IDLE = 30
 MANIFEST = "application/vnd.docker.distribution.manifest.v2+json"
-_opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
 
 
 def _envelope(registry, app, digest, action="push", media_type=MANIFEST, tag="dev"):
@@ -65,7 +66,7 @@ def _post(url, token, body):
         "Content-Type": "application/vnd.docker.distribution.events.v1+json",
         "Authorization": f"Bearer {token}"})
     try:
-        with _opener.open(request, timeout=30) as response:
+        with loopback.OPENER.open(request, timeout=30) as response:
             response.read()
             return response.status
     except urllib.error.HTTPError as exc:
@@ -108,19 +109,22 @@ def run(ctx, count):
                                    for eid in _event_ids(body))
     deadline = time.monotonic() + REACTION_TIMEOUT
     last_change, missing = time.monotonic(), None
+    read, reacted = mark, collections.Counter()
     while time.monotonic() < deadline and time.monotonic() - last_change < IDLE:
-        reacted = _reacted_ids(_accept_returns(ctx.bus.between(mark)), expected)
+        new = ctx.bus.between(read)  # only what came since the last look
+        read += len(new)
+        reacted += _reacted_ids(_accept_returns(new), expected)
         left = sum((expected - reacted).values())
         if left == 0:
             break
         if left != missing:
             last_change, missing = time.monotonic(), left
         time.sleep(0.5)
-    records = _settle(ctx, APPS)
+    records = settle(ctx, APPS)
     settled = time.time()
     # Read the bus again: a reaction that came while the queues settled still counts.
     events = ctx.bus.between(mark)
-    returns = [r for r in _accept_returns(events) if set(r[1]) & set(expected)]
+    returns = [r for r in _accept_returns(events) if not expected.keys().isdisjoint(r[1])]
     reacted = max((at for at, _, _ in returns), default=None)
     cpu_used = cpu.delta(cpu_before, cpu.master_cpu(ctx.conf_dir))
     hooks = _hook_ids(events)
@@ -192,3 +196,21 @@ def _account(plan, statuses, returns, records, hooks, figures):
             "reactions": len(returns), "verdicts": dict(outcome), "requests": len(request_ids),
             "request_outcomes": dict(ended), "without_reaction": no_reaction,
             "without_reaction_but_on_the_bus": no_reaction - min(no_reaction, never_on_bus), "lost": lost}
+
+
+def settle(ctx, apps, timeout=300):
+    """Wait until no bench app has pending requests or a running rollout."""
+    import salt.cache  # pylint: disable=import-outside-toplevel
+    import salt.config  # pylint: disable=import-outside-toplevel
+
+    from saltcd.store import Store  # pylint: disable=import-outside-toplevel
+
+    records = Store(salt.cache.factory(salt.config.master_config(ctx.state["master_config_file"])))
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        busy = [a for a in apps if records.pending(a, "dev")
+                or any(r.get("status") == "running" for r in records.rollouts(a, "dev"))]
+        if not busy:
+            return records
+        time.sleep(0.5)
+    raise BenchError(f"bench apps still busy after {timeout} s: {busy}")

@@ -52,12 +52,13 @@ def settings(opts):
 
 
 @contextlib.contextmanager
-def controller_for(opts, jid_event=None):
-    """A Controller on this master; its LocalClient is closed on exit (the engine lives long)."""
+def controller_for(opts, jid_event=None, loaded=None):
+    """A Controller on this master; its LocalClient is closed on exit (the engine lives long).
+    `loaded`: settings already loaded from these opts (the engine loads them once)."""
     fleet = salt_fleet.SaltFleet(opts)
     try:
         yield controller.Controller(
-            settings=settings(opts),
+            settings=loaded or settings(opts),
             records=store.Store(salt.cache.factory(opts)),
             fleet=fleet,
             reporter=Reporter(opts, jid_event),

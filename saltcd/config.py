@@ -75,7 +75,6 @@ class Deployment:
     on_failure: str
     max_failures: object
     mode: str = "auto"
-    ci_minions: tuple = ()
     update_mine: bool = False
 
     def pillar(self, digest):
@@ -307,7 +306,6 @@ def _deployment(app, env, raw_app, raw_env, key):
         environment=_environment_vars(variables, f"{key}:environment"),
         restart_policy=raw_app["restart_policy"],
         stop_timeout=raw_app["stop_timeout"],
-        ci_minions=raw_app["ci_minions"],
         update_mine=raw_app["update_mine"],
         health=health,
         target=raw_env["target"],

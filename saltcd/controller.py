@@ -107,8 +107,8 @@ class Controller:
             raise KeyError(f"{app}/{env} has no rollout that succeeded: nothing to roll back to")
         minions = self.fleet.targets(dep.target, dep.tgt_type)
         live = self.fleet.inspect(minions, dep.container) if minions else {}
-        answered = [info for info in live.values() if info is not None]  # offline minions can't vote
-        if not all(info.get("digest") == good and info.get("running") for info in answered):
+        # Offline minions can't vote.
+        if not all(rollout.runs(info, good) for info in live.values() if info is not None):
             return good, "the environment does not all run its last good digest"
         for record in reversed(self.records.rollouts(app, env)):
             if record.get("status") in ("succeeded", "unchanged") and record.get("to_digest") not in (None, good):
@@ -142,7 +142,7 @@ class Controller:
     def _reconcile_tag(self, dep, tag):
         app, env = dep.app, dep.env
         resolved = self.records.resolved(app, env, tag)
-        if resolved is None or self.records.pending(app, env):
+        if resolved is None or self.records.has_pending(app, env):
             return None
         try:
             current = self.resolve(dep.repository, tag, self.settings.registry(dep.repository.registry))
@@ -157,7 +157,7 @@ class Controller:
                 self.records.set_suspect(app, env, tag, new_suspect)
             return None
         self.records.set_suspect(app, env, tag, None)
-        if self.records.pending(app, env):
+        if self.records.has_pending(app, env):
             return None
         request = intake.operator_request(self.settings, app, env, user="deploy.resume")
         request.update({"tag": tag, "digest_hint": current,

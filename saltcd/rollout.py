@@ -90,7 +90,7 @@ class Rollout:
                         "from": (before.get(minion) or {}).get("digest"),
                         "to": self.digest,
                         "answered": before.get(minion) is not None,
-                        "change": not _runs(before.get(minion), self.digest),
+                        "change": not runs(before.get(minion), self.digest),
                     }
                     for minion in batch
                 },
@@ -110,7 +110,7 @@ class Rollout:
         self.record["plan"] = plan
         if test:
             return self._finish("planned")
-        if all(_runs(before.get(m), self.digest) for m in minions):
+        if all(runs(before.get(m), self.digest) for m in minions):
             self.reporter.progress(f"{dep.app}/{dep.env}: every minion already runs {short(self.digest)}; nothing to do")
             return self._finish("unchanged")
         self.save(self.record)
@@ -136,12 +136,13 @@ class Rollout:
         minions = {}
         for minion in batch:
             result = results.get(minion)
-            if result is None:
+            answered = result is not None
+            if not answered:
                 result = {"ok": False, "changed": False, "comment": NO_ANSWER}
             minions[minion] = {
                 "from": step["minions"][minion]["from"],
                 "to": digest,
-                "answered": result["comment"] != NO_ANSWER,
+                "answered": answered,
                 "ok": bool(result["ok"]),
                 "changed": bool(result["changed"]),
                 "comment": result["comment"],
@@ -210,6 +211,6 @@ class Rollout:
         return self._finish(status, reason)
 
 
-def _runs(info, digest):
+def runs(info, digest):
     """True if the inspected container runs `digest` and is up."""
     return bool(info) and info.get("digest") == digest and bool(info.get("running"))

@@ -61,6 +61,10 @@ class Store:
         """Waiting requests of one app/env, oldest first."""
         return self._records("requests", app, env)
 
+    def has_pending(self, app, env):
+        """True if app/env has a waiting request (lists keys, reads none)."""
+        return bool(self.cache.list(self._bank("requests", app, env)))
+
     def drop_request(self, app, env, request_id):
         """Forget a request once its outcome is in the history."""
         self._drop("requests", app, env, request_id)
@@ -128,6 +132,6 @@ class Store:
         pairs = []
         for app in sorted(self.cache.list(f"{BANK}/requests")):
             for env in sorted(self.cache.list(f"{BANK}/requests/{app}")):
-                if self.cache.list(self._bank("requests", app, env)):
+                if self.has_pending(app, env):
                     pairs.append((app, env))
         return pairs

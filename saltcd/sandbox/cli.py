@@ -11,6 +11,7 @@ scenario, then down. Loopback only; needs root.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import logging
 import secrets
@@ -100,20 +101,23 @@ class Sandbox:
             path.touch(mode=0o600)
             path.write_text(value, encoding="ascii")
 
+    @functools.cached_property
     def saltcd_section(self) -> dict:
-        """The `saltcd:` master config: app web, one rollout policy per environment."""
+        """The `saltcd:` master config: app web, one rollout policy per environment
+        (built once: the fleet and the secrets are fixed when the sandbox is made)."""
         app = layout.app_config(APP["repository"], APP["port"])
         app["environments"]["qa"]["batch"] = "50%"
         app["environments"]["prod"]["batch"] = [1, "100%"]  # a canary, then the rest
-        apps = {APP["name"]: app, **self.bench_apps()}
+        apps = {APP["name"]: app, **self.bench_apps}
         return layout.saltcd_config(REGISTRY_HOST, apps, self.webhook_token,
                                     ci_minions=(CI_MINION,), push_secret=self.push_secret)
 
     def batch_specs(self) -> dict:
         """{env: batch spec} of the web app (for the demo's expectations)."""
-        web = self.saltcd_section()["apps"][APP["name"]]
+        web = self.saltcd_section["apps"][APP["name"]]
         return {env: spec.get("batch", web["batch"]) for env, spec in web["environments"].items()}
 
+    @functools.cached_property
     def bench_apps(self) -> dict:
         """The apps `make bench` deploys (nothing runs until it pushes them)."""
         return layout.bench_apps(REGISTRY_HOST, [m["id"] for m in self.fleet])
@@ -123,7 +127,7 @@ class Sandbox:
         and the benchmark's state tree (the naive orchestration it compares with)."""
         settings = master_config.wiring(self.repo_root, LOOPBACK, WEBHOOK_PORT)
         settings["file_roots"]["base"].append(str(self.repo_root / "bench" / "salt"))
-        return {**settings, "saltcd": self.saltcd_section()}
+        return {**settings, "saltcd": self.saltcd_section}
 
     def minion_overrides(self) -> dict:
         """{minion id: config overrides}: each fleet minion drives its own engine."""
@@ -156,7 +160,7 @@ class Sandbox:
                 "health_urls": {m["id"]: f"http://{m['address']}:{APP['port']}/health" for m in self.fleet},
                 "version_urls": {m["id"]: f"http://{m['address']}:{APP['port']}/version" for m in self.fleet},
             }],
-            "bench_apps": self.bench_apps(),
+            "bench_apps": self.bench_apps,
             "logs": str(self.salt.log_dir),
         }
 

@@ -29,6 +29,7 @@ from saltcd import notifications
 from saltcd.batches import plan_batches
 from saltcd.rollout import short
 from saltcd.sandbox import app_image
+from saltcd.sandbox import loopback
 
 ROLLOUT_TIMEOUT = 180
 PLAN_TIMEOUT = 120
@@ -36,8 +37,6 @@ HTTP_TIMEOUT = 3
 HOOK_PREFIXES = ("salt/engines/hook/", "salt/netapi/hook/")
 VERSIONS = ("1.0.0", "2.0.0", "3.0.0-broken")
 
-# Loopback only, whatever *_proxy variables the environment has.
-_opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
 _t0 = time.monotonic()
 
 
@@ -161,7 +160,7 @@ def container_on(docker_url: str, name: str) -> dict | None:
 def http_get(url: str) -> tuple[int, str]:
     """(status, body) of one GET; 0 and the error when nothing answered."""
     try:
-        with _opener.open(url, timeout=HTTP_TIMEOUT) as resp:
+        with loopback.OPENER.open(url, timeout=HTTP_TIMEOUT) as resp:
             return resp.status, resp.read(200).decode(errors="replace").strip()
     except urllib.error.HTTPError as exc:
         return exc.code, ""
@@ -215,7 +214,7 @@ def salt_run(state: dict, *args: str) -> tuple[int, dict | None]:
     return proc.returncode, result
 
 
-def bad_version_step(watcher: EventWatcher, expect: Expectations, repo: str, builder: str, good: str) -> None:
+def bad_version_step(watcher: EventWatcher, expect: Expectations, repo: str, builder: str) -> None:
     """A version whose /health never answers: batch 1 fails, it is rolled back."""
     bad = app_image.build_and_push(builder, repo, "dev", VERSIONS[2], behaviour="unhealthy")
     say(f"  pushed {repo}:dev = {bad} (its /health answers 404)")
@@ -235,7 +234,7 @@ def unauthenticated_step(state: dict, watcher: EventWatcher, expect: Expectation
     request = urllib.request.Request(state["webhook_url"], data=body, method="POST",
                                      headers={"Content-Type": "application/json"})
     say(f"  POST {state['webhook_url']} with no Authorization header")
-    with _opener.open(request, timeout=HTTP_TIMEOUT) as response:
+    with loopback.OPENER.open(request, timeout=HTTP_TIMEOUT) as response:
         response.read()
     rejected = watcher.rejection()
     expect.check(bool(rejected) and "unauthenticated" in rejected.get("reason", ""),
@@ -340,7 +339,7 @@ def run(state: dict) -> bool:
         expect_fleet(state, expect, {"dev": v2, "qa": v2})
 
         say(f"4. a bad version: build web {VERSIONS[2]} whose health check fails, push {repo}:dev")
-        bad_version_step(watcher, expect, repo, builder, v2)
+        bad_version_step(watcher, expect, repo, builder)
         expect_fleet(state, expect, {"dev": v2, "qa": v2})
 
         say("5. a push notification without the registry's token")

@@ -7,15 +7,12 @@ import logging
 import secrets
 import subprocess
 import urllib.error
-import urllib.request
 from pathlib import Path
 
-from saltcd.sandbox import processes
+from saltcd.sandbox import loopback, processes
 
 log = logging.getLogger(__name__)
 
-# Talk to loopback directly, whatever *_proxy variables the environment has.
-_opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
 
 
 class RegistryError(RuntimeError):
@@ -112,7 +109,7 @@ class LocalRegistry:
 
     def _answers(self) -> bool:
         try:
-            with _opener.open(f"{self.url}/v2/", timeout=2) as resp:
+            with loopback.OPENER.open(f"{self.url}/v2/", timeout=2) as resp:
                 return resp.status == 200
         except (OSError, urllib.error.URLError) as exc:
             log.debug("registry %s not ready: %s", self.host, exc)

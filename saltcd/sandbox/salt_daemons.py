@@ -334,7 +334,10 @@ class SaltDaemons:
 
     def is_ours(self, pid: int) -> bool:
         """True if pid is a live Salt process run with one of our config folders."""
-        return pid != os.getpid() and _is_salt(_cmdline(pid)) and self._names_conf_dir(_cmdline(pid))
+        if pid == os.getpid():
+            return False
+        cmdline = _cmdline(pid)
+        return _is_salt(cmdline) and self._names_conf_dir(cmdline)
 
     def _names_conf_dir(self, cmdline: list[str]) -> bool:
         ours = str(self.conf_dir)

@@ -12,7 +12,6 @@ import secrets
 import shutil
 import socket
 import tempfile
-import time
 import urllib.error
 import urllib.request
 from pathlib import Path
