@@ -16,13 +16,13 @@ $(VENV)/.installed: pyproject.toml
 	@touch $@
 
 demo: bootstrap
-	$(PY) -m saltcd.sandbox demo
+	$(PY) -m sandbox demo
 
 sandbox: bootstrap
-	$(PY) -m saltcd.sandbox up
+	$(PY) -m sandbox up
 
 sandbox-down:
-	@if [ -x $(PY) ]; then $(PY) -m saltcd.sandbox down; fi
+	@if [ -x $(PY) ]; then $(PY) -m sandbox down; fi
 
 test: bootstrap
 	$(PY) -m pytest tests

@@ -17,7 +17,7 @@ from pathlib import Path
 from bench import scenarios, throughput
 from bench.context import Context
 from bench.stats import cell, table
-from saltcd.sandbox.cli import Sandbox, say
+from sandbox.cli import Sandbox, say
 
 REPO = Path(__file__).resolve().parents[1]
 SCENARIOS = ("latency", "overhead", "noop", "throughput", "scale")

@@ -12,7 +12,7 @@ import docker
 
 from bench import ideal, registry_http
 from bench.observe import BusRecorder
-from saltcd.sandbox import app_image
+from sandbox import app_image
 
 ROLLOUT_TIMEOUT = 240
 BASE_REPO = "bench/base"

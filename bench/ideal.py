@@ -13,7 +13,7 @@ from concurrent.futures import ThreadPoolExecutor
 import docker
 
 from saltcd.batches import plan_batches
-from saltcd.sandbox import loopback
+from sandbox import loopback
 
 
 

@@ -10,7 +10,7 @@ import json
 import urllib.error
 import urllib.request
 
-from saltcd.sandbox import loopback
+from sandbox import loopback
 
 MANIFEST_TYPES = ", ".join([
     "application/vnd.docker.distribution.manifest.v2+json",

@@ -19,7 +19,7 @@ from pathlib import Path
 from bench import cpu
 from bench.context import BenchError
 from bench.scenarios import converge
-from saltcd.sandbox import loopback
+from sandbox import loopback
 
 APPS = ("m1b1", "m3b1", "m3b50", "m6b1")
 BURST = 50

@@ -110,12 +110,18 @@ class Deployment:
 
 @dataclass(frozen=True)
 class Registry:
-    """How to reach one registry host."""
+    """How to reach one registry host (the digest lookup; minions pull with their own
+    Docker credentials, see the README)."""
 
     scheme: str = "https"
     username: str = None
     password: str = field(default=None, repr=False)
     timeout: float = 10
+    # A PEM bundle that verifies the registry's (and its token realm's) certificate
+    # instead of the system store; a client certificate and key for mutual TLS.
+    ca_file: str = None
+    client_cert: str = None
+    client_key: str = None
 
 
 @dataclass(frozen=True)
@@ -355,22 +361,39 @@ def _app(name, raw, environments):
     return app, deployments
 
 
-def _registries(raw):
+def _registries(raw, resolve_secret):
     _need(isinstance(raw, dict), "saltcd:registries", "must map registry host to settings")
     out = {}
     for host, conf in raw.items():
         key = f"saltcd:registries:{host}"
         _need(references.DOMAIN_RE.fullmatch(str(host)), key, "invalid registry host")
         _need(isinstance(conf, dict), key, "must be a mapping")
-        unknown = set(conf) - {"scheme", "username", "password", "timeout"}
+        unknown = set(conf) - {"scheme", "username", "password", "timeout", "ca_file",
+                               "client_cert", "client_key"}
         _need(not unknown, key, f"unknown keys {sorted(unknown)}")
         scheme = conf.get("scheme", "https")
         _need(scheme in ("http", "https"), f"{key}:scheme", "must be http or https")
+        _need(("username" in conf) == ("password" in conf), key,
+              "`username` and `password` go together")
+        password = None
+        if "password" in conf:
+            password = resolve_secret(conf["password"])
+            _need(isinstance(password, str) and password, f"{key}:password",
+                  "must be a non-empty string (or an sdb:// URI that resolves to one)")
+        files = {}
+        for name in ("ca_file", "client_cert", "client_key"):
+            if conf.get(name) is not None:
+                _need(isinstance(conf[name], str) and conf[name].startswith("/"), f"{key}:{name}",
+                      "must be an absolute file path")
+                files[name] = conf[name]
+        _need(("client_cert" in files) == ("client_key" in files), key,
+              "`client_cert` and `client_key` go together")
         out[host] = Registry(
             scheme=scheme,
             username=conf.get("username"),
-            password=conf.get("password"),
+            password=password,
             timeout=_number(conf.get("timeout", 10), f"{key}:timeout", 0.1),
+            **files,
         )
     return out
 
@@ -455,7 +478,7 @@ def load(raw, resolve_secret=lambda value: value):
     return Settings(
         apps=apps,
         tag_environments={str(tag): env for tag, env in tag_envs.items()},
-        registries=_registries(raw.get("registries", {})),
+        registries=_registries(raw.get("registries", {}), resolve_secret),
         sources=_sources(raw.get("sources", {}), resolve_secret),
         ci_minions=_minion_ids(raw.get("ci_minions", []), "saltcd:ci_minions"),
         push_secret=_push_secret(raw.get("push_secret"), resolve_secret),

@@ -19,9 +19,9 @@ from pathlib import Path
 import pytest
 
 from saltcd import ingress_auth, master_config
-from saltcd.sandbox import app_image, layout
-from saltcd.sandbox.engines import DockerHost
-from saltcd.sandbox.registry import LocalRegistry
+from sandbox import app_image, layout
+from sandbox.engines import DockerHost
+from sandbox.registry import LocalRegistry
 
 # Apps of the lab: name -> (host port, policy). Each test owns the apps it deploys.
 APPS = {

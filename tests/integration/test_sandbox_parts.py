@@ -15,9 +15,9 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from saltcd.sandbox.app_image import build_and_push, tag_and_push
-from saltcd.sandbox.engines import DockerHost
-from saltcd.sandbox.registry import LocalRegistry
+from sandbox.app_image import build_and_push, tag_and_push
+from sandbox.engines import DockerHost
+from sandbox.registry import LocalRegistry
 
 pytestmark = [
     pytest.mark.integration,

@@ -9,8 +9,8 @@ import urllib.request
 
 import pytest
 
-from saltcd.sandbox import layout
-from saltcd.sandbox.registry import LocalRegistry
+from sandbox import layout
+from sandbox.registry import LocalRegistry
 
 pytestmark = pytest.mark.integration
 

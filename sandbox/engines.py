@@ -19,7 +19,7 @@ from pathlib import Path
 
 import docker
 
-from saltcd.sandbox import processes
+from sandbox import processes
 
 log = logging.getLogger(__name__)
 

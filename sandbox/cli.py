@@ -1,4 +1,4 @@
-"""python -m saltcd.sandbox up|down|demo: the whole saltcd path on one machine.
+"""python -m sandbox up|down|demo: the whole saltcd path on one machine.
 
 `up` starts a registry on 127.0.0.1:5000 that notifies the master's webhook
 engine, one private dockerd per minion (127.0.0.11..19) plus a builder engine
@@ -23,14 +23,14 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from saltcd import master_config
-from saltcd.sandbox import layout, processes
-from saltcd.sandbox.engines import DockerHost
-from saltcd.sandbox.registry import LocalRegistry
-from saltcd.sandbox.salt_daemons import SaltDaemons, port_in_use, salt_binary
+from sandbox import layout, processes
+from sandbox.engines import DockerHost
+from sandbox.registry import LocalRegistry
+from sandbox.salt_daemons import SaltDaemons, port_in_use, salt_binary
 
 log = logging.getLogger(__name__)
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
+REPO_ROOT = Path(__file__).resolve().parents[1]
 LOOPBACK = "127.0.0.1"
 REGISTRY_PORT = 5000
 REGISTRY_HOST = f"{LOOPBACK}:{REGISTRY_PORT}"
@@ -268,7 +268,7 @@ def cmd_up(sandbox: Sandbox, args) -> int:
     except Exception as exc:  # pylint: disable=broad-except
         say(f"sandbox up FAILED: {exc}")
         if sandbox.root.exists():
-            say(f"logs are in {sandbox.root}; `python -m saltcd.sandbox down` cleans up")
+            say(f"logs are in {sandbox.root}; `python -m sandbox down` cleans up")
         return 1
     _print_usage(state)
     return 0
@@ -292,7 +292,7 @@ def cmd_down(sandbox: Sandbox, args) -> int:
 
 def cmd_demo(sandbox: Sandbox, args) -> int:
     """up, the demo scenario, down (unless --keep); 0 only if every expectation held."""
-    from saltcd.sandbox import demo  # pylint: disable=import-outside-toplevel
+    from sandbox import demo  # pylint: disable=import-outside-toplevel
 
     started = time.monotonic()
     if sandbox.root.exists():
@@ -308,7 +308,7 @@ def cmd_demo(sandbox: Sandbox, args) -> int:
         say(sandbox.salt.log_tail("master"))
     finally:
         if args.keep:
-            say("--keep: the sandbox stays up; `python -m saltcd.sandbox down` stops it")
+            say("--keep: the sandbox stays up; `python -m sandbox down` stops it")
             if sandbox.state_file.exists():
                 _print_usage(sandbox.read_state())
         else:
@@ -320,7 +320,7 @@ def cmd_demo(sandbox: Sandbox, args) -> int:
 
 def parser() -> argparse.ArgumentParser:
     """The command line: up, down, demo [--keep]."""
-    top = argparse.ArgumentParser(prog="python -m saltcd.sandbox", description=__doc__,
+    top = argparse.ArgumentParser(prog="python -m sandbox", description=__doc__,
                                   formatter_class=argparse.RawDescriptionHelpFormatter)
     top.add_argument("--repo", default=str(REPO_ROOT), help="the saltcd checkout (state goes to REPO/.sandbox)")
     top.add_argument("-v", "--verbose", action="store_true", help="log what every part does")
@@ -334,7 +334,7 @@ def parser() -> argparse.ArgumentParser:
 
 
 def main(argv=None) -> int:
-    """Entry point of `python -m saltcd.sandbox`."""
+    """Entry point of `python -m sandbox`."""
     args = parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -342,7 +342,7 @@ def main(argv=None) -> int:
     try:
         return args.func(sandbox, args)
     except KeyboardInterrupt:
-        say("interrupted: `python -m saltcd.sandbox down` cleans up")
+        say("interrupted: `python -m sandbox down` cleans up")
         return 130
     except Exception as exc:  # pylint: disable=broad-except
         log.debug("%s failed", args.command, exc_info=True)

@@ -25,7 +25,7 @@ from pathlib import Path
 
 import yaml
 
-from saltcd.sandbox import processes
+from sandbox import processes
 
 log = logging.getLogger(__name__)
 
@@ -41,7 +41,7 @@ RUN_BASE = Path("/run/saltcd")
 SALT_PROGRAMS = ("salt-master", "salt-minion", "salt-run", "salt-call", "salt-key", "salt")
 
 CONFIG_HEADER = """\
-# Written by `python -m saltcd.sandbox up`; regenerated on every start.
+# Written by `python -m sandbox up`; regenerated on every start.
 # auto_accept is on because this is the sandbox: the master listens on
 # 127.0.0.1 only and every minion that can reach it is one the sandbox started.
 # Never copy auto_accept to a master reachable from a network.

@@ -9,7 +9,7 @@ import subprocess
 import urllib.error
 from pathlib import Path
 
-from saltcd.sandbox import loopback, processes
+from sandbox import loopback, processes
 
 log = logging.getLogger(__name__)
 

@@ -28,8 +28,8 @@ import docker
 from saltcd import notifications
 from saltcd.batches import plan_batches
 from saltcd.rollout import short
-from saltcd.sandbox import app_image
-from saltcd.sandbox import loopback
+from sandbox import app_image
+from sandbox import loopback
 
 ROLLOUT_TIMEOUT = 180
 PLAN_TIMEOUT = 120
