@@ -22,6 +22,13 @@ TAG_RE = re.compile(r"^[\w][\w.-]{0,127}$", re.ASCII)
 DIGEST_RE = re.compile(r"^sha256:[a-f0-9]{64}$")
 NAME_MAX = 255
 
+# Docker Hub answers to several names; docker itself normalises them to one, and
+# so do we, so that `web`, `library/web` and `docker.io/library/web` match the same
+# app. (Where the API really lives is the registry client's business.)
+DOCKER_HUB = "docker.io"
+DOCKER_HUB_ALIASES = frozenset({"docker.io", "index.docker.io", "registry-1.docker.io"})
+OFFICIAL_PREFIX = "library/"
+
 
 class ReferenceError(ValueError):
     """An image reference, repository, tag or digest that does not parse."""
@@ -47,6 +54,8 @@ def parse_repository(name, default_registry="docker.io"):
 
     As in docker, the first component is a registry host only if it contains a
     `.` or a `:` or is `localhost`; otherwise the name lives on `default_registry`.
+    Docker Hub names are canonical: any of its host names becomes `docker.io`, and
+    a one-component path there is an official image (`web` -> `library/web`).
     """
     if not isinstance(name, str) or not name:
         raise ReferenceError("repository must be a non-empty string")
@@ -61,6 +70,10 @@ def parse_repository(name, default_registry="docker.io"):
         registry, path = default_registry, name
     if not PATH_RE.fullmatch(path):
         raise ReferenceError(f"invalid repository path {path!r}")
+    if registry in DOCKER_HUB_ALIASES:
+        registry = DOCKER_HUB
+        if "/" not in path:
+            path = OFFICIAL_PREFIX + path
     return Repository(registry, path)
 
 
@@ -84,3 +97,20 @@ def digest_of(reference):
         return None
     candidate = reference.rsplit("@", 1)[1]
     return candidate if DIGEST_RE.fullmatch(candidate) else None
+
+
+def parse_reference(text):
+    """Split `[host[:port]/]path[:tag][@digest]` into (Repository, tag, digest); tag and
+    digest may be None. Raises ReferenceError when any part does not parse."""
+    if not isinstance(text, str):
+        raise ReferenceError("image reference must be a string")
+    name, at, digest = text.partition("@")
+    # A tag follows the last ':' only when no '/' comes after it: in
+    # `127.0.0.1:5000/saltcd/web` the ':' belongs to the registry's port.
+    head, colon, tail = name.rpartition(":")
+    tag = None
+    if colon and "/" not in tail:
+        name, tag = head, tail
+    return (parse_repository(name),
+            parse_tag(tag) if tag is not None else None,
+            parse_digest(digest) if at else None)
