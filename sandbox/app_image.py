@@ -81,8 +81,13 @@ def build_and_push(
     version: str,
     behaviour: str = "healthy",
     port: int = 8080,
+    auth_config: dict | None = None,
 ) -> str:
-    """Build the app image as ``repository:tag`` on ``docker_url``, push it, return its digest."""
+    """Build the app image as ``repository:tag`` on ``docker_url``, push it, return its digest.
+
+    ``auth_config`` ({"username", "password"}): credentials with push rights,
+    sent with this push only (nothing is written to a docker config.json).
+    """
     if behaviour not in BEHAVIOURS:
         raise ValueError(f"behaviour must be one of {BEHAVIOURS}, got {behaviour!r}")
     if not VERSION_RE.match(version):
@@ -96,10 +101,11 @@ def build_and_push(
                 client.images.build(path=tmp, tag=ref, rm=True, forcerm=True, pull=False)
             except docker.errors.BuildError as exc:
                 raise ImageError(f"building {ref} failed: {exc}") from exc
-        return _push(client, repository, tag)
+        return _push(client, repository, tag, auth_config)
 
 
-def tag_and_push(docker_url: str, repository: str, digest: str, new_tag: str) -> str:
+def tag_and_push(docker_url: str, repository: str, digest: str, new_tag: str,
+                 auth_config: dict | None = None) -> str:
     """Tag the local image ``repository@digest`` as ``repository:new_tag`` and push it.
 
     Pulls nothing: the image must be on that engine (e.g. built there).
@@ -113,7 +119,7 @@ def tag_and_push(docker_url: str, repository: str, digest: str, new_tag: str) ->
         except docker.errors.ImageNotFound as exc:
             raise ImageError(f"{repository}@{digest} is not on {docker_url}") from exc
         image.tag(repository, new_tag)
-        pushed = _push(client, repository, new_tag)
+        pushed = _push(client, repository, new_tag, auth_config)
     # Same config and layers make the same manifest, hence the same digest.
     # An explicit check, not `assert`: it must hold under `python -O` too.
     if pushed != digest:
@@ -121,11 +127,12 @@ def tag_and_push(docker_url: str, repository: str, digest: str, new_tag: str) ->
     return pushed
 
 
-def _push(client: docker.DockerClient, repository: str, tag: str) -> str:
+def _push(client: docker.DockerClient, repository: str, tag: str, auth_config: dict | None = None) -> str:
     """Push ``repository:tag``; return the manifest digest the registry reported."""
     digest = None
     log.info("pushing %s:%s", repository, tag)
-    for message in client.api.push(repository, tag=tag, stream=True, decode=True):
+    extra = {"auth_config": auth_config} if auth_config else {}
+    for message in client.api.push(repository, tag=tag, stream=True, decode=True, **extra):
         # Errors arrive inside the stream, not as an HTTP error.
         if "error" in message:
             raise ImageError(f"pushing {repository}:{tag} failed: {message['error']}")

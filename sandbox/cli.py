@@ -14,8 +14,8 @@ import argparse
 import functools
 import json
 import logging
-import secrets
 import os
+import secrets
 import shutil
 import sys
 import time
@@ -23,10 +23,11 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from saltcd import master_config
-from sandbox import layout, processes
+from sandbox import layout, processes, tls
 from sandbox.engines import DockerHost
 from sandbox.registry import LocalRegistry
 from sandbox.salt_daemons import SaltDaemons, port_in_use, salt_binary
+from sandbox.token_server import TokenServerProcess
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +45,22 @@ START_TIMEOUT = 120
 # Only manifest pushes are deploy triggers: the registry need not POST blob
 # uploads nor every pull a minion makes (each would be one more reaction).
 NOTIFY_IGNORE = {"actions": ["pull"], "mediatypes": ["application/octet-stream"]}
+# SANDBOX_REGISTRY=token: the registry speaks TLS (a CA of the sandbox's own)
+# and token auth, with a token server on this port; default: plain HTTP, no auth.
+REGISTRY_MODES = ("plain", "token")
+TOKEN_PORT = 5001
+TOKEN_SERVICE = "saltcd-sandbox-registry"
+TOKEN_ISSUER = "saltcd-sandbox-token-server"
+# The builder pushes; saltcd and the minions only pull.
+REGISTRY_USERS = {"pusher": ("pull", "push"), "deployer": ("pull",)}
+
+
+def registry_mode() -> str:
+    """`plain` or `token`, from $SANDBOX_REGISTRY (make sandbox / make demo pass it through)."""
+    mode = os.environ.get("SANDBOX_REGISTRY", "").strip() or "plain"
+    if mode not in REGISTRY_MODES:
+        raise SandboxError(f"SANDBOX_REGISTRY must be one of {', '.join(REGISTRY_MODES)}, got {mode!r}")
+    return mode
 
 
 class SandboxError(RuntimeError):
@@ -68,8 +85,9 @@ def run_parallel(function, items) -> None:
 class Sandbox:
     """The sandbox of one checkout: every part, and its state file."""
 
-    def __init__(self, repo_root: Path | str = REPO_ROOT):
+    def __init__(self, repo_root: Path | str = REPO_ROOT, mode: str = "plain"):
         self.repo_root = Path(repo_root).resolve()
+        self.mode = mode
         self.root = self.repo_root / ".sandbox"
         self.state_file = self.root / "sandbox.json"
         self.fleet = layout.fleet(FLEET)
@@ -79,10 +97,18 @@ class Sandbox:
         self.webhook_token = self._secret(self.token_file)
         self.push_secret_file = self.root / "push.secret"
         self.push_secret = self._secret(self.push_secret_file)
+        # Token mode: paths only here; `up` makes the CA, certificates and token server.
+        self.tls_dir = self.root / "tls"
+        self.ca = tls.CA(self.tls_dir / "ca.pem", self.tls_dir / "ca-key.pem")
+        self.token_dir = self.root / "token-server"
+        self.users_file = self.root / "registry-users.json"
+        self.push_auth_file = self.root / "registry-push-auth.json"
+        self.registry_passwords = self._passwords()
         self.registry = LocalRegistry(self.root / "registry", LOOPBACK, REGISTRY_PORT, notify_url=WEBHOOK_URL,
                                       notify_headers=layout.notify_headers(self.webhook_token),
-                                      notify_ignore=NOTIFY_IGNORE)
-        self.salt = SaltDaemons(self.root / "salt", self.master_settings(), self.minion_overrides())
+                                      notify_ignore=NOTIFY_IGNORE, **self._registry_security())
+        self.salt = SaltDaemons(self.root / "salt", self.master_settings(), self.minion_overrides(),
+                                self.minion_environ())
 
     # -- configuration -------------------------------------------------------
 
@@ -95,11 +121,51 @@ class Sandbox:
             return secrets.token_urlsafe(24)
 
     def save_secrets(self) -> None:
-        """The webhook token and the push secret, for scripts that talk to the sandbox."""
-        for path, value in ((self.token_file, self.webhook_token), (self.push_secret_file, self.push_secret)):
+        """The webhook token and the push secret, for scripts that talk to the sandbox
+        (and in token mode the registry users' passwords and the pusher's credentials)."""
+        files = [(self.token_file, self.webhook_token), (self.push_secret_file, self.push_secret)]
+        if self.mode == "token":
+            files.append((self.users_file, json.dumps(self.registry_passwords)))
+            files.append((self.push_auth_file, json.dumps(self.registry_credentials("pusher"))))
+        for path, value in files:
             path.parent.mkdir(parents=True, exist_ok=True)
             path.touch(mode=0o600)
             path.write_text(value, encoding="ascii")
+
+    # -- token mode ----------------------------------------------------------
+
+    def _passwords(self) -> dict:
+        """{user: password} of the registry users, kept in .sandbox while it lives."""
+        try:
+            return json.loads(self.users_file.read_text())
+        except (OSError, ValueError):
+            return {user: secrets.token_urlsafe(16) for user in REGISTRY_USERS}
+
+    def registry_credentials(self, user: str) -> dict:
+        return {"username": user, "password": self.registry_passwords[user]}
+
+    def _registry_security(self) -> dict:
+        """LocalRegistry arguments: TLS and token auth in token mode, nothing in plain mode."""
+        if self.mode != "token":
+            return {}
+        return {
+            "tls_cert": self.tls_dir / "registry.pem", "tls_key": self.tls_dir / "registry-key.pem",
+            "ca_file": self.ca.cert_path,
+            "token_auth": {"realm": f"https://{LOOPBACK}:{TOKEN_PORT}/token", "service": TOKEN_SERVICE,
+                           "issuer": TOKEN_ISSUER, "rootcertbundle": self.token_dir / "token-server.pem"},
+        }
+
+    def token_server(self) -> TokenServerProcess:
+        """The token server process (issues its certificate from the CA if it has none)."""
+        users = {user: {"password": self.registry_passwords[user], "actions": list(actions)}
+                 for user, actions in REGISTRY_USERS.items()}
+        return TokenServerProcess(self.token_dir, self.ca, users, port=TOKEN_PORT, address=LOOPBACK,
+                                  service=TOKEN_SERVICE, issuer=TOKEN_ISSUER, expires_in=300)
+
+    def make_certificates(self) -> None:
+        """The sandbox CA and the registry's certificate (the token server makes its own)."""
+        tls.make_ca(self.tls_dir, "saltcd sandbox CA")  # writes self.ca's paths
+        tls.issue(self.ca, self.tls_dir, "registry", hosts=[LOOPBACK, "localhost"])
 
     @functools.cached_property
     def saltcd_section(self) -> dict:
@@ -109,8 +175,12 @@ class Sandbox:
         app["environments"]["qa"]["batch"] = "50%"
         app["environments"]["prod"]["batch"] = [1, "100%"]  # a canary, then the rest
         apps = {APP["name"]: app, **self.bench_apps}
-        return layout.saltcd_config(REGISTRY_HOST, apps, self.webhook_token,
-                                    ci_minions=(CI_MINION,), push_secret=self.push_secret)
+        section = layout.saltcd_config(REGISTRY_HOST, apps, self.webhook_token,
+                                       ci_minions=(CI_MINION,), push_secret=self.push_secret)
+        if self.mode == "token":
+            section["registries"] = {REGISTRY_HOST: {"scheme": "https", "ca_file": str(self.ca.cert_path),
+                                                     "timeout": 5, **self.registry_credentials("deployer")}}
+        return section
 
     def batch_specs(self) -> dict:
         """{env: batch spec} of the web app (for the demo's expectations)."""
@@ -125,21 +195,36 @@ class Sandbox:
     def master_settings(self) -> dict:
         """Everything the master needs besides its paths: saltcd's wiring and apps,
         and the benchmark's state tree (the naive orchestration it compares with)."""
-        settings = master_config.wiring(self.repo_root, LOOPBACK, WEBHOOK_PORT)
+        settings = master_config.wiring(webhook_address=LOOPBACK, webhook_port=WEBHOOK_PORT)
         settings["file_roots"]["base"].append(str(self.repo_root / "bench" / "salt"))
         return {**settings, "saltcd": self.saltcd_section}
 
     def minion_overrides(self) -> dict:
         """{minion id: config overrides}: each fleet minion drives its own engine."""
         overrides = {m["id"]: layout.minion_overrides(m, self.hosts[m["id"]].url) for m in self.fleet}
+        if self.mode == "token":
+            # Pull-only credentials; the deploy state logs in with them (docker.login).
+            for conf in overrides.values():
+                conf["docker-registries"] = {REGISTRY_HOST: self.registry_credentials("deployer")}
         overrides[CI_MINION] = {"grains": {"saltcd_role": "ci"}}  # no docker: it only fires events
         return overrides
 
+    def minion_environ(self) -> dict:
+        """{minion id: environment}: its own docker CLI config folder (`docker login`
+        writes there; all minions are root with one HOME) and its engine for the CLI."""
+        return {m["id"]: {"DOCKER_CONFIG": str(self.root / "docker-config" / m["id"]),
+                          "DOCKER_HOST": self.hosts[m["id"]].url} for m in self.fleet}
+
     def describe(self) -> dict:
         """The sandbox.json content (without pids)."""
+        token = {"registry_ca_file": str(self.ca.cert_path),
+                 "registry_push_auth_file": str(self.push_auth_file),
+                 "token_realm": self._registry_security()["token_auth"]["realm"]} if self.mode == "token" else {}
         return {
             "registry": REGISTRY_HOST,
             "registry_url": self.registry.url,
+            "registry_mode": self.mode,
+            **token,
             "master_config_dir": str(self.salt.conf_dir),
             "master_config_file": str(self.salt.master_conf_file),
             "salt_bin_dir": str(Path(sys.executable).parent),
@@ -198,7 +283,8 @@ class Sandbox:
             raise SandboxError("/bin/busybox is missing (Debian: busybox-static)")
         for program in ("salt-master", "salt-minion", "salt-run"):
             salt_binary(program)
-        taken = [f"{LOOPBACK}:{port}" for port in (REGISTRY_PORT, WEBHOOK_PORT) if port_in_use(LOOPBACK, port)]
+        ports = (REGISTRY_PORT, WEBHOOK_PORT, *((TOKEN_PORT,) if self.mode == "token" else ()))
+        taken = [f"{LOOPBACK}:{port}" for port in ports if port_in_use(LOOPBACK, port)]
         taken += [f"{m['address']}:{APP['port']}" for m in self.fleet if port_in_use(m["address"], APP["port"])]
         if taken:
             raise SandboxError(f"already in use: {', '.join(taken)} (another sandbox? run `down` first)")
@@ -208,13 +294,20 @@ class Sandbox:
         """Start every part, in order, and return the state written to sandbox.json."""
         started = time.monotonic()
         self.check_prerequisites()
-        pids = {"dockerd": {}, "registry": None, "salt": {}}
+        pids = {"dockerd": {}, "registry": None, "token_server": None, "salt": {}}
         self._write_state("starting", pids)  # from here on, `down` knows what to clean
         self.save_secrets()
         say(f"starting {len(self.hosts)} docker engines ({', '.join(self.hosts)})")
         run_parallel(lambda host: host.start(timeout=START_TIMEOUT), self.hosts.values())
         pids["dockerd"] = {name: host.pid for name, host in self.hosts.items()}
-        say(f"starting the registry on {REGISTRY_HOST} (notifies {WEBHOOK_URL})")
+        if self.mode == "token":
+            self.make_certificates()
+            server = self.token_server()
+            say(f"starting the token server on {server.realm}")
+            server.start()
+            pids["token_server"] = server.pid
+            self._write_state("starting", pids)
+        say(f"starting the registry on {self.registry.url} (notifies {WEBHOOK_URL})")
         self.registry.start()
         pids["registry"] = self.registry.pid
         self._write_state("starting", pids)
@@ -237,6 +330,8 @@ class Sandbox:
         stopped = self.salt.stop(pids.get("salt"))
         say(f"stopped {len(stopped)} Salt process(es)")
         self.registry.stop()
+        # Whatever mode `up` ran in: a token server serving our config goes too.
+        TokenServerProcess.stop_serving(self.token_dir / "token-server.json")
         run_parallel(lambda host: host.purge(), self.hosts.values())
         say(f"stopped the registry and purged {len(self.hosts)} docker engines")
         self._remove_root()
@@ -338,7 +433,11 @@ def main(argv=None) -> int:
     args = parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    sandbox = Sandbox(args.repo)
+    try:
+        sandbox = Sandbox(args.repo, registry_mode())
+    except SandboxError as exc:
+        say(f"{args.command} FAILED: {exc}")
+        return 2
     try:
         return args.func(sandbox, args)
     except KeyboardInterrupt:

@@ -28,8 +28,7 @@ import docker
 from saltcd import notifications
 from saltcd.batches import plan_batches
 from saltcd.rollout import short
-from sandbox import app_image
-from sandbox import loopback
+from sandbox import app_image, loopback
 
 ROLLOUT_TIMEOUT = 180
 PLAN_TIMEOUT = 120
@@ -214,9 +213,16 @@ def salt_run(state: dict, *args: str) -> tuple[int, dict | None]:
     return proc.returncode, result
 
 
-def bad_version_step(watcher: EventWatcher, expect: Expectations, repo: str, builder: str) -> None:
+def push_auth(state: dict) -> dict | None:
+    """Credentials with push rights when the sandbox registry wants them (SANDBOX_REGISTRY=token)."""
+    path = state.get("registry_push_auth_file")
+    return json.loads(Path(path).read_text()) if path else None
+
+
+def bad_version_step(watcher: EventWatcher, expect: Expectations, repo: str, builder: str,
+                     auth: dict | None = None) -> None:
     """A version whose /health never answers: batch 1 fails, it is rolled back."""
-    bad = app_image.build_and_push(builder, repo, "dev", VERSIONS[2], behaviour="unhealthy")
+    bad = app_image.build_and_push(builder, repo, "dev", VERSIONS[2], behaviour="unhealthy", auth_config=auth)
     say(f"  pushed {repo}:dev = {bad} (its /health answers 404)")
     finished, seen = watcher.follow("web", "dev", bad)
     status = finished.get("status") if finished else "no result"
@@ -320,26 +326,29 @@ def run(state: dict) -> bool:
     app = state["apps"][0]
     repo, builder = app["repository"], state["build_docker_host"]
     watcher = EventWatcher(state["master_config_file"])
+    auth = push_auth(state)
+    if state.get("registry_mode") == "token":
+        say(f"(registry {state['registry']}: TLS and token auth, tokens from {state['token_realm']})")
     try:
         say(f"1. build web {VERSIONS[0]} and push {repo}:dev")
-        v1 = app_image.build_and_push(builder, repo, "dev", VERSIONS[0])
+        v1 = app_image.build_and_push(builder, repo, "dev", VERSIONS[0], auth_config=auth)
         say(f"  pushed {repo}:dev = {v1}")
         rollout_step(watcher, expect, "dev", v1, batches=batch_count(state, "dev"))
         expect_fleet(state, expect, {"dev": v1})
 
         say(f"2. build web {VERSIONS[1]} and push {repo}:dev")
-        v2 = app_image.build_and_push(builder, repo, "dev", VERSIONS[1])
+        v2 = app_image.build_and_push(builder, repo, "dev", VERSIONS[1], auth_config=auth)
         say(f"  pushed {repo}:dev = {v2}")
         rollout_step(watcher, expect, "dev", v2, batches=batch_count(state, "dev"))
         expect_fleet(state, expect, {"dev": v2})
 
         say(f"3. tag the same digest {short(v2)} as {repo}:qa")
-        app_image.tag_and_push(builder, repo, v2, "qa")
+        app_image.tag_and_push(builder, repo, v2, "qa", auth_config=auth)
         rollout_step(watcher, expect, "qa", v2, batches=batch_count(state, "qa"))
         expect_fleet(state, expect, {"dev": v2, "qa": v2})
 
         say(f"4. a bad version: build web {VERSIONS[2]} whose health check fails, push {repo}:dev")
-        bad_version_step(watcher, expect, repo, builder)
+        bad_version_step(watcher, expect, repo, builder, auth)
         expect_fleet(state, expect, {"dev": v2, "qa": v2})
 
         say("5. a push notification without the registry's token")

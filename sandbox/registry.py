@@ -5,14 +5,17 @@ from __future__ import annotations
 import json
 import logging
 import secrets
+import ssl
 import subprocess
 import urllib.error
+import urllib.request
 from pathlib import Path
 
-from sandbox import loopback, processes
+import bcrypt
+
+from sandbox import processes
 
 log = logging.getLogger(__name__)
-
 
 
 class RegistryError(RuntimeError):
@@ -31,7 +34,21 @@ class LocalRegistry:
         notify_headers: dict[str, str] | None = None,
         notify_timeout: str = "2s",
         notify_ignore: dict[str, list[str]] | None = None,
+        tls_cert: Path | str | None = None,
+        tls_key: Path | str | None = None,
+        ca_file: Path | str | None = None,
+        htpasswd_users: dict[str, str] | None = None,
+        token_auth: dict | None = None,
     ):
+        """``tls_cert``/``tls_key``: serve HTTPS (``ca_file`` verifies it in the
+        readiness check); ``htpasswd_users`` ({user: password}): Basic auth from
+        an htpasswd file with bcrypt hashes; ``token_auth``: the ``auth.token``
+        settings (realm, service, issuer, rootcertbundle), e.g.
+        ``TokenServer.registry_auth()["token"]``. At most one of the two auths."""
+        if htpasswd_users and token_auth:
+            raise ValueError("a registry has one auth method: htpasswd or token, not both")
+        if bool(tls_cert) != bool(tls_key):
+            raise ValueError("TLS needs both a certificate and a key")
         self.root = Path(root).absolute()
         self.address = address
         self.port = int(port)
@@ -41,6 +58,12 @@ class LocalRegistry:
         # e.g. {"actions": ["pull"], "mediatypes": ["application/octet-stream"]}:
         # events the registry should not POST at all (distribution 2.7+).
         self.notify_ignore = dict(notify_ignore or {})
+        self.tls_cert = Path(tls_cert) if tls_cert else None
+        self.tls_key = Path(tls_key) if tls_key else None
+        self.ca_file = Path(ca_file) if ca_file else None
+        self.htpasswd_users = dict(htpasswd_users or {})
+        self.token_auth = dict(token_auth or {})
+        self.htpasswd_file = self.root / "htpasswd"
         self.config_file = self.root / "config.yml"
         self.logfile = self.root / "registry.log"
         self._proc: subprocess.Popen | None = None
@@ -56,7 +79,7 @@ class LocalRegistry:
     @property
     def url(self) -> str:
         """Base URL of the registry's HTTP API."""
-        return f"http://{self.host}"
+        return f"{'https' if self.tls_cert else 'http'}://{self.host}"
 
     def config(self) -> dict:
         """The registry configuration as a dict (written as JSON, which is YAML)."""
@@ -73,6 +96,12 @@ class LocalRegistry:
                 "secret": secrets.token_hex(16),
             },
         }
+        if self.tls_cert:
+            cfg["http"]["tls"] = {"certificate": str(self.tls_cert), "key": str(self.tls_key)}
+        if self.htpasswd_users:
+            cfg["auth"] = {"htpasswd": {"realm": "saltcd-registry", "path": str(self.htpasswd_file)}}
+        elif self.token_auth:
+            cfg["auth"] = {"token": {key: str(value) for key, value in self.token_auth.items()}}
         if self.notify_url:
             cfg["notifications"] = {
                 "endpoints": [
@@ -96,6 +125,8 @@ class LocalRegistry:
         if self._proc is not None and self._proc.poll() is None:
             return
         (self.root / "data").mkdir(parents=True, exist_ok=True)
+        if self.htpasswd_users:
+            self._write_htpasswd()
         self.config_file.write_text(json.dumps(self.config(), indent=2))
         cmd = ["docker-registry", "serve", str(self.config_file)]
         log.info("starting registry on %s: %s", self.host, cmd)
@@ -107,10 +138,32 @@ class LocalRegistry:
             self.stop()  # a registry that never answered is of no use
             raise
 
+    def _write_htpasswd(self) -> None:
+        """``user:bcrypt-hash`` lines (the only hash distribution accepts), mode 0600.
+
+        A low cost: the registry checks the hash on every request, and these
+        are throwaway test credentials."""
+        lines = [f"{user}:{bcrypt.hashpw(password.encode(), bcrypt.gensalt(rounds=5)).decode()}\n"
+                 for user, password in self.htpasswd_users.items()]
+        self.htpasswd_file.touch(mode=0o600, exist_ok=True)
+        self.htpasswd_file.chmod(0o600)
+        self.htpasswd_file.write_text("".join(lines))
+
+    def _opener(self) -> urllib.request.OpenerDirector:
+        # Never through a proxy: the registry is on loopback.
+        handlers = [urllib.request.ProxyHandler({})]
+        if self.tls_cert:
+            context = ssl.create_default_context(cafile=str(self.ca_file) if self.ca_file else None)
+            handlers.append(urllib.request.HTTPSHandler(context=context))
+        return urllib.request.build_opener(*handlers)
+
     def _answers(self) -> bool:
+        """``/v2/`` answers: 200, or 401 when the registry wants credentials."""
         try:
-            with loopback.OPENER.open(f"{self.url}/v2/", timeout=2) as resp:
+            with self._opener().open(f"{self.url}/v2/", timeout=2) as resp:
                 return resp.status == 200
+        except urllib.error.HTTPError as exc:
+            return exc.code == 401 and (self.htpasswd_users or self.token_auth)
         except (OSError, urllib.error.URLError) as exc:
             log.debug("registry %s not ready: %s", self.host, exc)
             return False

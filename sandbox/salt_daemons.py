@@ -86,11 +86,13 @@ class SaltDaemons:
     """One master and its minions, configured and run below ``root``."""
 
     def __init__(self, root: Path | str, master_settings: dict | None = None,
-                 minions: dict[str, dict] | None = None):
-        """`master_settings` is merged into the master config; `minions` maps id -> config overrides."""
+                 minions: dict[str, dict] | None = None, minion_environ: dict[str, dict] | None = None):
+        """`master_settings` is merged into the master config; `minions` maps id -> config overrides;
+        `minion_environ` maps id -> extra environment variables of that minion's process."""
         self.root = Path(root).absolute()
         self.master_settings = dict(master_settings or {})
         self.minions = dict(minions or {})
+        self.minion_environ = {k: dict(v) for k, v in (minion_environ or {}).items()}
         self.conf_dir = self.root / "conf"
         self.log_dir = self.root / "log"
         self.run_dir = self.root / "run"
@@ -233,6 +235,11 @@ class SaltDaemons:
 
     def _spawn(self, name: str, program: str, conf_dir: Path) -> None:
         cmd = [str(salt_binary(program)), "-c", str(conf_dir)]
+        environ = self.minion_environ.get(name)
+        if environ:
+            # env(1) execs the daemon in place (same pid, salt's own command
+            # line) with these variables added to ours.
+            cmd = ["/usr/bin/env", *(f"{key}={value}" for key, value in sorted(environ.items())), *cmd]
         log.info("starting %s: %s", name, cmd)
         self._procs[name] = processes.start_daemon(cmd, self.log_dir / f"{name}.out")
 

@@ -1,8 +1,21 @@
 {#- Deploy one pinned image (`repo@sha256:...`) and wait until it is healthy.
     Applied by the saltcd runner with pillar `saltcd` (see config.Deployment.pillar). -#}
-{%- from "saltcd/map.jinja" import deploy, health_url with context %}
+{%- from "saltcd/map.jinja" import deploy, health_url, registry, login with context %}
 {%- if not deploy.get('image') %}
 {{ raise('saltcd.deploy needs pillar saltcd:image; apply it through the saltcd runner') }}
+{%- endif %}
+
+{%- if login.needed %}
+
+# `docker login` with this minion's `docker-registries` credentials for the
+# image's registry (dockermod runs the docker CLI quietly; config.json gets the
+# auth, which the pull below reloads). Minions without credentials skip it.
+saltcd-deploy-module-run:
+  module.run:
+    - docker.login:
+      - {{ registry|json }}
+    - require_in:
+      - docker_image: saltcd-deploy-docker_image-present
 {%- endif %}
 
 # Pull before anything is stopped: if the pull fails the old container keeps running.

@@ -19,9 +19,10 @@ from pathlib import Path
 import pytest
 
 from saltcd import ingress_auth, master_config
-from sandbox import app_image, layout
+from sandbox import app_image, layout, tls
 from sandbox.engines import DockerHost
 from sandbox.registry import LocalRegistry
+from sandbox.token_server import TokenServer
 
 # Apps of the lab: name -> (host port, policy). Each test owns the apps it deploys.
 APPS = {
@@ -49,6 +50,32 @@ APPS = {
     "ideal": (18077, {}),  # the bench's direct-Docker yardstick
     "lost": (18076, {}),  # a notification the reactor drops
 }
+
+
+# Apps on the registries with TLS and auth (test_registry_auth.py): name ->
+# (host port, which registry, which credentials saltcd uses, policy).
+# "wrong" apps live on a second name of the same registry (localhost:PORT, which
+# its certificate covers) whose `registries:` entry has a wrong password.
+AUTH_APPS = {
+    "basic": (18075, "basic", "right", {}),
+    "basicbad": (18074, "basic", "wrong", {}),
+    "token": (18073, "token", "right", {}),
+    "tokenbad": (18072, "token", "wrong", {}),
+    "renew": (18071, "token", "right", {}),
+    # dev-1 has `docker-registries` credentials, prod-1 has none.
+    "private": (18070, "token", "right", {"on_failure": "continue", "max_failures": 1,
+                                          "environments": {"dev": {"target": "dev-1,prod-1",
+                                                                   "tgt_type": "list"}}}),
+}
+# Who may do what: the builder pushes, saltcd and the minions only pull.
+REGISTRY_USERS = {
+    "pusher": {"password": secrets.token_urlsafe(12), "actions": ["pull", "push"]},
+    "deployer": {"password": secrets.token_urlsafe(12), "actions": ["pull"]},
+}
+# Minions given Docker credentials (`docker-registries` in their config); the
+# others (prod-1, ci-1) have none.
+MINIONS_WITH_CREDENTIALS = ("dev-1", "dev-2", "qa-1")
+TOKEN_LIFETIME = 2  # seconds: short, so that the renewal test sees one run out
 
 
 def _missing_prerequisite():
@@ -124,6 +151,74 @@ def registry(lab_root, webhook_port, webhook_token):
 
 
 @pytest.fixture(scope="session")
+def lab_ca(lab_root):
+    """The test CA and one certificate for the lab's TLS registries."""
+    ca = tls.make_ca(lab_root / "ca")
+    cert, key = tls.issue(ca, lab_root / "ca", "registry", hosts=["127.0.0.1", "localhost"])
+    return {"ca": ca, "cert": cert, "key": key}
+
+
+@pytest.fixture(scope="session")
+def token_server(lab_root, lab_ca):
+    server = TokenServer(lab_root / "token-server", lab_ca["ca"], REGISTRY_USERS,
+                         expires_in=TOKEN_LIFETIME)
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+def _auth_registry(root, lab_ca, webhook_port, webhook_token, **auth):
+    return LocalRegistry(root, port=free_port(), tls_cert=lab_ca["cert"], tls_key=lab_ca["key"],
+                         ca_file=lab_ca["ca"].cert_path,
+                         notify_url=f"http://127.0.0.1:{webhook_port}/{master_config.REGISTRY_HOOK_PATH}",
+                         notify_headers=layout.notify_headers(webhook_token), **auth)
+
+
+@pytest.fixture(scope="session")
+def auth_registries(lab_root, lab_ca, token_server, webhook_port, webhook_token):
+    """{"basic": TLS + htpasswd registry, "token": TLS + token auth registry}."""
+    regs = {
+        "basic": _auth_registry(lab_root / "registry-basic", lab_ca, webhook_port, webhook_token,
+                                htpasswd_users={u: c["password"] for u, c in REGISTRY_USERS.items()}),
+        "token": _auth_registry(lab_root / "registry-token", lab_ca, webhook_port, webhook_token,
+                                token_auth=token_server.registry_auth()["token"]),
+    }
+    try:
+        for reg in regs.values():
+            reg.start()
+        yield regs
+    finally:
+        for reg in regs.values():
+            reg.stop()
+
+
+@pytest.fixture(scope="session")
+def auth_repositories(auth_registries):
+    """{app: repository}; the "wrong" apps use the registry's name `localhost:PORT`."""
+    repos = {}
+    for app, (_, which, creds, _) in AUTH_APPS.items():
+        host = auth_registries[which].host
+        if creds == "wrong":
+            host = host.replace("127.0.0.1:", "localhost:")
+        repos[app] = f"{host}/saltcd/{app}"
+    return repos
+
+
+@pytest.fixture(scope="session")
+def auth_registries_config(auth_registries, auth_repositories, lab_ca):
+    """saltcd's `registries:` entries for the TLS registries (right and wrong password)."""
+    entries = {}
+    for app, (_, _, creds, _) in AUTH_APPS.items():
+        password = REGISTRY_USERS["deployer"]["password"] if creds == "right" else "not-the-password"
+        entries[auth_repositories[app].split("/")[0]] = {
+            "scheme": "https", "ca_file": str(lab_ca["ca"].cert_path), "timeout": 5,
+            "username": "deployer", "password": password}
+    return entries
+
+
+@pytest.fixture(scope="session")
 def rogue_registry_port():
     return free_port()
 
@@ -137,7 +232,7 @@ def repositories(registry, rogue_registry_port):
 
 @pytest.fixture(scope="session")
 def salt_master(salt_factories, repo_root, registry, repositories, webhook_port, webhook_token,
-                push_secret):
+                push_secret, auth_repositories, auth_registries_config):
     apps = {}
     for app, (port, policy) in APPS.items():
         apps[app] = layout.app_config(repositories[app], port, health_timeout=10, state_timeout=60)
@@ -145,17 +240,23 @@ def salt_master(salt_factories, repo_root, registry, repositories, webhook_port,
         apps[app]["health"].update(policy.get("health", {}))
         for env, overrides in policy.get("environments", {}).items():
             apps[app]["environments"][env].update(overrides)
+    for app, (port, _, _, policy) in AUTH_APPS.items():
+        apps[app] = layout.app_config(auth_repositories[app], port, health_timeout=10, state_timeout=60)
+        apps[app].update({k: v for k, v in policy.items() if k != "environments"})
+        for env, overrides in policy.get("environments", {}).items():
+            apps[app]["environments"][env].update(overrides)
     saltcd = layout.saltcd_config(registry.host, apps, webhook_token, push_secret=push_secret)
     saltcd["registries"] = {repo.split("/")[0]: {"scheme": "http", "timeout": 5}
                             for repo in repositories.values()}
+    saltcd["registries"].update(auth_registries_config)
     # A Docker Hub style source: same bearer token (a proxy would add it).
     saltcd["sources"]["hub"] = {"format": "dockerhub", "token": webhook_token}
     overrides = {
-        **master_config.wiring(repo_root, webhook_port=webhook_port),
+        **master_config.wiring(webhook_port=webhook_port),
         "saltcd": saltcd,
         "log_level_logfile": "info",
         # Resume interrupted rollouts quickly in the restart test.
-        "schedule": {"saltcd-resume": {**master_config.wiring(repo_root)["schedule"]["saltcd-resume"],
+        "schedule": {"saltcd-resume": {**master_config.wiring()["schedule"]["saltcd-resume"],
                                        "seconds": 15}},
     }
     master = salt_factories.salt_master_daemon("saltcd-master", overrides=overrides)
@@ -163,12 +264,39 @@ def salt_master(salt_factories, repo_root, registry, repositories, webhook_port,
         yield master
 
 
+def minion_docker_environ(lab_root, minion_id, docker_url=None):
+    """Each minion its own docker CLI config (`docker login` writes there) and engine.
+
+    All minions run as root with one HOME here: without this they would share
+    (and overwrite) root's ~/.docker/config.json.
+    """
+    environ = {**os.environ, "DOCKER_CONFIG": str(lab_root / "docker-config" / minion_id)}
+    if docker_url:
+        environ["DOCKER_HOST"] = docker_url
+    return environ
+
+
 @pytest.fixture(scope="session")
-def salt_minions(salt_master, lab_minions, docker_hosts):
-    factories = [salt_master.salt_minion_daemon(
-        m["id"], overrides=layout.minion_overrides(m, docker_hosts[m["id"]].url))
-        for m in lab_minions]
+def minion_registry_credentials(auth_registries):
+    """`docker-registries` of the minions with credentials: pull-only, both TLS registries."""
+    creds = {"username": "deployer", "password": REGISTRY_USERS["deployer"]["password"]}
+    return {reg.host: dict(creds) for reg in auth_registries.values()}
+
+
+@pytest.fixture(scope="session")
+def salt_minions(salt_master, lab_minions, docker_hosts, lab_root, minion_registry_credentials):
+    def overrides(m):
+        conf = layout.minion_overrides(m, docker_hosts[m["id"]].url)
+        if m["id"] in MINIONS_WITH_CREDENTIALS:
+            conf["docker-registries"] = minion_registry_credentials
+        return conf
+
+    factories = [salt_master.salt_minion_daemon(m["id"], overrides=overrides(m)) for m in lab_minions]
     factories.append(salt_master.salt_minion_daemon("ci-1"))
+    for factory in factories:
+        # Set after creation: salt-factories shares one environ dict between daemons.
+        url = docker_hosts[factory.id].url if factory.id in docker_hosts else None
+        factory.environ = minion_docker_environ(lab_root, factory.id, url)
     started = []
     try:
         for factory in factories:
@@ -178,6 +306,16 @@ def salt_minions(salt_master, lab_minions, docker_hosts):
     finally:
         for factory in reversed(started):
             factory.terminate()
+
+
+@pytest.fixture(scope="session")
+def auth_lab(lab, auth_registries, auth_repositories, token_server, lab_ca):
+    """The lab, plus the TLS registries, their repositories and the token server."""
+    lab.auth_registries = auth_registries
+    lab.auth_repositories = auth_repositories
+    lab.token_server = token_server
+    lab.ca = lab_ca
+    return lab
 
 
 @pytest.fixture(scope="session")
