@@ -3,12 +3,12 @@ saltcd_drains: the master engine that runs saltcd's rollouts.
 
 ``deploy.accept`` (the reactor), ``deploy.resume`` (the schedule) and anyone
 else fire ``saltcd/drain/<app>/<env>``; this engine runs that app/env's queue
-in a worker thread, one app/env at a time. Wired by ``python -m
-saltcd.master_config``:
+in a worker thread, one app/env at a time. Salt finds this engine through
+saltcd's ``salt.loader`` entry point; ``python -m saltcd.master_config`` only
+adds it to the master's engines:
 
 .. code-block:: yaml
 
-    engines_dirs: [/srv/saltcd/_engines]
     engines:
       - saltcd_drains: {}
 """

@@ -1,7 +1,10 @@
 """The master configuration saltcd needs, as data (written to master.d/saltcd.conf).
 
 One function builds it so the sandbox, the tests and an operator's install
-(`python -m saltcd.master_config --root /srv/saltcd`) use the same wiring.
+(`python -m saltcd.master_config > /etc/salt/master.d/saltcd.conf`) use the same
+wiring. It points at the state tree and reactor SLS of the installed package;
+the runner, engine and minion modules need no paths: Salt finds them through
+saltcd's `salt.loader` entry point (saltcd.extension).
 """
 
 import argparse
@@ -10,25 +13,28 @@ import sys
 
 import yaml
 
+from saltcd import extension
+
 REGISTRY_HOOK_PATH = "saltcd/registry"  # the source named `registry` in saltcd:sources
 CI_TAG = "saltcd/push"
 
 
-def wiring(root, webhook_address="127.0.0.1", webhook_port=8787, resume_every=30):
-    """file_roots, runner and engine dirs, reactor, the webhook and drain engines,
-    and the resume schedule."""
-    root = os.path.abspath(root)
+def wiring(root=None, webhook_address="127.0.0.1", webhook_port=8787, resume_every=30):
+    """file_roots, reactor, the webhook and drain engines, and the resume schedule.
+
+    The SLS come from the installed package, or from the checkout at `root`.
+    """
+    tree = extension.folder("salt", root)
+    reactor = extension.folder("reactor", root)
     return {
-        # salt/orch and salt/_runners are symlinks to the top-level folders, so
-        # `orch.deploy` and `salt://_runners` resolve without serving the rest.
-        "file_roots": {"base": [os.path.join(root, "salt")]},
-        "runner_dirs": [os.path.join(root, "_runners")],
-        "engines_dirs": [os.path.join(root, "_engines")],
+        # saltcd.deploy, orch.deploy (salt/orch links to orch/), and _modules and
+        # _states for minions that lack saltcd (the runner syncs them).
+        "file_roots": {"base": [tree]},
         "reactor": [
             # Every source under /saltcd/<name>; the runner authenticates each one.
-            {"salt/engines/hook/saltcd/*": [os.path.join(root, "reactor", "registry_push.sls")]},
-            {"salt/netapi/hook/saltcd/*": [os.path.join(root, "reactor", "registry_push.sls")]},
-            {CI_TAG: [os.path.join(root, "reactor", "ci_push.sls")]},
+            {"salt/engines/hook/saltcd/*": [os.path.join(reactor, "registry_push.sls")]},
+            {"salt/netapi/hook/saltcd/*": [os.path.join(reactor, "registry_push.sls")]},
+            {CI_TAG: [os.path.join(reactor, "ci_push.sls")]},
         ],
         "engines": [
             {"webhook": {"address": webhook_address, "port": webhook_port}},
@@ -50,9 +56,12 @@ def wiring(root, webhook_address="127.0.0.1", webhook_port=8787, resume_every=30
 
 
 def main(argv=None):
-    """Print master.d/saltcd.conf for a checkout at --root."""
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--root", default=os.getcwd(), help="where the saltcd repository lives")
+    """Print master.d/saltcd.conf for the installed saltcd."""
+    parser = argparse.ArgumentParser(
+        description="Print the master.d file that wires saltcd into a Salt master "
+                    "(python -m saltcd.master_config > /etc/salt/master.d/saltcd.conf).")
+    parser.add_argument("--root", default=None,
+                        help="serve the SLS of this saltcd checkout instead of the installed package")
     parser.add_argument("--webhook-address", default="127.0.0.1")
     parser.add_argument("--webhook-port", type=int, default=8787)
     args = parser.parse_args(argv)

@@ -1,0 +1,54 @@
+"""saltcd as a Salt extension: where its Salt files are, and the `salt.loader` entry point.
+
+The repository's top-level folders (`salt/`, `reactor/`, `_runners/`,
+`_engines/`) are the source; the wheel ships them under `saltcd/files/<folder>`
+(see pyproject.toml). An editable install or a plain checkout has no
+`saltcd/files`: the folders are found at the checkout's top instead.
+
+Salt imports this module in every master and minion process that builds a
+loader, so it imports nothing heavy.
+"""
+
+from importlib.resources import files
+from pathlib import Path
+
+FOLDERS = ("salt", "reactor", "_runners", "_engines")
+
+
+def _base():
+    """saltcd/files in an installed wheel, else the checkout saltcd is imported from."""
+    package = Path(str(files("saltcd")))
+    if (package / "files").is_dir():
+        return package / "files"
+    # Not site-packages' parent (Salt itself lives in site-packages/salt): a checkout.
+    if (package.parent / "pyproject.toml").is_file():
+        return package.parent
+    raise FileNotFoundError(f"saltcd's Salt files are neither in {package / 'files'} nor in a checkout")
+
+
+def folder(name, root=None):
+    """The absolute path of one of saltcd's Salt folders (`salt`, `reactor`, ...).
+
+    `root`: a checkout to take it from instead of the installed package.
+    """
+    if name not in FOLDERS:
+        raise ValueError(f"not a saltcd folder: {name!r}")
+    path = (Path(root) if root is not None else _base()).resolve() / name
+    if not path.is_dir():
+        raise FileNotFoundError(f"saltcd's {name}/ folder is missing: {path}")
+    return str(path)
+
+
+def loader_dirs():
+    """Salt's `salt.loader` entry point: the folders of saltcd's Salt modules.
+
+    The minion modules are the ones the state tree serves (`salt://_modules`,
+    `salt://_states`), so a minion without saltcd installed can sync them.
+    """
+    tree = folder("salt")
+    return {
+        "runners": [folder("_runners")],
+        "engines": [folder("_engines")],
+        "modules": [str(Path(tree) / "_modules")],
+        "states": [str(Path(tree) / "_states")],
+    }

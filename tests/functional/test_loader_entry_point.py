@@ -1,0 +1,63 @@
+"""saltcd's Salt modules load through its `salt.loader` entry point, with no
+runner_dirs, engines_dirs or synced extension modules: the way a master and a
+minion with saltcd pip-installed load them."""
+
+from importlib.metadata import entry_points
+
+import pytest
+import salt.config
+import salt.loader
+
+DIR_OPTIONS = ("runner_dirs", "engines_dirs", "module_dirs", "states_dirs")
+
+
+def _without_module_dirs(opts, tmp_path):
+    for option in DIR_OPTIONS:
+        opts.pop(option, None)
+    opts.update({
+        "root_dir": str(tmp_path),
+        "cachedir": str(tmp_path / "cache"),
+        "pki_dir": str(tmp_path / "pki"),
+        "sock_dir": str(tmp_path / "sock"),
+        # Empty: nothing synced, so only the entry point can provide saltcd's modules.
+        "extension_modules": str(tmp_path / "extmods"),
+        "grains": {},
+    })
+    return opts
+
+
+@pytest.fixture
+def master_opts(tmp_path):
+    return _without_module_dirs(salt.config.master_config(None), tmp_path)
+
+
+@pytest.fixture
+def minion_opts(tmp_path):
+    opts = _without_module_dirs(salt.config.minion_config(None), tmp_path)
+    opts.update({"id": "dev-1", "file_client": "local"})
+    return opts
+
+
+def test_the_entry_point_is_registered():
+    found = {ep.name: ep.value for ep in entry_points(group="salt.loader")}
+    assert found.get("saltcd") == "saltcd.extension:loader_dirs"
+
+
+def test_master_loads_the_deploy_runner(master_opts):
+    runners = salt.loader.runner(master_opts)
+    for function in ("rollout", "rollback", "approve", "promote", "status", "history",
+                     "accept", "resume"):
+        assert f"deploy.{function}" in runners, function
+
+
+def test_master_loads_the_drain_engine(master_opts):
+    engines = salt.loader.engines(master_opts, {}, {}, salt.loader.utils(master_opts), None)
+    assert "saltcd_drains.start" in engines
+
+
+def test_minion_loads_the_execution_module_and_health_state(minion_opts):
+    utils = salt.loader.utils(minion_opts)
+    modules = salt.loader.minion_mods(minion_opts, utils=utils)
+    assert "saltcd.container" in modules and "saltcd.status" in modules
+    states = salt.loader.states(minion_opts, modules, utils, salt.loader.serializers(minion_opts))
+    assert "saltcd_health.passing" in states
