@@ -4,7 +4,7 @@ VENV ?= .venv
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
 PY := $(VENV)/bin/python
 
-.PHONY: bootstrap demo sandbox sandbox-down test test-unit bench clean
+.PHONY: bootstrap demo sandbox sandbox-down test test-unit lint config-reference bench clean
 
 bootstrap: $(VENV)/.installed
 	@./scripts/bootstrap-system.sh
@@ -29,6 +29,15 @@ test: bootstrap
 
 test-unit: bootstrap
 	$(PY) -m pytest tests/unit tests/functional
+
+# Static checks (ruff; rules in pyproject.toml): needs only the virtualenv.
+lint: $(VENV)/.installed
+	$(VENV)/bin/ruff check .
+
+# Rewrite the README's configuration table and salt/saltcd/defaults.yaml from
+# the table in saltcd/config.py (a unit test fails when they differ).
+config-reference: $(VENV)/.installed
+	$(PY) -m saltcd.config_reference .
 
 # Benchmarks on the sandbox (started and stopped here unless it is already up).
 bench: bootstrap

@@ -18,7 +18,7 @@ the master (opts, cache, event bus, LocalClient).
 
 import logging
 
-from saltcd import binding, config
+from saltcd import binding, config, errors
 
 log = logging.getLogger(__name__)
 
@@ -43,15 +43,16 @@ def _fail(message):
 
 
 def _guarded(function):
-    """function(controller), with configuration and lookup errors turned into a
-    clear, non-zero return."""
+    """function(controller), with saltcd's own errors (invalid configuration, unknown
+    app/env, nothing to promote...) turned into a clear, non-zero return. Anything
+    else is a bug: it propagates with its traceback rather than pass for "not found"."""
     try:
         with binding.controller_for(__opts__, globals().get("__jid_event__")) as ctl:
             return function(ctl)
     except config.ConfigError as exc:
         return _fail(f"invalid saltcd configuration: {exc}")
-    except KeyError as exc:
-        return _fail(str(exc.args[0]) if exc.args else "not found")
+    except errors.SaltcdError as exc:
+        return _fail(str(exc))
 
 
 def _start_drain(ctl, app, env):

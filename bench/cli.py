@@ -92,7 +92,7 @@ def report(results):
                      f"reactor {tput['cpu_ms_per_post']['reactor']}, "
                      f"drains {tput['cpu_ms_per_post']['drain_engine']}, "
                      f"webhook {tput['cpu_ms_per_post']['webhook_engine']}"])
-    for app, sc in (results.get("scale") or {}).items():
+    for sc in (results.get("scale") or {}).values():
         rows.append([f"scale {sc['minions']} minions, batch {sc['batch']} ({sc['batches']} batches)",
                      cell(sc["wall"]), f"master CPU/minion {cell(sc['master_cpu_per_minion'])}"])
     lines = [table(rows), "", "targets:"]

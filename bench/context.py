@@ -135,7 +135,8 @@ class Context:
                               capture_output=True, text=True, timeout=ROLLOUT_TIMEOUT, check=False)
         wall = time.monotonic() - started
         if proc.returncode != 0:
-            raise BenchError(f"naive orchestrate failed (exit {proc.returncode}): {proc.stdout[-800:]}{proc.stderr[-800:]}")
+            raise BenchError(f"naive orchestrate failed (exit {proc.returncode}): "
+                             f"{proc.stdout[-800:]}{proc.stderr[-800:]}")
         return wall
 
 

@@ -16,7 +16,6 @@ from saltcd.batches import plan_batches
 from sandbox import loopback
 
 
-
 class IdealError(RuntimeError):
     """A step of the ideal rollout failed (it has no rollback: it is a yardstick)."""
 

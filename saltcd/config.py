@@ -1,45 +1,390 @@
 """The `saltcd:` section of the master configuration, validated once.
 
 Operators write the apps once, on the master; minions never need to know about
-them. Every error names the key it is about, e.g. `saltcd:apps:web:health:port`.
+them. Every key, its default and its check are one entry of `KEYS` below: the
+loader reads them from there, and the README's configuration reference and the
+deploy state's `defaults.yaml` are generated from there (see
+`saltcd.config_reference`). Every error names the key it is about, e.g.
+`saltcd:apps:web:health:port`.
 """
 
 import re
 from dataclasses import dataclass, field
 
-from saltcd import batches, references
+from saltcd import batches, notifications, references, rollout
+from saltcd.errors import NotFound, SaltcdError
 
 NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
 CONTAINER_RE = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9_.-]{0,127}$")
 ENV_VAR_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 PORT_BINDING_RE = re.compile(r"^(?:(\d{1,5}):)?(\d{1,5})(?:/(tcp|udp))?$")
+HOST_RE = re.compile(r"^[A-Za-z0-9.:\[\]-]+$")
 TGT_TYPES = ("glob", "pcre", "list", "grain", "grain_pcre", "pillar", "compound", "nodegroup")
 RESTART_POLICIES = ("no", "always", "unless-stopped", "on-failure")
-ON_FAILURE = ("rollback", "pause", "continue")
 MODES = ("auto", "manual")
-SOURCE_FORMATS = ("distribution", "dockerhub")
-DEFAULT_TAG_ENVIRONMENTS = {"dev": "dev", "qa": "qa", "prod": "prod"}
 
-DEFAULT_HEALTH = {
-    "path": "/health",
-    "port": 8080,
-    "host": "127.0.0.1",
-    "timeout": 30,
-    "interval": 1,
-    "settle": 0,
-    "status": 200,
-}
-DEFAULT_POLICY = {
-    "batch": 1,
-    "state_timeout": 300,
-    "on_failure": "rollback",
-    "max_failures": 0,
-}
-DEFAULT_STOP_TIMEOUT = 10
-
-
-class ConfigError(ValueError):
+class ConfigError(SaltcdError, ValueError):
     """The saltcd configuration is invalid; the message names the key."""
+
+
+# ---------------------------------------------------------------------------
+# Checks: check(value, key) -> the value to use, or raise ConfigError naming `key`.
+
+
+def _need(cond, key, message):
+    if not cond:
+        raise ConfigError(f"{key}: {message}")
+
+
+def _number(minimum):
+    def check(value, key):
+        _need(isinstance(value, (int, float)) and not isinstance(value, bool) and value >= minimum,
+              key, f"must be a number >= {minimum}, got {value!r}")
+        return value
+    return check
+
+
+def _integer_between(low, high, what):
+    def check(value, key):
+        _need(isinstance(value, int) and not isinstance(value, bool) and low <= value <= high,
+              key, f"must be {what} {low}-{high}, got {value!r}")
+        return value
+    return check
+
+
+_port = _integer_between(1, 65535, "a port number")
+
+
+def _one_of(choices):
+    """A check against `choices`, read when it runs: a registry (a dict) stays the list."""
+    def check(value, key):
+        _need(value in choices, key, f"must be one of {tuple(choices)}, got {value!r}")
+        return value
+    check.choices = choices
+    return check
+
+
+def _boolean(value, key):
+    _need(isinstance(value, bool), key, "must be true or false")
+    return value
+
+
+def _text(value, key):
+    _need(isinstance(value, str) and value, key, "must be a non-empty string")
+    return value
+
+
+def _secret(value, key):
+    _need(isinstance(value, str) and value, key,
+          "must be a non-empty string (or an sdb:// URI that resolves to one)")
+    return value
+
+
+def _push_secret(value, key):
+    _need(isinstance(value, str) and len(value) >= 16, key,
+          "must be a string of at least 16 characters (or an sdb:// URI that resolves to one)")
+    return value
+
+
+def _absolute_path(value, key):
+    _need(isinstance(value, str) and value.startswith("/"), key, "must be an absolute file path")
+    return value
+
+
+def _minion_ids(value, key):
+    _need(isinstance(value, list) and all(isinstance(m, str) and m for m in value), key,
+          "must be a list of minion ids")
+    return tuple(value)
+
+
+def _mapping(value, key):
+    _need(isinstance(value, dict), key, "must be a mapping")
+    return value
+
+
+def _tag_environments(value, key):
+    _need(isinstance(value, dict) and value, key, "must map image tags to environment names")
+    for tag, env in value.items():
+        try:
+            references.parse_tag(str(tag))
+        except references.ReferenceError as exc:
+            raise ConfigError(f"{key}:{tag}: {exc}") from None
+        _need(isinstance(env, str) and NAME_RE.fullmatch(env), f"{key}:{tag}",
+              f"invalid environment name {env!r}")
+    return {str(tag): env for tag, env in value.items()}
+
+
+def _repository(value, key):
+    try:
+        return references.parse_repository(value)
+    except references.ReferenceError as exc:
+        raise ConfigError(f"{key}: {exc}") from None
+
+
+def _container(value, key):
+    _need(isinstance(value, str) and CONTAINER_RE.fullmatch(value), key,
+          f"invalid container name {value!r}")
+    return value
+
+
+def _ports(value, key):
+    _need(isinstance(value, list), key, "must be a list of 'host:container' port bindings")
+    for index, binding in enumerate(value):
+        text = str(binding)
+        match = PORT_BINDING_RE.fullmatch(text)
+        _need(match, f"{key}:{index}", f"invalid port binding {text!r}")
+        for number in (match.group(1), match.group(2)):
+            if number is not None:
+                _port(int(number), f"{key}:{index}")
+    return tuple(str(binding) for binding in value)
+
+
+def _environment_vars(value, key):
+    _need(isinstance(value, dict), key, "must be a mapping of variable name to value")
+    for name, item in value.items():
+        _need(ENV_VAR_RE.fullmatch(str(name)), f"{key}:{name}", "invalid variable name")
+        _need(isinstance(item, (str, int, float)) and not isinstance(item, bool), f"{key}:{name}",
+              "value must be a string or a number")
+    return {str(name): str(item) for name, item in value.items()}
+
+
+def _health_path(value, key):
+    _need(isinstance(value, str) and value.startswith("/") and " " not in value, key,
+          f"must be an absolute URL path, got {value!r}")
+    return value
+
+
+def _host(value, key):
+    _need(isinstance(value, str) and HOST_RE.fullmatch(value), key,
+          f"must be a host name or address, got {value!r}")
+    return value
+
+
+def _batch(value, key):
+    try:
+        return batches.validate_spec(value)
+    except batches.BatchSpecError as exc:
+        raise ConfigError(f"{key}: {exc}") from None
+
+
+def _max_failures(value, key):
+    ok = (isinstance(value, int) and not isinstance(value, bool) and value >= 0) or (
+        isinstance(value, str) and re.fullmatch(r"\d{1,3}%", value) and int(value[:-1]) <= 100
+    )
+    _need(ok, key, f"must be a count >= 0 or a percentage, got {value!r}")
+    return value
+
+
+def _target(value, key):
+    _need(isinstance(value, str) and value, key, "must be a Salt target string")
+    return value
+
+
+# ---------------------------------------------------------------------------
+# The table.
+
+class _Required:
+    def __repr__(self):
+        return "REQUIRED"
+
+
+REQUIRED = _Required()  # the default of a key that has none: it must be set
+
+
+@dataclass(frozen=True)
+class Derived:
+    """A default computed from where the key is used: fn(app, env) -> value."""
+
+    text: str
+    fn: object
+
+
+@dataclass(frozen=True)
+class Key:
+    """One configuration key: where it lives, its default, its check, what it means.
+
+    `path` is dotted, with `<placeholders>` for names the operator chooses; a
+    key with children (`apps.<app>.health`) is a mapping checked key by key.
+    `per_env`: also accepted under `apps.<app>.environments.<env>`, which wins.
+    `secret`: resolved through the secret lookup (sdb://) before the check.
+    `shown`: the default as the reference states it, when the value says too little.
+    """
+
+    path: str
+    meaning: str
+    default: object = None
+    check: object = None
+    per_env: bool = False
+    secret: bool = False
+    shown: str = None
+
+    @property
+    def name(self):
+        return self.path.rsplit(".", 1)[-1]
+
+
+APP = "apps.<app>"
+ENV = "apps.<app>.environments.<env>"
+
+# Every key of `saltcd:`, in the README's order. A new key is one entry here
+# (and the code that uses it); then `make config-reference` regenerates the
+# README's table and the deploy state's defaults.yaml, and config.example.yaml
+# must show it (a unit test says so). Rules tying keys together (`username` with
+# `password`, a source's `token` or `hmac_secret`) live in the loader below.
+KEYS = (
+    Key("tag_environments", "image tag -> environment", {"dev": "dev", "qa": "qa", "prod": "prod"},
+        _tag_environments),
+    Key("sources", "webhook sources by name; each posts to the webhook engine at `/saltcd/<source>`",
+        {}, _mapping,
+        shown="none: every webhook is rejected"),
+    Key("sources.<source>.format", "payload format", "distribution",
+        _one_of(notifications.PARSERS)),
+    Key("sources.<source>.token", "bearer token the source sends (sdb:// allowed); "
+        "`token` or `hmac_secret` is required", None, _secret, secret=True),
+    Key("sources.<source>.token_header", "header carrying `Bearer <token>`", "Authorization", _text),
+    Key("sources.<source>.hmac_secret", "key of the body's HMAC-SHA256, `sha256=<hex>` "
+        "(sdb:// allowed)", None, _secret, secret=True),
+    Key("sources.<source>.signature_header", "header carrying the HMAC", "X-Hub-Signature-256", _text),
+    Key("ci_minions", "minion ids allowed to fire `saltcd/push`", [], _minion_ids),
+    Key("push_secret", "HMAC key every `saltcd/push` event must be signed with "
+        "(≥ 16 characters; sdb:// allowed)", None, _push_secret, secret=True,
+        shown="none: unsigned pushes accepted from allowlisted ids"),
+    Key("registries", "how to reach each registry host (the digest lookup)", {}, _mapping,
+        shown="https, anonymous"),
+    Key("registries.<host>.scheme", "`http` or `https`", "https", _one_of(("http", "https"))),
+    Key("registries.<host>.username", "user for the registry (with `password`)", None, _text),
+    Key("registries.<host>.password", "its password (sdb:// allowed)", None, _secret, secret=True),
+    Key("registries.<host>.timeout", "seconds a registry request may take", 10, _number(0.1)),
+    Key("registries.<host>.ca_file", "PEM bundle that verifies the registry's (and its token "
+        "realm's) certificate instead of the system store", None, _absolute_path),
+    Key("registries.<host>.client_cert", "client certificate for mutual TLS (with `client_key`)",
+        None, _absolute_path),
+    Key("registries.<host>.client_key", "its private key", None, _absolute_path),
+    Key("apps", "the apps saltcd deploys, by name", REQUIRED, _mapping),
+    Key(f"{APP}.repository", "`host[:port]/path`; pushes of it deploy this app", REQUIRED, _repository),
+    Key(f"{APP}.container", "container name on the minions",
+        Derived("the app name", lambda app, env: app), _container),
+    Key(f"{APP}.ports", '`["host:container", …]`', [], _ports),
+    Key(f"{APP}.environment", "container environment variables", {}, _environment_vars,
+        per_env=True),
+    Key(f"{APP}.restart_policy", "docker restart policy: " + ", ".join(f"`{p}`" for p in RESTART_POLICIES),
+        "unless-stopped",
+        _one_of(RESTART_POLICIES)),
+    Key(f"{APP}.stop_timeout", "seconds before docker kills the old container", 10, _number(0)),
+    Key(f"{APP}.update_mine", "let dockermod send `docker.ps` to the Salt mine after every "
+        "container call during saltcd's state runs (costs ~1.7 s a minion on the sandbox; a "
+        "minion's own `docker.update_mine` setting wins; on minions with `multiprocessing: False` "
+        "dockermod caches the value per process, so saltcd's `false` also holds for later docker "
+        "calls)", False, _boolean),
+    Key(f"{APP}.health", "how a minion decides its container is healthy", {}, _mapping,
+        per_env=True),
+    Key(f"{APP}.health.path", "URL path probed", "/health", _health_path),
+    Key(f"{APP}.health.port", "the published (host) port probed", 8080, _port),
+    Key(f"{APP}.health.host", "address probed (a minion's grain `saltcd:health_host` wins)",
+        "127.0.0.1", _host),
+    Key(f"{APP}.health.status", "HTTP status that counts as healthy", 200,
+        _integer_between(100, 599, "an HTTP status")),
+    Key(f"{APP}.health.timeout", "seconds to become healthy", 30, _number(1)),
+    Key(f"{APP}.health.interval", "seconds between probes", 1, _number(0.1)),
+    Key(f"{APP}.health.settle", "seconds it must then stay healthy", 0, _number(0)),
+    Key(f"{APP}.batch", '`2`, `"25%"` (rounded up), or a ramp `[1, "50%", "100%"]`', 1, _batch,
+        per_env=True),
+    Key(f"{APP}.state_timeout", "seconds a batch's state run may take", 300, _number(1),
+        per_env=True),
+    Key(f"{APP}.on_failure", "when the failure budget is spent: "
+        + ", ".join(f"`{name}`" for name in rollout.FAILURE_POLICIES), "rollback",
+        _one_of(rollout.FAILURE_POLICIES), per_env=True),
+    Key(f"{APP}.max_failures", 'failed minions tolerated (count or `"10%"`)', 0, _max_failures,
+        per_env=True),
+    Key(f"{APP}.mode", "`auto`, or `manual` (waits for `deploy.approve`)",
+        Derived("manual for `prod`, else auto", lambda app, env: "manual" if env == "prod" else "auto"),
+        _one_of(MODES), per_env=True),
+    Key(f"{APP}.ci_minions", "extra CI minion ids for this app", [], _minion_ids),
+    Key(f"{APP}.environments", "environment -> where it runs; at least one", REQUIRED, _mapping),
+    Key(f"{ENV}.target", "Salt target of the environment's minions", REQUIRED, _target),
+    Key(f"{ENV}.tgt_type", "how `target` matches: " + ", ".join(f"`{t}`" for t in TGT_TYPES), "glob",
+        _one_of(TGT_TYPES)),
+)
+
+
+MISSING = object()
+
+
+def _parent(path):
+    return path.rsplit(".", 1)[0] if "." in path else ""
+
+
+def keys_under(prefix):
+    """{name: Key} of the keys directly below `prefix` ("" for the top level); the
+    environment level also takes the app keys it may override."""
+    found = {k.name: k for k in KEYS if _parent(k.path) == prefix}
+    if prefix == ENV:
+        found.update({k.name: k for k in keys_under(APP).values() if k.per_env})
+    return found
+
+
+def default(spec, app=None, env=None):
+    """The default of one Key where it is used, children's defaults included."""
+    if isinstance(spec.default, Derived):
+        return spec.default.fn(app, env)
+    children = keys_under(spec.path) if spec.path.startswith(APP) else {}
+    if children:
+        return {name: default(child, app, env) for name, child in children.items()}
+    # A fresh copy: a default is shared by every load.
+    return type(spec.default)(spec.default) if isinstance(spec.default, (dict, list)) else spec.default
+
+
+def _checked(raw, prefix, key, resolve_secret, skip=()):
+    """The keys present in mapping `raw`, each checked; unknown keys refused. A key
+    with children of its own (health) is checked the same way, one level down."""
+    _need(isinstance(raw, dict), key, "must be a mapping")
+    known = keys_under(prefix)
+    unknown = set(raw) - set(known)
+    _need(not unknown, key, f"unknown keys {sorted(unknown, key=str)}")
+    out = {}
+    for name, value in raw.items():
+        spec, where = known[name], f"{key}:{name}"
+        if name in skip or (value is None and spec.default is None):
+            continue  # handled by the caller / an optional key left empty
+        if spec.secret:
+            value = resolve_secret(value)
+        value = spec.check(value, where)
+        if prefix.startswith(APP) and keys_under(spec.path):
+            value = _checked(value, spec.path, where, resolve_secret)
+        out[name] = value
+    return out
+
+
+def _completed(present, prefix, key, app=None, env=None, only=None):
+    """`present` with the default of every missing key (of `only`, if given);
+    a missing required key is an error."""
+    out = dict(present)
+    for name, spec in keys_under(prefix).items():
+        if name in out or (only is not None and name not in only):
+            continue
+        _need(spec.default is not REQUIRED, f"{key}:{name}", "is required")
+        out[name] = default(spec, app, env)
+    return out
+
+
+def _layered(spec, app_value, env_value, app, env):
+    """An overridable key's value in one environment: env over app over default;
+    mappings (health, environment) merge key by key."""
+    base = default(spec, app, env)
+    if isinstance(base, dict):
+        merged = dict(base)
+        for layer in (app_value, env_value):
+            if layer is not MISSING:
+                merged.update(layer)
+        return merged
+    for layer in (env_value, app_value):
+        if layer is not MISSING:
+            return layer
+    return base
+
+
+# ---------------------------------------------------------------------------
+# What the loader builds.
 
 
 @dataclass(frozen=True)
@@ -108,6 +453,11 @@ class Deployment:
         }
 
 
+# The app keys the deploy state reads from the pillar above; its defaults.yaml
+# holds their defaults (generated by saltcd.config_reference).
+STATE_KEYS = ("ports", "environment", "restart_policy", "stop_timeout", "health")
+
+
 @dataclass(frozen=True)
 class Registry:
     """How to reach one registry host (the digest lookup; minions pull with their own
@@ -153,11 +503,11 @@ class Settings:
         return minion in self.ci_minions or minion in self.apps[app]["ci_minions"]
 
     def deployment(self, app, env):
-        """The Deployment of `app` in `env`; KeyError with a reason if there is none."""
+        """The Deployment of `app` in `env`; NotFound with a reason if there is none."""
         if app not in self.apps:
-            raise KeyError(f"unknown app {app!r}")
+            raise NotFound(f"unknown app {app!r}")
         if (app, env) not in self._deployments:
-            raise KeyError(f"app {app!r} has no environment {env!r}")
+            raise NotFound(f"app {app!r} has no environment {env!r}")
         return self._deployments[(app, env)]
 
     def deployments(self):
@@ -180,175 +530,31 @@ class Settings:
         return self.registries.get(host, Registry())
 
 
-def _need(cond, key, message):
-    if not cond:
-        raise ConfigError(f"{key}: {message}")
+# ---------------------------------------------------------------------------
+# The loader: the table's checks and defaults, plus the rules that tie keys together.
 
 
-def _number(value, key, minimum=0):
-    _need(
-        isinstance(value, (int, float)) and not isinstance(value, bool) and value >= minimum,
-        key,
-        f"must be a number >= {minimum}, got {value!r}",
-    )
-    return value
-
-
-def _port(value, key):
-    _need(
-        isinstance(value, int) and not isinstance(value, bool) and 0 < value < 65536,
-        key,
-        f"must be a port number 1-65535, got {value!r}",
-    )
-    return value
-
-
-def _health(raw, key):
-    _need(isinstance(raw, dict), key, "must be a mapping")
-    unknown = set(raw) - set(DEFAULT_HEALTH)
-    _need(not unknown, key, f"unknown keys {sorted(unknown)}")
-    merged = {**DEFAULT_HEALTH, **raw}
-    path = merged["path"]
-    _need(
-        isinstance(path, str) and path.startswith("/") and " " not in path,
-        f"{key}:path",
-        f"must be an absolute URL path, got {path!r}",
-    )
-    _need(
-        isinstance(merged["host"], str) and re.fullmatch(r"[A-Za-z0-9.:\[\]-]+", merged["host"]),
-        f"{key}:host",
-        f"must be a host name or address, got {merged['host']!r}",
-    )
-    return Health(
-        path=path,
-        port=_port(merged["port"], f"{key}:port"),
-        host=merged["host"],
-        timeout=_number(merged["timeout"], f"{key}:timeout", 1),
-        interval=_number(merged["interval"], f"{key}:interval", 0.1),
-        settle=_number(merged["settle"], f"{key}:settle", 0),
-        status=_port(merged["status"], f"{key}:status"),
-    )
-
-
-def _ports(raw, key):
-    _need(isinstance(raw, list), key, "must be a list of 'host:container' port bindings")
-    for index, binding in enumerate(raw):
-        text = str(binding)
-        match = PORT_BINDING_RE.fullmatch(text)
-        _need(match, f"{key}:{index}", f"invalid port binding {text!r}")
-        for number in (match.group(1), match.group(2)):
-            if number is not None:
-                _port(int(number), f"{key}:{index}")
-    return tuple(str(binding) for binding in raw)
-
-
-def _environment_vars(raw, key):
-    _need(isinstance(raw, dict), key, "must be a mapping of variable name to value")
-    for name, value in raw.items():
-        _need(ENV_VAR_RE.fullmatch(str(name)), f"{key}:{name}", "invalid variable name")
-        _need(
-            isinstance(value, (str, int, float)) and not isinstance(value, bool),
-            f"{key}:{name}",
-            "value must be a string or a number",
-        )
-    return {str(name): str(value) for name, value in raw.items()}
-
-
-def _policy(raw, key):
-    """Validate the rollout policy keys present in `raw` (app level or env level)."""
-    out = {}
-    if "batch" in raw:
-        try:
-            out["batch"] = batches.validate_spec(raw["batch"])
-        except batches.BatchSpecError as exc:
-            raise ConfigError(f"{key}:batch: {exc}") from None
-    if "state_timeout" in raw:
-        out["state_timeout"] = _number(raw["state_timeout"], f"{key}:state_timeout", 1)
-    if "on_failure" in raw:
-        _need(raw["on_failure"] in ON_FAILURE, f"{key}:on_failure", f"must be one of {ON_FAILURE}")
-        out["on_failure"] = raw["on_failure"]
-    if "mode" in raw:
-        _need(raw["mode"] in MODES, f"{key}:mode", f"must be one of {MODES}")
-        out["mode"] = raw["mode"]
-    if "max_failures" in raw:
-        value = raw["max_failures"]
-        ok = (isinstance(value, int) and not isinstance(value, bool) and value >= 0) or (
-            isinstance(value, str) and re.fullmatch(r"\d{1,3}%", value) and int(value[:-1]) <= 100
-        )
-        _need(ok, f"{key}:max_failures", f"must be a count >= 0 or a percentage, got {value!r}")
-        out["max_failures"] = value
-    return out
-
-
-_APP_KEYS = {
-    "repository", "container", "ports", "environment", "restart_policy", "stop_timeout", "health",
-    "environments", "batch", "state_timeout", "on_failure", "max_failures", "mode", "ci_minions",
-    "update_mine",
-}
-_ENV_KEYS = {"target", "tgt_type", "health", "environment", "batch", "state_timeout",
-             "on_failure", "max_failures", "mode"}
-
-
-def _deployment(app, env, raw_app, raw_env, key):
+def _deployment(app, env, app_present, app_settings, raw_env, key, resolve_secret):
     _need(isinstance(raw_env, dict), key, "must be a mapping with at least `target`")
-    unknown = set(raw_env) - _ENV_KEYS
-    _need(not unknown, key, f"unknown keys {sorted(unknown)}")
-    _need(isinstance(raw_env.get("target"), str) and raw_env["target"], f"{key}:target",
-          "must be a Salt target string")
-    tgt_type = raw_env.get("tgt_type", "glob")
-    _need(tgt_type in TGT_TYPES, f"{key}:tgt_type", f"must be one of {TGT_TYPES}")
-    # Production waits for a person unless configured otherwise.
-    defaults = {**DEFAULT_POLICY, "mode": "manual" if env == "prod" else "auto"}
-    policy = {**defaults, **_policy(raw_app, f"saltcd:apps:{app}"), **_policy(raw_env, key)}
-    health = _health({**raw_app.get("health", {}), **raw_env.get("health", {})},
-                     f"{key}:health" if "health" in raw_env else f"saltcd:apps:{app}:health")
-    variables = {**raw_app.get("environment", {}), **raw_env.get("environment", {})}
-    return Deployment(
-        app=app,
-        env=env,
-        repository=raw_app["repository"],
-        container=raw_app["container"],
-        ports=raw_app["ports"],
-        environment=_environment_vars(variables, f"{key}:environment"),
-        restart_policy=raw_app["restart_policy"],
-        stop_timeout=raw_app["stop_timeout"],
-        update_mine=raw_app["update_mine"],
-        health=health,
-        target=raw_env["target"],
-        tgt_type=tgt_type,
-        **policy,
-    )
+    env_present = _completed(_checked(raw_env, ENV, key, resolve_secret), ENV, key, app, env,
+                             only=[k.name for k in KEYS if _parent(k.path) == ENV])
+    values = {**app_settings, **env_present}
+    for name, spec in keys_under(ENV).items():
+        if spec.per_env:
+            values[name] = _layered(spec, app_present.get(name, MISSING),
+                                    env_present.get(name, MISSING), app, env)
+    values["health"] = Health(**values["health"])
+    wanted = set(Deployment.__dataclass_fields__) - {"app", "env"}
+    return Deployment(app=app, env=env, **{name: values[name] for name in wanted})
 
 
-def _app(name, raw, environments):
+def _app(name, raw, environments, resolve_secret):
     key = f"saltcd:apps:{name}"
     _need(NAME_RE.fullmatch(str(name)), key, "app names are lowercase letters, digits, '-' and '_'")
-    _need(isinstance(raw, dict), key, "must be a mapping")
-    unknown = set(raw) - _APP_KEYS
-    _need(not unknown, key, f"unknown keys {sorted(unknown)}")
-    _need("repository" in raw, f"{key}:repository", "is required")
-    try:
-        repository = references.parse_repository(raw["repository"])
-    except references.ReferenceError as exc:
-        raise ConfigError(f"{key}:repository: {exc}") from None
-    container = raw.get("container", name)
-    _need(isinstance(container, str) and CONTAINER_RE.fullmatch(container), f"{key}:container",
-          f"invalid container name {container!r}")
-    restart = raw.get("restart_policy", "unless-stopped")
-    _need(restart in RESTART_POLICIES, f"{key}:restart_policy", f"must be one of {RESTART_POLICIES}")
-    app = {
-        "repository": repository,
-        "container": container,
-        "ports": _ports(raw.get("ports", []), f"{key}:ports"),
-        "environment": _environment_vars(raw.get("environment", {}), f"{key}:environment"),
-        "restart_policy": restart,
-        "stop_timeout": _number(raw.get("stop_timeout", DEFAULT_STOP_TIMEOUT), f"{key}:stop_timeout"),
-        "health": raw.get("health", {}),
-        "ci_minions": _minion_ids(raw.get("ci_minions", []), f"{key}:ci_minions"),
-        "update_mine": raw.get("update_mine", False),
-    }
-    _need(isinstance(app["update_mine"], bool), f"{key}:update_mine", "must be true or false")
-    _health(app["health"], f"{key}:health")
+    present = _checked(raw, APP, key, resolve_secret, skip=("environments",))
+    # Overridable keys get their defaults per environment (mode's depends on it).
+    app = _completed(present, APP, key, app=name,
+                     only=[n for n, k in keys_under(APP).items() if not k.per_env and n != "environments"])
     envs = raw.get("environments")
     _need(isinstance(envs, dict) and envs, f"{key}:environments",
           "must map at least one environment to a target")
@@ -357,90 +563,43 @@ def _app(name, raw, environments):
         env_key = f"{key}:environments:{env}"
         _need(env in environments, env_key,
               f"unknown environment; tag_environments maps to {sorted(environments)}")
-        deployments[(name, env)] = _deployment(name, env, {**raw, **app}, raw_env, env_key)
+        deployments[(name, env)] = _deployment(name, env, present, app, raw_env, env_key,
+                                               resolve_secret)
     return app, deployments
 
 
+def _registry(host, raw, resolve_secret):
+    key = f"saltcd:registries:{host}"
+    _need(references.DOMAIN_RE.fullmatch(str(host)), key, "invalid registry host")
+    prefix = "registries.<host>"
+    conf = _completed(_checked(raw, prefix, key, resolve_secret), prefix, key)
+    _need((conf["username"] is None) == (conf["password"] is None), key,
+          "`username` and `password` go together")
+    _need((conf["client_cert"] is None) == (conf["client_key"] is None), key,
+          "`client_cert` and `client_key` go together")
+    return Registry(**conf)
+
+
 def _registries(raw, resolve_secret):
-    _need(isinstance(raw, dict), "saltcd:registries", "must map registry host to settings")
+    """Registry settings by canonical host: lookups use the canonical name, so
+    Docker Hub's aliases (`index.docker.io`, `registry-1.docker.io`) are `docker.io`."""
     out = {}
     for host, conf in raw.items():
-        key = f"saltcd:registries:{host}"
-        _need(references.DOMAIN_RE.fullmatch(str(host)), key, "invalid registry host")
-        _need(isinstance(conf, dict), key, "must be a mapping")
-        unknown = set(conf) - {"scheme", "username", "password", "timeout", "ca_file",
-                               "client_cert", "client_key"}
-        _need(not unknown, key, f"unknown keys {sorted(unknown)}")
-        scheme = conf.get("scheme", "https")
-        _need(scheme in ("http", "https"), f"{key}:scheme", "must be http or https")
-        _need(("username" in conf) == ("password" in conf), key,
-              "`username` and `password` go together")
-        password = None
-        if "password" in conf:
-            password = resolve_secret(conf["password"])
-            _need(isinstance(password, str) and password, f"{key}:password",
-                  "must be a non-empty string (or an sdb:// URI that resolves to one)")
-        files = {}
-        for name in ("ca_file", "client_cert", "client_key"):
-            if conf.get(name) is not None:
-                _need(isinstance(conf[name], str) and conf[name].startswith("/"), f"{key}:{name}",
-                      "must be an absolute file path")
-                files[name] = conf[name]
-        _need(("client_cert" in files) == ("client_key" in files), key,
-              "`client_cert` and `client_key` go together")
-        out[host] = Registry(
-            scheme=scheme,
-            username=conf.get("username"),
-            password=password,
-            timeout=_number(conf.get("timeout", 10), f"{key}:timeout", 0.1),
-            **files,
-        )
+        canonical = references.DOCKER_HUB if host in references.DOCKER_HUB_ALIASES else host
+        _need(canonical not in out, f"saltcd:registries:{host}",
+              f"configured twice (as {canonical} and an alias of it)")
+        out[canonical] = _registry(host, conf, resolve_secret)
     return out
 
 
-def _minion_ids(raw, key):
-    _need(isinstance(raw, list) and all(isinstance(m, str) and m for m in raw), key,
-          "must be a list of minion ids")
-    return tuple(raw)
-
-
-def _sources(raw, resolve_secret):
-    _need(isinstance(raw, dict), "saltcd:sources", "must map webhook source names to settings")
-    out = {}
-    for name, conf in raw.items():
-        key = f"saltcd:sources:{name}"
-        _need(NAME_RE.fullmatch(str(name)), key, "source names are lowercase letters, digits, '-', '_'")
-        _need(isinstance(conf, dict), key, "must be a mapping")
-        unknown = set(conf) - {"format", "token", "token_header", "hmac_secret", "signature_header"}
-        _need(not unknown, key, f"unknown keys {sorted(unknown)}")
-        _need(conf.get("format", "distribution") in SOURCE_FORMATS, f"{key}:format",
-              f"must be one of {SOURCE_FORMATS}")
-        # An unauthenticated webhook would let anyone deploy anything.
-        _need(conf.get("token") or conf.get("hmac_secret"), key, "needs `token` or `hmac_secret`")
-        secrets = {}
-        for secret in ("token", "hmac_secret"):
-            if conf.get(secret) is not None:
-                value = resolve_secret(conf[secret])
-                _need(isinstance(value, str) and value, f"{key}:{secret}",
-                      "must be a non-empty string (or an sdb:// URI that resolves to one)")
-                secrets[secret] = value
-        out[name] = Source(
-            name=name,
-            format=conf.get("format", "distribution"),
-            token_header=str(conf.get("token_header", "Authorization")),
-            signature_header=str(conf.get("signature_header", "X-Hub-Signature-256")),
-            **secrets,
-        )
-    return out
-
-
-def _push_secret(raw, resolve_secret):
-    if raw is None:
-        return None
-    value = resolve_secret(raw)
-    _need(isinstance(value, str) and len(value) >= 16, "saltcd:push_secret",
-          "must be a string of at least 16 characters (or an sdb:// URI that resolves to one)")
-    return value
+def _source(name, raw, resolve_secret):
+    key = f"saltcd:sources:{name}"
+    _need(NAME_RE.fullmatch(str(name)), key, "source names are lowercase letters, digits, '-', '_'")
+    prefix = "sources.<source>"
+    conf = _completed(_checked(raw, prefix, key, resolve_secret), prefix, key)
+    # An unauthenticated webhook would let anyone deploy anything.
+    _need(conf["token"] or conf["hmac_secret"], key, "needs `token` or `hmac_secret`")
+    return Source(name=name, **conf)
 
 
 def load(raw, resolve_secret=lambda value: value):
@@ -450,25 +609,12 @@ def load(raw, resolve_secret=lambda value: value):
     into its value; the runner passes Salt's sdb lookup.
     """
     _need(isinstance(raw, dict), "saltcd", "must be a mapping (is the saltcd: section missing?)")
-    unknown = set(raw) - {"apps", "tag_environments", "registries", "sources", "ci_minions",
-                          "push_secret"}
-    _need(not unknown, "saltcd", f"unknown keys {sorted(unknown)}")
-    tag_envs = raw.get("tag_environments", DEFAULT_TAG_ENVIRONMENTS)
-    _need(isinstance(tag_envs, dict) and tag_envs, "saltcd:tag_environments",
-          "must map image tags to environment names")
-    for tag, env in tag_envs.items():
-        try:
-            references.parse_tag(str(tag))
-        except references.ReferenceError as exc:
-            raise ConfigError(f"saltcd:tag_environments:{tag}: {exc}") from None
-        _need(isinstance(env, str) and NAME_RE.fullmatch(env), f"saltcd:tag_environments:{tag}",
-              f"invalid environment name {env!r}")
-    environments = set(tag_envs.values())
-    apps_raw = raw.get("apps")
-    _need(isinstance(apps_raw, dict) and apps_raw, "saltcd:apps", "must define at least one app")
+    top = _completed(_checked(raw, "", "saltcd", resolve_secret), "", "saltcd")
+    _need(top["apps"], "saltcd:apps", "must define at least one app")
+    environments = set(top["tag_environments"].values())
     apps, deployments = {}, {}
-    for name, app_raw in apps_raw.items():
-        apps[name], app_deployments = _app(name, app_raw, environments)
+    for name, app_raw in top["apps"].items():
+        apps[name], app_deployments = _app(name, app_raw, environments, resolve_secret)
         deployments.update(app_deployments)
     seen = {}
     for name, app in apps.items():
@@ -477,10 +623,10 @@ def load(raw, resolve_secret=lambda value: value):
               f"already used by app {other!r}: a push must map to one app")
     return Settings(
         apps=apps,
-        tag_environments={str(tag): env for tag, env in tag_envs.items()},
-        registries=_registries(raw.get("registries", {}), resolve_secret),
-        sources=_sources(raw.get("sources", {}), resolve_secret),
-        ci_minions=_minion_ids(raw.get("ci_minions", []), "saltcd:ci_minions"),
-        push_secret=_push_secret(raw.get("push_secret"), resolve_secret),
+        tag_environments=top["tag_environments"],
+        registries=_registries(top["registries"], resolve_secret),
+        sources={name: _source(name, conf, resolve_secret) for name, conf in top["sources"].items()},
+        ci_minions=top["ci_minions"],
+        push_secret=top["push_secret"],
         _deployments=deployments,
     )

@@ -9,6 +9,7 @@ import logging
 import time
 
 from saltcd import intake, locking, notifications, registry_client, rollout, store
+from saltcd.errors import NotFound
 
 log = logging.getLogger(__name__)
 
@@ -75,7 +76,7 @@ class Controller:
         """Release the newest push waiting in a manual environment (older ones: superseded)."""
         waiting = self.records.awaiting(app, env)
         if not waiting:
-            raise KeyError(f"no push of {app} is waiting for approval in {env}")
+            raise NotFound(f"no push of {app} is waiting for approval in {env}")
         newest = waiting[-1]
         for older in waiting[:-1]:
             self.records.drop_awaiting(app, env, older["id"])
@@ -90,12 +91,12 @@ class Controller:
         self.settings.deployment(app, target_env)
         good = self.records.env_state(app, source_env).get("last_good")
         if not good:
-            raise KeyError(f"{app}/{source_env} has no healthy rollout to promote")
+            raise NotFound(f"{app}/{source_env} has no healthy rollout to promote")
         return self.request(app, target_env, user, digest=good, kind="promote",
                             reason=f"promoted from {source_env}: {good[:19]}")
 
     def rollback_target(self, app, env):
-        """The digest a manual rollback goes to, with the reason, or raise KeyError.
+        """The digest a manual rollback goes to, with the reason, or raise NotFound.
 
         If the environment does not all run its last good digest (a paused or
         interrupted rollout left it mixed), that digest; otherwise the good
@@ -104,7 +105,7 @@ class Controller:
         dep = self.settings.deployment(app, env)
         good = self.records.env_state(app, env).get("last_good")
         if not good:
-            raise KeyError(f"{app}/{env} has no rollout that succeeded: nothing to roll back to")
+            raise NotFound(f"{app}/{env} has no rollout that succeeded: nothing to roll back to")
         minions = self.fleet.targets(dep.target, dep.tgt_type)
         live = self.fleet.inspect(minions, dep.container) if minions else {}
         # Offline minions can't vote.
@@ -113,7 +114,7 @@ class Controller:
         for record in reversed(self.records.rollouts(app, env)):
             if record.get("status") in ("succeeded", "unchanged") and record.get("to_digest") not in (None, good):
                 return record["to_digest"], "the good digest before the current one"
-        raise KeyError(f"{app}/{env} has no earlier good digest than {rollout.short(good)}")
+        raise NotFound(f"{app}/{env} has no earlier good digest than {rollout.short(good)}")
 
     def reconcile(self):
         """Queue a request for every auto environment whose tag moved at the registry

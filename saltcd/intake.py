@@ -12,6 +12,7 @@ import time
 from dataclasses import dataclass, field
 
 from saltcd import ingress_auth, notifications, store
+from saltcd.errors import NotFound
 
 HOOK_PREFIXES = ("salt/engines/hook/", "salt/netapi/hook/")
 SOURCE_PREFIX = "saltcd/"
@@ -96,8 +97,8 @@ def classify(tag, data, settings, now=None):
             continue
         try:
             deployment = settings.deployment(app, env)
-        except KeyError as exc:
-            verdict.ignored.append(str(exc.args[0]))
+        except NotFound as exc:
+            verdict.ignored.append(str(exc))
             continue
         if source["kind"] == "ci" and not settings.ci_allowed(source["origin"], app):
             # The id is the master-verified minion id: an allowlist is a sound anchor.
@@ -124,7 +125,7 @@ def operator_request(settings, app, env, user="operator", now=None):
     deployment = settings.deployment(app, env)
     tags = sorted(tag for tag, mapped in settings.tag_environments.items() if mapped == env)
     if not tags:
-        raise KeyError(f"no image tag maps to environment {env!r}")
+        raise NotFound(f"no image tag maps to environment {env!r}")
     return {
         "id": store.new_id(now),
         "app": app,

@@ -138,6 +138,8 @@ def parse_dockerhub(body):
         raise PayloadError(str(exc)) from None
 
 
+# The webhook formats, by the name `saltcd:sources:<name>:format` takes: config
+# accepts exactly these, so a new format is one function and one entry here.
 PARSERS = {"distribution": parse_distribution, "dockerhub": parse_dockerhub}
 
 

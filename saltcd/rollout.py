@@ -111,7 +111,8 @@ class Rollout:
         if test:
             return self._finish("planned")
         if all(runs(before.get(m), self.digest) for m in minions):
-            self.reporter.progress(f"{dep.app}/{dep.env}: every minion already runs {short(self.digest)}; nothing to do")
+            self.reporter.progress(
+                f"{dep.app}/{dep.env}: every minion already runs {short(self.digest)}; nothing to do")
             return self._finish("unchanged")
         self.save(self.record)
         self._event("started", minions=minions, batches=[sorted(b["minions"]) for b in plan],
@@ -120,7 +121,7 @@ class Rollout:
         for step in plan:
             outcome = self._run_batch(step, self.digest)
             self.record["failed_minions"].extend(outcome["failed"])
-            if len(self.record["failed_minions"]) > budget and dep.on_failure != "continue":
+            if len(self.record["failed_minions"]) > budget and FAILURE_POLICIES[dep.on_failure]:
                 return self._stop(step["number"], before)
         failed = self.record["failed_minions"]
         status = "failed" if len(failed) > budget else "succeeded"
@@ -163,14 +164,16 @@ class Rollout:
         return entry
 
     def _stop(self, number, before):
-        """The failure budget is spent: pause, or roll the changed minions back."""
+        """The failure budget is spent: act on the deployment's failure policy."""
         dep = self.deployment
         failed = self.record["failed_minions"]
         reason = f"batch {number} failed on {', '.join(failed)}"
         self._event("failed", failed=failed, reason=reason, action=dep.on_failure)
-        if dep.on_failure == "pause":
-            return self._finish("paused", reason + "; paused, nothing rolled back")
-        return self._rollback(before, reason)
+        return FAILURE_POLICIES[dep.on_failure](self, before, reason)
+
+    def _pause(self, before, reason):
+        """Stop where we are: the changed minions keep the new digest, for a person to look at."""
+        return self._finish("paused", reason + "; paused, nothing rolled back")
 
     def _rollback(self, before, reason):
         """Give every minion touched by this rollout its previous digest back, gated."""
@@ -209,6 +212,17 @@ class Rollout:
         elif by_digest:
             reason += "; rolled back"
         return self._finish(status, reason)
+
+
+# What a spent failure budget does (`on_failure`), by name: a method
+# (rollout, before, reason) -> the finished record, or None to carry on with the
+# next batch (the rollout then ends failed). config accepts exactly these names,
+# so a new policy is one entry here.
+FAILURE_POLICIES = {
+    "rollback": Rollout._rollback,
+    "pause": Rollout._pause,
+    "continue": None,
+}
 
 
 def runs(info, digest):

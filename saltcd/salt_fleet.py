@@ -1,8 +1,7 @@
 """The fleet a rollout acts on, through Salt's LocalClient on the master."""
 
-import logging
-
 import functools
+import logging
 import os
 
 import salt.client

@@ -12,36 +12,69 @@ CLI Example:
     salt 'dev-*' saltcd.container web
 """
 
-import re
 import time
 import urllib.error
 import urllib.request
 
 from salt.exceptions import CommandExecutionError
 
-_DIGEST_RE = re.compile(r"@(sha256:[a-f0-9]{64})\Z")
+# The image reference grammar is saltcd's own: `saltcd_references` (next to this
+# module in salt://_modules, synced with it by `saltutil.sync_modules`) is a
+# symlink to the master package's saltcd/references.py, so minions without the
+# saltcd package parse references exactly as the master does, and a test
+# (tests/unit/test_minion_module.py) keeps it that way. It is an execution
+# module only so that the sync the runner already does brings it along.
+GRAMMAR = "saltcd_references"
 
 
 def __virtual__():
     return "saltcd"
 
 
-def _pinned_digest(image_ref):
-    match = _DIGEST_RE.search(image_ref or "")
-    return match.group(1) if match else None
+def _grammar(function):
+    return __salt__[f"{GRAMMAR}.{function}"]
+
+
+def reference(image):
+    """
+    Split an image reference ``[host[:port]/]path[:tag][@digest]`` with saltcd's
+    grammar: ``{"registry", "repository", "tag", "digest"}`` (tag and digest may
+    be None). Raises ``CommandExecutionError`` when it does not parse.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt '*' saltcd.reference 127.0.0.1:5000/saltcd/web:dev
+    """
+    text = str(image)
+    try:
+        repository, tag, digest = _grammar("parse_reference")(text)
+    except ValueError as exc:
+        raise CommandExecutionError(f"invalid image reference {text[:120]!r}: {exc}") from None
+    return {"registry": repository.registry, "repository": str(repository), "tag": tag,
+            "digest": digest}
+
+
+def _parsed(image):
+    try:
+        return reference(image)
+    except CommandExecutionError:
+        return None
 
 
 def _repo_digest(image_id, image_ref):
-    """The registry digest of a local image, for containers not started by digest."""
+    """The registry digest of a local image, for containers not started by digest:
+    the RepoDigests entry of the repository the container was created from."""
     try:
         image = __salt__["docker.inspect_image"](image_id)
     except CommandExecutionError:
         return None
-    repository = (image_ref or "").split("@")[0].rsplit(":", 1)[0]
+    wanted = _parsed(image_ref) if image_ref else None
     for entry in image.get("RepoDigests") or []:
-        name, _, digest = entry.partition("@")
-        if not repository or name == repository:
-            return digest
+        found = _parsed(entry)
+        if found and found["digest"] and (wanted is None or found["repository"] == wanted["repository"]):
+            return found["digest"]
     return None
 
 
@@ -63,7 +96,8 @@ def container(name):
         raise
     state = info.get("State") or {}
     image_ref = (info.get("Config") or {}).get("Image")
-    digest = _pinned_digest(image_ref) or _repo_digest(info.get("Image"), image_ref)
+    pinned = _parsed(image_ref) if image_ref else None
+    digest = (pinned or {}).get("digest") or _repo_digest(info.get("Image"), image_ref)
     return {
         "exists": True,
         "running": bool(state.get("Running")),

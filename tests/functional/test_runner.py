@@ -33,3 +33,9 @@ def test_history_reads_the_master_cache_newest_first(master_opts, example_config
     ret = run(opts, "deploy.history", app="web", env="qa", limit=1)
     assert ret["success"] is True
     assert [r["status"] for r in ret["return"]] == ["rolled_back"]
+
+
+def test_nothing_to_promote_is_a_clear_error(master_opts, example_config):
+    ret = run(master_opts(example_config), "deploy.promote", app="web", env_from="qa", env_to="prod")
+    assert ret["success"] is False
+    assert ret["return"]["error"] == "web/qa has no healthy rollout to promote"

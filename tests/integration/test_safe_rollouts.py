@@ -99,7 +99,8 @@ def test_ten_quick_pushes_never_overlap_lose_nothing_and_end_on_the_last(lab):
     # A registry may notify a push more than once: every push is in the history
     # at least once, each as run or superseded (a repeat of a digest that
     # already runs is a no-op "unchanged").
-    assert set(digests) <= {r.get("digest_hint") for r in history}, [(r["status"], r.get("digest_hint")) for r in history]
+    assert set(digests) <= {r.get("digest_hint") for r in history}, [
+        (r["status"], r.get("digest_hint")) for r in history]
     assert all(r["trigger"]["kind"] == "registry" for r in history)
     assert {r["status"] for r in history} <= {"superseded", "succeeded", "unchanged"}
     runs = sorted((r["started"], r["ended"]) for r in history if r["status"] != "superseded")

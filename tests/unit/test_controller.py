@@ -4,9 +4,9 @@ import json
 
 import pytest
 
-from saltcd import locking, registry_client
-from saltcd.ingress_auth import hashed_headers
+from saltcd import errors, locking, registry_client
 from saltcd.controller import Controller
+from saltcd.ingress_auth import hashed_headers
 from saltcd.store import Store
 
 from .conftest import TOKEN
@@ -143,7 +143,7 @@ def test_rollback_goes_to_the_good_digest_before_the_current_one(ctl):
 
 
 def test_rollback_without_history_is_refused(ctl):
-    with pytest.raises(KeyError, match="nothing to roll back to"):
+    with pytest.raises(errors.NotFound, match="nothing to roll back to"):
         ctl.rollback_target("web", "dev")
 
 

@@ -6,6 +6,7 @@ import json
 
 import pytest
 
+from saltcd import errors
 from saltcd.controller import Controller
 from saltcd.ingress_auth import hashed_headers
 from saltcd.store import Store
@@ -92,7 +93,7 @@ def test_prod_is_manual_by_default(raw_config):
 
 
 def test_promote_deploys_the_digest_that_was_healthy_in_qa(ctl):
-    with pytest.raises(KeyError, match="no healthy rollout to promote"):
+    with pytest.raises(errors.NotFound, match="no healthy rollout to promote"):
         ctl.promote("web", "qa", "prod", user="bob")
     ctl.accept(HOOK, hook_event(tag="qa"))
     ctl.drain("web", "qa")

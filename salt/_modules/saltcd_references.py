@@ -1,0 +1,1 @@
+../../saltcd/references.py

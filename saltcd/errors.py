@@ -1,0 +1,13 @@
+"""saltcd's own error types: what a runner reports as a clean failure.
+
+Anything else that escapes (a bare KeyError, a TypeError) is a bug and is left to
+surface as one, with its traceback, instead of being dressed up as "not found".
+"""
+
+
+class SaltcdError(Exception):
+    """Base of the errors saltcd raises on purpose, with a message for the operator."""
+
+
+class NotFound(SaltcdError):
+    """What was asked for does not exist: an app, an environment, a rollout to promote."""
