@@ -11,7 +11,7 @@ deploy state's `defaults.yaml` are generated from there (see
 import re
 from dataclasses import dataclass, field
 
-from saltcd import batches, notifications, references, rollout
+from saltcd import batches, notifications, references, rollout, windows
 from saltcd.errors import NotFound, SaltcdError
 
 NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
@@ -175,6 +175,17 @@ def _max_failures(value, key):
     return value
 
 
+def _windows(value, key):
+    _need(isinstance(value, list), key, "must be a list of windows like 'Mon-Fri 09:00-17:00 Europe/Berlin'")
+    parsed = []
+    for index, text in enumerate(value):
+        try:
+            parsed.append(windows.parse(text))
+        except windows.WindowError as exc:
+            raise ConfigError(f"{key}:{index}: {exc}") from None
+    return tuple(parsed)
+
+
 def _target(value, key):
     _need(isinstance(value, str) and value, key, "must be a Salt target string")
     return value
@@ -245,10 +256,23 @@ KEYS = (
     Key("sources.<source>.hmac_secret", "key of the body's HMAC-SHA256, `sha256=<hex>` "
         "(sdb:// allowed)", None, _secret, secret=True),
     Key("sources.<source>.signature_header", "header carrying the HMAC", "X-Hub-Signature-256", _text),
+    Key("sources.<source>.timestamp_header", "header carrying the send time (Unix seconds), for "
+        "senders that sign it: the HMAC then covers `<timestamp>.<body>`, and a request older than "
+        "`push_window` is a replay", None, _text),
+    Key("max_body_bytes", "largest webhook body accepted; a larger one is refused before it is "
+        "decoded or stored", 1048576, _integer_between(1024, 64 * 1048576, "a byte count")),
     Key("ci_minions", "minion ids allowed to fire `saltcd/push`", [], _minion_ids),
     Key("push_secret", "HMAC key every `saltcd/push` event must be signed with "
         "(≥ 16 characters; sdb:// allowed)", None, _push_secret, secret=True,
-        shown="none: unsigned pushes accepted from allowlisted ids"),
+        shown="none: every `saltcd/push` is rejected"),
+    Key("push_window", "seconds a signed `saltcd/push` (or a timestamped webhook) stays valid; "
+        "older, or a nonce seen before, is a replay", 300, _number(10)),
+    Key("history_keep", "rollout records kept per app and environment (newest)", 200,
+        _integer_between(10, 100000, "a count")),
+    Key("history_days", "days a rollout record is kept (the newest 10 always are)", 90, _number(1)),
+    Key("rejections_keep", "rejected events kept in full (newest); older ones only as counts "
+        "per source, reason and minute", 100, _integer_between(10, 100000, "a count")),
+    Key("rejections_days", "days rejection records and counts are kept", 30, _number(1)),
     Key("registries", "how to reach each registry host (the digest lookup)", {}, _mapping,
         shown="https, anonymous"),
     Key("registries.<host>.scheme", "`http` or `https`", "https", _one_of(("http", "https"))),
@@ -299,6 +323,11 @@ KEYS = (
     Key(f"{APP}.mode", "`auto`, or `manual` (waits for `deploy.approve`)",
         Derived("manual for `prod`, else auto", lambda app, env: "manual" if env == "prod" else "auto"),
         _one_of(MODES), per_env=True),
+    Key(f"{APP}.cooldown", "seconds a pushed digest must age (from its push; a newer push "
+        "restarts the count) before an auto rollout starts", 0, _number(0), per_env=True),
+    Key(f"{APP}.windows", "when auto rollouts may start, e.g. `[\"Mon-Fri 09:00-17:00 Europe/Berlin\"]` "
+        "(days, local time range, IANA zone; UTC when left out)", [], _windows, per_env=True,
+        shown="any time"),
     Key(f"{APP}.ci_minions", "extra CI minion ids for this app", [], _minion_ids),
     Key(f"{APP}.environments", "environment -> where it runs; at least one", REQUIRED, _mapping),
     Key(f"{ENV}.target", "Salt target of the environment's minions", REQUIRED, _target),
@@ -421,6 +450,8 @@ class Deployment:
     max_failures: object
     mode: str = "auto"
     update_mine: bool = False
+    cooldown: float = 0
+    windows: tuple = ()
 
     def pillar(self, digest):
         """The pillar the deploy SLS reads: everything it needs, nothing else."""
@@ -484,6 +515,7 @@ class Source:
     token_header: str = "Authorization"
     hmac_secret: str = field(default=None, repr=False)
     signature_header: str = "X-Hub-Signature-256"
+    timestamp_header: str = None
 
 
 @dataclass(frozen=True)
@@ -496,6 +528,12 @@ class Settings:
     sources: dict = field(default_factory=dict)
     ci_minions: tuple = ()
     push_secret: str = field(default=None, repr=False)
+    push_window: float = 300
+    max_body_bytes: int = 1048576
+    history_keep: int = 200
+    history_days: float = 90
+    rejections_keep: int = 100
+    rejections_days: float = 30
     _deployments: dict = field(default_factory=dict, repr=False)
 
     def ci_allowed(self, minion, app):
@@ -628,5 +666,7 @@ def load(raw, resolve_secret=lambda value: value):
         sources={name: _source(name, conf, resolve_secret) for name, conf in top["sources"].items()},
         ci_minions=top["ci_minions"],
         push_secret=top["push_secret"],
+        **{name: top[name] for name in ("push_window", "max_body_bytes", "history_keep",
+                                        "history_days", "rejections_keep", "rejections_days")},
         _deployments=deployments,
     )
