@@ -5,7 +5,7 @@ from pathlib import Path
 
 TICK = os.sysconf("SC_CLK_TCK")
 ROLES = (("reactor", "engines.reactor"), ("drain_engine", "saltcd_drains"),
-         ("webhook_engine", "engines.webhook"))
+         ("webhook_engine", "saltcd_webhook"))
 
 
 def _role(cmdline):

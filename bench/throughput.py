@@ -149,7 +149,7 @@ def _reacted_ids(returns, expected):
 
 def _hook_ids(events):
     """Event ids of every notification the webhook engine put on the bus."""
-    return collections.Counter(eid for e in events if e.tag.startswith("salt/engines/hook/")
+    return collections.Counter(eid for e in events if e.tag.startswith("saltcd/ingress/")
                                for eid in _event_ids(e.data.get("body", b"")))
 
 

@@ -3,6 +3,8 @@
 A payload is only a hint. The runner later confirms the digest at the registry,
 so a parser's job is to pick the deploy triggers out and to refuse anything
 malformed with a reason. Each format is one function returning `Parsed`.
+Payloads are hostile until parsed: every shape of JSON, nesting and type is
+either ignored with a reason or refused with PayloadError, never a crash.
 """
 
 import json
@@ -30,6 +32,18 @@ ROUTINE = (NOT_A_MANIFEST, NOT_A_PUSH)
 
 class PayloadError(ValueError):
     """The payload as a whole cannot be read (not UTF-8, not JSON, not an object)."""
+
+
+def shown(value, limit=200):
+    """Payload text fit for a log line or a reason: control characters (newlines
+    too) and non-ASCII escaped, cut to about `limit` characters."""
+    try:
+        text = value if isinstance(value, str) else repr(value)
+    except Exception:  # pylint: disable=broad-except  # (a repr too deep or too big)
+        text = f"<{type(value).__name__}>"
+    cut = text[:limit].encode("ascii", "backslashreplace").decode("ascii")
+    cut = "".join(c if c.isprintable() else repr(c)[1:-1] for c in cut)
+    return cut + ("..." if len(text) > limit else "")
 
 
 @dataclass(frozen=True)
@@ -62,8 +76,11 @@ def json_object(body):
         raise PayloadError(f"body of type {type(body).__name__} is not JSON text")
     try:
         value = json.loads(body)
+    except RecursionError:
+        raise PayloadError("body is JSON nested too deeply") from None
     except ValueError as exc:
-        raise PayloadError(f"body is not JSON: {exc.msg}") from None
+        # JSONDecodeError has .msg; an integer of more than 4300 digits is a plain ValueError.
+        raise PayloadError(f"body is not JSON: {shown(str(getattr(exc, 'msg', exc)), 80)}") from None
     if not isinstance(value, dict):
         raise PayloadError("body is JSON but not an object")
     return value
@@ -95,12 +112,16 @@ def parse_distribution(body):
         if not isinstance(event, dict):
             parsed.ignored.append(f"event {index}: not an object")
             continue
-        target = event.get("target") or {}
-        request = event.get("request") or {}
-        if event.get("action") != "push":
-            parsed.ignored.append(f"event {index} ({str(event.get('action'))[:20]}): {NOT_A_PUSH}")
+        action = event.get("action")
+        if action != "push":
+            parsed.ignored.append(f"event {index} ({shown(action, 20)}): {NOT_A_PUSH}")
             continue
-        if target.get("mediaType") not in MANIFEST_MEDIA_TYPES:
+        target = event.get("target") or {}
+        request = event.get("request")
+        if not isinstance(target, dict):
+            raise PayloadError(f"event {index}: target is not an object")
+        media = target.get("mediaType")
+        if not isinstance(media, str) or media not in MANIFEST_MEDIA_TYPES:
             parsed.ignored.append(f"event {index}: {NOT_A_MANIFEST}")
             continue
         if not target.get("tag"):
@@ -108,7 +129,7 @@ def parse_distribution(body):
             continue
         # A registry never sends a malformed reference: one that does not parse
         # means the envelope is forged or broken, so all of it is refused.
-        host = request.get("host")
+        host = request.get("host") if isinstance(request, dict) else None
         if not isinstance(host, str) or not references.DOMAIN_RE.fullmatch(host):
             raise PayloadError(f"event {index}: request.host missing or invalid")
         try:

@@ -33,7 +33,7 @@ from sandbox import app_image, loopback
 ROLLOUT_TIMEOUT = 180
 PLAN_TIMEOUT = 120
 HTTP_TIMEOUT = 3
-HOOK_PREFIXES = ("salt/engines/hook/", "salt/netapi/hook/")
+HOOK_PREFIXES = ("saltcd/ingress/", "salt/engines/hook/", "salt/netapi/hook/")
 VERSIONS = ("1.0.0", "2.0.0", "3.0.0-broken")
 
 _t0 = time.monotonic()

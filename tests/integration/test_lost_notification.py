@@ -46,7 +46,7 @@ def test_a_push_the_reactor_dropped_is_deployed_by_resume(lab):
         # The notification of the manifest push did reach the master (a pull
         # notification may follow it: it would be ignored anyway).
         deadline = time.time() + 30
-        while time.time() < deadline and not [e for e in lab.events("salt/engines/hook/saltcd/registry", dropped)
+        while time.time() < deadline and not [e for e in lab.events("saltcd/ingress/registry", dropped)
                                               if _is_push_of(e.data.get("body"), second)]:
             time.sleep(0.5)
         assert time.time() < deadline, "the push notification never reached the master"

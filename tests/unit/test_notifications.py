@@ -73,3 +73,23 @@ def test_generic_ci_form():
         n.parse_generic({"repository": "127.0.0.1:5000/saltcd/web"})
     with pytest.raises(n.PayloadError, match="invalid tag"):
         n.parse_generic({"repository": "127.0.0.1:5000/saltcd/web", "tag": "$(id)"})
+
+
+@pytest.mark.parametrize("body, reason", [
+    (b"[" * 100_000 + b"]" * 100_000, "nested too deeply"),
+    (b'{"events": [' + b"9" * 5000 + b"]}", "not JSON: Exceeds the limit"),
+    (envelope({"action": "push", "target": "a string"}), "event 0: target is not an object"),
+    (envelope({**event(), "request": ["a", "list"]}), "request.host missing or invalid"),
+])
+def test_hostile_envelopes_are_refused_with_a_reason(body, reason):
+    with pytest.raises(n.PayloadError, match=reason):
+        n.parse_distribution(body)
+
+
+def test_odd_shapes_are_ignored_not_crashes():
+    body = envelope({**event(), "target": {"mediaType": [MANIFEST], "tag": "dev"}},  # unhashable
+                    {"action": {"a": 1}}, "not an event", {"action": "push\n2026 INFO forged line"})
+    parsed = n.parse_distribution(body)
+    assert parsed.pushes == [] and len(parsed.ignored) == 4
+    assert all("\n" not in reason for reason in parsed.ignored)
+    assert "push\\n2026" in parsed.ignored[3]

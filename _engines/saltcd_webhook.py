@@ -1,0 +1,320 @@
+"""
+saltcd_webhook: the master engine that receives registry notifications.
+
+It replaces Salt's ``webhook`` engine, which puts every request (headers with
+the bearer token, bodies up to Tornado's 100 MB, authenticated or not) on the
+master's bus. This one checks each request at the door:
+
+- ``POST /saltcd/<source>`` for a source of ``saltcd:sources``, else 404;
+- a body larger than ``saltcd:max_body_bytes`` is refused with 413 before it
+  is read (Content-Length); a chunked one is cut off at the cap;
+- the source's bearer token or HMAC (ingress_auth) is checked, else 401; a
+  timestamped HMAC seen before is a replay (409);
+- only then ONE event, ``saltcd/ingress/<source>``, with the body text, the
+  time, a nonce and a MAC made with the master-local ingress key
+  (saltcd.ingress_key): the runner checks that MAC, so a minion cannot forge
+  the event, and no header value ever reaches the bus.
+
+Refused posts fire nothing and write nothing each: they are counted in memory
+and the counts (source, reason, minute), plus a few full records a minute,
+are written to the store every few seconds (``salt-run deploy.rejections``).
+
+Salt finds this engine through saltcd's ``salt.loader`` entry point;
+``python -m saltcd.master_config`` adds it to the master's engines:
+
+.. code-block:: yaml
+
+    engines:
+      - saltcd_webhook:
+          address: 127.0.0.1
+          port: 8787
+          ssl_crt: /etc/pki/tls/certs/saltcd.crt   # optional: TLS (bearer tokens
+          ssl_key: /etc/pki/tls/private/saltcd.key # are readable on plain HTTP)
+"""
+
+import asyncio
+import concurrent.futures
+import hashlib
+import logging
+import re
+import threading
+import time
+
+import tornado.httpserver
+import tornado.web
+
+from saltcd import ingress_auth, ingress_key, notifications, store
+
+log = logging.getLogger(__name__)
+
+__virtualname__ = "saltcd_webhook"
+
+PATH_PREFIX = "saltcd/"
+UNKNOWN_SOURCE = "(unknown)"
+FLUSH_EVERY = 5  # seconds between writes of the rejection counts
+SAMPLES_PER_MINUTE = 3  # full records per source, reason and minute; the rest are counted
+# Slow or idle clients may not hold connections open (a bounded engine).
+BODY_TIMEOUT = 30
+IDLE_TIMEOUT = 60
+MAX_HEADER_BYTES = 64 * 1024
+
+
+def __virtual__():
+    return __virtualname__
+
+
+class Rejections:
+    """Refused posts, counted in memory; `flush(records)` writes them to the store."""
+
+    def __init__(self, samples_per_minute=SAMPLES_PER_MINUTE):
+        self.samples_per_minute = samples_per_minute
+        self._lock = threading.Lock()
+        self._counts = {}
+        self._samples = []
+        self._sampled = {}
+
+    def add(self, source, reason, now, peer=None, path=None):
+        """Count one refused post; keep it in full if it is among the first few this minute."""
+        minute = int(now // 60) * 60
+        # Numbers in a reason (ages, sizes) would make every post its own key.
+        key = (source, re.sub(r"(?<![\w-])[0-9]+", "N", reason), minute)
+        with self._lock:
+            self._counts[key] = self._counts.get(key, 0) + 1
+            seen = self._sampled.get(key, 0)
+            if seen < self.samples_per_minute:
+                self._sampled[key] = seen + 1
+                self._samples.append({
+                    "id": store.new_id(now), "time": now, "tag": f"POST /{notifications.shown(path, 80)}",
+                    "source": {"kind": "registry", "origin": f"saltcd_webhook {peer or '?'}"},
+                    "reason": reason})
+
+    def take(self, now):
+        """The counts and full records gathered since the last call (and forget them)."""
+        with self._lock:
+            counts, samples = self._counts, self._samples
+            self._counts, self._samples = {}, []
+            # Sampling state of past minutes is no longer needed.
+            self._sampled = {k: v for k, v in self._sampled.items() if k[2] >= now - 120}
+        return counts, samples
+
+    def flush(self, records, now=None):
+        """Write what was counted to `records` (a saltcd.store.Store); return the counts."""
+        now = time.time() if now is None else now
+        counts, samples = self.take(now)
+        if counts:
+            records.count_rejections(counts)
+        for record in samples:
+            records.add_rejection(record)
+        return counts
+
+
+class Door:
+    """What the handler needs: settings (None: invalid config), the ingress key,
+    `fire(tag, data)`, `first_sighting(nonce, now, window)` and the counts."""
+
+    def __init__(self, settings, key, fire, first_sighting=None, rejections=None, error=None):
+        self.settings = settings
+        self.key = key
+        self.fire = fire
+        self.first_sighting = first_sighting
+        self.rejections = rejections or Rejections()
+        self.error = error
+        # One thread for the bus and the store: the IOLoop never blocks on them.
+        self.worker = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="saltcd-webhook")
+
+    async def in_worker(self, function, *args):
+        return await asyncio.get_running_loop().run_in_executor(self.worker, function, *args)
+
+
+class Refused(Exception):
+    """A post the door turns away: HTTP status, counted source and reason (and a
+    detail for the answer only)."""
+
+    def __init__(self, status, source, reason, detail=""):
+        super().__init__(reason)
+        self.status, self.source, self.reason, self.detail = status, source, reason, detail
+
+
+TOO_LARGE = "body larger than max_body_bytes"
+
+
+@tornado.web.stream_request_body
+class Hook(tornado.web.RequestHandler):  # pylint: disable=abstract-method
+    """POST /saltcd/<source>: checked at the door, one sanitized event if good."""
+
+    def initialize(self, door):  # pylint: disable=arguments-differ
+        self.door = door
+        self.source = None
+        self.chunks = []
+        self.size = 0
+        self.refused = None
+
+    def _refuse(self, refused):
+        """Answer now with the status; count the post; nothing else is kept."""
+        self.refused = refused
+        self.door.rejections.add(refused.source, refused.reason, time.time(),
+                                 peer=self.request.remote_ip, path=self.request.path.lstrip("/"))
+        self.set_status(refused.status)
+        self.set_header("Content-Type", "text/plain; charset=utf-8")
+        self.finish(f"{refused.reason}{refused.detail}\n")
+
+    def prepare(self):
+        """Before the body: the source must exist and the announced size fit."""
+        settings = self.door.settings
+        if settings is None:
+            self._refuse(Refused(503, UNKNOWN_SOURCE, f"saltcd configuration invalid: {self.door.error}"))
+            return
+        path = self.path_args[0] if self.path_args else ""
+        name = path[len(PATH_PREFIX):] if path.startswith(PATH_PREFIX) else None
+        if self.request.method != "POST":
+            return  # tornado answers 405
+        if not name or name not in settings.sources:
+            self._refuse(Refused(404, UNKNOWN_SOURCE, "no webhook source is configured for this path"))
+            return
+        self.source = settings.sources[name]
+        cap = settings.max_body_bytes
+        length = self.request.headers.get("Content-Length")
+        try:
+            announced = int(length) if length is not None else 0
+        except ValueError:
+            announced = cap + 1  # tornado refuses it too; say so first
+        if announced > cap:
+            self._refuse(Refused(413, name, TOO_LARGE, f" ({cap} bytes)"))
+            return
+        # A chunked body without Content-Length: tornado drops the connection at the cap.
+        self.request.connection.set_max_body_size(cap)
+
+    def data_received(self, chunk):
+        if self.refused is not None or self._finished:
+            return  # refused: the rest of the body is not kept (the connection closes)
+        self.size += len(chunk)
+        if self.size > self.door.settings.max_body_bytes:
+            self.chunks = []
+            self._refuse(Refused(413, self.source.name, TOO_LARGE,
+                                 f" ({self.door.settings.max_body_bytes} bytes)"))
+            return
+        self.chunks.append(chunk)
+
+    async def post(self, path):  # pylint: disable=arguments-differ,unused-argument
+        if self.refused is not None or self._finished:
+            return
+        try:
+            tag, envelope = await self._admit(b"".join(self.chunks))
+        except Refused as refused:
+            self._refuse(refused)
+            return
+        await self.door.in_worker(self.door.fire, tag, envelope)
+        self.set_header("Content-Type", "text/plain; charset=utf-8")
+        self.finish("accepted\n")
+
+    async def _admit(self, body):
+        """(tag, event data) for an authenticated body, or raise Refused."""
+        source, settings, now = self.source, self.door.settings, time.time()
+        headers = dict(self.request.headers)
+        timestamp = self.request.headers.get(source.timestamp_header) if source.timestamp_header else None
+        data = {"body": body, **ingress_auth.hashed_headers(headers), "timestamp": timestamp}
+        try:
+            ingress_auth.check(source, data, now=now, window=settings.push_window)
+        except ingress_auth.Unauthenticated as exc:
+            raise Refused(401, source.name, f"unauthenticated: {exc}") from None
+        if source.hmac_secret is not None and timestamp is not None and self.door.first_sighting:
+            # A timestamped signature is valid for push_window: seen twice, it is a replay.
+            signature = self.request.headers.get(source.signature_header, "")
+            nonce = hashlib.sha256(signature.encode("utf-8", "replace")).hexdigest()
+            try:
+                fresh = await self.door.in_worker(self.door.first_sighting, nonce, now, settings.push_window)
+            except Exception as exc:  # pylint: disable=broad-except  # nonces.Full, store errors
+                raise Refused(503, source.name, f"replay check failed: {type(exc).__name__}") from None
+            if not fresh:
+                raise Refused(409, source.name, "unauthenticated: signature seen before: a replay")
+        try:
+            text = body.decode("utf-8")
+        except UnicodeDecodeError:
+            raise Refused(400, source.name, "body is not UTF-8") from None
+        return (ingress_key.TAG_PREFIX + source.name,
+                ingress_key.envelope(self.door.key, source.name, text, now))
+
+
+def make_app(door):
+    return tornado.web.Application([(r"/(.*)", Hook, {"door": door})])
+
+
+async def flush_forever(door, records, every=FLUSH_EVERY):
+    """Write the rejection counts every `every` seconds (one line in the log, not one a post)."""
+    while True:
+        await asyncio.sleep(every)
+        try:
+            counts = await door.in_worker(door.rejections.flush, records)
+        except Exception:  # pylint: disable=broad-except
+            log.exception("saltcd_webhook: could not write rejection counts")
+            continue
+        if counts:
+            summary = {f"{s}: {r}": n for (s, r, _), n in sorted(counts.items())}
+            log.warning("saltcd_webhook: refused %d post(s) in the last %d s: %s",
+                        sum(counts.values()), every, summary)
+
+
+def server(door, address, port, ssl_options=None):
+    """An HTTPServer listening on address:port (call from a running event loop)."""
+    cap = door.settings.max_body_bytes if door.settings else 1024
+    http = tornado.httpserver.HTTPServer(
+        make_app(door), ssl_options=ssl_options, max_body_size=cap,
+        max_header_size=MAX_HEADER_BYTES, body_timeout=BODY_TIMEOUT,
+        idle_connection_timeout=IDLE_TIMEOUT)
+    http.listen(port, address=address)
+    return http
+
+
+class _Bus:
+    """The master event bus, one connection reused by the worker thread."""
+
+    def __init__(self, opts):
+        self.opts = opts
+        self.event = None
+
+    def fire(self, tag, data):
+        import salt.utils.event  # pylint: disable=import-outside-toplevel
+
+        for attempt in (1, 2):
+            try:
+                if self.event is None:
+                    self.event = salt.utils.event.get_master_event(self.opts, self.opts["sock_dir"],
+                                                                   listen=False)
+                self.event.fire_event(data, tag)
+                return
+            except Exception:  # pylint: disable=broad-except
+                if self.event is not None:
+                    self.event.destroy()
+                self.event = None
+                if attempt == 2:
+                    raise
+
+
+def start(address="127.0.0.1", port=8787, ssl_crt=None, ssl_key=None):
+    """Serve POST /saltcd/<source> until the master stops this process."""
+    import salt.cache  # pylint: disable=import-outside-toplevel
+
+    from saltcd import binding, config, nonces  # pylint: disable=import-outside-toplevel
+
+    opts = __opts__  # pylint: disable=undefined-variable
+    key = ingress_key.load_or_create(opts["cachedir"])
+    cache = salt.cache.factory(opts)
+    try:
+        settings, error = binding.settings(opts), None
+    except config.ConfigError as exc:
+        # Fail closed but visibly: every post gets 503 with the reason.
+        log.error("saltcd_webhook: invalid saltcd configuration, refusing every post: %s", exc)
+        settings, error = None, str(exc)
+    records = store.Store(cache)
+    if settings is not None:
+        records.configure(store.Limits.from_settings(settings))
+    seen = nonces.NonceCache(cache, lock_dir=opts["cachedir"]).first_sighting
+    door = Door(settings, key, _Bus(opts).fire, first_sighting=seen, error=error)
+    ssl_options = {"certfile": ssl_crt, "keyfile": ssl_key} if ssl_crt and ssl_key else None
+
+    async def main():
+        server(door, address, port, ssl_options)
+        log.info("saltcd_webhook: listening on %s:%s (%s)", address, port, "https" if ssl_options else "http")
+        await flush_forever(door, records)
+
+    asyncio.run(main())

@@ -1,0 +1,140 @@
+"""The saltcd_webhook engine on a real master: a registry push through HTTP
+deploys; a wrong token, an unknown source or an oversize body is refused at
+the door (401/404/413), puts nothing on the bus and is counted in the store;
+a `saltcd/ingress/...` event a minion forges or replays is rejected."""
+
+import json
+import socket
+import time
+import urllib.error
+import urllib.request
+
+import pytest
+
+pytestmark = pytest.mark.integration
+
+INGRESS_KEYS = {"body", "received", "nonce", "mac"}
+
+
+def engine_port(lab):
+    return next(e["saltcd_webhook"]["port"] for e in lab.master.config["engines"] if "saltcd_webhook" in e)
+
+
+def post(lab, path, body, headers):
+    """(status, answer text) of one POST, as the registry would make it."""
+    request = urllib.request.Request(f"http://127.0.0.1:{engine_port(lab)}/{path}", data=body, method="POST",
+                                     headers={"Content-Type": "application/json", **headers})
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:
+            return response.status, response.read().decode()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read().decode()
+
+
+def announce(lab, path, length, headers):
+    """Send only the headers of a POST announcing `length` bytes; the status the engine answers."""
+    lines = [f"POST /{path} HTTP/1.1", "Host: 127.0.0.1", f"Content-Length: {length}",
+             *(f"{k}: {v}" for k, v in headers.items())]
+    with socket.create_connection(("127.0.0.1", engine_port(lab)), timeout=10) as sock:
+        sock.sendall(("\r\n".join(lines) + "\r\n\r\n").encode())
+        return int(sock.recv(4096).split(b" ", 2)[1])
+
+
+def counted(lab, source, reason):
+    data = lab.run.run("deploy.rejections", "limit=100").data
+    return sum(r["count"] for r in data["counted"] if r["source"] == source and r["reason"] == reason)
+
+
+def wait_counted(lab, source, reason, more_than, timeout=30):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        now = counted(lab, source, reason)
+        if now > more_than:
+            return now
+        time.sleep(1)
+    raise AssertionError(f"{source}: {reason!r} not counted within {timeout}s")
+
+
+def events_since(lab, after):
+    return lab.listener.get_events([(lab.master.id, "*")], after_time=after)
+
+
+def fire_unwrapped(lab, minion, tag, data):
+    """What any minion can do: an event on the master's bus without its id (the syndic path)."""
+    preload = json.dumps({"events": [{"tag": tag, "data": data}]})
+    ret = lab.minions[minion].salt_call_cli().run("event.fire_master", "{}", "saltcd/decoy", f"preload={preload}")
+    assert ret.returncode == 0, ret
+
+
+@pytest.fixture(scope="module")
+def pushed(lab, webhook_token):
+    """A real push of `door:dev` through the engine, and the ingress event it made."""
+    start = time.time()
+    digest = lab.push("door", "dev", "1.0.0")
+    finished = lab.wait_for("saltcd/deploy/door/dev/finished", start).data
+    ingress = [e for e in lab.events("saltcd/ingress/registry", start) if digest in e.data.get("body", "")]
+    return {"digest": digest, "finished": finished, "ingress": ingress}
+
+
+def test_a_push_through_the_engine_deploys_and_no_header_reaches_the_bus(lab, pushed, webhook_token):
+    assert pushed["finished"]["status"] == "succeeded" and pushed["finished"]["digest"] == pushed["digest"]
+    assert set(lab.running_digests("door").values()) >= {pushed["digest"]}
+    assert pushed["ingress"], "no saltcd/ingress/registry event carried the push"
+    for event in pushed["ingress"]:
+        assert set(event.data) - {"_stamp"} == INGRESS_KEYS
+        assert isinstance(event.data["body"], str)
+    record = lab.history("door", "dev", limit=1)[0]
+    assert record["trigger"] == {"kind": "registry", "origin": "saltcd/ingress/registry"}
+    # Salt's own webhook engine is gone: no raw hook event, no token on the bus.
+    assert lab.events("salt/engines/hook/*", 0.0) == []
+    assert not [e for e in events_since(lab, 0.0) if webhook_token in json.dumps(e.data, default=str)]
+
+
+def test_wrong_token_is_refused_at_the_door_counted_and_nothing_is_fired(lab):
+    reason = "unauthenticated: wrong credential in Authorization"
+    before = counted(lab, "registry", reason)
+    start = time.time()
+    body = json.dumps({"events": [{"action": "push", "target": {
+        "mediaType": "application/vnd.docker.distribution.manifest.v2+json", "repository": "saltcd/door",
+        "tag": "dev", "digest": "sha256:" + "a" * 64}, "request": {"host": lab.registry.host}}]}).encode()
+    for _ in range(20):
+        status, text = post(lab, "saltcd/registry", body, {"Authorization": "Bearer not-the-token"})
+        assert (status, text.strip()) == (401, reason)
+    assert wait_counted(lab, "registry", reason, before) == before + 20
+    time.sleep(1)
+    fired = events_since(lab, start)
+    assert not [e for e in fired if e.tag.startswith(("saltcd/ingress/", "salt/engines/hook/", "saltcd/rejected"))]
+    assert not [e for e in fired if "not-the-token" in json.dumps(e.data, default=str)]
+    recent = lab.run.run("deploy.rejections", "limit=100").data["recent"]
+    assert any(r["reason"] == reason for r in recent)
+    assert "not-the-token" not in json.dumps(recent)
+
+
+def test_unknown_source_and_oversize_are_refused_before_the_body(lab, webhook_token):
+    auth = {"Authorization": f"Bearer {webhook_token}"}
+    before = counted(lab, "registry", "body larger than max_body_bytes")
+    assert post(lab, "saltcd/elsewhere", b"{}", auth)[0] == 404
+    assert post(lab, "not/saltcd", b"{}", auth)[0] == 404
+    # 100 MB announced, none sent: the answer comes before the body.
+    assert announce(lab, "saltcd/registry", 100 * 1048576, auth) == 413
+    assert announce(lab, "saltcd/registry", 1048576 + 1, auth) == 413
+    assert wait_counted(lab, "registry", "body larger than max_body_bytes", before) == before + 2
+
+
+def test_forged_and_replayed_ingress_events_from_a_minion_are_rejected(lab, pushed):
+    real = {k: pushed["ingress"][0].data[k] for k in INGRESS_KEYS}
+    forged = {**real, "received": time.time(), "nonce": "0" * 32}  # fresh, but no key to sign with
+    start = time.time()
+    fire_unwrapped(lab, "dev-2", "saltcd/ingress/registry", forged)
+    rejected = lab.wait_for("saltcd/rejected", start, timeout=60).data
+    assert "MAC does not match" in rejected["reason"], rejected
+    start = time.time()
+    fire_unwrapped(lab, "dev-2", "saltcd/ingress/registry", real)  # a copy of the real one
+    rejected = lab.wait_for("saltcd/rejected", start, timeout=60).data
+    assert "nonce seen before" in rejected["reason"] or "a replay" in rejected["reason"], rejected
+    start = time.time()
+    ret = lab.minions["dev-2"].salt_call_cli().run("event.send", "saltcd/ingress/registry", json.dumps(real))
+    assert ret.returncode == 0, ret
+    rejected = lab.wait_for("saltcd/rejected", start, timeout=60).data
+    assert "fired by a minion" in rejected["reason"], rejected
+    assert len([r for r in lab.history("door", "dev") if r["trigger"]["kind"] == "registry"]) == 1

@@ -1,0 +1,403 @@
+"""Hostile input never crashes the intake: arbitrary bytes, JSON values and
+envelope shapes, through every webhook format, both webhook doors and the CI
+door, always end in a Verdict (requests, ignored, or a rejection with a reason
+that is safe to log)."""
+
+import json
+import sys
+
+import pytest
+from hypothesis import HealthCheck, given
+from hypothesis import settings as hsettings
+from hypothesis import strategies as st
+
+from saltcd import config, ingress_key, intake, notifications
+from saltcd.ingress_auth import hashed_headers, push_signature
+
+from .conftest import RAW, TOKEN
+
+KEY = b"k" * 32
+NOW = 1_800_000_000.0
+FORMATS = sorted(notifications.PARSERS)
+MANIFEST = "application/vnd.docker.distribution.manifest.v2+json"
+RUNS = hsettings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+
+
+def _settings():
+    raw = json.loads(json.dumps(RAW))
+    raw["sources"] = {f"src-{name}": {"format": name, "token": TOKEN} for name in FORMATS}
+    return config.load(raw)
+
+
+SETTINGS = _settings()
+SECRET = "push-secret-of-the-test-0123"
+SIGNED = config.load({**json.loads(json.dumps(RAW)), "push_secret": SECRET})
+
+
+class Nonces:
+    """A NonceCache stand-in: first sighting once per nonce."""
+
+    def __init__(self):
+        self.seen = set()
+
+    def first_sighting(self, nonce, timestamp, window):
+        fresh = nonce not in self.seen
+        self.seen.add(nonce)
+        return fresh
+
+# JSON as a parser sees it, and Python values as an event may carry them
+# (msgpack: bytes, non-string keys, tuples).
+json_scalars = st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=40)
+json_values = st.recursive(json_scalars, lambda inner: st.lists(inner, max_size=4)
+                           | st.dictionaries(st.text(max_size=12), inner, max_size=4), max_leaves=20)
+keys = st.text(max_size=12) | st.integers() | st.none() | st.tuples(st.integers())
+event_values = st.recursive(json_scalars | st.binary(max_size=20),
+                            lambda inner: st.lists(inner, max_size=4) | st.tuples(inner)
+                            | st.dictionaries(keys, inner, max_size=4), max_leaves=20)
+interesting = st.sampled_from(["push", "pull", "dev", "prod", MANIFEST, "127.0.0.1:5000", "saltcd/web",
+                               "sha256:" + "a" * 64, "\n", "\x1b[31m", "\u2028", ""])
+field = interesting | json_values
+
+
+@st.composite
+def distribution_envelopes(draw):
+    events = draw(st.lists(st.fixed_dictionaries({}, optional={
+        "action": field, "target": st.fixed_dictionaries({}, optional={
+            "mediaType": field | st.lists(json_scalars, max_size=2), "tag": field,
+            "repository": field, "digest": field}) | json_values,
+        "request": st.fixed_dictionaries({}, optional={"host": field}) | json_values,
+    }) | json_values, max_size=4))
+    return draw(st.sampled_from([{"events": events}, {"events": json.dumps(events)}, events]))
+
+
+@st.composite
+def dockerhub_payloads(draw):
+    return {"push_data": draw(st.fixed_dictionaries({}, optional={"tag": field}) | json_values),
+            "repository": draw(st.fixed_dictionaries({}, optional={"repo_name": field}) | json_values)}
+
+
+def deep(depth, opener="[", closer="]"):
+    return opener * depth + closer * depth
+
+
+bodies = (st.binary(max_size=200)
+          | json_values.map(json.dumps)
+          | distribution_envelopes().map(json.dumps)
+          | dockerhub_payloads().map(json.dumps)
+          | st.sampled_from([deep(100_000), deep(5_000, '{"a":', "}"), "9" * 5000, "1e999999",
+                             '{"events": [' + "[" * 50_000 + "]}", "\ud800", '{"events": null}']))
+
+
+def assert_verdict(verdict):
+    """A Verdict every time; reasons are str and cannot break a log line."""
+    assert isinstance(verdict, intake.Verdict)
+    assert isinstance(verdict.requests, list) and isinstance(verdict.ignored, list)
+    texts = list(verdict.ignored) + ([verdict.rejected] if verdict.rejected is not None else [])
+    for text in texts:
+        assert isinstance(text, str)
+        assert "\n" not in text and "\r" not in text and "\x1b" not in text, text
+    if verdict.rejected is not None:
+        assert verdict.requests == []
+        # The parser itself said why: not the last-resort net in classify.
+        assert not verdict.rejected.startswith("malformed payload"), verdict.rejected
+    return verdict
+
+
+def engine_event(source, body):
+    return ingress_key.envelope(KEY, source, body, now=NOW)
+
+
+@RUNS
+@given(fmt=st.sampled_from(FORMATS), body=bodies)
+def test_any_body_through_salt_api_hook_gives_a_verdict(fmt, body):
+    data = {"body": body, **hashed_headers({"Authorization": f"Bearer {TOKEN}"})}
+    assert_verdict(intake.classify(f"salt/netapi/hook/saltcd/src-{fmt}", data, SETTINGS, now=NOW))
+
+
+@RUNS
+@given(fmt=st.sampled_from(FORMATS), body=bodies)
+def test_any_body_from_the_webhook_engine_gives_a_verdict(fmt, body):
+    text = body.decode("utf-8", "replace") if isinstance(body, bytes) else body
+    verdict = intake.classify(f"saltcd/ingress/src-{fmt}", engine_event(f"src-{fmt}", text), SETTINGS,
+                              now=NOW + 1, engine_key=KEY, nonces=Nonces())
+    assert_verdict(verdict)
+    if verdict.rejected:
+        assert not verdict.rejected.startswith("unauthenticated"), verdict.rejected
+
+
+@RUNS
+@given(fmt=st.sampled_from(FORMATS),
+       envelope=st.dictionaries(st.sampled_from(["body", "received", "nonce", "mac", "cmd", "id",
+                                                 "minion_fields", "headers"]), event_values, max_size=6))
+def test_forged_engine_envelopes_are_rejected(fmt, envelope):
+    verdict = intake.classify(f"saltcd/ingress/src-{fmt}", envelope, SETTINGS, now=NOW, engine_key=KEY,
+                              nonces=Nonces())
+    assert assert_verdict(verdict).rejected
+
+
+@RUNS
+@given(tag=st.text(max_size=60) | st.sampled_from(["saltcd/push", "saltcd/ingress/", "salt/netapi/hook/",
+                                                   "salt/netapi/hook/saltcd/src-distribution"]),
+       data=event_values)
+def test_any_tag_and_data_gives_a_verdict(tag, data):
+    assert_verdict(intake.classify(tag, data, SETTINGS, now=NOW, engine_key=KEY))
+
+
+@RUNS
+@given(payload=st.dictionaries(st.sampled_from(["repository", "tag", "digest", "signature", "timestamp",
+                                                "nonce", "signature_sha256"]), field | event_values,
+                               max_size=7),
+       minion=event_values, wrapped=st.booleans())
+def test_any_ci_payload_gives_a_verdict(payload, minion, wrapped):
+    data = {"cmd": "_minion_event", "id": minion, "data": payload} if wrapped else payload
+    assert_verdict(intake.classify("saltcd/push", data, SIGNED, now=NOW, nonces=Nonces()))
+
+
+@RUNS
+@given(fields=st.fixed_dictionaries({}, optional={"repository": field, "tag": field, "digest": field}),
+       extra=st.dictionaries(keys, event_values, max_size=3), nonce=st.text("abcdef0123456789", min_size=16,
+                                                                           max_size=32))
+def test_any_signed_ci_payload_gives_a_verdict(fields, extra, nonce):
+    """Signed, so the fields reach the parser, whatever they hold."""
+    signature = push_signature(SECRET, fields.get("repository"), fields.get("tag"), fields.get("digest"),
+                               int(NOW), nonce)
+    payload = {**extra, **fields, "timestamp": int(NOW), "nonce": nonce, "signature": signature}
+    data = {"cmd": "_minion_event", "id": "ci-1", "data": payload}
+    assert_verdict(intake.classify("saltcd/push", data, SIGNED, now=NOW, nonces=Nonces()))
+
+
+def _nested(depth):
+    value = "x"
+    for _ in range(depth):
+        value = {"a": [value]}
+    return value
+
+
+@pytest.mark.parametrize("data", [
+    {"body": deep(sys.getrecursionlimit() * 4), **hashed_headers({"Authorization": f"Bearer {TOKEN}"})},
+    {"body": _nested(sys.getrecursionlimit() * 2), **hashed_headers({"Authorization": f"Bearer {TOKEN}"})},
+    {"body": {1: "non-string key", (2,): "tuple key"},
+     **hashed_headers({"Authorization": f"Bearer {TOKEN}"})},
+    {"body": json.dumps({"events": [{"action": "push", "target": {"mediaType": [MANIFEST]}}]}),
+     **hashed_headers({"Authorization": f"Bearer {TOKEN}"})},
+    {"body": json.dumps({"events": [{"action": "push", "target": "not an object"}]}),
+     **hashed_headers({"Authorization": f"Bearer {TOKEN}"})},
+    {"body": json.dumps({"events": [{"action": "push", "target": {"mediaType": MANIFEST, "tag": "dev"},
+                                     "request": ["not", "an", "object"]}]}),
+     **hashed_headers({"Authorization": f"Bearer {TOKEN}"})},
+    {"body": b"\xff\xfe", "minion_fields": 5, **hashed_headers({"Authorization": f"Bearer {TOKEN}"})},
+], ids=["deep JSON text", "deep Python value", "non-string keys", "unhashable mediaType",
+        "target not an object", "request not an object", "minion_fields not a list"])
+def test_known_crashers_are_refused_or_ignored_with_a_reason(data):
+    verdict = assert_verdict(intake.classify("salt/netapi/hook/saltcd/src-distribution", data, SETTINGS, now=NOW))
+    assert verdict.rejected or verdict.ignored
+    assert not verdict.requests
+
+
+def test_a_body_over_the_cap_is_refused_before_parsing():
+    body = json.dumps({"events": [], "pad": "x" * SETTINGS.max_body_bytes})
+    data = {"body": body, **hashed_headers({"Authorization": f"Bearer {TOKEN}"})}
+    verdict = intake.classify("salt/netapi/hook/saltcd/src-distribution", data, SETTINGS, now=NOW)
+    assert "larger than max_body_bytes" in verdict.rejected
+
+
+def test_log_text_is_escaped():
+    assert notifications.shown("a\nb\x1b[31m\u2028") == "a\\nb\\x1b[31m\\u2028"
+    assert notifications.shown("x" * 500, 10) == "x" * 10 + "..."
+    assert notifications.shown(["\n"]) == "['\\n']"
+
+
+# The door: the saltcd_webhook engine's HTTP handler on loopback, in this process.
+
+def _load_engine():
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[2] / "_engines" / "saltcd_webhook.py"
+    spec = importlib.util.spec_from_file_location("saltcd_webhook_under_test", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture
+def door():
+    """The engine's door on 127.0.0.1: (url, door, fired events, store)."""
+    import asyncio
+    import hashlib
+    import socket
+    import threading
+
+    from saltcd.store import Limits, Store
+
+    from .fakes import MemoryCache
+
+    engine = _load_engine()
+    raw = json.loads(json.dumps(RAW))
+    raw["sources"]["stamped"] = {"hmac_secret": "stamp-secret", "timestamp_header": "X-Timestamp"}
+    raw["max_body_bytes"] = 4096
+    settings = config.load(raw)
+    records = Store(MemoryCache())
+    records.configure(Limits.from_settings(settings))
+    fired, seen = [], set()
+
+    def first_sighting(nonce, timestamp, window):
+        fresh = nonce not in seen
+        seen.add(nonce)
+        return fresh
+
+    gate = engine.Door(settings, KEY, lambda tag, data: fired.append((tag, data)), first_sighting=first_sighting)
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    loop = asyncio.new_event_loop()
+    ready = threading.Event()
+
+    def run():
+        asyncio.set_event_loop(loop)
+
+        async def start():
+            engine.server(gate, "127.0.0.1", port)
+            ready.set()
+
+        loop.run_until_complete(start())
+        loop.run_forever()
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    assert ready.wait(10)
+    try:
+        yield {"url": f"http://127.0.0.1:{port}", "port": port, "door": gate, "fired": fired,
+               "records": records, "sha": hashlib.sha256}
+    finally:
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(10)
+        gate.worker.shutdown()
+
+
+def _post(url, body, headers):
+    import urllib.error
+    import urllib.request
+
+    request = urllib.request.Request(url, data=body, method="POST", headers=headers)
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:
+            return response.status, response.read().decode()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read().decode()
+
+
+def test_the_door_fires_one_signed_envelope_and_no_header(door):
+    body = json.dumps({"events": []})
+    status, _ = _post(door["url"] + "/saltcd/registry", body.encode(), {"Authorization": f"Bearer {TOKEN}"})
+    assert status == 200
+    ((tag, data),) = door["fired"]
+    assert tag == "saltcd/ingress/registry" and set(data) == {"body", "received", "nonce", "mac"}
+    assert data["body"] == body and TOKEN not in json.dumps(data)
+    verdict = intake.classify(tag, data, SETTINGS_WITH_REGISTRY, now=data["received"] + 1, engine_key=KEY,
+                              nonces=Nonces())
+    assert verdict.rejected is None and verdict.ignored == [] and verdict.requests == []
+
+
+SETTINGS_WITH_REGISTRY = config.load(json.loads(json.dumps(RAW)))
+
+
+@pytest.mark.parametrize("path, headers, body, status, reason", [
+    ("/saltcd/registry", {"Authorization": "Bearer wrong"}, b"{}", 401,
+     "unauthenticated: wrong credential in Authorization"),
+    ("/saltcd/registry", {}, b"{}", 401, "unauthenticated: missing Authorization header"),
+    ("/saltcd/nowhere", {"Authorization": f"Bearer {TOKEN}"}, b"{}", 404,
+     "no webhook source is configured for this path"),
+    ("/saltcd/registry", {"Authorization": f"Bearer {TOKEN}"}, b"x" * 5000, 413, "body larger than max_body_bytes"),
+    ("/saltcd/registry", {"Authorization": f"Bearer {TOKEN}"}, b"\xff\xfe", 400, "body is not UTF-8"),
+], ids=["wrong token", "no token", "unknown source", "oversize", "not UTF-8"])
+def test_the_door_refuses_fires_nothing_and_counts(door, path, headers, body, status, reason):
+    for _ in range(5):
+        answer = _post(door["url"] + path, body, headers)
+        assert answer[0] == status and answer[1].startswith(reason), answer
+    assert door["fired"] == []
+    source = "(unknown)" if status == 404 else "registry"
+    counts = door["door"].rejections.flush(door["records"])
+    assert {k[:2]: n for k, n in counts.items()} == {(source, reason): 5}
+    assert [r["reason"] for r in door["records"].rejections()] == [reason] * 3  # a few in full, the rest counted
+    assert [(r["source"], r["reason"], r["count"]) for r in door["records"].rejection_counts()] == [
+        (source, reason, 5)]
+
+
+def test_the_door_answers_413_before_reading_an_announced_body(door):
+    import socket
+
+    with socket.create_connection(("127.0.0.1", door["port"]), timeout=10) as sock:
+        sock.sendall(b"POST /saltcd/registry HTTP/1.1\r\nHost: x\r\nContent-Length: 104857600\r\n"
+                     + f"Authorization: Bearer {TOKEN}\r\n\r\n".encode())
+        assert sock.recv(4096).startswith(b"HTTP/1.1 413")
+
+
+def test_a_chunked_body_over_the_cap_is_cut_off(door):
+    import http.client
+
+    connection = http.client.HTTPConnection("127.0.0.1", door["port"], timeout=10)
+    try:
+        connection.request("POST", "/saltcd/registry", body=iter([b"x" * 3000] * 3),
+                           headers={"Authorization": f"Bearer {TOKEN}", "Transfer-Encoding": "chunked"})
+        assert connection.getresponse().status in (400, 413)
+    except (ConnectionError, http.client.HTTPException):
+        pass  # cut off: the connection closed
+    finally:
+        connection.close()
+    assert door["fired"] == []
+
+
+def test_a_timestamped_signature_is_accepted_once(door):
+    import hashlib
+    import hmac
+    import time
+
+    body = b'{"events": []}'
+    stamp = str(int(time.time()))
+    signature = "sha256=" + hmac.new(b"stamp-secret", stamp.encode() + b"." + body, hashlib.sha256).hexdigest()
+    headers = {"X-Hub-Signature-256": signature, "X-Timestamp": stamp}
+    assert _post(door["url"] + "/saltcd/stamped", body, headers)[0] == 200
+    assert _post(door["url"] + "/saltcd/stamped", body, headers)[0] == 409
+    old = str(int(time.time()) - 3600)
+    stale = "sha256=" + hmac.new(b"stamp-secret", old.encode() + b"." + body, hashlib.sha256).hexdigest()
+    status, text = _post(door["url"] + "/saltcd/stamped", body, {"X-Hub-Signature-256": stale, "X-Timestamp": old})
+    assert status == 401 and "replay or clock skew" in text
+    assert len(door["fired"]) == 1
+
+
+def test_an_engine_envelope_is_accepted_once_in_its_window_and_only_with_the_key():
+    body = json.dumps({"events": [{"action": "push", "target": {
+        "mediaType": MANIFEST, "repository": "saltcd/web", "tag": "dev"}, "request": {"host": "127.0.0.1:5000"}}]})
+    data = engine_event("src-distribution", body)
+    tag, nonces = "saltcd/ingress/src-distribution", Nonces()
+    first = intake.classify(tag, data, SETTINGS, now=NOW + 1, engine_key=KEY, nonces=nonces)
+    assert [(r["app"], r["env"]) for r in first.requests] == [("web", "dev")]
+    assert first.source == {"kind": "registry", "origin": tag}
+    reasons = [intake.classify(tag, data, SETTINGS, now=NOW + 2, engine_key=KEY, nonces=nonces).rejected,
+               intake.classify(tag, engine_event("src-distribution", body), SETTINGS, now=NOW + 301,
+                               engine_key=KEY, nonces=Nonces()).rejected,
+               intake.classify(tag, engine_event("src-distribution", body), SETTINGS, now=NOW,
+                               engine_key=b"another master's key" * 2, nonces=Nonces()).rejected,
+               intake.classify(tag, engine_event("src-distribution", body), SETTINGS, now=NOW,
+                               engine_key=None, nonces=Nonces()).rejected,
+               intake.classify(tag, engine_event("src-distribution", body), SETTINGS, now=NOW,
+                               engine_key=KEY).rejected,
+               intake.classify(tag, {**engine_event("src-distribution", body), "body": body.replace("dev", "qa")},
+                               SETTINGS, now=NOW, engine_key=KEY, nonces=Nonces()).rejected]
+    assert reasons == ["unauthenticated: nonce seen before: a replay",
+                       "unauthenticated: envelope is 301 s old, outside push_window (300 s): a replay",
+                       "unauthenticated: MAC does not match: not fired by this master's saltcd_webhook engine",
+                       "unauthenticated: the ingress key is missing (is the saltcd_webhook engine running?)",
+                       "unauthenticated: refused: no nonce cache to detect replays with",
+                       "unauthenticated: MAC does not match: not fired by this master's saltcd_webhook engine"]
+
+
+def test_the_ingress_key_is_created_once_and_private(tmp_path):
+    import os
+    import stat
+
+    assert ingress_key.load(str(tmp_path)) is None
+    key = ingress_key.load_or_create(str(tmp_path))
+    assert len(key) == 32 and ingress_key.load_or_create(str(tmp_path)) == key
+    assert stat.S_IMODE(os.stat(ingress_key.key_path(str(tmp_path))).st_mode) == 0o600
