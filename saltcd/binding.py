@@ -40,15 +40,27 @@ def drain_tag(app, env):
     return f"{DRAIN_TAG_PREFIX}{app}/{env}"
 
 
+def resolve_secret(value, opts):
+    """`value`, or what its `sdb://profile/key` names; ConfigError when that does not resolve.
+
+    Strict: without it, sdb_get returns the URI itself for a missing profile, and a
+    typo would make the URI text the secret. The URI (a path, not a secret) may be
+    named in the error; the value never is.
+    """
+    if not (isinstance(value, str) and value.startswith("sdb://")):
+        return value
+    try:
+        resolved = salt.utils.sdb.sdb_get(value, opts, strict=True)
+    except Exception as exc:  # pylint: disable=broad-except  # any driver failure: same answer
+        raise config.ConfigError(f"{value} does not resolve: {exc}") from None
+    if not isinstance(resolved, str) or not resolved or resolved == value:
+        raise config.ConfigError(f"{value} does not resolve to a non-empty string")
+    return resolved
+
+
 def settings(opts):
     """The validated `saltcd:` section; secrets given as `sdb://profile/key` are looked up."""
-
-    def resolve(value):
-        if isinstance(value, str) and value.startswith("sdb://"):
-            return salt.utils.sdb.sdb_get(value, opts)
-        return value
-
-    return config.load(opts.get("saltcd"), resolve_secret=resolve)
+    return config.load(opts.get("saltcd"), resolve_secret=lambda value: resolve_secret(value, opts))
 
 
 @contextlib.contextmanager

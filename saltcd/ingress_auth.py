@@ -1,18 +1,42 @@
-"""Authenticating webhook requests: a shared bearer token or an HMAC of the body.
+"""Authenticating what enters: webhook requests and signed `saltcd/push` events.
 
 The webhook engine (and salt-api with webhook_disable_auth) accept anything, so
-saltcd checks each request itself. The reactor hands over header values only
-as SHA-256 digests (its arguments land in job events and the job cache), so
-the expected values are hashed the same way and compared in constant time.
+saltcd checks each request itself: a shared bearer token or an HMAC of the body
+(optionally with the send time, against replay). The reactor hands over header
+values only as SHA-256 digests (its arguments land in job events and the job
+cache), so the expected values are hashed the same way and compared in constant
+time.
+
+A `saltcd/push` event is always signed: an HMAC-SHA256 with `saltcd:push_secret`
+over repository, tag, digest, a timestamp and a nonce. Salt lets any minion put
+any event on the master's bus, so neither a minion id nor its absence proves
+where an event came from; the MAC does, the timestamp bounds how long a leaked
+payload stays usable, and the nonce (remembered in saltcd.nonces) makes it
+usable once. The CI reactor passes only the SHA-256 of the signature on.
+
 Secrets never appear in a reason, a log line or an event.
 """
 
 import hashlib
 import hmac
+import re
+import time
+
+from saltcd.nonces import Full
+
+PUSH_MESSAGE_VERSION = "saltcd-push-v2"
+NONCE_RE = re.compile(r"[A-Za-z0-9_-]{16,128}")
+DEFAULT_WINDOW = 300
+HOW_TO_SIGN = ("set `saltcd:push_secret` in the master config and sign pushes with "
+               "`python -m saltcd.ci_push --secret-file FILE`; operators use `salt-run deploy.rollout`")
 
 
 class Unauthenticated(ValueError):
     """The request does not carry the configured credential."""
+
+
+class Replay(Unauthenticated):
+    """Authentic, but stale or seen before."""
 
 
 def sha256_hex(text):
@@ -47,8 +71,33 @@ def _as_bytes(body):
     raise Unauthenticated("request body is missing")
 
 
-def check(source, data):
-    """Raise Unauthenticated unless the hook event `data` satisfies `source` (a config.Source)."""
+def _timestamp(value, what):
+    """Unix seconds as an int, from an int or a string of digits; else Unauthenticated."""
+    if isinstance(value, bool):
+        value = None
+    if isinstance(value, str) and re.fullmatch(r"[0-9]{1,12}", value.strip()):
+        value = int(value.strip())
+    if not isinstance(value, int) or value < 0:
+        raise Unauthenticated(f"missing or invalid {what} (Unix seconds)")
+    return value
+
+
+def _fresh(timestamp, now, window, what):
+    """Replay unless `timestamp` is within ±window seconds of the master's clock."""
+    skew = now - timestamp
+    if abs(skew) > window:
+        direction = "old" if skew > 0 else "in the future"
+        raise Replay(f"replay or clock skew: {what} is {abs(skew):.0f} s {direction} "
+                     f"(push_window is {window:g} s)")
+
+
+def check(source, data, now=None, window=DEFAULT_WINDOW):
+    """Raise Unauthenticated unless the hook event `data` satisfies `source` (a config.Source).
+
+    With `source.timestamp_header`, `data["timestamp"]` is that header's clear value,
+    the HMAC covers `b"<timestamp>." + body` (the form GitHub-style and Stripe-style
+    senders use) and a timestamp more than `window` seconds off is a replay.
+    """
     if source.token is not None:
         given = _header_digest(data, source.token_header)
         if given is None:
@@ -62,27 +111,84 @@ def check(source, data):
         given = _header_digest(data, source.signature_header)
         if given is None:
             raise Unauthenticated(f"missing signature header {source.signature_header}")
-        mac = hmac.new(source.hmac_secret.encode("utf-8"), _as_bytes(data.get("body")), hashlib.sha256)
+        message = _as_bytes(data.get("body"))
+        timestamp = None
+        if source.timestamp_header:
+            if data.get("timestamp") is None:
+                raise Unauthenticated(f"missing timestamp header {source.timestamp_header}")
+            timestamp = _timestamp(data.get("timestamp"), f"timestamp in {source.timestamp_header}")
+            message = f"{timestamp}.".encode("ascii") + message
+        mac = hmac.new(source.hmac_secret.encode("utf-8"), message, hashlib.sha256)
         if not _matches(given, f"sha256={mac.hexdigest()}"):
             raise Unauthenticated(f"signature in {source.signature_header} does not match the body")
+        if timestamp is not None:
+            _fresh(timestamp, _now(now), window, f"timestamp in {source.timestamp_header}")
 
 
-def push_signature(secret, repository, tag, digest=None):
-    """The signature a `saltcd/push` event carries when `saltcd:push_secret` is set.
+def _now(now):
+    return time.time() if now is None else now
 
-    Salt lets a minion fire any event on the master's bus (the syndic `events`
-    path of `_minion_event` forwards data unwrapped), so neither an event's
-    minion id nor its lack of one proves where it came from; this MAC does.
+
+def push_message(repository, tag, digest, timestamp, nonce):
+    """The bytes a push signature covers: one field per line, digest empty if none.
+
+    `saltcd-push-v2\\n<repository>\\n<tag>\\n<digest>\\n<timestamp>\\n<nonce>` (UTF-8),
+    so a CI job without Python can sign with `openssl dgst -sha256 -hmac`.
     """
-    message = f"{repository}\n{tag}\n{digest or ''}".encode("utf-8")
+    fields = [PUSH_MESSAGE_VERSION, repository, tag, digest or "", str(timestamp), nonce]
+    return "\n".join("" if f is None else str(f) for f in fields).encode("utf-8")
+
+
+def push_signature(secret, repository, tag, digest, timestamp, nonce):
+    """The `signature` of a `saltcd/push` event: `sha256=<hex HMAC>` of push_message()."""
+    message = push_message(repository, tag, digest, timestamp, nonce)
     return "sha256=" + hmac.new(secret.encode("utf-8"), message, hashlib.sha256).hexdigest()
 
 
-def check_push(secret, payload):
-    """Raise Unauthenticated unless `payload` carries the right `signature`."""
-    given = payload.get("signature")
-    if not isinstance(given, str):
-        raise Unauthenticated("missing signature (saltcd:push_secret is set)")
-    expected = push_signature(secret, payload.get("repository"), payload.get("tag"), payload.get("digest"))
-    if not hmac.compare_digest(given.encode("utf-8", "replace"), expected.encode("utf-8")):
+def _given_signature_digest(payload):
+    """The SHA-256 (hex) of the signature the event carried, or None.
+
+    The CI reactor passes `signature_sha256` (a list of zero or one digests, so that
+    the reactor needs no `if`); a direct `salt-run deploy.accept` may pass `signature`.
+    """
+    digests = payload.get("signature_sha256")
+    if isinstance(digests, str):
+        digests = [digests]
+    if isinstance(digests, list) and len(digests) == 1 and isinstance(digests[0], str):
+        return digests[0]
+    if isinstance(payload.get("signature"), str):
+        return sha256_hex(payload["signature"])
+    return None
+
+
+def check_push(secret, payload, now, nonces, window=DEFAULT_WINDOW):
+    """Raise Unauthenticated (Replay for a stale or repeated push) unless `payload`, a
+    `saltcd/push` event's data, is signed with `secret`, fresh and new.
+
+    `nonces`: a saltcd.nonces.NonceCache; a nonce is recorded only once the
+    signature checks out, so unauthenticated events cannot fill it.
+    """
+    if not secret:
+        raise Unauthenticated(f"no push_secret is configured, so every saltcd/push is refused: {HOW_TO_SIGN}")
+    given = _given_signature_digest(payload)
+    if given is None:
+        raise Unauthenticated("missing signature (every saltcd/push must be signed)")
+    timestamp = _timestamp(payload.get("timestamp"), "timestamp")
+    nonce = payload.get("nonce")
+    if not isinstance(nonce, str) or not NONCE_RE.fullmatch(nonce):
+        raise Unauthenticated("missing or invalid nonce (16-128 letters, digits, '-' or '_')")
+    # Six lines exactly: a field with a newline in it cannot pass for a signed one
+    # (the grammar refuses such fields later anyway).
+    fields = [payload.get(k) for k in ("repository", "tag", "digest")]
+    expected = push_signature(secret, *fields, timestamp, nonce)
+    if not _matches(given, expected):
         raise Unauthenticated("signature does not match the payload")
+    _fresh(timestamp, now, window, "the push's timestamp")
+    if nonces is None:  # a caller without the store: fail closed
+        raise Unauthenticated("refused: no nonce cache to detect replays with")
+    try:
+        first = nonces.first_sighting(nonce, now, window)
+    except Full as exc:
+        raise Unauthenticated(f"refused: {exc}") from None
+    if not first:
+        raise Replay("replay: this push's nonce was seen before")

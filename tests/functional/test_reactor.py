@@ -26,3 +26,38 @@ def test_reactor_passes_body_and_only_digests_of_headers(repo_root):
     assert handed["header_names"] == ["Authorization", "Content-Type"]
     assert handed["header_sha256"][0] == hashlib.sha256(b"Bearer s3cret").hexdigest()
     assert handed["minion_fields"] == []
+
+
+def _render_ci(repo_root, data):
+    opts = salt.config.master_config(None)
+    renderers = salt.loader.render(opts, {})
+    high = salt.template.compile_template(
+        str(repo_root / "reactor" / "ci_push.sls"), renderers, opts["renderer"],
+        opts["renderer_blacklist"], opts["renderer_whitelist"], tag="saltcd/push", data=data)
+    (reaction,) = high.values()
+    return high, reaction["runner.deploy.accept"][0]["args"]
+
+
+def test_ci_reactor_passes_only_a_digest_of_the_signature(repo_root):
+    from saltcd import ci_push
+    payload = ci_push.payload("127.0.0.1:5000/saltcd/web", "dev", "p" * 32, digest="sha256:" + "a" * 64)
+    wrapped = {"id": "ci-1", "cmd": "_minion_event", "tag": "saltcd/push", "_stamp": "2026-11-26T00:00:00",
+               "data": {**payload, "__pub_fun": "event.send", "signature_sha256": ["forged"]}}
+    unwrapped = {**payload, "_stamp": "2026-11-26T00:00:00"}
+    handed = []
+    for data in (wrapped, unwrapped):
+        high, args = _render_ci(repo_root, data)
+        assert args[0]["tag"] == "saltcd/push"
+        assert payload["signature"] not in repr(high) and payload["signature"][7:] not in repr(high)
+        handed.append(args[1]["data"])
+    digest = hashlib.sha256(payload["signature"].encode()).hexdigest()
+    fields = {k: payload.get(k) for k in ("repository", "tag", "digest", "timestamp", "nonce")}
+    assert handed[0] == {"id": "ci-1", "cmd": "_minion_event", "data": {**fields, "signature_sha256": [digest]}}
+    assert handed[1] == {"id": None, "cmd": None, "data": handed[0]["data"]}  # the same check
+
+
+def test_ci_reactor_hands_over_odd_shapes_for_the_runner_to_reject(repo_root):
+    for data in ({"id": "ci-1", "cmd": "_minion_event", "data": "not a mapping"},
+                 {"repository": 5, "signature": 7}, {}):
+        _, args = _render_ci(repo_root, data)
+        assert args[1]["data"]["data"]["signature_sha256"] == []

@@ -1,6 +1,8 @@
-"""The ingress on real parts: every bad input is rejected with a reason and
-changes nothing; authenticated pushes, Docker Hub and CI payloads deploy; the
-registry's digest wins; manual environments wait; promotion goes by digest."""
+"""The ingress on real parts: every bad input is refused with a reason (at the
+webhook's door, or by the intake's own verdict) and changes nothing; a signed
+push is accepted once and not when stale; authenticated pushes, Docker Hub and
+CI payloads deploy; the registry's digest wins; manual environments wait;
+promotion goes by digest."""
 
 import json
 import time
@@ -27,18 +29,52 @@ def envelope(lab, **target):
 
 
 def post(lab, path, body, headers):
-    port = lab.master.config["engines"][0]["webhook"]["port"]
+    """POST to the saltcd_webhook engine: (HTTP status, answer text)."""
+    port = lab.master.config["engines"][0]["saltcd_webhook"]["port"]
     request = urllib.request.Request(f"http://127.0.0.1:{port}/{path}", data=body, method="POST",
                                      headers={"Content-Type": "application/json", **headers})
     try:
         with urllib.request.urlopen(request, timeout=10) as response:
-            return response.status
+            return response.status, response.read().decode("utf-8", "replace")
     except urllib.error.HTTPError as exc:
-        return exc.code
+        return exc.code, exc.read().decode("utf-8", "replace")
 
 
 def fleet_snapshot(lab, app):
     return {m["id"]: lab.container(m["id"], app) for m in lab.fleet}
+
+
+def history_ids(lab, app, env):
+    return [r["id"] for r in lab.history(app, env, limit=1000)]
+
+
+def intake_verdict(lab, after, reason, timeout=60):
+    """The `deploy.accept` return (its `salt/run/<jid>/ret` event, as the job cache
+    keeps it) whose rejection contains `reason`: the intake's own verdict."""
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        for event in lab.events("salt/run/*/ret", after):
+            ret = event.data.get("return")
+            if (event.data.get("fun") == "runner.deploy.accept" and isinstance(ret, dict)
+                    and reason in str(ret.get("rejected"))):
+                return ret
+        time.sleep(0.5)
+    raise AssertionError(f"no deploy.accept verdict rejecting {reason!r} within {timeout}s")
+
+
+def assert_refused(lab, after, reason, app="guard", env="dev"):
+    """The intake said no, with `reason`, and kept nothing: no request, no rollout."""
+    verdict = intake_verdict(lab, after, reason)
+    assert verdict["accepted"] == [] and verdict.get("drains", []) == [], verdict
+    rejected = lab.wait_for("saltcd/rejected", after, timeout=60).data
+    assert reason in rejected["reason"], rejected
+    return verdict
+
+
+def refused_count(lab, source, reason):
+    """How many posts `deploy.rejections` counts for (source, reason)."""
+    data = lab.run.run("deploy.rejections", "limit=100").data
+    return sum(row["count"] for row in data["counted"] if row["source"] == source and row["reason"] == reason)
 
 
 @pytest.fixture(scope="module")
@@ -53,13 +89,22 @@ def guard(lab):
 def _cases():
     token = "TOKEN"
     auth = {"Authorization": f"Bearer {token}"}
-    http = [
-        ("no credential", "saltcd/registry", lambda lab: envelope(lab), {}, "missing Authorization header"),
+    # Refused at the door (saltcd_webhook): an HTTP status, nothing on the bus.
+    door = [
+        ("no credential", "saltcd/registry", lambda lab: envelope(lab), {}, 401, "missing Authorization header"),
         ("wrong token", "saltcd/registry", lambda lab: envelope(lab), {"Authorization": "Bearer nope"},
-         "wrong credential in Authorization"),
+         401, "wrong credential in Authorization"),
         ("token without Bearer", "saltcd/registry", lambda lab: envelope(lab), {"Authorization": token},
-         "wrong credential in Authorization"),
-        ("not UTF-8", "saltcd/registry", lambda lab: b"\xff\xfe\x00", auth, "not UTF-8"),
+         401, "wrong credential in Authorization"),
+        ("not UTF-8", "saltcd/registry", lambda lab: b"\xff\xfe\x00", auth, 400, "not UTF-8"),
+        ("unknown source", "saltcd/elsewhere", lambda lab: envelope(lab), auth, 404,
+         "no webhook source is configured"),
+        ("hub without token", "saltcd/hub",
+         lambda lab: b'{"push_data": {"tag": "dev"}, "repository": {"repo_name": "x/y"}}', {},
+         401, "missing Authorization header"),
+    ]
+    # Authenticated at the door, refused by the intake (a verdict and saltcd/rejected).
+    http = [
         ("not JSON", "saltcd/registry", lambda lab: b"{events:", auth, "not JSON"),
         ("JSON array", "saltcd/registry", lambda lab: b"[1, 2]", auth, "not an object"),
         ("JSON string", "saltcd/registry", lambda lab: b'"push"', auth, "not an object"),
@@ -72,11 +117,6 @@ def _cases():
          auth, "invalid repository path"),
         ("non-hex digest", "saltcd/registry", lambda lab: envelope(lab, digest="sha256:" + "z" * 64), auth,
          "invalid digest"),
-        ("unknown source", "saltcd/elsewhere", lambda lab: envelope(lab), auth,
-         "no webhook source is configured"),
-        ("hub without token", "saltcd/hub",
-         lambda lab: b'{"push_data": {"tag": "dev"}, "repository": {"repo_name": "x/y"}}', {},
-         "missing Authorization header"),
         ("hub shell in tag", "saltcd/hub",
          lambda lab: json.dumps({"push_data": {"tag": "$(id)"},
                                  "repository": {"repo_name": lab.repositories["guard"]}}).encode(),
@@ -99,12 +139,12 @@ def _cases():
     ]
     unsigned = [
         ("CI: no signature", "ci-1", {"repository": "REPO", **good}, None,
-         "missing signature (saltcd:push_secret is set)"),
+         "missing signature (every saltcd/push must be signed)"),
         ("CI: signature of another tag", "ci-1", {"repository": "REPO", **good}, {"tag": "qa"},
          "signature does not match the payload"),
     ]
     forged = [
-        ("forged engine hook from a minion", "salt/engines/hook/saltcd/registry", "fired by a minion"),
+        ("forged engine ingress event from a minion", "saltcd/ingress/registry", "fired by a minion"),
         ("forged salt-api hook from a minion", "salt/netapi/hook/saltcd/registry", "fired by a minion"),
     ]
     operator = [
@@ -113,6 +153,8 @@ def _cases():
          "invalid digest"),
         ("operator: tag starting with a dash", {"repository": "REPO", "tag": "-dev"}, "invalid tag"),
     ]
+    for name, path, body, headers, status, reason in door:
+        yield pytest.param("door", (path, body, headers, status), reason, id=name)
     for name, path, body, headers, reason in http:
         yield pytest.param("http", (path, body, headers), reason, id=name)
     for name, minion, payload, reason in ci:
@@ -130,13 +172,19 @@ def _cases():
 @pytest.mark.parametrize("channel, what, reason", list(_cases()))
 def test_bad_input_is_rejected_with_a_reason_and_changes_nothing(guard, webhook_token, channel, what, reason):
     lab = guard
-    before = fleet_snapshot(lab, "guard")
+    before, history = fleet_snapshot(lab, "guard"), history_ids(lab, "guard", "dev")
     start = time.time()
     repo = lab.repositories["guard"]
-    if channel == "http":
+    if channel == "door":
+        path, body, headers, status = what
+        headers = {k: v.replace("TOKEN", webhook_token) for k, v in headers.items()}
+        answer = post(lab, path, body(lab), headers)
+        assert answer[0] == status and reason in answer[1], answer
+        assert webhook_token not in answer[1]
+    elif channel == "http":
         path, body, headers = what
         headers = {k: v.replace("TOKEN", webhook_token) for k, v in headers.items()}
-        assert post(lab, path, body(lab), headers) == 200  # the engine takes everything
+        assert post(lab, path, body(lab), headers)[0] == 200  # authenticated: the intake decides
     elif channel == "ci":
         minion, payload = what
         lab.ci_push(minion, {k: (repo if v == "REPO" else v) for k, v in payload.items()})
@@ -144,7 +192,8 @@ def test_bad_input_is_rejected_with_a_reason_and_changes_nothing(guard, webhook_
         minion, payload, signed_as = what
         payload = {k: (repo if v == "REPO" else v) for k, v in payload.items()}
         if signed_as:  # a signature made for other fields
-            payload["signature"] = json.loads(lab.signed({**payload, **signed_as}))["signature"]
+            made = json.loads(lab.signed({**payload, **signed_as}))
+            payload = {**made, **payload}
         ret = lab.minions[minion].salt_call_cli().run("event.send", "saltcd/push", json.dumps(payload))
         assert ret.returncode == 0, ret
     elif channel == "syndic":
@@ -153,43 +202,80 @@ def test_bad_input_is_rejected_with_a_reason_and_changes_nothing(guard, webhook_
             "event.fire_master", "{}", "saltcd/decoy", f"preload={json.dumps(forged)}")
         assert ret.returncode == 0, ret
     elif channel == "forged":
+        # What a minion can fire: it lacks the token (and the engine's key).
         body = envelope(lab, digest=None, tag="dev").decode()
-        payload = {"body": body, "headers": {"Authorization": f"Bearer {webhook_token}"}}
+        payload = {"body": body, "headers": {"Authorization": "Bearer a-guess"}}
         ret = lab.minions["dev-2"].salt_call_cli().run("event.send", what, json.dumps(payload))
         assert ret.returncode == 0, ret
     else:
         payload = lab.signed({k: (repo if v == "REPO" else v) for k, v in what.items()})
         ret = lab.run.run("event.send", "saltcd/push", f"data={payload}")
         assert ret.returncode == 0, ret
-    rejected = lab.wait_for("saltcd/rejected", start, timeout=60).data
-    assert reason in rejected["reason"], rejected
-    assert webhook_token not in json.dumps(rejected)
-    time.sleep(1)  # a wrongly accepted request would have started its rollout by now
-    assert lab.events("saltcd/deploy/guard/*", start) == []
+    if channel != "door":
+        verdict = assert_refused(lab, start, reason)
+        assert webhook_token not in json.dumps(verdict)
+    assert history_ids(lab, "guard", "dev") == history
+    assert fleet_snapshot(lab, "guard") == before
+
+
+def test_a_captured_push_is_accepted_once(guard):
+    """A signed payload seen once (a CI log, a process list) cannot be used again:
+    not from the CI minion, not unwrapped from another minion, not later."""
+    lab = guard
+    captured = lab.signed({"repository": lab.repositories["guard"], "tag": "dev"})
+    start = time.time()
+    ret = lab.minions["ci-1"].salt_call_cli().run("event.send", "saltcd/push", captured)
+    assert ret.returncode == 0, ret
+    assert lab.wait_for("saltcd/deploy/guard/dev/finished", start).data["status"] in ("succeeded", "unchanged")
+    before, history = fleet_snapshot(lab, "guard"), history_ids(lab, "guard", "dev")
+    start = time.time()
+    ret = lab.minions["ci-1"].salt_call_cli().run("event.send", "saltcd/push", captured)
+    assert ret.returncode == 0, ret
+    assert_refused(lab, start, "replay: this push's nonce was seen before")
+    start = time.time()
+    syndic = {"events": [{"tag": "saltcd/push", "data": json.loads(captured)}]}
+    ret = lab.minions["dev-2"].salt_call_cli().run(
+        "event.fire_master", "{}", "saltcd/decoy", f"preload={json.dumps(syndic)}")
+    assert ret.returncode == 0, ret
+    assert_refused(lab, start, "replay: this push's nonce was seen before")
+    start = time.time()
+    stale = lab.signed({"repository": lab.repositories["guard"], "tag": "dev"}, timestamp=time.time() - 3600)
+    ret = lab.minions["ci-1"].salt_call_cli().run("event.send", "saltcd/push", stale)
+    assert ret.returncode == 0, ret
+    assert_refused(lab, start, "replay or clock skew")
+    assert history_ids(lab, "guard", "dev") == history
     assert fleet_snapshot(lab, "guard") == before
 
 
 def test_rejections_are_on_record_without_secrets(guard, webhook_token):
     records = guard.run.run("deploy.rejections", "limit=100").data
-    assert len(records) >= 25
+    assert len(records["recent"]) >= 25 and sum(row["count"] for row in records["counted"]) >= 25
     assert webhook_token not in json.dumps(records)
-    assert {"time", "source", "reason", "tag"} <= set(records[0])
+    assert guard.push_secret not in json.dumps(records)
+    assert not any(signature in json.dumps(records) for signature in guard.signatures)
+    assert {"time", "source", "reason", "tag"} <= set(records["recent"][0])
 
 
 def test_registry_with_the_wrong_token_deploys_nothing(lab, lab_root, webhook_port, rogue_registry_port):
     rogue = LocalRegistry(lab_root / "rogue", port=rogue_registry_port,
                           notify_url=f"http://127.0.0.1:{webhook_port}/saltcd/registry",
                           notify_headers=layout.notify_headers("not-the-token"))
+    reason = "unauthenticated: wrong credential in Authorization"
+    before = refused_count(lab, "registry", reason)
     rogue.start()
     try:
         start = time.time()
         lab.push("rogue", "dev", "1.0.0")
-        rejected = lab.wait_for("saltcd/rejected", start, timeout=60).data
+            # The engine refuses it at the door (401) and counts it: nothing on the bus.
+        deadline, counted = time.time() + 60, before
+        while time.time() < deadline and counted == before:
+            time.sleep(1)
+            counted = refused_count(lab, "registry", reason)
     finally:
         rogue.stop()
-    assert rejected["reason"] == "unauthenticated: wrong credential in Authorization"
-    time.sleep(2)
-    assert lab.events("saltcd/deploy/rogue/*", start) == []
+    assert counted > before, "the rogue registry's notification was not refused on record"
+    assert lab.events("saltcd/ingress/*", start) == []
+    assert lab.history("rogue", "dev") == []
     assert all(d is None for d in lab.running_digests("rogue").values())
 
 
@@ -203,12 +289,12 @@ def test_docker_hub_payload_triggers_a_rollout(lab, webhook_token):
     start = time.time()
     body = json.dumps({"push_data": {"tag": "dev", "pusher": "ci"},
                        "repository": {"repo_name": lab.repositories["hub"]}}).encode()
-    assert post(lab, "saltcd/hub", body, layout.notify_headers(webhook_token)) == 200
+    assert post(lab, "saltcd/hub", body, layout.notify_headers(webhook_token))[0] == 200
     data = lab.wait_for("saltcd/deploy/hub/dev/finished", start).data
     assert data["status"] == "succeeded" and data["digest"] == digest
     assert lab.running_digests("hub")["dev-1"] == digest
     record = lab.history("hub", "dev", limit=1)[0]
-    assert record["trigger"] == {"kind": "registry", "origin": "salt/engines/hook/saltcd/hub"}
+    assert record["trigger"] == {"kind": "registry", "origin": "saltcd/ingress/hub"}
 
 
 def test_the_registry_digest_wins_and_a_missing_tag_deploys_nothing(lab):

@@ -62,10 +62,12 @@ def test_unknown_hook_path_is_rejected(ctl):
     assert "no webhook source is configured" in verdict["rejected"]
 
 
-def test_ci_allowlist(ctl):
-    event = {"id": "dev-1", "cmd": "_minion_event", "data": {"repository": REPO, "tag": "dev"}}
+def test_ci_allowlist(ctl, raw_config):
+    from saltcd import ci_push, config
+    ctl.settings = config.load({**raw_config, "push_secret": "p" * 32})
+    event = {"id": "dev-1", "cmd": "_minion_event", "data": ci_push.payload(REPO, "dev", "p" * 32)}
     assert "may not deploy app 'web'" in ctl.accept("saltcd/push", event)["rejected"]
-    event["id"] = "ci-1"
+    event = {"id": "ci-1", "cmd": "_minion_event", "data": ci_push.payload(REPO, "dev", "p" * 32)}
     assert ctl.accept("saltcd/push", event)["accepted"]
 
 
@@ -120,20 +122,45 @@ def test_a_source_without_credentials_is_a_config_error(raw_config):
         config.load(raw_config)
 
 
-def test_signed_pushes_when_a_push_secret_is_set(ctl, raw_config):
+def test_every_push_must_be_signed(ctl, raw_config):
     from saltcd import ci_push, config
-    raw_config["push_secret"] = "p" * 32
-    ctl.settings = config.load(raw_config)
-    signed = ci_push.payload(REPO, "dev", secret="p" * 32)
-    wrapped = {"id": "ci-1", "cmd": "_minion_event", "data": signed}
+    secret = "p" * 32
+    ctl.settings = config.load({**raw_config, "push_secret": secret})
+    wrapped = {"id": "ci-1", "cmd": "_minion_event", "data": ci_push.payload(REPO, "dev", secret)}
     assert ctl.accept("saltcd/push", wrapped)["accepted"]
-    assert ctl.accept("saltcd/push", dict(signed))["accepted"]  # operator, signed
-    unsigned = {"id": "ci-1", "cmd": "_minion_event", "data": ci_push.payload(REPO, "dev")}
+    assert ctl.accept("saltcd/push", ci_push.payload(REPO, "dev", secret))["accepted"]  # operator, signed
+    unsigned = {"id": "ci-1", "cmd": "_minion_event", "data": {"repository": REPO, "tag": "dev"}}
     assert ctl.accept("saltcd/push", unsigned)["rejected"] == (
-        "unauthenticated: missing signature (saltcd:push_secret is set)")
+        "unauthenticated: missing signature (every saltcd/push must be signed)")
     # A minion forging an unwrapped "operator" event cannot sign it.
-    forged = {**ci_push.payload(REPO, "dev", secret="x" * 32)}
+    forged = ci_push.payload(REPO, "dev", "x" * 32)
     assert ctl.accept("saltcd/push", forged)["rejected"] == (
         "unauthenticated: signature does not match the payload")
-    retagged = {**signed, "tag": "qa"}
+    retagged = {**ci_push.payload(REPO, "dev", secret), "tag": "qa"}
     assert "does not match" in ctl.accept("saltcd/push", retagged)["rejected"]
+    assert ctl.records.pending("web", "qa") == []
+
+
+def test_a_replayed_or_stale_push_is_rejected(ctl, raw_config):
+    import time
+
+    from saltcd import ci_push, config
+    secret = "p" * 32
+    ctl.settings = config.load({**raw_config, "push_secret": secret, "push_window": 60})
+    captured = {"id": "ci-1", "cmd": "_minion_event", "data": ci_push.payload(REPO, "dev", secret)}
+    assert ctl.accept("saltcd/push", captured)["accepted"]
+    again = ctl.accept("saltcd/push", captured)
+    assert again["rejected"] == "unauthenticated: replay: this push's nonce was seen before"
+    assert again["accepted"] == []
+    old = ci_push.payload(REPO, "dev", secret, timestamp=time.time() - 61)
+    assert "replay or clock skew" in ctl.accept("saltcd/push", old)["rejected"]
+    assert len(ctl.records.pending("web", "dev")) == 1
+    assert again["rejected"] in [r["reason"] for r in ctl.records.rejections()]
+
+
+def test_without_a_push_secret_every_push_is_refused(ctl):
+    from saltcd import ci_push
+    for event in ({"repository": REPO, "tag": "dev"},  # the master's own, unsigned
+                  {"id": "ci-1", "cmd": "_minion_event", "data": ci_push.payload(REPO, "dev", "p" * 32)}):
+        verdict = ctl.accept("saltcd/push", event)
+        assert verdict["accepted"] == [] and "set `saltcd:push_secret`" in verdict["rejected"]
