@@ -17,6 +17,7 @@ the master (opts, cache, event bus, LocalClient).
 """
 
 import logging
+import time
 
 from saltcd import binding, config, errors
 
@@ -119,10 +120,12 @@ def _own_rollout(drained, request):
     return mine[-1] if mine[-1]["status"] in _GOOD else _nonzero(mine[-1])
 
 
-def rollout(app, env, test=False):
+def rollout(app, env, test=False, force=False):
     """
     Roll the image tag of ``env`` out to ``app``'s minions now, in gated batches.
     With ``test=True``, only show the plan: batches, minions, old -> new digest.
+    Outside the environment's deploy ``windows`` it is refused (saying when the
+    next window opens) unless ``force=True``; its ``cooldown`` does not apply.
 
     CLI Example:
 
@@ -130,13 +133,14 @@ def rollout(app, env, test=False):
 
         salt-run deploy.rollout app=web env=dev
         salt-run deploy.rollout app=web env=dev test=True
+        salt-run deploy.rollout app=web env=prod force=True
     """
 
     def run(ctl):
         if test:
             plan = ctl.plan(app, env)
             return plan if plan["status"] in _GOOD else _nonzero(plan)
-        request = ctl.request(app, env, user=_user())
+        request = ctl.request(app, env, user=_user(), force=_flag(force))
         return _own_rollout(ctl.drain(app, env), request)
 
     return _guarded(run)
@@ -146,6 +150,7 @@ def rollback(app, env):
     """
     Roll ``env`` back by hand, through the same gated batches: to its last good
     digest if a rollout left it mixed, else to the good digest before that.
+    Deploy windows and cooldown never hold a rollback: it is the way out.
 
     CLI Example:
 
@@ -163,20 +168,25 @@ def rollback(app, env):
     return _guarded(run)
 
 
-def approve(app, env):
+def approve(app, env, digest=None, force=False):
     """
     Deploy the newest push waiting in a manual environment (prod by default),
-    recording who approved it; older waiting pushes are recorded as superseded.
+    exactly the digest the registry had when it was pushed (``deploy.status``
+    shows it), recording who approved it; older waiting pushes are recorded as
+    superseded. Refused when the tag has moved since, unless ``digest=`` names
+    the one to deploy (a waiting push's digest or the tag's digest now); and
+    outside the deploy windows unless ``force=True``.
 
     CLI Example:
 
     .. code-block:: bash
 
         salt-run deploy.approve app=web env=prod
+        salt-run deploy.approve app=web env=prod digest=sha256:0123...
     """
 
     def run(ctl):
-        request = ctl.approve(app, env, user=_user())
+        request = ctl.approve(app, env, user=_user(), digest=digest, force=_flag(force))
         return _own_rollout(ctl.drain(app, env), request)
 
     return _guarded(run)
@@ -186,7 +196,7 @@ def promote(app, env_from=None, env_to=None, **kwargs):
     """
     Deploy to ``to`` exactly the digest that last completed a healthy rollout in
     ``from`` (by digest, not by re-reading a moving tag). Refuses when ``from``
-    has none.
+    has none. Outside ``to``'s deploy windows it is refused unless ``force=True``.
 
     CLI Example:
 
@@ -201,15 +211,17 @@ def promote(app, env_from=None, env_to=None, **kwargs):
         return _fail("promote needs from=<env> and to=<env>")
 
     def run(ctl):
-        request = ctl.promote(app, source, target, user=_user())
+        request = ctl.promote(app, source, target, user=_user(), force=_flag(kwargs.get("force")))
         return _own_rollout(ctl.drain(app, target), request)
 
     return _guarded(run)
 
 
-def rejections(limit=20):
+def rejections(limit=20, minutes=60):
     """
-    Rejected events, newest first: when, from where, why (never a secret).
+    Rejected events: the newest ``limit`` in full (when, from where, why; never a
+    secret), and counts per source and reason, in total and per minute over the
+    last ``minutes`` (older ones are kept as counts only, see ``rejections_keep``).
 
     CLI Example:
 
@@ -217,7 +229,25 @@ def rejections(limit=20):
 
         salt-run deploy.rejections limit=5
     """
-    return _guarded(lambda ctl: list(reversed(ctl.records.rejections()))[: int(limit)])
+
+    def run(ctl):
+        per_minute = ctl.records.rejection_counts()
+        totals = {}
+        for row in per_minute:
+            totals[(row["source"], row["reason"])] = totals.get((row["source"], row["reason"]), 0) + row["count"]
+        since = time.time() - int(minutes) * 60
+        return {
+            "recent": ctl.records.rejections(limit=int(limit)),
+            "counted": [{"source": s, "reason": r, "count": n} for (s, r), n in sorted(totals.items())],
+            "per_minute": [row for row in per_minute if row["minute"] + 60 > since],
+        }
+
+    return _guarded(run)
+
+
+def _flag(value):
+    """`force=True` from the command line arrives as a bool, or a string from some callers."""
+    return value is True or str(value).lower() in ("true", "1", "yes")
 
 
 def _user():
@@ -230,7 +260,8 @@ def resume():
     Start the rollouts of every app/env that has pending requests (after a master
     restart, for instance), after queueing one for every auto environment whose
     tag moved at the registry without saltcd hearing of it (a lost
-    notification). The shipped master config runs it every 30 s.
+    notification). Requests held by a cooldown or a deploy window start here
+    once their time has come. The shipped master config runs it every 30 s.
 
     CLI Example:
 
@@ -241,7 +272,7 @@ def resume():
 
     def run(ctl):
         reconciled = [{k: r[k] for k in ("id", "app", "env", "tag", "reason")} for r in ctl.reconcile()]
-        pairs = ctl.records.app_envs_with_requests()
+        pairs = ctl.due_pairs()
         return {"reconciled": reconciled,
                 "started": [{"app": a, "env": e, **_start_drain(ctl, a, e)} for a, e in pairs]}
 
@@ -251,7 +282,9 @@ def resume():
 def status(app=None, env=None):
     """
     Live from the minions: the digest each one runs, whether it is healthy, and
-    whether each environment is converged on its last good digest.
+    whether each environment is converged on its last good digest; queued
+    requests (with when they run, if a cooldown or window holds them) and
+    pushes awaiting approval (the digest an approval would deploy).
 
     CLI Example:
 

@@ -5,15 +5,39 @@ Salt (the fleet, the event bus, the cache) is handed in, so the same code runs
 under `salt-run`, in a reaction, and in tests with fakes.
 """
 
+import itertools
 import logging
 import time
 
-from saltcd import intake, locking, notifications, registry_client, rollout, store
-from saltcd.errors import NotFound
+from saltcd import (
+    ingress_key,
+    intake,
+    locking,
+    nonces,
+    notifications,
+    references,
+    registry_client,
+    rollout,
+    store,
+    windows,
+)
+from saltcd.errors import NotFound, SaltcdError
 
 log = logging.getLogger(__name__)
 
 MAX_DRAIN_ROUNDS = 20
+# Requests a person made on purpose: cooldown and windows never hold them in the
+# queue (the window was checked, or overridden with force, when they were made).
+OPERATOR_KINDS = ("operator", "rollback", "promote")
+
+
+class Refused(SaltcdError):
+    """The request is valid but may not run now; the message says why and what to do."""
+
+
+def _when(moment):
+    """`2026-11-26 09:00:00 UTC` — a time an operator can read."""
+    return time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(moment))
 
 
 class Controller:
@@ -27,6 +51,7 @@ class Controller:
         self.reporter = reporter  # fire(tag, data) and progress(text)
         self.lock_dir = lock_dir
         self.resolve = resolve
+        self.records.configure(store.Limits.from_settings(settings))
 
     def _lock(self, app, env):
         return locking.lock_path(self.lock_dir, app, env)
@@ -34,12 +59,17 @@ class Controller:
     # intake
     def accept(self, tag, data):
         """Validate an event and persist its requests; return what happened to it."""
-        verdict = intake.classify(tag, data, self.settings)
+        # Replays are told by the nonce cache in the store (locked in the master
+        # cachedir); saltcd_webhook's envelopes by the master-local ingress key.
+        verdict = intake.classify(tag, data, self.settings,
+                                  nonces=nonces.NonceCache(self.records.cache, lock_dir=self.lock_dir),
+                                  engine_key=ingress_key.load(self.lock_dir))
         for request in verdict.requests:
             if request["awaiting_approval"]:
+                self._record_pushed_digest(request)
                 self.records.add_awaiting(request)
                 self.reporter.fire(rollout.deploy_tag(request["app"], request["env"], "awaiting_approval"),
-                                   {k: request[k] for k in ("id", "app", "env", "tag", "trigger")})
+                                   _awaiting_view(request))
             else:
                 self.records.add_request(request)
             log.info("saltcd: accepted %s/%s %s:%s from %s", request["app"], request["env"],
@@ -47,9 +77,10 @@ class Controller:
         for reason in verdict.ignored:
             # Blob pushes and pulls come by the dozen with every push: not news.
             level = logging.DEBUG if reason.endswith(notifications.ROUTINE) else logging.INFO
-            log.log(level, "saltcd: ignored from %s: %s", verdict.source["origin"], reason)
+            log.log(level, "saltcd: ignored from %s: %s", notifications.shown(verdict.source["origin"], 120), reason)
         if verdict.rejected:
-            log.warning("saltcd: rejected event %s from %s: %s", tag, verdict.source["origin"],
+            log.warning("saltcd: rejected event %s from %s: %s", notifications.shown(tag, 120),
+                        notifications.shown(verdict.source["origin"], 120),
                         verdict.rejected)
             rejection = {"id": store.new_id(), "time": time.time(), "tag": str(tag)[:200],
                          "source": verdict.source, "reason": verdict.rejected}
@@ -63,8 +94,86 @@ class Controller:
             "source": verdict.source,
         }
 
-    def request(self, app, env, user="operator", digest=None, reason=None, kind="operator"):
-        """Persist an operator's request: the env's tag now, or a pinned digest."""
+    def _record_pushed_digest(self, request):
+        """What the registry has for the pushed tag now: what an approval will deploy.
+
+        Resolved at accept time, not at approval: whoever can push the tag could
+        otherwise swap the image between review and approval. A registry that
+        does not answer leaves `digest: None` and the reason; approval then
+        needs `digest=`.
+        """
+        dep = self.settings.deployment(request["app"], request["env"])
+        try:
+            request["digest"] = self.resolve(dep.repository, request["tag"],
+                                             self.settings.registry(dep.repository.registry))
+            request["digest_error"] = None
+        except registry_client.RegistryError as exc:
+            request.update({"digest": None, "digest_error": f"registry not reached at push time: {exc}"})
+            log.warning("saltcd: %s/%s push awaiting approval, digest unknown: %s",
+                        request["app"], request["env"], exc)
+
+    def check_window(self, app, env, force=False, now=None):
+        """Refuse an operator's rollout while `env`'s windows are closed, unless `force`."""
+        dep = self.settings.deployment(app, env)
+        now = time.time() if now is None else now
+        if force or windows.is_open(dep.windows, now):
+            return
+        try:
+            opens = f"the next window opens at {_when(windows.next_open(dep.windows, now))}"
+        except windows.WindowError as exc:
+            opens = str(exc)
+        raise Refused(f"{app}/{env} is outside its deploy windows "
+                      f"({'; '.join(w.text for w in dep.windows)}): {opens}; "
+                      f"run again with force=True to deploy now")
+
+    def hold(self, request, now=None):
+        """Why an automatic request must wait (cooldown, window) and until when, or None.
+
+        Returns {"not_before": time or None, "waiting_for": "cooldown"|"window", "reason"}.
+        The cooldown counts from the push (`received`); the newest request is the
+        one that runs, so a newer push restarts it.
+        """
+        if request.get("approved_by") or request["trigger"].get("kind") in OPERATOR_KINDS:
+            return None
+        dep = self.settings.deployment(request["app"], request["env"])
+        now = time.time() if now is None else now
+        ready = (request.get("received") or now) + dep.cooldown
+        earliest = max(ready, now)
+        try:
+            opens = windows.next_open(dep.windows, earliest)
+        except windows.WindowError as exc:
+            return {"not_before": None, "waiting_for": "window", "reason": str(exc)}
+        if opens <= now:
+            return None
+        if opens > earliest:
+            why, reason = "window", (f"outside the deploy windows "
+                                     f"({'; '.join(w.text for w in dep.windows)}); runs at {_when(opens)}")
+        else:
+            why, reason = "cooldown", (f"cooldown of {dep.cooldown:g} s from the push at "
+                                       f"{_when(request.get('received') or now)}; runs at {_when(opens)}")
+        return {"not_before": opens, "waiting_for": why, "reason": reason}
+
+    def due_pairs(self, now=None):
+        """(app, env) pairs with a pending request that may run now (`deploy.resume`)."""
+        now = time.time() if now is None else now
+        due = []
+        for app, env in self.records.app_envs_with_requests():
+            pending = self.records.pending(app, env)
+            try:
+                if pending and self.hold(pending[-1], now) is None:
+                    due.append((app, env))
+            except NotFound:
+                due.append((app, env))  # no longer configured: the drain records why
+        return due
+
+    def request(self, app, env, user="operator", digest=None, reason=None, kind="operator", force=False):
+        """Persist an operator's request: the env's tag now, or a pinned digest.
+
+        Rollouts and promotions are refused outside the deploy windows unless
+        `force`; a rollback never is: it is the way out of a bad deploy.
+        """
+        if kind != "rollback":
+            self.check_window(app, env, force)
         request = intake.operator_request(self.settings, app, env, user)
         request["trigger"]["kind"] = kind
         if digest:
@@ -72,27 +181,80 @@ class Controller:
         self.records.add_request(request)
         return request
 
-    def approve(self, app, env, user):
-        """Release the newest push waiting in a manual environment (older ones: superseded)."""
+    def approve(self, app, env, user, digest=None, force=False):
+        """Release the newest push waiting in a manual environment, pinned to the digest
+        the registry had when it was pushed (older waiting pushes: superseded).
+
+        Refused when the tag has moved since (or can't be checked), unless
+        `digest=` names what to deploy: one of the waiting pushes' digests or
+        the tag's digest at the registry now (see _approved_digest).
+        """
+        self.check_window(app, env, force)
         waiting = self.records.awaiting(app, env)
         if not waiting:
             raise NotFound(f"no push of {app} is waiting for approval in {env}")
-        newest = waiting[-1]
-        for older in waiting[:-1]:
-            self.records.drop_awaiting(app, env, older["id"])
-            self._supersede_record(older, newest)
-        newest.update({"approved_by": user, "approved": time.time(), "awaiting_approval": False})
+        chosen, note = self._approved_digest(app, env, waiting, digest)
+        # The push the approved digest came with (the newest, unless digest= names an older one).
+        newest = next((w for w in reversed(waiting) if w.get("digest") == chosen), waiting[-1])
+        for older in waiting:
+            if older["id"] != newest["id"]:
+                self.records.drop_awaiting(app, env, older["id"])
+                self._supersede_record(older, newest)
+        newest.update({"approved_by": user, "approved": time.time(), "awaiting_approval": False,
+                       "pushed_digest": newest.get("digest"), "digest": chosen,
+                       "reason": f"approved by {user}: {rollout.short(chosen)}{note}"})
         self.records.add_request(newest)
         self.records.drop_awaiting(app, env, newest["id"])
         return newest
 
-    def promote(self, app, source_env, target_env, user):
+    def _approved_digest(self, app, env, waiting, digest):
+        """The digest an approval deploys, with a note, or Refused with the reason.
+
+        `digest=` may name a waiting push's digest or the tag's digest at the
+        registry now, nothing else: an approval releases an image that arrived
+        through a push of this environment's tag. Any other digest of the
+        repository (an older release, say) goes through rollback or promote,
+        which record where it came from.
+        """
+        newest = waiting[-1]
+        dep = self.settings.deployment(app, env)
+        try:
+            current, unreachable = self.resolve(dep.repository, newest["tag"],
+                                                self.settings.registry(dep.repository.registry)), None
+        except registry_client.RegistryError as exc:
+            current, unreachable = None, str(exc)
+        recorded = newest.get("digest")
+        if digest:
+            try:
+                digest = references.parse_digest(digest)
+            except references.ReferenceError as exc:
+                raise Refused(f"digest= {exc}") from None
+            if digest in {w.get("digest") for w in waiting} or digest == current:
+                return digest, " (digest= given)"
+            raise Refused(f"{rollout.short(digest)} is neither a waiting push of {app}:{newest['tag']} nor "
+                          f"what {newest['tag']} points to now ({rollout.short(current)}); "
+                          f"deploy other digests with deploy.rollback or deploy.promote")
+        if recorded is None:
+            look = (f"what {newest['tag']} points to now, {current}, and approve with digest={current}"
+                    if current else f"the image and approve with digest=sha256:... "
+                                    f"(the registry can't be reached now either: {unreachable})")
+            raise Refused(f"the digest of push {newest['id']} is unknown ({newest.get('digest_error')}); "
+                          f"review {look}")
+        if current is None:
+            raise Refused(f"can't confirm {newest['tag']} still points to the reviewed {recorded}: "
+                          f"{unreachable}; approve with digest={recorded} to deploy it anyway")
+        if current != recorded:
+            raise Refused(f"{newest['tag']} moved since the push was reviewed: it was {recorded}, "
+                          f"it is {current} now; approve with digest= one of them to choose")
+        return recorded, ""
+
+    def promote(self, app, source_env, target_env, user, force=False):
         """Request `target_env` to run the digest that last completed a rollout in `source_env`."""
         self.settings.deployment(app, target_env)
         good = self.records.env_state(app, source_env).get("last_good")
         if not good:
             raise NotFound(f"{app}/{source_env} has no healthy rollout to promote")
-        return self.request(app, target_env, user, digest=good, kind="promote",
+        return self.request(app, target_env, user, digest=good, kind="promote", force=force,
                             reason=f"promoted from {source_env}: {good[:19]}")
 
     def rollback_target(self, app, env):
@@ -111,7 +273,8 @@ class Controller:
         # Offline minions can't vote.
         if not all(rollout.runs(info, good) for info in live.values() if info is not None):
             return good, "the environment does not all run its last good digest"
-        for record in reversed(self.records.rollouts(app, env)):
+        # Newest first, reading only as far back as the answer.
+        for record in self.records.recent(app, env):
             if record.get("status") in ("succeeded", "unchanged") and record.get("to_digest") not in (None, good):
                 return record["to_digest"], "the good digest before the current one"
         raise NotFound(f"{app}/{env} has no earlier good digest than {rollout.short(good)}")
@@ -190,6 +353,11 @@ class Controller:
                         break
                     for older in pending[:-1]:
                         self._supersede(older, pending[-1])
+                    held = self.hold(pending[-1])
+                    if held:
+                        # Stays queued; deploy.resume starts the drain again when it is due.
+                        self._note_hold(pending[-1], held)
+                        return {"status": "waiting", "rollouts": done, "waiting": held}
                     record = self._run_request(pending[-1])
                     done.append(record)
                     if record["status"] == "interrupted":
@@ -200,9 +368,20 @@ class Controller:
                 return {"status": "idle", "rollouts": done}
         return {"status": "idle", "rollouts": done}
 
+    def _note_hold(self, request, held):
+        """Write why and until when a request waits onto it (once per change), and say so."""
+        if (request.get("not_before"), request.get("waiting_for")) == (held["not_before"], held["waiting_for"]):
+            return
+        request.update(held)
+        self.records.add_request(request)
+        self.reporter.fire(rollout.deploy_tag(request["app"], request["env"], "waiting"),
+                           {"request": request["id"], "app": request["app"], "env": request["env"],
+                            "tag": request["tag"], **held})
+        self.reporter.progress(f"{request['app']}/{request['env']}: waiting: {held['reason']}")
+
     def _mark_interrupted(self, app, env):
         """Records still `running` while we hold the lock belong to a dead process."""
-        for record in self.records.rollouts(app, env):
+        for record in self.records.running_rollouts(app, env):
             if record.get("status") == "running":
                 record.update({"status": "interrupted", "ended": time.time(),
                                "reason": "the process running it stopped (master restart?)"})
@@ -308,8 +487,7 @@ class Controller:
             minions = self.fleet.targets(dep.target, dep.tgt_type)
             live = self.fleet.status(minions, dep.container, dep.health) if minions else {}
             good = self.records.env_state(dep.app, dep.env).get("last_good")
-            running = [r["id"] for r in self.records.rollouts(dep.app, dep.env)
-                       if r.get("status") == "running"]
+            running = [r["id"] for r in self.records.running_rollouts(dep.app, dep.env)]
             out.setdefault(dep.app, {})[dep.env] = {
                 "last_good": good,
                 "converged": bool(minions) and good is not None and all(
@@ -318,8 +496,8 @@ class Controller:
                 # Read from the history, not by probing the lock: taking it, even
                 # briefly, would turn a drain starting at that moment away.
                 "rollout_running": running[-1:],
-                "pending": [r["id"] for r in self.records.pending(dep.app, dep.env)],
-                "awaiting_approval": [r["id"] for r in self.records.awaiting(dep.app, dep.env)],
+                "pending": [self._pending_view(r) for r in self.records.pending(dep.app, dep.env)],
+                "awaiting_approval": [_awaiting_view(r) for r in self.records.awaiting(dep.app, dep.env)],
                 "mode": dep.mode,
                 "minions": {
                     m: ({"digest": info.get("digest"), "running": info.get("running"),
@@ -333,5 +511,28 @@ class Controller:
     def history(self, app, env, limit=20):
         """Rollout records of app/env, newest first."""
         self.settings.deployment(app, env)
-        records = self.records.rollouts(app, env)
-        return list(reversed(records))[: max(int(limit), 0)]
+        return list(itertools.islice(self.records.recent(app, env), max(int(limit), 0)))
+
+    def _pending_view(self, request):
+        """A queued request as deploy.status shows it: when it runs, and why not yet."""
+        view = {"id": request["id"], "tag": request["tag"], "trigger": request["trigger"],
+                "received": request.get("received"), "pinned": request.get("digest")}
+        try:
+            held = self.hold(request)
+        except NotFound:
+            held = None
+        if held:
+            view.update(held)
+            view["runs_at"] = _when(held["not_before"]) if held["not_before"] else None
+        return view
+
+
+def _awaiting_view(request):
+    """A push waiting for approval as the event and deploy.status show it."""
+    return {
+        "id": request["id"], "app": request["app"], "env": request["env"], "tag": request["tag"],
+        "digest": request.get("digest"), "short": rollout.short(request.get("digest")),
+        "digest_error": request.get("digest_error"),
+        "pushed_by": request["trigger"], "received": request.get("received"),
+        "received_at": _when(request["received"]) if request.get("received") else None,
+    }

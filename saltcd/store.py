@@ -4,19 +4,43 @@ Banks (one key per record, every write atomic per key on the localfs driver):
 
 - `saltcd/requests/<app>/<env>`: accepted pushes waiting to run, key = request id
 - `saltcd/rollouts/<app>/<env>`: the history, key = rollout id
+- `saltcd/running/<app>/<env>`: an index, one empty key per rollout still `running`
 - `saltcd/envs/<app>/<env>`: key `state`, the last digest that completed a rollout
 - `saltcd/awaiting/<app>/<env>`: pushes to manual environments, waiting for approval
-- `saltcd/audit/rejected`: rejected events (source, reason, time; never a secret)
+- `saltcd/audit/rejected`: the newest rejected events in full (source, reason, time;
+  never a secret)
+- `saltcd/audit/counts`: rejections counted per minute, source and reason; key
+  `<minute>-<pid>` so two processes never read-modify-write one key
 
-Ids start with a UTC timestamp so sorting keys sorts by time. The cache has no
-compare-and-swap, so every read-modify-write of one app/env happens under that
-app/env's lock (see locking.py); appending a request never modifies a record.
+Ids start with a UTC timestamp so sorting keys sorts by time, and a record's age
+is read from its key without fetching it: pruning lists keys and flushes the
+excess. The cache has no compare-and-swap, so every read-modify-write of one
+app/env happens under that app/env's lock (see locking.py); appending a request
+never modifies a record.
+
+Bounds (see `Limits`): the history keeps `history_keep` records per app/env and
+none older than `history_days` (the newest 10 always); rejections keep
+`rejections_keep` full records and per-minute counts for `rejections_days`.
 """
 
+import calendar
+import os
 import secrets
+import threading
 import time
+from dataclasses import dataclass
 
 BANK = "saltcd"
+REJECTED = f"{BANK}/audit/rejected"
+COUNTS = f"{BANK}/audit/counts"
+# However old, the newest history records stay: the last good digest and the
+# one before it must remain findable in a quiet environment.
+KEEP_NEWEST = 10
+# One minute's count record holds at most this many (source, reason) pairs;
+# the rest are summed under OTHER, so a flood of distinct reasons stays bounded.
+MAX_PAIRS_PER_MINUTE = 50
+OTHER = ("*", "other reasons")
+MAX_TEXT = 200
 
 
 def new_id(now=None):
@@ -27,24 +51,68 @@ def new_id(now=None):
     return f"{stamp}.{micros:06d}Z-{secrets.token_hex(3)}"
 
 
-class Store:
-    """saltcd's requests, rollout history and per-environment state."""
+def id_time(record_id):
+    """The Unix time an id was made at (whole seconds), or None for a foreign key."""
+    try:
+        return calendar.timegm(time.strptime(str(record_id)[:15], "%Y%m%dT%H%M%S"))
+    except ValueError:
+        return None
 
-    def __init__(self, cache):
+
+@dataclass(frozen=True)
+class Limits:
+    """How much history and audit the store keeps (defaults: saltcd.config's)."""
+
+    history_keep: int = 200
+    history_days: float = 90
+    rejections_keep: int = 100
+    rejections_days: float = 30
+
+    @classmethod
+    def from_settings(cls, settings):
+        """The limits of a loaded `saltcd:` configuration."""
+        return cls(**{name: getattr(settings, name) for name in cls.__dataclass_fields__})
+
+
+def _excess(keys, keep, days, now, protect=(), keep_newest=0):
+    """Keys (sorted oldest first) beyond the newest `keep` or older than `days`
+    (except the newest `keep_newest`), never one in `protect`."""
+    keys = sorted(keys)
+    drop = set(keys[:-keep] if keep > 0 else keys)
+    cutoff = now - days * 86400
+    for key in keys[:-keep_newest] if keep_newest else keys:
+        made = id_time(key)
+        if made is not None and made < cutoff:
+            drop.add(key)
+    return sorted(drop - set(protect))
+
+
+class Store:
+    """saltcd's requests, rollout history, per-environment state and audit."""
+
+    # Count records are read-modify-written per process; threads of one
+    # process (the webhook engine's) take turns here.
+    _counts_guard = threading.Lock()
+
+    def __init__(self, cache, limits=None):
         self.cache = cache
+        self.limits = limits or Limits()
+        self._counts_pruned = None  # the minute counts were last pruned at
+
+    def configure(self, limits):
+        """Use these Limits from now on (the Controller passes the loaded settings')."""
+        self.limits = limits
 
     @staticmethod
     def _bank(kind, app, env):
         return f"{BANK}/{kind}/{app}/{env}"
 
+    def _fetch_all(self, bank, keys):
+        return [r for r in (self.cache.fetch(bank, k) for k in keys) if r]
+
     def _records(self, kind, app, env):
         bank = self._bank(kind, app, env)
-        records = []
-        for key in sorted(self.cache.list(bank)):
-            record = self.cache.fetch(bank, key)
-            if record:
-                records.append(record)
-        return records
+        return self._fetch_all(bank, sorted(self.cache.list(bank)))
 
     def _put(self, kind, record):
         self.cache.store(self._bank(kind, record["app"], record["env"]), record["id"], record)
@@ -54,7 +122,7 @@ class Store:
 
     # requests: accepted pushes waiting for a rollout
     def add_request(self, request):
-        """Persist an accepted request (it must have id, app and env)."""
+        """Persist an accepted request (it must have id, app and env); also rewrites one."""
         self._put("requests", request)
 
     def pending(self, app, env):
@@ -82,23 +150,126 @@ class Store:
         """Forget a waiting push once approved or superseded."""
         self._drop("awaiting", app, env, request_id)
 
-    # audit
-    def add_rejection(self, record):
-        """Record a rejected event (the caller keeps secrets out of it)."""
-        self.cache.store(f"{BANK}/audit/rejected", record["id"], record)
+    # audit: the newest rejections in full, the rest as counts
+    def add_rejection(self, record, now=None):
+        """Record a rejected event in full (the caller keeps secrets out of it);
+        only the newest `rejections_keep` (within `rejections_days`) are kept."""
+        self.cache.store(REJECTED, record["id"], record)
+        now = time.time() if now is None else now
+        for key in _excess(self.cache.list(REJECTED), self.limits.rejections_keep,
+                           self.limits.rejections_days, now):
+            self.cache.flush(REJECTED, key)
 
-    def rejections(self):
-        """Rejected events, oldest first."""
-        bank = f"{BANK}/audit/rejected"
-        return [r for r in (self.cache.fetch(bank, k) for k in sorted(self.cache.list(bank))) if r]
+    def rejections(self, limit=None):
+        """The rejected events kept in full, newest first (at most `limit`)."""
+        keys = sorted(self.cache.list(REJECTED), reverse=True)
+        if limit is not None:
+            keys = keys[: max(int(limit), 0)]
+        return self._fetch_all(REJECTED, keys)
+
+    def count_rejections(self, counts, now=None):
+        """Merge `{(source, reason, minute_epoch): n}` into the per-minute counts.
+
+        One key per minute and process: no other process writes it, so the
+        merge needs no lock across processes.
+        """
+        by_minute = {}
+        for (source, reason, minute), number in counts.items():
+            pair = (str(source)[:MAX_TEXT], str(reason)[:MAX_TEXT])
+            minute = int(minute) // 60 * 60
+            by_minute.setdefault(minute, {})
+            by_minute[minute][pair] = by_minute[minute].get(pair, 0) + int(number)
+        with self._counts_guard:
+            for minute, pairs in by_minute.items():
+                key = f"{minute:012d}-{os.getpid()}"
+                merged = {(row["source"], row["reason"]): row["count"]
+                          for row in (self.cache.fetch(COUNTS, key) or {}).get("counts", [])}
+                for pair, number in pairs.items():
+                    if pair not in merged and len(merged) >= MAX_PAIRS_PER_MINUTE:
+                        pair = OTHER
+                    merged[pair] = merged.get(pair, 0) + number
+                self.cache.store(COUNTS, key, {"minute": minute, "counts": [
+                    {"source": s, "reason": r, "count": n} for (s, r), n in sorted(merged.items())]})
+            self._prune_counts(time.time() if now is None else now)
+
+    def _prune_counts(self, now):
+        # Once a minute is enough: the oldest key only ages by a minute a minute.
+        minute = int(now) // 60
+        if self._counts_pruned == minute:
+            return
+        self._counts_pruned = minute
+        cutoff = now - self.limits.rejections_days * 86400
+        for key in self.cache.list(COUNTS):
+            try:
+                stale = int(key.split("-", 1)[0]) < cutoff
+            except ValueError:
+                stale = False
+            if stale:
+                self.cache.flush(COUNTS, key)
+
+    def rejection_counts(self, since=None):
+        """Rejections per minute, source and reason, oldest first:
+        `[{"minute": epoch, "source", "reason", "count"}]` (from `since` on, if given)."""
+        merged = {}
+        for key in self.cache.list(COUNTS):
+            try:
+                minute = int(key.split("-", 1)[0])
+            except ValueError:
+                continue
+            if since is not None and minute + 60 <= since:
+                continue
+            for row in (self.cache.fetch(COUNTS, key) or {}).get("counts", []):
+                pair = (minute, row["source"], row["reason"])
+                merged[pair] = merged.get(pair, 0) + row["count"]
+        return [{"minute": m, "source": s, "reason": r, "count": n}
+                for (m, s, r), n in sorted(merged.items())]
 
     # history
-    def save_rollout(self, record):
-        """Write (or overwrite) one rollout record."""
+    def save_rollout(self, record, now=None):
+        """Write (or overwrite) one rollout record; a finished one prunes the history."""
+        app, env = record["app"], record["env"]
         self._put("rollouts", record)
+        running = self._bank("running", app, env)
+        if record.get("status") == "running":
+            self.cache.store(running, record["id"], {})
+        else:
+            self.cache.flush(running, record["id"])
+            self.prune_history(app, env, now)
+
+    def prune_history(self, app, env, now=None):
+        """Flush the records beyond `history_keep` or older than `history_days`
+        (keeping the newest 10 and every running one); returns the ids flushed."""
+        now = time.time() if now is None else now
+        bank = self._bank("rollouts", app, env)
+        drop = _excess(self.cache.list(bank), self.limits.history_keep, self.limits.history_days, now,
+                       protect=self.cache.list(self._bank("running", app, env)), keep_newest=KEEP_NEWEST)
+        for key in drop:
+            self.cache.flush(bank, key)
+        return drop
+
+    def running_rollouts(self, app, env):
+        """Records still `running`, oldest first (reads only those, via the index)."""
+        bank = self._bank("running", app, env)
+        records = []
+        for key in sorted(self.cache.list(bank)):
+            record = self.cache.fetch(self._bank("rollouts", app, env), key)
+            if record and record.get("status") == "running":
+                records.append(record)
+            else:
+                self.cache.flush(bank, key)  # a stale index entry
+        return records
+
+    def recent(self, app, env):
+        """Rollout records of one app/env, newest first, fetched one at a time as
+        the caller iterates (stop early to read only what you need)."""
+        bank = self._bank("rollouts", app, env)
+        for key in sorted(self.cache.list(bank), reverse=True):
+            record = self.cache.fetch(bank, key)
+            if record:
+                yield record
 
     def rollouts(self, app, env):
-        """Every rollout record of one app/env, oldest first."""
+        """Every rollout record of one app/env, oldest first (reads them all)."""
         return self._records("rollouts", app, env)
 
     # per environment

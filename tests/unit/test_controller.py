@@ -1,10 +1,11 @@
 """Intake, queue, coalescing and history, with fakes for the fleet and the registry."""
 
 import json
+import time
 
 import pytest
 
-from saltcd import errors, locking, registry_client
+from saltcd import ci_push, config, errors, locking, registry_client
 from saltcd.controller import Controller
 from saltcd.ingress_auth import hashed_headers
 from saltcd.store import Store
@@ -26,10 +27,19 @@ class FakeRegistry:
         return self.digest
 
 
+PUSH_SECRET = "p" * 32
+
+
+def signed(repository=REPO, tag="dev", digest=None):
+    """A `saltcd/push` payload as `python -m saltcd.ci_push` makes it."""
+    return ci_push.payload(repository, tag, PUSH_SECRET, digest=digest)
+
+
 @pytest.fixture
-def ctl(settings, tmp_path):
+def ctl(raw_config, tmp_path):
+    raw_config["push_secret"] = PUSH_SECRET
     fleet = FakeFleet({"dev-1": OLD, "dev-2": OLD, "qa-1": OLD})
-    return Controller(settings, Store(MemoryCache()), fleet, Recorder(), str(tmp_path),
+    return Controller(config.load(raw_config), Store(MemoryCache()), fleet, Recorder(), str(tmp_path),
                       resolve=FakeRegistry(NEW))
 
 
@@ -50,7 +60,7 @@ def test_registry_push_is_persisted_not_run(ctl):
 
 def test_ci_event_carries_the_minion_id(ctl):
     data = {"id": "ci-1", "cmd": "_minion_event", "tag": "saltcd/push",
-            "data": {"repository": REPO, "tag": "qa", "__pub_fun": "event.send"}}
+            "data": {**signed(tag="qa"), "__pub_fun": "event.send"}}
     verdict = ctl.accept("saltcd/push", data)
     assert verdict["source"] == {"kind": "ci", "origin": "ci-1"}
     assert verdict["accepted"][0]["env"] == "qa"
@@ -61,9 +71,9 @@ def test_ci_event_carries_the_minion_id(ctl):
     ("salt/engines/hook/saltcd/registry", {**hook_event(), "minion_fields": ["cmd", "id"]}, "fired by a minion"),
     ("salt/engines/hook/saltcd/registry", {**hook_event(), "body": b"\xff"}, "not UTF-8"),
     ("salt/engines/hook/saltcd/registry", {**hook_event(), "body": b"[]"}, "not an object"),
-    ("saltcd/push", {"repository": REPO, "tag": "dev; rm -rf /"}, "invalid tag"),
-    ("saltcd/push", {"repository": "$(id)", "tag": "dev"}, "invalid repository"),
-    ("saltcd/push", {"repository": REPO, "tag": "dev", "digest": "sha256:nothex"}, "invalid digest"),
+    ("saltcd/push", signed(tag="dev; rm -rf /"), "invalid tag"),
+    ("saltcd/push", signed(repository="$(id)"), "invalid repository"),
+    ("saltcd/push", signed(digest="sha256:nothex"), "invalid digest"),
 ])
 def test_rejections_change_nothing_and_are_announced(ctl, tag, data, reason):
     verdict = ctl.accept(tag, data)
@@ -73,10 +83,10 @@ def test_rejections_change_nothing_and_are_announced(ctl, tag, data, reason):
 
 
 def test_unknown_repository_and_unmapped_tag_are_ignored(ctl):
-    assert ctl.accept("saltcd/push", {"repository": "127.0.0.1:5000/other", "tag": "dev"})["ignored"]
-    assert ctl.accept("saltcd/push", {"repository": REPO, "tag": "latest"})["ignored"]
-    assert ctl.accept("saltcd/push", {"repository": REPO, "tag": "prod"})["ignored"] == []  # web has prod
-    assert ctl.accept("saltcd/push", {"repository": "127.0.0.1:5000/saltcd/api", "tag": "qa"})["ignored"] == [
+    assert ctl.accept("saltcd/push", signed("127.0.0.1:5000/other"))["ignored"]
+    assert ctl.accept("saltcd/push", signed(tag="latest"))["ignored"]
+    assert ctl.accept("saltcd/push", signed(tag="prod"))["ignored"] == []  # web has prod
+    assert ctl.accept("saltcd/push", signed("127.0.0.1:5000/saltcd/api", "qa"))["ignored"] == [
         "app 'api' has no environment 'qa'"]
 
 
@@ -203,3 +213,138 @@ def test_reconcile_leaves_a_push_in_flight_alone(ctl):
     assert ctl.reconcile() == []
     assert _run_push(ctl, moved)["status"] == "succeeded"  # the notification arrives and runs
     assert ctl.reconcile() == [] and ctl.reconcile() == []
+
+
+# approvals by digest (manual environments)
+@pytest.fixture
+def manual(raw_config, tmp_path):
+    raw_config["apps"]["web"]["environments"]["prod"]["mode"] = "manual"
+    fleet = FakeFleet({"prod-1": OLD})
+    return Controller(config.load(raw_config), Store(MemoryCache()), fleet, Recorder(), str(tmp_path),
+                      resolve=FakeRegistry(NEW))
+
+
+def test_a_manual_push_records_the_digest_and_approval_deploys_it(manual):
+    manual.accept("salt/engines/hook/saltcd/registry", hook_event(tag="prod"))
+    event = dict(manual.reporter.events)["saltcd/deploy/web/prod/awaiting_approval"]
+    assert event["digest"] == NEW and event["short"] == NEW[:19] and event["tag"] == "prod"
+    assert event["pushed_by"]["kind"] == "registry" and event["received"]
+    waiting = manual.status("web", "prod")["web"]["prod"]["awaiting_approval"]
+    assert [(w["digest"], w["tag"]) for w in waiting] == [(NEW, "prod")]
+    request = manual.approve("web", "prod", user="alice")
+    assert request["digest"] == NEW and request["approved_by"] == "alice"
+    record = manual.drain("web", "prod")["rollouts"][-1]
+    assert record["status"] == "succeeded" and record["pinned"] == NEW and record["to_digest"] == NEW
+
+
+def test_approval_refuses_when_the_tag_moved_unless_a_digest_is_given(manual):
+    manual.accept("salt/engines/hook/saltcd/registry", hook_event(tag="prod"))
+    moved = "sha256:" + "5" * 64
+    manual.resolve.digest = moved                          # someone pushed :prod, unannounced
+    with pytest.raises(errors.SaltcdError, match="moved since the push was reviewed"):
+        manual.approve("web", "prod", user="alice")
+    assert manual.records.pending("web", "prod") == [] and len(manual.records.awaiting("web", "prod")) == 1
+    with pytest.raises(errors.SaltcdError, match="neither a waiting push"):
+        manual.approve("web", "prod", user="alice", digest="sha256:" + "6" * 64)
+    with pytest.raises(errors.SaltcdError, match="digest="):
+        manual.approve("web", "prod", user="alice", digest="sha256:nothex")
+    assert manual.approve("web", "prod", user="alice", digest=NEW)["digest"] == NEW
+    assert manual.drain("web", "prod")["rollouts"][-1]["to_digest"] == NEW
+
+
+def test_approval_of_a_push_whose_digest_is_unknown_needs_a_digest(manual):
+    manual.resolve.digest = registry_client.RegistryError("registry down")
+    manual.accept("salt/engines/hook/saltcd/registry", hook_event(tag="prod"))
+    waiting = manual.records.awaiting("web", "prod")[0]
+    assert waiting["digest"] is None and "registry down" in waiting["digest_error"]
+    with pytest.raises(errors.SaltcdError, match="unknown"):
+        manual.approve("web", "prod", user="alice")
+    manual.resolve.digest = NEW
+    with pytest.raises(errors.SaltcdError, match=f"approve with digest={NEW}"):
+        manual.approve("web", "prod", user="alice")
+    assert manual.approve("web", "prod", user="alice", digest=NEW)["digest"] == NEW
+
+
+def test_approval_refuses_when_the_registry_cannot_confirm_the_tag(manual):
+    manual.accept("salt/engines/hook/saltcd/registry", hook_event(tag="prod"))
+    manual.resolve.digest = registry_client.RegistryError("registry down")
+    with pytest.raises(errors.SaltcdError, match=f"approve with digest={NEW} to deploy it anyway"):
+        manual.approve("web", "prod", user="alice")
+    assert manual.approve("web", "prod", user="alice", digest=NEW)["digest"] == NEW
+
+
+# cooldown and windows
+@pytest.fixture
+def timed(raw_config, tmp_path):
+    raw_config["apps"]["web"]["environments"]["dev"].update({"cooldown": 60})
+    raw_config["apps"]["web"]["environments"]["qa"].update(
+        {"windows": ["Mon 09:00-10:00 UTC"]})  # closed nearly all the week
+    fleet = FakeFleet({"dev-1": OLD, "qa-1": OLD})
+    return Controller(config.load(raw_config), Store(MemoryCache()), fleet, Recorder(), str(tmp_path),
+                      resolve=FakeRegistry(NEW))
+
+
+def test_a_push_waits_out_its_cooldown_visibly(timed):
+    timed.accept("salt/engines/hook/saltcd/registry", hook_event())
+    result = timed.drain("web", "dev")
+    assert result["status"] == "waiting" and result["waiting"]["waiting_for"] == "cooldown"
+    assert timed.fleet.applied == [] and timed.due_pairs() == []
+    pending = timed.status("web", "dev")["web"]["dev"]["pending"]
+    assert len(pending) == 1 and pending[0]["waiting_for"] == "cooldown" and pending[0]["runs_at"]
+    request = timed.records.pending("web", "dev")[0]
+    assert request["not_before"] == pytest.approx(request["received"] + 60)
+    assert "saltcd/deploy/web/dev/waiting" in timed.reporter.tags()
+    # Time passes (the request was received a minute ago): resume finds it due, the drain runs it.
+    request["received"] -= 61
+    timed.records.add_request(request)
+    assert timed.due_pairs() == [("web", "dev")]
+    assert timed.drain("web", "dev")["rollouts"][-1]["status"] == "succeeded"
+
+
+def test_a_newer_push_restarts_the_cooldown(timed):
+    timed.accept("salt/engines/hook/saltcd/registry", hook_event())
+    first = timed.records.pending("web", "dev")[0]
+    first["received"] -= 50
+    timed.records.add_request(first)
+    timed.accept("salt/engines/hook/saltcd/registry", hook_event())
+    assert timed.drain("web", "dev")["status"] == "waiting"
+    (left,) = timed.records.pending("web", "dev")
+    assert left["id"] != first["id"] and left["not_before"] == pytest.approx(left["received"] + 60)
+    assert timed.history("web", "dev")[0]["status"] == "superseded"
+
+
+def test_a_push_outside_the_window_waits_for_it(timed):
+    timed.accept("salt/engines/hook/saltcd/registry", hook_event(tag="qa"))
+    result = timed.drain("web", "qa")
+    held = result["waiting"]
+    if held is None:  # it is Monday 09:xx UTC right now
+        return
+    assert held["waiting_for"] == "window" and "Mon 09:00-10:00 UTC" in held["reason"]
+    assert time.gmtime(held["not_before"])[3:7] == (9, 0, 0, 0)  # Monday 09:00:00
+    assert timed.fleet.applied == []
+
+
+def test_an_operator_rollout_outside_the_window_needs_force_and_a_rollback_never_does(timed):
+    from saltcd import windows
+
+    if windows.is_open(timed.settings.deployment("web", "qa").windows, time.time()):
+        pytest.skip("the window happens to be open now")
+    with pytest.raises(errors.SaltcdError, match="outside its deploy windows.*next window opens at .* force=True"):
+        timed.request("web", "qa")
+    assert timed.records.pending("web", "qa") == []
+    request = timed.request("web", "qa", force=True)
+    assert timed.drain("web", "qa")["rollouts"][-1]["request"] == request["id"]
+    assert timed.fleet.running["qa-1"] == NEW
+    timed.request("web", "qa", kind="rollback", digest=OLD, reason="by hand")  # not refused
+    assert timed.drain("web", "qa")["rollouts"][-1]["to_digest"] == OLD
+    # An operator's rollout ignores the cooldown.
+    timed.request("web", "dev")
+    assert timed.drain("web", "dev")["rollouts"][-1]["status"] == "succeeded"
+
+
+def test_history_reads_and_status_do_not_read_the_whole_history(ctl):
+    for _ in range(3):
+        ctl.accept("salt/engines/hook/saltcd/registry", hook_event())
+        ctl.drain("web", "dev")
+    assert len(ctl.history("web", "dev", limit=2)) == 2
+    assert ctl.status("web", "dev")["web"]["dev"]["rollout_running"] == []

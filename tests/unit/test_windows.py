@@ -1,0 +1,108 @@
+"""Deploy windows: parse, is_open and next_open, checked against a plain reading of the rule."""
+
+from datetime import datetime
+from zoneinfo import ZoneInfo
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from saltcd import windows
+
+ZONES = ["UTC", "Europe/Berlin", "America/New_York", "Asia/Kolkata", "Australia/Lord_Howe",
+         "Pacific/Chatham"]
+DAY_NAMES = ["Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun"]
+# 2001..2039: zones' offsets are whole minutes there.
+TIMES = st.floats(min_value=978_307_200, max_value=2_208_988_800, allow_nan=False)
+
+
+@st.composite
+def window_texts(draw):
+    if draw(st.booleans()):
+        days = "*"
+    else:
+        parts = []
+        for _ in range(draw(st.integers(1, 3))):
+            first = draw(st.sampled_from(DAY_NAMES))
+            parts.append(first if draw(st.booleans()) else f"{first}-{draw(st.sampled_from(DAY_NAMES))}")
+        days = ",".join(parts)
+    start = draw(st.integers(0, 24 * 60 - 1))
+    end = draw(st.integers(1, 24 * 60).filter(lambda m: m != start))
+    zone = draw(st.sampled_from(ZONES + [None]))
+    text = f"{days} {start // 60:02d}:{start % 60:02d}-{end // 60:02d}:{end % 60:02d}"
+    return text + (f" {zone}" if zone else "")
+
+
+def reference_open(text, now):
+    """The rule as the README states it, read straight off the text."""
+    days_text, hours, *zone = text.split()
+    zone = ZoneInfo(zone[0] if zone else "UTC")
+    days = set()
+    for part in days_text.split(","):
+        if part == "*":
+            days = set(range(7))
+            continue
+        first, _, last = part.partition("-")
+        lo, hi = DAY_NAMES.index(first), DAY_NAMES.index(last or first)
+        days |= {d % 7 for d in range(lo, hi + 1 if lo <= hi else hi + 8)}
+    start, end = ((int(t[:2]) * 60 + int(t[3:])) for t in hours.split("-"))
+    local = datetime.fromtimestamp(now, zone)
+    minute, weekday = local.hour * 60 + local.minute, local.weekday()
+    if start < end:
+        return weekday in days and start <= minute < end
+    return (weekday in days and minute >= start) or ((weekday - 1) % 7 in days and minute < end)
+
+
+@given(window_texts(), TIMES)
+def test_is_open_follows_the_rule(text, now):
+    assert windows.is_open([windows.parse(text)], now) == reference_open(text, now)
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(window_texts(), min_size=1, max_size=3), TIMES)
+def test_next_open_is_the_first_open_minute(texts, now):
+    parsed = [windows.parse(t) for t in texts]
+    try:
+        opens = windows.next_open(parsed, now)
+    except windows.WindowError:
+        # Only a window that never opens within a week (a DST gap) may do this.
+        pytest.skip("no window within a week")
+    assert opens >= now and windows.is_open(parsed, opens)
+    if opens > now:
+        assert opens % 60 == 0                      # windows open on whole minutes
+        before = opens - 60
+        assert before < now or not windows.is_open(parsed, before)
+
+
+@given(st.text(max_size=60))
+def test_parse_refuses_garbage_with_a_reason(text):
+    try:
+        window = windows.parse(text)
+    except windows.WindowError as exc:
+        assert str(exc)
+    else:
+        assert window.start != window.end and window.days <= set(range(7))
+
+
+@pytest.mark.parametrize("text, message", [
+    ("Mon-Fri 09:00-17:00 Mars/Olympus", "unknown time zone"),
+    ("Mon-Fry 09:00-17:00", "unknown day"),
+    ("Mon 25:00-26:00", "invalid time"),
+    ("Mon 09:00-09:00", "same minute"),
+    ("weekdays 9-5", "is not 'DAYS HH:MM-HH:MM"),
+    ("Mon 09:00-17:00 ../../etc/passwd", "is not 'DAYS"),
+    ("Mon 09:00-17:00 /etc/passwd", "unknown time zone"),
+])
+def test_parse_errors_name_the_part(text, message):
+    with pytest.raises(windows.WindowError, match=message):
+        windows.parse(text)
+
+
+def test_a_berlin_office_window():
+    window = windows.parse("Mon-Fri 09:00-17:00 Europe/Berlin")
+    berlin = ZoneInfo("Europe/Berlin")
+    friday_evening = datetime(2026, 11, 27, 17, 0, tzinfo=berlin).timestamp()
+    monday_morning = datetime(2026, 11, 30, 9, 0, tzinfo=berlin).timestamp()
+    assert not windows.is_open([window], friday_evening)
+    assert windows.next_open([window], friday_evening) == monday_morning
+    assert windows.is_open([], friday_evening)  # no windows: always open
