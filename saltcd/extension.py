@@ -1,7 +1,7 @@
 """saltcd as a Salt extension: where its Salt files are, and the `salt.loader` entry point.
 
 The repository's top-level folders (`salt/`, `reactor/`, `_runners/`,
-`_engines/`) are the source; the wheel ships them under `saltcd/files/<folder>`
+`_engines/`, `_pillar/`) are the source; the wheel ships them under `saltcd/files/<folder>`
 (see pyproject.toml). An editable install or a plain checkout has no
 `saltcd/files`: the folders are found at the checkout's top instead.
 
@@ -12,7 +12,7 @@ loader, so it imports nothing heavy.
 from importlib.resources import files
 from pathlib import Path
 
-FOLDERS = ("salt", "reactor", "_runners", "_engines")
+FOLDERS = ("salt", "reactor", "_runners", "_engines", "_pillar")
 
 
 def _base():
@@ -49,6 +49,7 @@ def loader_dirs():
     return {
         "runners": [folder("_runners")],
         "engines": [folder("_engines")],
+        "pillar": [folder("_pillar")],  # the master's `saltcd` ext_pillar
         "modules": [str(Path(tree) / "_modules")],
         "states": [str(Path(tree) / "_states")],
     }

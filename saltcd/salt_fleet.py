@@ -8,6 +8,7 @@ import salt.client
 import salt.exceptions
 import salt.utils.minions
 
+from saltcd import deploy_pillar
 from saltcd.rollout import Interrupted
 
 log = logging.getLogger(__name__)
@@ -159,14 +160,26 @@ class SaltFleet:
 
     @_master_required
     def apply(self, minions, pillar, timeout, test=False):
-        """Apply the deploy SLS; {minion: outcome} with None for minions that did not answer."""
-        returns = self.local.cmd(
-            minions,
-            "state.apply",
-            [DEPLOY_SLS],
-            tgt_type="list",
-            timeout=timeout,
-            full_return=True,
-            kwarg={"pillar": pillar, "queue": True, "test": test},
-        )
+        """Apply the deploy SLS; {minion: outcome} with None for minions that did not answer.
+
+        `pillar` (Deployment.pillar) is not published: its deploy data reaches
+        each minion of the batch through the `saltcd` ext_pillar, for the
+        length of the batch; the job carries only the selector (see
+        saltcd.deploy_pillar).
+        """
+        data, override = deploy_pillar.split(pillar)
+        entries = deploy_pillar.DeployPillar(deploy_pillar.cache_for(self.opts))
+        entries.publish(minions, data)
+        try:
+            returns = self.local.cmd(
+                minions,
+                "state.apply",
+                [DEPLOY_SLS],
+                tgt_type="list",
+                timeout=timeout,
+                full_return=True,
+                kwarg={"pillar": override, "queue": True, "test": test},
+            )
+        finally:
+            entries.withdraw(minions, data)
         return {m: state_outcome(returns.get(m)) for m in minions}

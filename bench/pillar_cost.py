@@ -1,0 +1,114 @@
+"""What targeted pillar costs a batch: the deploy data in the job's pillar override
+(before) against the `saltcd` ext_pillar plus a selector override (now).
+
+Each round applies saltcd.deploy to the same minions, the same digest they
+already run, both ways in turn (so Docker does the same little work each time:
+no replace, one health probe), and times the whole LocalClient call as the
+rollout does. Also timed: `saltutil.refresh_pillar` (what a design without any
+override would add before each batch: the minion's in-memory pillar lacks the
+entry) and the ext_pillar itself, in-process, for a minion with and without
+an entry.
+
+    python -m bench.pillar_cost -c /path/to/master/conf_dir --app web --env dev --rounds 5
+
+The master must be running and the app must already run its current digest on
+the environment's minions (deploy it once first).
+"""
+
+import argparse
+import json
+import statistics
+import sys
+import time
+
+import salt.cache
+import salt.client
+import salt.config
+import salt.pillar
+
+from saltcd import binding, deploy_pillar, salt_fleet
+
+
+def _timed(call):
+    started = time.perf_counter()
+    result = call()
+    return time.perf_counter() - started, result
+
+
+def _ok(returns, minions):
+    outcomes = {m: salt_fleet.state_outcome(returns.get(m)) for m in minions}
+    bad = {m: o for m, o in outcomes.items() if not (o and o["ok"])}
+    if bad:
+        raise RuntimeError(f"state.apply failed: {bad}")
+
+
+def _compile_ms(opts, minion, override, rounds=20):
+    times = []
+    for _ in range(rounds):
+        pillar = salt.pillar.get_pillar(opts, {"id": minion}, minion, saltenv="base",
+                                        pillar_override=override)
+        elapsed, _ = _timed(pillar.compile_pillar)
+        times.append(elapsed * 1000)
+    return round(statistics.median(times), 2)
+
+
+def measure(opts, app, env, rounds=5, timeout=120):
+    """{"override_s": [...], "ext_pillar_s": [...], "refresh_pillar_s": [...], medians, ...}."""
+    dep = binding.settings(opts).deployment(app, env)
+    fleet = salt_fleet.SaltFleet(opts)
+    try:
+        minions = fleet.targets(dep.target, dep.tgt_type)
+        if not minions:
+            raise RuntimeError(f"{app}/{env}: target {dep.target!r} matches no minion")
+        digest = next(iter({i["digest"] for i in fleet.inspect(minions, dep.container).values() if i}), None)
+        if not digest:
+            raise RuntimeError(f"{app}/{env} runs nothing yet: deploy it once first")
+        pillar = dep.pillar(digest)
+        local = fleet.local
+        out = {"app": app, "env": env, "minions": minions, "rounds": rounds,
+               "override_s": [], "ext_pillar_s": [], "refresh_pillar_s": []}
+        for _ in range(rounds):
+            # Before: everything in the published job.
+            elapsed, returns = _timed(lambda: local.cmd(
+                minions, "state.apply", [salt_fleet.DEPLOY_SLS], tgt_type="list", timeout=timeout,
+                full_return=True, kwarg={"pillar": pillar, "queue": True, "test": False}))
+            _ok(returns, minions)
+            out["override_s"].append(round(elapsed, 3))
+            # Now: the entry in the store, the selector in the job.
+            elapsed, outcomes = _timed(lambda: fleet.apply(minions, pillar, timeout))
+            if not all(o and o["ok"] for o in outcomes.values()):
+                raise RuntimeError(f"state.apply failed: {outcomes}")
+            out["ext_pillar_s"].append(round(elapsed, 3))
+            elapsed, _ = _timed(lambda: local.cmd(minions, "saltutil.refresh_pillar", [], tgt_type="list",
+                                                  timeout=timeout, kwarg={"wait": True}))
+            out["refresh_pillar_s"].append(round(elapsed, 3))
+        for key in ("override_s", "ext_pillar_s", "refresh_pillar_s"):
+            out[key.replace("_s", "_median_s")] = round(statistics.median(out[key]), 3)
+        # The ext_pillar's own share: a pillar compile on the master, in-process.
+        data, override = deploy_pillar.split(pillar)
+        entries = deploy_pillar.DeployPillar(salt.cache.factory(opts))
+        out["compile_without_entry_ms"] = _compile_ms(opts, minions[0], override)
+        entries.publish(minions[:1], data)
+        try:
+            out["compile_with_entry_ms"] = _compile_ms(opts, minions[0], override)
+        finally:
+            entries.withdraw(minions[:1], data)
+        return out
+    finally:
+        fleet.close()
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("-c", "--config-dir", required=True, help="the master's configuration directory")
+    parser.add_argument("--app", required=True)
+    parser.add_argument("--env", default="dev")
+    parser.add_argument("--rounds", type=int, default=5)
+    args = parser.parse_args(argv)
+    opts = salt.config.master_config(f"{args.config_dir.rstrip('/')}/master")
+    json.dump(measure(opts, args.app, args.env, args.rounds), sys.stdout, indent=2)
+    sys.stdout.write("\n")
+
+
+if __name__ == "__main__":
+    main()

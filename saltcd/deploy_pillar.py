@@ -1,0 +1,118 @@
+"""Deploy data to the minions through pillar, not through the published job.
+
+A job's arguments are published to every minion's ZeroMQ subscription (Salt
+filters by target only with `zmq_filtering`) and kept in the job cache. Pillar
+is compiled per minion on the master and sent encrypted to that minion alone.
+So, per batch, the drain writes what each minion of the batch must run into
+the store (bank `saltcd/pillar/<minion>`, key = app), the `saltcd` ext_pillar
+(`_pillar/saltcd.py`) serves a minion exactly its own keys under pillar
+`saltcd_deploy`, and the job carries only a selector (app, env, digest: nothing
+secret). The entry is withdrawn after the batch: a state run still queued on
+the minion when saltcd has given up on it then fails instead of deploying late.
+
+App environment values may be `sdb://profile/key` (resolved on the master when
+the pillar is built, strictly: an unresolved URI is an error, never a value)
+or come from the minion's own pillar under `saltcd_environment:<app>`.
+"""
+
+BANK = "saltcd/pillar"
+PILLAR_KEY = "saltcd_deploy"
+ENV_PILLAR_KEY = "saltcd_environment"
+SELECTOR_KEYS = ("app", "env", "digest")
+
+
+class UnresolvedSecret(ValueError):
+    """An environment value's sdb:// URI did not resolve (the message names it, not a value)."""
+
+
+def split(pillar):
+    """(the data for the store, the job's pillar override) from Deployment.pillar().
+
+    The override keeps the non-secret selector under `saltcd` (map.jinja finds
+    the app's entry with it) and `docker.update_mine`; it also makes the minion
+    compile a fresh pillar for the run, which is what brings the entry in.
+    """
+    data = dict(pillar["saltcd"])
+    override = {key: value for key, value in pillar.items() if key != "saltcd"}
+    override["saltcd"] = {key: data[key] for key in SELECTOR_KEYS}
+    return data, override
+
+
+_CACHES = {}
+
+
+def cache_for(opts):
+    """Salt's cache for `opts`, made once per process: the ext_pillar runs on
+    every pillar compile of every minion, and making one costs ~6 ms (a loader)."""
+    key = (opts.get("cache", "localfs"), opts.get("cachedir"))
+    if key not in _CACHES:
+        import salt.cache  # noqa: PLC0415 - only the master side needs Salt here
+
+        _CACHES[key] = salt.cache.factory(opts)
+    return _CACHES[key]
+
+
+def _bank(minion):
+    return f"{BANK}/{minion}"
+
+
+class DeployPillar:
+    """The per-minion entries on Salt's cache API (the master's cache driver)."""
+
+    def __init__(self, cache):
+        self.cache = cache
+
+    def publish(self, minions, data):
+        """Let `minions` receive `data` (one app's entry) in their pillar."""
+        for minion in minions:
+            self.cache.store(_bank(minion), data["app"], data)
+
+    def withdraw(self, minions, data):
+        """Take the entry back, unless another rollout has replaced it since."""
+        for minion in minions:
+            current = self.cache.fetch(_bank(minion), data["app"])
+            if current and all(current.get(k) == data[k] for k in SELECTOR_KEYS):
+                self.cache.flush(_bank(minion), data["app"])
+
+    def entries(self, minion):
+        """{app: entry} published for `minion` (empty for a minion not in a batch)."""
+        bank = _bank(minion)
+        out = {}
+        for app in self.cache.list(bank):
+            entry = self.cache.fetch(bank, app)
+            if entry:
+                out[app] = entry
+        return out
+
+
+def resolved_environment(app, environment, pillar, resolve):
+    """The container environment: sdb:// values looked up by `resolve` (which
+    returns None or raises for a URI that does not resolve), then the minion's
+    pillar `saltcd_environment:<app>` over it."""
+    out = {}
+    for name, value in environment.items():
+        if isinstance(value, str) and value.startswith("sdb://"):
+            try:
+                looked_up = resolve(value)
+            except Exception as exc:  # noqa: BLE001 - any driver error means "did not resolve"
+                raise UnresolvedSecret(f"{app}: environment {name}: {value} did not resolve: "
+                                       f"{type(exc).__name__}") from None
+            if looked_up is None or looked_up == value or not isinstance(looked_up, (str, int, float)):
+                raise UnresolvedSecret(f"{app}: environment {name}: {value} did not resolve")
+            value = looked_up
+        out[name] = str(value)
+    extra = ((pillar or {}).get(ENV_PILLAR_KEY) or {}).get(app) or {}
+    if isinstance(extra, dict):
+        out.update({str(name): str(value) for name, value in extra.items()})
+    return out
+
+
+def build(entries, pillar, resolve):
+    """The ext_pillar's answer for one minion: {"saltcd_deploy": {app: entry}}, or {}."""
+    if not entries:
+        return {}
+    deploy = {}
+    for app, entry in entries.items():
+        deploy[app] = {**entry, "environment": resolved_environment(
+            app, entry.get("environment") or {}, pillar, resolve)}
+    return {PILLAR_KEY: deploy}
