@@ -245,7 +245,7 @@ ENV = "apps.<app>.environments.<env>"
 KEYS = (
     Key("tag_environments", "image tag -> environment", {"dev": "dev", "qa": "qa", "prod": "prod"},
         _tag_environments),
-    Key("sources", "webhook sources by name; each posts to the webhook engine at `/saltcd/<source>`",
+    Key("sources", "webhook sources by name; each posts to the saltcd_webhook engine at `/saltcd/<source>`",
         {}, _mapping,
         shown="none: every webhook is rejected"),
     Key("sources.<source>.format", "payload format", "distribution",
@@ -376,7 +376,10 @@ def _checked(raw, prefix, key, resolve_secret, skip=()):
         if name in skip or (value is None and spec.default is None):
             continue  # handled by the caller / an optional key left empty
         if spec.secret:
-            value = resolve_secret(value)
+            try:
+                value = resolve_secret(value)
+            except ConfigError as exc:  # an sdb:// that does not resolve: name the key
+                raise ConfigError(f"{where}: {exc}") from None
         value = spec.check(value, where)
         if prefix.startswith(APP) and keys_under(spec.path):
             value = _checked(value, spec.path, where, resolve_secret)
@@ -454,7 +457,12 @@ class Deployment:
     windows: tuple = ()
 
     def pillar(self, digest):
-        """The pillar the deploy SLS reads: everything it needs, nothing else."""
+        """The pillar the deploy SLS reads: everything it needs, nothing else.
+
+        Not published as is: SaltFleet.apply serves `saltcd` to the batch's
+        minions through the `saltcd` ext_pillar and puts only its app, env and
+        digest in the job (saltcd.deploy_pillar.split).
+        """
         return {
             # dockermod sends `docker.ps` to the Salt mine after every container
             # call: five master round trips per replace, about 1.7 s a minion on
@@ -507,7 +515,7 @@ class Registry:
 
 @dataclass(frozen=True)
 class Source:
-    """A webhook source (`salt/engines/hook/saltcd/<name>`) and how it proves itself."""
+    """A webhook source (`/saltcd/<name>` on the saltcd_webhook engine) and how it proves itself."""
 
     name: str
     format: str = "distribution"

@@ -1,23 +1,37 @@
 """From an event on the master's bus to deploy requests.
 
-Three doors lead in: a registry webhook (tag `salt/engines/hook/...` from the
-webhook engine, or `salt/netapi/hook/...` from salt-api), a CI job's
+Three doors lead in: a registry webhook (tag `saltcd/ingress/<source>` from
+the saltcd_webhook engine, which authenticated the request at the door and
+vouches for the event with a MAC made with a master-local key; or
+`salt/netapi/hook/...` from salt-api, with header digests), a CI job's
 `salt-call event.send saltcd/push {...}` (arrives wrapped, with the minion id
 that the master verified), and an operator's `salt-run event.send saltcd/push`
 on the master. Each becomes requests for configured app/env pairs, or a
-rejection with a reason. Nothing here touches a minion.
+rejection with a reason. Nothing here touches a minion, and nothing here
+raises on hostile input: every malformed event becomes a rejection.
 """
 
+import logging
 import time
 from dataclasses import dataclass, field
 
-from saltcd import ingress_auth, notifications, store
+from saltcd import ingress_auth, ingress_key, notifications, store
 from saltcd.errors import NotFound
 
+log = logging.getLogger(__name__)
+
+# `salt/engines/hook/` is what Salt's own webhook engine fires; the shipped
+# wiring no longer routes it (saltcd_webhook fires saltcd/ingress/ instead),
+# but a master still wired the old way is checked the same as salt-api's.
 HOOK_PREFIXES = ("salt/engines/hook/", "salt/netapi/hook/")
+INGRESS_PREFIX = ingress_key.TAG_PREFIX
 SOURCE_PREFIX = "saltcd/"
 CI_TAG = "saltcd/push"
 MINION_FIELDS = ("cmd", "id")
+
+
+# Event text in log lines and reasons goes through this (escapes newlines & co).
+shown = notifications.shown
 
 
 @dataclass
@@ -32,58 +46,111 @@ class Verdict:
 
 def _source(tag, data):
     """Where an event came from: {"kind": registry|ci|operator, "origin": ...}."""
-    if tag.startswith(HOOK_PREFIXES):
-        return {"kind": "registry", "origin": tag[:120]}
-    if isinstance(data, dict) and data.get("cmd") == "_minion_event" and "id" in data:
-        return {"kind": "ci", "origin": str(data["id"])}
+    if tag.startswith(HOOK_PREFIXES + (INGRESS_PREFIX,)):
+        return {"kind": "registry", "origin": shown(tag, 120)}
+    if data.get("cmd") == "_minion_event" and "id" in data:
+        return {"kind": "ci", "origin": shown(data["id"], 120)}
     return {"kind": "operator", "origin": "master"}
 
 
 def _webhook_source(tag, settings):
-    """The configured Source a hook tag names (`.../hook/saltcd/<name>`), or raise."""
-    path = tag.split("/hook/", 1)[1]
+    """The configured Source a hook tag names (`.../hook/saltcd/<name>` or
+    `saltcd/ingress/<name>`), or raise."""
+    if tag.startswith(INGRESS_PREFIX):
+        path = SOURCE_PREFIX + tag[len(INGRESS_PREFIX):]
+    else:
+        path = tag.split("/hook/", 1)[1]
     name = path[len(SOURCE_PREFIX):] if path.startswith(SOURCE_PREFIX) else None
     if not name or name not in settings.sources:
-        raise notifications.PayloadError(f"no webhook source is configured for {path[:60]!r}")
+        raise notifications.PayloadError(f"no webhook source is configured for {shown(path, 60)!r}")
     return settings.sources[name]
 
 
-def _parse(tag, data, source, settings):
+def _minion_fields(data):
+    """Minion fields the event carries (the reactor lists those of the original event)."""
+    listed = data.get("minion_fields")
+    listed = [str(k) for k in listed] if isinstance(listed, (list, tuple)) else []
+    return sorted(set(listed) | {k for k in MINION_FIELDS if k in data})
+
+
+def _hook_body(data, settings):
+    """The body of a hook event, refused before parsing when over `max_body_bytes`
+    (salt-api's path has no cap of its own before this; the engine's has)."""
+    body = data.get("body", b"")
+    if isinstance(body, (str, bytes, bytearray)) and len(body) > settings.max_body_bytes:
+        raise notifications.PayloadError(
+            f"body of {len(body)} bytes is larger than max_body_bytes ({settings.max_body_bytes})")
+    return body
+
+
+def _parse_hook(tag, data, settings, now, engine_key, nonces):
+    """A webhook event (engine envelope or salt-api hook) -> Parsed, or raise."""
+    present = _minion_fields(data)
+    if present:
+        raise notifications.PayloadError(
+            f"hook event carries minion fields {present}: fired by a minion, not the webhook")
+    webhook = _webhook_source(tag, settings)
+    if tag.startswith(INGRESS_PREFIX):
+        # The engine checked the source's credential at the door; the MAC
+        # proves this event is the engine's, the nonce that it is new.
+        if nonces is None:  # a caller without the store: fail closed
+            raise ingress_auth.Unauthenticated("refused: no nonce cache to detect replays with")
+        try:
+            ingress_key.verify(engine_key, webhook.name, data, now, settings.push_window, nonces.first_sighting)
+        except ingress_key.Forged as exc:
+            raise ingress_auth.Unauthenticated(str(exc)) from None
+    else:
+        ingress_auth.check(webhook, data, now=now, window=settings.push_window)
+    return notifications.PARSERS[webhook.format](_hook_body(data, settings))
+
+
+def _parse(tag, data, source, settings, now=None, nonces=None, engine_key=None):
     """The Parsed pushes of an event, or raise PayloadError / Unauthenticated."""
     if source["kind"] == "registry":
-        # The reactor lists which of the event's keys were minion fields.
-        present = sorted(set(data.get("minion_fields") or []) | {k for k in MINION_FIELDS if k in data})
-        if present:
-            raise notifications.PayloadError(
-                f"hook event carries minion fields {present}: fired by a minion, not the webhook")
-        webhook = _webhook_source(tag, settings)
-        ingress_auth.check(webhook, data)
-        return notifications.PARSERS[webhook.format](data.get("body", b""))
+        return _parse_hook(tag, data, settings, now, engine_key, nonces)
     if tag != CI_TAG:
         raise notifications.PayloadError(f"unexpected event tag {tag[:80]!r}")
-    payload = data.get("data") if source["kind"] == "ci" else data
+    # reactor/ci_push.sls hands every form over as {"id", "cmd", "data": {fields,
+    # signature_sha256}}; `salt-run deploy.accept saltcd/push '{...}'` passes the
+    # fields flat. Wrapped or not, signed or not, every push meets the same check:
+    # an unwrapped event may be a minion's (the syndic path), so it proves nothing.
+    nested = source["kind"] == "ci" or isinstance(data.get("data"), dict)
+    payload = data.get("data") if nested else data
     if not isinstance(payload, dict):
         raise notifications.PayloadError("event data is not an object")
-    if settings.push_secret is not None:
-        ingress_auth.check_push(settings.push_secret, payload)
-    fields = {k: v for k, v in payload.items() if not k.startswith("_") and k != "signature"}
+    ingress_auth.check_push(settings.push_secret, payload, now, nonces, settings.push_window)
+    fields = {k: payload[k] for k in ("repository", "tag", "digest") if payload.get(k) is not None}
     return notifications.parse_generic(fields)
 
 
-def classify(tag, data, settings, now=None):
-    """Turn one event into a Verdict; `settings` is a validated config.Settings."""
+def classify(tag, data, settings, now=None, nonces=None, engine_key=None):
+    """Turn one event into a Verdict; `settings` is a validated config.Settings.
+
+    `nonces`: a saltcd.nonces.NonceCache (replays of signed events);
+    `engine_key`: the master-local key of saltcd_webhook's envelopes
+    (ingress_key.load(cachedir)). Never raises on what the event holds.
+    """
     now = time.time() if now is None else now
     if not isinstance(tag, str) or not isinstance(data, dict):
         return Verdict(source={"kind": "unknown", "origin": "?"}, rejected="event is not a tag and a mapping")
     source = _source(tag, data)
     verdict = Verdict(source=source)
     try:
-        parsed = _parse(tag, data, source, settings)
+        parsed = _parse(tag, data, source, settings, now=now, nonces=nonces, engine_key=engine_key)
     except ingress_auth.Unauthenticated as exc:
         verdict.rejected = f"unauthenticated: {exc}"
         return verdict
     except notifications.PayloadError as exc:
         verdict.rejected = str(exc)
+        return verdict
+    except RecursionError:
+        verdict.rejected = "payload nested too deeply"
+        return verdict
+    except Exception as exc:  # pylint: disable=broad-except
+        # A parser missed a shape: still a rejection, never a crash of the
+        # reaction; the log says which, so the parser can be fixed.
+        log.warning("saltcd: malformed event %s: %s", shown(tag, 120), shown(f"{type(exc).__name__}: {exc}"))
+        verdict.rejected = f"malformed payload ({type(exc).__name__})"
         return verdict
     verdict.ignored.extend(parsed.ignored)
     for push in parsed.pushes:

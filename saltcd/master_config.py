@@ -17,10 +17,12 @@ from saltcd import extension
 
 REGISTRY_HOOK_PATH = "saltcd/registry"  # the source named `registry` in saltcd:sources
 CI_TAG = "saltcd/push"
+INGRESS_TAGS = "saltcd/ingress/*"  # what the saltcd_webhook engine fires
 
 
 def wiring(root=None, webhook_address="127.0.0.1", webhook_port=8787, resume_every=30):
-    """file_roots, reactor, the webhook and drain engines, and the resume schedule.
+    """file_roots, reactor, the webhook and drain engines, the deploy ext_pillar, and the
+    resume schedule.
 
     The SLS come from the installed package, or from the checkout at `root`.
     """
@@ -31,16 +33,23 @@ def wiring(root=None, webhook_address="127.0.0.1", webhook_port=8787, resume_eve
         # _states for minions that lack saltcd (the runner syncs them).
         "file_roots": {"base": [tree]},
         "reactor": [
-            # Every source under /saltcd/<name>; the runner authenticates each one.
-            {"salt/engines/hook/saltcd/*": [os.path.join(reactor, "registry_push.sls")]},
+            # Every source under /saltcd/<name>: saltcd_webhook checked the
+            # request at the door and signs its event with the master-local key;
+            # salt-api's hooks are checked by the runner (header digests).
+            {INGRESS_TAGS: [os.path.join(reactor, "registry_push.sls")]},
             {"salt/netapi/hook/saltcd/*": [os.path.join(reactor, "registry_push.sls")]},
             {CI_TAG: [os.path.join(reactor, "ci_push.sls")]},
         ],
         "engines": [
-            {"webhook": {"address": webhook_address, "port": webhook_port}},
+            # saltcd's webhook (not Salt's `webhook`, which puts headers and
+            # bodies of any size, authenticated or not, on the bus).
+            {"saltcd_webhook": {"address": webhook_address, "port": webhook_port}},
             # Runs the rollouts that accept and resume ask for (saltcd/drain/<app>/<env>).
             {"saltcd_drains": {}},
         ],
+        # The deploy data of a batch reaches its minions as pillar (per minion,
+        # encrypted), not in the published job: saltcd.deploy_pillar.
+        "ext_pillar": [{"saltcd": {}}],
         # Requests are durable; this restarts their rollouts after a master
         # restart (or a lost drain event). Not at start: minions need a few
         # seconds to reconnect first.

@@ -12,13 +12,14 @@ import secrets
 import shutil
 import socket
 import tempfile
+import time
 import urllib.error
 import urllib.request
 from pathlib import Path
 
 import pytest
 
-from saltcd import ingress_auth, master_config
+from saltcd import ci_push, master_config
 from sandbox import app_image, layout, tls
 from sandbox.engines import DockerHost
 from sandbox.registry import LocalRegistry
@@ -49,6 +50,19 @@ APPS = {
     "timed": (18078, {}),  # the bench's timed push and timeline
     "ideal": (18077, {}),  # the bench's direct-Docker yardstick
     "lost": (18076, {}),  # a notification the reactor drops
+    # test_bounded_and_timed.py: a rollout before and after a flood of refused posts,
+    # an approval by digest, a cooldown, and a deploy window that is closed now
+    # (one minute a day, three hours ahead of the session's start).
+    "door": (18064, {}),  # test_webhook_engine.py: pushes through the saltcd_webhook engine
+    "flood": (18060, {}),
+    "review": (18061, {}),  # prod stays manual (the default)
+    "cool": (18062, {"environments": {"dev": {"cooldown": 8}}}),
+    "closed": (18063, {"environments": {"dev": {"windows": [
+        f"* {(time.gmtime().tm_hour + 3) % 24:02d}:00-{(time.gmtime().tm_hour + 3) % 24:02d}:01 UTC"]}}}),
+    # Per-environment secrets that must reach only their environment's minions.
+    "secrets": (18050, {"environments": {
+        "dev": {"environment": {"PORT": "8080", "APP_TOKEN": "dev-only-" + secrets.token_hex(12)}},
+        "qa": {"environment": {"PORT": "8080", "APP_TOKEN": "qa-only-" + secrets.token_hex(12)}}}}),
 }
 
 
@@ -331,6 +345,7 @@ class Lab:
     def __init__(self, master, minions, hosts, registry, repositories, fleet, listener, push_secret):
         self.listener = listener
         self.push_secret = push_secret
+        self.signatures = []  # every push signature a test made (test_zz_no_secrets_leak)
         self.master = master
         self.minions = minions
         self.hosts = hosts
@@ -342,11 +357,13 @@ class Lab:
     def env_minions(self, env):
         return [m["id"] for m in self.fleet if m["env"] == env]
 
-    def signed(self, payload):
-        """A `saltcd/push` payload as a CI job makes it (saltcd.ci_push), as JSON text."""
-        signature = ingress_auth.push_signature(self.push_secret, payload.get("repository"),
-                                                payload.get("tag"), payload.get("digest"))
-        return json.dumps({**payload, "signature": signature})
+    def signed(self, payload, timestamp=None):
+        """A `saltcd/push` payload as a CI job makes it (saltcd.ci_push: time, nonce,
+        signature), as JSON text. Every signature is recorded: the leak test looks for them."""
+        data = ci_push.payload(payload.get("repository"), payload.get("tag"), self.push_secret,
+                               digest=payload.get("digest"), timestamp=timestamp)
+        self.signatures.append(data["signature"])
+        return json.dumps(data)
 
     def ci_push(self, minion, payload):
         """`salt-call event.send saltcd/push <signed payload>` on `minion`."""

@@ -21,7 +21,7 @@ def test_wiring_points_at_the_installed_state_tree_and_reactor(capsys):
                    "_modules/saltcd.py", "_states/saltcd_health.py"):
         assert (tree / served).is_file(), served
     reactions = {tag: files for entry in conf["reactor"] for tag, files in entry.items()}
-    assert set(reactions) == {"salt/engines/hook/saltcd/*", "salt/netapi/hook/saltcd/*", "saltcd/push"}
+    assert set(reactions) == {"saltcd/ingress/*", "salt/netapi/hook/saltcd/*", "saltcd/push"}
     for files in reactions.values():
         assert all(os.path.isabs(f) and os.path.isfile(f) for f in files)
 
@@ -30,7 +30,7 @@ def test_wiring_needs_no_module_dirs():
     """The runner, engine and minion modules come through the salt.loader entry point."""
     conf = master_config.wiring()
     assert not {"runner_dirs", "engines_dirs", "module_dirs", "states_dirs"} & set(conf)
-    assert {"webhook": {"address": "127.0.0.1", "port": 8787}} in conf["engines"]
+    assert {"saltcd_webhook": {"address": "127.0.0.1", "port": 8787}} in conf["engines"]
     assert {"saltcd_drains": {}} in conf["engines"]
     assert conf["schedule"]["saltcd-resume"]["function"] == "deploy.resume"
     assert conf["schedule"]["saltcd-resume"]["run_on_start"] is False
@@ -38,7 +38,7 @@ def test_wiring_needs_no_module_dirs():
 
 def test_webhook_address_and_port_are_options(capsys):
     conf = _printed(capsys, "--webhook-address", "0.0.0.0", "--webhook-port", "9000")
-    assert {"webhook": {"address": "0.0.0.0", "port": 9000}} in conf["engines"]
+    assert {"saltcd_webhook": {"address": "0.0.0.0", "port": 9000}} in conf["engines"]
 
 
 def test_root_serves_a_checkout_instead(repo_root, capsys):
@@ -54,9 +54,13 @@ def test_a_root_without_saltcd_folders_is_refused(tmp_path):
 
 def test_loader_entry_point_names_existing_folders():
     dirs = extension.loader_dirs()
-    assert set(dirs) == {"runners", "engines", "modules", "states"}
-    expected = {"runners": "deploy.py", "engines": "saltcd_drains.py",
+    assert set(dirs) == {"runners", "engines", "pillar", "modules", "states"}
+    expected = {"runners": "deploy.py", "engines": "saltcd_drains.py", "pillar": "saltcd.py",
                 "modules": "saltcd.py", "states": "saltcd_health.py"}
     for ext_type, paths in dirs.items():
         assert isinstance(paths, list) and len(paths) == 1
         assert (Path(paths[0]) / expected[ext_type]).is_file()
+
+
+def test_wiring_serves_deploy_data_through_the_saltcd_ext_pillar():
+    assert {"saltcd": {}} in master_config.wiring()["ext_pillar"]
