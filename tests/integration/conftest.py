@@ -13,14 +13,12 @@ import shutil
 import socket
 import tempfile
 import time
-import urllib.error
-import urllib.request
 from pathlib import Path
 
 import pytest
 
 from saltcd import ci_push, master_config
-from sandbox import app_image, layout, tls
+from sandbox import app_image, layout, loopback, tls
 from sandbox.engines import DockerHost
 from sandbox.registry import LocalRegistry
 from sandbox.token_server import TokenServer
@@ -374,13 +372,7 @@ class Lab:
     def health(self, minion, app):
         """GET the app's health URL on that host, as a user's curl would."""
         address = next(m["address"] for m in self.fleet if m["id"] == minion)
-        try:
-            with urllib.request.urlopen(f"http://{address}:{APPS[app][0]}/health", timeout=3) as resp:
-                return resp.status
-        except urllib.error.HTTPError as exc:
-            return exc.code
-        except OSError:
-            return None
+        return loopback.status(f"http://{address}:{APPS[app][0]}/health")
 
     def history(self, app, env, limit=50):
         ret = self.run.run("deploy.history", f"app={app}", f"env={env}", f"limit={limit}")

@@ -5,7 +5,6 @@ credentials (`docker.login` in the deploy state)."""
 
 import json
 import time
-import urllib.error
 from pathlib import Path
 
 import pytest
@@ -28,13 +27,7 @@ def push(lab, app, version, tag="dev"):
 def health(lab, minion, app):
     """GET the app's health URL on that host, as a user's curl would (None: no answer)."""
     address = next(m["address"] for m in lab.fleet if m["id"] == minion)
-    try:
-        with loopback.OPENER.open(f"http://{address}:{AUTH_APPS[app][0]}/health", timeout=3) as resp:
-            return resp.status
-    except urllib.error.HTTPError as exc:
-        return exc.code
-    except OSError:
-        return None
+    return loopback.status(f"http://{address}:{AUTH_APPS[app][0]}/health")
 
 
 def outcome(lab, app, after, env="dev", timeout=240):

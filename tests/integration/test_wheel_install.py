@@ -18,8 +18,6 @@ import subprocess
 import sys
 import tempfile
 import time
-import urllib.error
-import urllib.request
 import zipfile
 from pathlib import Path
 
@@ -27,7 +25,7 @@ import pytest
 import yaml
 
 from saltcd import master_config
-from sandbox import app_image, layout
+from sandbox import app_image, layout, loopback
 from sandbox.registry import LocalRegistry
 from tests.integration.conftest import free_port
 
@@ -271,13 +269,7 @@ def _running_image(host):
 
 
 def _health(port):
-    try:
-        with urllib.request.urlopen(f"http://{BUILDER_ADDRESS}:{port}/health", timeout=3) as resp:
-            return resp.status
-    except urllib.error.HTTPError as exc:
-        return exc.code
-    except OSError:
-        return None
+    return loopback.status(f"http://{BUILDER_ADDRESS}:{port}/health")
 
 
 def _wait_until_serving(host, digest, port, work_dir, timeout=120):
