@@ -24,6 +24,17 @@ def salt_factories_default_root_dir():
     shutil.rmtree(root, ignore_errors=True)
 
 
+@pytest.fixture(scope="session")
+def event_listener():
+    """salt-factories' event store, keeping events for the whole session (its
+    default forgets them after 120 s): the leak scan reads every event the
+    ingress tests caused."""
+    from saltfactories.plugins.event_listener import EventListener
+
+    with EventListener(timeout=3600) as listener:
+        yield listener
+
+
 def pytest_unconfigure(config):
     """Salt flushes its buffered log handlers at exit, after pytest closed the
     captured streams; don't print a traceback per record for that."""
