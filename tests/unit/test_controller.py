@@ -71,12 +71,13 @@ def test_ci_event_carries_the_minion_id(ctl):
     ("salt/engines/hook/saltcd/registry", {**hook_event(), "minion_fields": ["cmd", "id"]}, "fired by a minion"),
     ("salt/engines/hook/saltcd/registry", {**hook_event(), "body": b"\xff"}, "not UTF-8"),
     ("salt/engines/hook/saltcd/registry", {**hook_event(), "body": b"[]"}, "not an object"),
-    ("saltcd/push", signed(tag="dev; rm -rf /"), "invalid tag"),
-    ("saltcd/push", signed(repository="$(id)"), "invalid repository"),
-    ("saltcd/push", signed(digest="sha256:nothex"), "invalid digest"),
+    # Signed when the test runs, not at collection: the signature is timed.
+    ("saltcd/push", lambda: signed(tag="dev; rm -rf /"), "invalid tag"),
+    ("saltcd/push", lambda: signed(repository="$(id)"), "invalid repository"),
+    ("saltcd/push", lambda: signed(digest="sha256:nothex"), "invalid digest"),
 ])
 def test_rejections_change_nothing_and_are_announced(ctl, tag, data, reason):
-    verdict = ctl.accept(tag, data)
+    verdict = ctl.accept(tag, data() if callable(data) else data)
     assert reason in verdict["rejected"]
     assert ctl.records.pending("web", "dev") == [] and ctl.fleet.applied == []
     assert ctl.reporter.events[-1][0] == "saltcd/rejected"
