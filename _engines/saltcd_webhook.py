@@ -34,7 +34,6 @@ Salt finds this engine through saltcd's ``salt.loader`` entry point;
 
 import asyncio
 import concurrent.futures
-import hashlib
 import logging
 import re
 import threading
@@ -220,7 +219,7 @@ class Hook(tornado.web.RequestHandler):  # pylint: disable=abstract-method
         if source.hmac_secret is not None and timestamp is not None and self.door.first_sighting:
             # A timestamped signature is valid for push_window: seen twice, it is a replay.
             signature = self.request.headers.get(source.signature_header, "")
-            nonce = hashlib.sha256(signature.encode("utf-8", "replace")).hexdigest()
+            nonce = ingress_auth.sha256_hex(signature)
             try:
                 fresh = await self.door.in_worker(self.door.first_sighting, nonce, now, settings.push_window)
             except Exception as exc:  # pylint: disable=broad-except  # nonces.Full, store errors

@@ -631,7 +631,7 @@ def _registries(raw, resolve_secret):
     Docker Hub's aliases (`index.docker.io`, `registry-1.docker.io`) are `docker.io`."""
     out = {}
     for host, conf in raw.items():
-        canonical = references.DOCKER_HUB if host in references.DOCKER_HUB_ALIASES else host
+        canonical = references.canonical_registry(host)
         _need(canonical not in out, f"saltcd:registries:{host}",
               f"configured twice (as {canonical} and an alias of it)")
         out[canonical] = _registry(host, conf, resolve_secret)

@@ -53,6 +53,10 @@ class Controller:
         self.resolve = resolve
         self.records.configure(store.Limits.from_settings(settings))
 
+    def _tag_digest(self, dep, tag):
+        """The digest `tag` of dep's repository has at its registry now (RegistryError if unknown)."""
+        return self.resolve(dep.repository, tag, self.settings.registry(dep.repository.registry))
+
     def _lock(self, app, env):
         return locking.lock_path(self.lock_dir, app, env)
 
@@ -77,11 +81,10 @@ class Controller:
         for reason in verdict.ignored:
             # Blob pushes and pulls come by the dozen with every push: not news.
             level = logging.DEBUG if reason.endswith(notifications.ROUTINE) else logging.INFO
-            log.log(level, "saltcd: ignored from %s: %s", notifications.shown(verdict.source["origin"], 120), reason)
+            log.log(level, "saltcd: ignored from %s: %s", verdict.source["origin"], reason)
         if verdict.rejected:
             log.warning("saltcd: rejected event %s from %s: %s", notifications.shown(tag, 120),
-                        notifications.shown(verdict.source["origin"], 120),
-                        verdict.rejected)
+                        verdict.source["origin"], verdict.rejected)
             rejection = {"id": store.new_id(), "time": time.time(), "tag": str(tag)[:200],
                          "source": verdict.source, "reason": verdict.rejected}
             self.records.add_rejection(rejection)
@@ -104,8 +107,7 @@ class Controller:
         """
         dep = self.settings.deployment(request["app"], request["env"])
         try:
-            request["digest"] = self.resolve(dep.repository, request["tag"],
-                                             self.settings.registry(dep.repository.registry))
+            request["digest"] = self._tag_digest(dep, request["tag"])
             request["digest_error"] = None
         except registry_client.RegistryError as exc:
             request.update({"digest": None, "digest_error": f"registry not reached at push time: {exc}"})
@@ -219,8 +221,7 @@ class Controller:
         newest = waiting[-1]
         dep = self.settings.deployment(app, env)
         try:
-            current, unreachable = self.resolve(dep.repository, newest["tag"],
-                                                self.settings.registry(dep.repository.registry)), None
+            current, unreachable = self._tag_digest(dep, newest["tag"]), None
         except registry_client.RegistryError as exc:
             current, unreachable = None, str(exc)
         recorded = newest.get("digest")
@@ -309,7 +310,7 @@ class Controller:
         if resolved is None or self.records.has_pending(app, env):
             return None
         try:
-            current = self.resolve(dep.repository, tag, self.settings.registry(dep.repository.registry))
+            current = self._tag_digest(dep, tag)
         except registry_client.RegistryError as exc:
             log.info("saltcd: reconcile %s/%s: %s", app, env, exc)
             return None
@@ -382,12 +383,11 @@ class Controller:
     def _mark_interrupted(self, app, env):
         """Records still `running` while we hold the lock belong to a dead process."""
         for record in self.records.running_rollouts(app, env):
-            if record.get("status") == "running":
-                record.update({"status": "interrupted", "ended": time.time(),
-                               "reason": "the process running it stopped (master restart?)"})
-                self.records.save_rollout(record)
-                self.reporter.fire(rollout.deploy_tag(app, env, "interrupted"),
-                                   {"rollout": record["id"], "app": app, "env": env})
+            record.update({"status": "interrupted", "ended": time.time(),
+                           "reason": "the process running it stopped (master restart?)"})
+            self.records.save_rollout(record)
+            self.reporter.fire(rollout.deploy_tag(app, env, "interrupted"),
+                               {"rollout": record["id"], "app": app, "env": env})
 
     def _supersede(self, older, newest):
         self._supersede_record(older, newest)
@@ -427,9 +427,7 @@ class Controller:
         try:
             # A pinned request (a rollback) needs no registry: the digest was
             # deployed before and is on the minions or in the registry by digest.
-            digest = request.get("digest") or self.resolve(
-                deployment.repository, request["tag"],
-                self.settings.registry(deployment.repository.registry))
+            digest = request.get("digest") or self._tag_digest(deployment, request["tag"])
         except registry_client.RegistryError as exc:
             record.update({"status": "planned" if test else "failed", "ended": time.time(),
                            "to_digest": None,

@@ -49,7 +49,12 @@ class Repository:
         return f"{self}@{parse_digest(digest)}"
 
 
-def parse_repository(name, default_registry="docker.io"):
+def canonical_registry(host):
+    """`docker.io` for any of Docker Hub's host names, else the host as given."""
+    return DOCKER_HUB if host in DOCKER_HUB_ALIASES else host
+
+
+def parse_repository(name, default_registry=DOCKER_HUB):
     """Split `host[:port]/path` into a Repository, or raise ReferenceError.
 
     As in docker, the first component is a registry host only if it contains a
@@ -70,10 +75,9 @@ def parse_repository(name, default_registry="docker.io"):
         registry, path = default_registry, name
     if not PATH_RE.fullmatch(path):
         raise ReferenceError(f"invalid repository path {path!r}")
-    if registry in DOCKER_HUB_ALIASES:
-        registry = DOCKER_HUB
-        if "/" not in path:
-            path = OFFICIAL_PREFIX + path
+    registry = canonical_registry(registry)
+    if registry == DOCKER_HUB and "/" not in path:
+        path = OFFICIAL_PREFIX + path
     return Repository(registry, path)
 
 
