@@ -533,15 +533,16 @@ class Settings:
     apps: dict
     tag_environments: dict
     registries: dict
+    # Their defaults are the KEYS table's: load() always passes them.
+    push_window: float
+    max_body_bytes: int
+    history_keep: int
+    history_days: float
+    rejections_keep: int
+    rejections_days: float
     sources: dict = field(default_factory=dict)
     ci_minions: tuple = ()
     push_secret: str = field(default=None, repr=False)
-    push_window: float = 300
-    max_body_bytes: int = 1048576
-    history_keep: int = 200
-    history_days: float = 90
-    rejections_keep: int = 100
-    rejections_days: float = 30
     _deployments: dict = field(default_factory=dict, repr=False)
 
     def ci_allowed(self, minion, app):

@@ -30,6 +30,8 @@ import threading
 import time
 from dataclasses import dataclass
 
+from saltcd import config
+
 BANK = "saltcd"
 REJECTED = f"{BANK}/audit/rejected"
 COUNTS = f"{BANK}/audit/counts"
@@ -61,12 +63,18 @@ def id_time(record_id):
 
 @dataclass(frozen=True)
 class Limits:
-    """How much history and audit the store keeps (defaults: saltcd.config's)."""
+    """How much history and audit the store keeps."""
 
-    history_keep: int = 200
-    history_days: float = 90
-    rejections_keep: int = 100
-    rejections_days: float = 30
+    history_keep: int
+    history_days: float
+    rejections_keep: int
+    rejections_days: float
+
+    @classmethod
+    def defaults(cls):
+        """The defaults of saltcd's configuration table (config.KEYS)."""
+        top = config.keys_under("")
+        return cls(**{name: top[name].default for name in cls.__dataclass_fields__})
 
     @classmethod
     def from_settings(cls, settings):
@@ -96,7 +104,7 @@ class Store:
 
     def __init__(self, cache, limits=None):
         self.cache = cache
-        self.limits = limits or Limits()
+        self.limits = limits or Limits.defaults()
         self._counts_pruned = None  # the minute counts were last pruned at
 
     def configure(self, limits):

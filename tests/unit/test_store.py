@@ -1,5 +1,6 @@
 """The store keeps history and audit bounded, and a drain reads only what it needs."""
 
+import dataclasses
 import time
 
 from saltcd import store
@@ -9,6 +10,11 @@ from .fakes import MemoryCache
 
 DAY = 86400
 NOW = 1_790_000_000.0
+
+
+def limits(**given):
+    """The configuration table's limits with some changed."""
+    return dataclasses.replace(Limits.defaults(), **given)
 
 
 class CountingCache(MemoryCache):
@@ -33,7 +39,7 @@ def test_ids_carry_their_time():
 
 
 def test_history_is_pruned_by_count_when_a_record_is_saved():
-    records = Store(MemoryCache(), Limits(history_keep=5))
+    records = Store(MemoryCache(), limits(history_keep=5))
     saved = [rollout(NOW + i) for i in range(12)]
     for record in saved:
         records.save_rollout(record, now=NOW + 12)
@@ -41,7 +47,7 @@ def test_history_is_pruned_by_count_when_a_record_is_saved():
 
 
 def test_history_is_pruned_by_age_but_keeps_the_newest_ten():
-    records = Store(MemoryCache(), Limits(history_keep=200, history_days=1))
+    records = Store(MemoryCache(), limits(history_keep=200, history_days=1))
     old = [rollout(NOW - 10 * DAY + i) for i in range(15)]
     for record in old:
         records.save_rollout(record, now=NOW)
@@ -55,7 +61,7 @@ def test_history_is_pruned_by_age_but_keeps_the_newest_ten():
 
 def test_a_running_rollout_is_never_pruned_and_is_found_without_reading_the_history():
     cache = CountingCache()
-    records = Store(cache, Limits(history_keep=3))
+    records = Store(cache, limits(history_keep=3))
     running = rollout(NOW, status="running")
     records.save_rollout(running, now=NOW)
     for i in range(1, 50):
@@ -88,7 +94,7 @@ def rejection(at, reason="bad token"):
 
 def test_rejections_keep_only_the_newest_in_full():
     cache = MemoryCache()
-    records = Store(cache, Limits(rejections_keep=5, rejections_days=1))
+    records = Store(cache, limits(rejections_keep=5, rejections_days=1))
     for i in range(40):
         records.add_rejection(rejection(NOW + i), now=NOW + 40)
     kept = records.rejections()
@@ -116,7 +122,7 @@ def test_rejection_counts_merge_per_minute_source_and_reason():
 
 def test_rejection_counts_stay_bounded_in_size_and_age():
     cache = MemoryCache()
-    records = Store(cache, Limits(rejections_days=1))
+    records = Store(cache, limits(rejections_days=1))
     minute = int(NOW) // 60 * 60
     # A flood of distinct reasons in one minute: one record, at most 51 rows.
     records.count_rejections({("registry", f"reason {i}", minute): 1 for i in range(500)}, now=NOW)
@@ -139,7 +145,7 @@ def test_localfs_store_prunes_files(tmp_path):
 
     opts = salt.config.master_config(None)
     opts.update({"cachedir": str(tmp_path), "cache": "localfs"})
-    records = Store(salt.cache.factory(opts), Limits(history_keep=3, rejections_keep=2))
+    records = Store(salt.cache.factory(opts), limits(history_keep=3, rejections_keep=2))
     for i in range(10):
         records.save_rollout(rollout(time.time() + i))
         records.add_rejection(rejection(time.time() + i))
