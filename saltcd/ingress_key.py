@@ -65,10 +65,13 @@ def envelope(key, source, body, now=None):
             "mac": mac(key, source, received, nonce, body)}
 
 
-def verify(key, source, data, now, window, first_sighting=None):
+def verify(key, source, data, now, window, first_sighting):
     """Raise Forged unless `data` is an envelope the engine made for `source`,
     no older than `window` seconds (and not from the future beyond a little
-    clock slack), whose nonce `first_sighting(nonce, now, window)` has not seen."""
+    clock slack), whose nonce `first_sighting(nonce, now, window)` has not seen.
+    Without a nonce cache (None) nothing passes: replays could not be told."""
+    if first_sighting is None:
+        raise Forged("refused: no nonce cache to detect replays with")
     if key is None:
         raise Forged("the ingress key is missing (is the saltcd_webhook engine running?)")
     body, received, nonce, given = (data.get(k) for k in ("body", "received", "nonce", "mac"))
@@ -82,5 +85,5 @@ def verify(key, source, data, now, window, first_sighting=None):
     age = now - float(received)
     if age > window or age < -30:
         raise Forged(f"envelope is {age:.0f} s old, outside push_window ({window:g} s): a replay")
-    if first_sighting is not None and not first_sighting(nonce, now, window):
+    if not first_sighting(nonce, now, window):
         raise Forged("nonce seen before: a replay")
