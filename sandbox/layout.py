@@ -27,15 +27,23 @@ def minion_overrides(minion, docker_url):
     }
 
 
-def app_config(repository, port, container=None, health_timeout=20, batch=1, **policy):
-    """One app, deployed to every environment by its env grain-named glob."""
+def app_config(repository, port, container=None, health_timeout=20, batch=1, settle=None, **policy):
+    """One app, deployed to every environment by its env grain-named glob.
+
+    `settle` None keeps saltcd's default (and with it the watch after the last
+    batch); the test lab passes 0 where a test does not look at it, to keep
+    the suite quick.
+    """
+    health = {"path": "/health", "port": port, "timeout": health_timeout, "interval": 0.5}
+    if settle is not None:
+        health["settle"] = settle
     return {
         "repository": repository,
         "container": container or repository.rsplit("/", 1)[1],
         "ports": [f"{port}:8080"],
         "environment": {"PORT": "8080"},
         "stop_timeout": 5,
-        "health": {"path": "/health", "port": port, "timeout": health_timeout, "interval": 0.5},
+        "health": health,
         "batch": batch,
         "environments": {env: {"target": f"{env}-*"} for env in ENVIRONMENTS},
         **policy,

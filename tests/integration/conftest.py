@@ -247,13 +247,15 @@ def salt_master(salt_factories, repo_root, registry, repositories, webhook_port,
                 push_secret, auth_repositories, auth_registries_config):
     apps = {}
     for app, (port, policy) in APPS.items():
-        apps[app] = layout.app_config(repositories[app], port, health_timeout=10, state_timeout=60)
+        apps[app] = layout.app_config(repositories[app], port, health_timeout=10, settle=0,
+                                       state_timeout=60)
         apps[app].update({k: v for k, v in policy.items() if k not in ("health", "environments")})
         apps[app]["health"].update(policy.get("health", {}))
         for env, overrides in policy.get("environments", {}).items():
             apps[app]["environments"][env].update(overrides)
     for app, (port, _, _, policy) in AUTH_APPS.items():
-        apps[app] = layout.app_config(auth_repositories[app], port, health_timeout=10, state_timeout=60)
+        apps[app] = layout.app_config(auth_repositories[app], port, health_timeout=10, settle=0,
+                                       state_timeout=60)
         apps[app].update({k: v for k, v in policy.items() if k != "environments"})
         for env, overrides in policy.get("environments", {}).items():
             apps[app]["environments"][env].update(overrides)

@@ -112,7 +112,7 @@ def test_push_rolls_out_from_a_pip_installed_master(lab_root, docker_hosts, venv
     tree = Path(wiring["file_roots"]["base"][0])
     assert tree.is_relative_to(venv) and "site-packages/saltcd/files" in str(tree), tree
 
-    app = layout.app_config(repository, ports["app"], container=CONTAINER, health_timeout=20,
+    app = layout.app_config(repository, ports["app"], container=CONTAINER, health_timeout=20, settle=0,
                             state_timeout=60)
     app["environments"] = {"dev": {"target": MINION, "tgt_type": "list"}}
     _write_yaml(conf_dir / "master", {
