@@ -91,12 +91,27 @@ def is_open(windows, now):
     return not windows or any(window.is_open(now) for window in windows)
 
 
+def _openings(window, now):
+    """Unix times at which `window` opens, from the day before `now` to a week after."""
+    zone = ZoneInfo(window.zone)
+    today = datetime.fromtimestamp(now, zone).date()
+    for offset in range(-1, 9):
+        day = today + timedelta(days=offset)
+        if day.weekday() in window.days:
+            hours, minutes = divmod(window.start, 60)
+            yield datetime(day.year, day.month, day.day, hours, minutes, tzinfo=zone).timestamp()
+
+
 def next_open(windows, now):
     """The first Unix time >= `now` at which a window is open (now itself when open)."""
     if is_open(windows, now):
         return now
-    # Step minute by minute from the next whole minute: windows open on minute
-    # boundaries, and a week ahead bounds the search.
+    # A closed window opens at its start time on one of its days: try those
+    # (about ten per window) before stepping minute by minute, which is left for
+    # a start that a DST change skips over on that day.
+    for moment in sorted(m for window in windows for m in _openings(window, now) if m > now):
+        if is_open(windows, moment):
+            return moment
     start = datetime.fromtimestamp(now, timezone.utc).replace(second=0, microsecond=0)
     for step in range(1, _HORIZON_MINUTES):
         moment = (start + timedelta(minutes=step)).timestamp()

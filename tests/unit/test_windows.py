@@ -106,3 +106,27 @@ def test_a_berlin_office_window():
     assert not windows.is_open([window], friday_evening)
     assert windows.next_open([window], friday_evening) == monday_morning
     assert windows.is_open([], friday_evening)  # no windows: always open
+
+
+def _first_open_minute(parsed, now):
+    """The reference: step minute by minute (what next_open did before it computed openings)."""
+    if windows.is_open(parsed, now):
+        return now
+    moment = now - now % 60
+    for _ in range(8 * 24 * 60):
+        moment += 60
+        if windows.is_open(parsed, moment):
+            return moment
+    return None
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.lists(window_texts(), min_size=1, max_size=3), TIMES)
+def test_next_open_agrees_with_stepping_minute_by_minute(texts, now):
+    parsed = [windows.parse(t) for t in texts]
+    expected = _first_open_minute(parsed, now)
+    if expected is None:
+        with pytest.raises(windows.WindowError):
+            windows.next_open(parsed, now)
+    else:
+        assert windows.next_open(parsed, now) == expected
