@@ -82,10 +82,9 @@ class Rejections:
             seen = self._sampled.get(key, 0)
             if seen < self.samples_per_minute:
                 self._sampled[key] = seen + 1
-                self._samples.append({
-                    "id": store.new_id(now), "time": now, "tag": f"POST /{notifications.shown(path, 80)}",
-                    "source": {"kind": "registry", "origin": f"saltcd_webhook {peer or '?'}"},
-                    "reason": reason})
+                self._samples.append(store.rejection(
+                    f"POST /{notifications.shown(path, 80)}",
+                    {"kind": "registry", "origin": f"saltcd_webhook {peer or '?'}"}, reason, now))
 
     def take(self, now):
         """The counts and full records gathered since the last call (and forget them)."""
@@ -102,8 +101,7 @@ class Rejections:
         counts, samples = self.take(now)
         if counts:
             records.count_rejections(counts)
-        for record in samples:
-            records.add_rejection(record)
+        records.add_rejections(samples, now)
         return counts
 
 
@@ -111,7 +109,7 @@ class Door:
     """What the handler needs: settings (None: invalid config), the ingress key,
     `fire(tag, data)`, `first_sighting(nonce, now, window)` and the counts."""
 
-    def __init__(self, settings, key, fire, first_sighting=None, rejections=None, error=None):
+    def __init__(self, settings, key, fire, first_sighting, rejections=None, error=None):
         self.settings = settings
         self.key = key
         self.fire = fire
@@ -135,6 +133,11 @@ class Refused(Exception):
 
 
 TOO_LARGE = "body larger than max_body_bytes"
+
+
+def _too_large(source, cap):
+    """413, before the body is read (announced) or while it arrives (chunked)."""
+    return Refused(413, source, TOO_LARGE, f" ({cap} bytes)")
 
 
 @tornado.web.stream_request_body
@@ -178,7 +181,7 @@ class Hook(tornado.web.RequestHandler):  # pylint: disable=abstract-method
         except ValueError:
             announced = cap + 1  # tornado refuses it too; say so first
         if announced > cap:
-            self._refuse(Refused(413, name, TOO_LARGE, f" ({cap} bytes)"))
+            self._refuse(_too_large(name, cap))
             return
         # A chunked body without Content-Length: tornado drops the connection at the cap.
         self.request.connection.set_max_body_size(cap)
@@ -189,8 +192,7 @@ class Hook(tornado.web.RequestHandler):  # pylint: disable=abstract-method
         self.size += len(chunk)
         if self.size > self.door.settings.max_body_bytes:
             self.chunks = []
-            self._refuse(Refused(413, self.source.name, TOO_LARGE,
-                                 f" ({self.door.settings.max_body_bytes} bytes)"))
+            self._refuse(_too_large(self.source.name, self.door.settings.max_body_bytes))
             return
         self.chunks.append(chunk)
 
@@ -216,7 +218,7 @@ class Hook(tornado.web.RequestHandler):  # pylint: disable=abstract-method
             ingress_auth.check(source, data, now=now, window=settings.push_window)
         except ingress_auth.Unauthenticated as exc:
             raise Refused(401, source.name, f"unauthenticated: {exc}") from None
-        if source.hmac_secret is not None and timestamp is not None and self.door.first_sighting:
+        if source.hmac_secret is not None and timestamp is not None:
             # A timestamped signature is valid for push_window: seen twice, it is a replay.
             signature = self.request.headers.get(source.signature_header, "")
             nonce = ingress_auth.sha256_hex(signature)

@@ -58,7 +58,7 @@ def serve(port, store_dir, cap):
     import salt.cache  # pylint: disable=import-outside-toplevel
     import salt.config  # pylint: disable=import-outside-toplevel
 
-    from saltcd import ingress_key, store  # pylint: disable=import-outside-toplevel
+    from saltcd import ingress_key, nonces, store  # pylint: disable=import-outside-toplevel
 
     engine = load_engine()
     opts = salt.config.master_config(None)
@@ -67,7 +67,9 @@ def serve(port, store_dir, cap):
     settings = bench_settings(cap)
     records.configure(store.Limits.from_settings(settings))
     fired = []
-    door = engine.Door(settings, ingress_key.load_or_create(store_dir), lambda tag, data: fired.append(tag))
+    seen = nonces.NonceCache(records.cache, lock_dir=store_dir).first_sighting
+    door = engine.Door(settings, ingress_key.load_or_create(store_dir), lambda tag, data: fired.append(tag),
+                       first_sighting=seen)
 
     async def main():
         engine.server(door, "127.0.0.1", port)

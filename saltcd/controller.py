@@ -85,8 +85,7 @@ class Controller:
         if verdict.rejected:
             log.warning("saltcd: rejected event %s from %s: %s", notifications.shown(tag, 120),
                         verdict.source["origin"], verdict.rejected)
-            rejection = {"id": store.new_id(), "time": time.time(), "tag": str(tag)[:200],
-                         "source": verdict.source, "reason": verdict.rejected}
+            rejection = store.rejection(tag, verdict.source, verdict.rejected)
             self.records.add_rejection(rejection)
             self.reporter.fire(rollout.REJECTED_TAG, rejection)
         return {

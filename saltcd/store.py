@@ -45,6 +45,12 @@ OTHER = ("*", "other reasons")
 MAX_TEXT = 200
 
 
+def rejection(tag, source, reason, now=None):
+    """The record of one rejected event or post: when, what, from where, why."""
+    now = time.time() if now is None else now
+    return {"id": new_id(now), "time": now, "tag": str(tag)[:200], "source": source, "reason": reason}
+
+
 def new_id(now=None):
     """A sortable, unique id: `20261126T093633.123456Z-1a2b3c`."""
     now = time.time() if now is None else now
@@ -162,7 +168,14 @@ class Store:
     def add_rejection(self, record, now=None):
         """Record a rejected event in full (the caller keeps secrets out of it);
         only the newest `rejections_keep` (within `rejections_days`) are kept."""
-        self.cache.store(REJECTED, record["id"], record)
+        self.add_rejections([record], now)
+
+    def add_rejections(self, records, now=None):
+        """add_rejection for several records, pruning once."""
+        if not records:
+            return
+        for record in records:
+            self.cache.store(REJECTED, record["id"], record)
         now = time.time() if now is None else now
         for key in _excess(self.cache.list(REJECTED), self.limits.rejections_keep,
                            self.limits.rejections_days, now):
