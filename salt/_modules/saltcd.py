@@ -153,3 +153,64 @@ def status(name, port, path="/health", host="127.0.0.1", timeout=2):
     info["health"] = probe(url, timeout=timeout) if info["running"] else {
         "healthy": False, "status": None, "error": "container not running"}
     return info
+
+
+def _container_problem(name, first):
+    """A reason if container `name` stopped or restarted since `first` (its
+    (id, started_at, restart_count) when the gate began), else None; and the mark now."""
+    if not name:
+        return None, None
+    info = container(name)
+    if not info["exists"]:
+        return f"container {name} does not exist", None
+    if not info["running"]:
+        return f"container {name} exited with code {info.get('exit_code')}", None
+    mark = (info.get("id"), info.get("started_at"), info.get("restart_count"))
+    if first is not None and mark != first:
+        # A restart policy brings a dying container back between two probes:
+        # without this check an app that crash-loops could pass the gate.
+        return (f"container {name} restarted during the gate "
+                f"(restart count {first[2]} -> {mark[2]})"), mark
+    return None, mark
+
+
+def wait_healthy(url, container=None, timeout=30, interval=1, settle=0, status=200):
+    """
+    Wait until ``url`` answers ``status``, then stay healthy for ``settle`` s;
+    fail fast when ``container`` has exited. The health gate of both deploy
+    strategies. Returns ``{"healthy": bool, "comment": text}``.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt '*' saltcd.wait_healthy http://127.0.0.1:8080/health container=web settle=5
+    """
+    started = time.monotonic()
+    deadline = started + float(timeout)
+    healthy_at = None
+    first = None
+    # Bounded: every iteration sleeps `interval`, and the loop ends at `deadline`
+    # (or after `settle` once healthy).
+    while True:
+        down, mark = _container_problem(container, first)
+        if down:
+            return {"healthy": False, "comment": f"Unhealthy: {down}"}
+        first = first or mark
+        last = probe(url, timeout=min(float(interval) + 1, 5), status=status)
+        now = time.monotonic()
+        if last["healthy"]:
+            healthy_at = healthy_at or now
+            if now - healthy_at >= float(settle):
+                return {"healthy": True,
+                        "comment": (f"Healthy after {healthy_at - started:.1f}s"
+                                    + (f", still healthy after {settle}s" if settle else ""))}
+        elif healthy_at is not None:
+            return {"healthy": False,
+                    "comment": (f"Unhealthy: became unhealthy {now - healthy_at:.1f}s after "
+                                f"first passing (status {last['status']}, {last['error']})")}
+        elif now >= deadline:
+            return {"healthy": False,
+                    "comment": (f"Unhealthy: {url} did not answer {status} within {timeout}s "
+                                f"(last: status {last['status']}, {last['error']})")}
+        time.sleep(float(interval))

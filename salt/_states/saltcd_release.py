@@ -1,0 +1,255 @@
+"""
+Start-first replacement of an app's container behind the host's HAProxy.
+
+``saltcd_release.start_first`` starts the new image as ``<name>-next`` beside
+the running ``<name>``, published only on the host's private upstream address
+(an ephemeral port), gates it with saltcd's health gate (settle included), and
+only then switches HAProxy to it (``saltcd_haproxy``), lets the old container's
+requests in flight finish (``drain`` seconds at most), stops and removes the old
+container and renames ``<name>-next`` to ``<name>``. A new container that fails
+its gate is removed; the old one never stopped serving.
+
+.. code-block:: yaml
+
+    saltcd-deploy-saltcd_release-start_first:
+      saltcd_release.start_first:
+        - name: web
+        - image: registry.example.com/web@sha256:...
+        - ports: ["8080:8080"]
+        - drain: 10
+        - health: {path: /health, timeout: 30, interval: 1, settle: 5, status: 200}
+"""
+
+import logging
+import socket
+
+from salt.exceptions import CommandExecutionError, SaltInvocationError
+
+log = logging.getLogger(__name__)
+
+NEXT_SUFFIX = "-next"
+
+
+def __virtual__():
+    return "saltcd_release"
+
+
+def _public_mapping(ports):
+    """(public host port, container port) of the app's one published port."""
+    ports = list(ports or [])
+    if len(ports) != 1:
+        raise SaltInvocationError(f"start-first needs exactly one published port, got {ports!r}")
+    parts = str(ports[0]).split(":")
+    if len(parts) < 2 or not parts[-1] or not parts[-2]:
+        raise SaltInvocationError(f"start-first needs a HOST:CONTAINER port, got {ports[0]!r}")
+    return int(parts[-2]), parts[-1]
+
+
+def _inspect(name):
+    try:
+        return __salt__["docker.inspect_container"](name)
+    except CommandExecutionError as exc:
+        if "404" in str(exc) or "No such container" in str(exc):
+            return None
+        raise
+
+
+def _private_address(info, container_port):
+    """`host:port` the container publishes `container_port` on, or None."""
+    key = container_port if "/" in container_port else f"{container_port}/tcp"
+    bound = ((info.get("NetworkSettings") or {}).get("Ports") or {}).get(key) or []
+    for entry in bound:
+        if entry.get("HostPort"):
+            return f"{entry.get('HostIp') or '127.0.0.1'}:{entry['HostPort']}"
+    return None
+
+
+def _holds_public_port(info, public_port):
+    """True if a container publishes the app's public port itself (a stop-first one)."""
+    bindings = (info.get("HostConfig") or {}).get("PortBindings") or {}
+    return any(str(entry.get("HostPort")) == str(public_port)
+               for entries in bindings.values() for entry in entries or [])
+
+
+def _summary(info):
+    if not info:
+        return None
+    described = __salt__["saltcd.container"](info["Id"])
+    return {"id": info["Id"], "digest": described.get("digest")}
+
+
+def _runs(info, image):
+    if not info:
+        return False
+    digest = image.rsplit("@", 1)[1] if "@" in image else None
+    config_image = (info.get("Config") or {}).get("Image") or ""
+    return config_image == image or (digest is not None and config_image.endswith("@" + digest))
+
+
+def _free_port(host):
+    """A port nobody listens on at `host` now, for the new container to publish."""
+    with socket.socket() as probe:
+        probe.bind((host, 0))
+        return probe.getsockname()[1]
+
+
+def _remove(name, stop_timeout):
+    """Stop (within its stop timeout) and remove a container, if it exists."""
+    if _inspect(name) is None:
+        return
+    __salt__["docker.stop"](name, timeout=int(stop_timeout))
+    __salt__["docker.rm"](name, force=True)
+
+
+def _finish(name, next_name, next_info, old_slot, drain, stop_timeout, notes):
+    """The switch is done: let the old slot drain, retire it, and make `-next` the app."""
+    if old_slot:
+        left = __salt__["saltcd_haproxy.wait_drained"](name, old_slot, drain)
+        if left:
+            notes.append(f"{left} request(s) still in flight after {drain}s of drain")
+        __salt__["saltcd_haproxy.retire"](name, old_slot)
+    _remove(name, stop_timeout)
+    __salt__["docker.rename"](next_name, name)
+
+
+def start_first(name, image, ports, environment=None, restart_policy="unless-stopped", stop_timeout=10,
+                drain=10, health=None):
+    """
+    Replace container ``name`` with ``image`` start-first, behind the host's HAProxy
+    (see the module's docstring and ``_start_first``).
+    """
+    try:
+        return _start_first(name, image, ports, environment, restart_policy, stop_timeout, drain, health)
+    except CommandExecutionError as exc:
+        # Docker or HAProxy refused something. Unless HAProxy already routes to
+        # the new container, it goes: what served before keeps serving.
+        next_name = f"{name}{NEXT_SUFFIX}"
+        try:
+            pending = _inspect(next_name)
+            _, routed = __salt__["saltcd_haproxy.live"](name)
+            if pending and routed != _private_address(pending, _public_mapping(ports)[1]):
+                _remove(next_name, stop_timeout)
+        except (CommandExecutionError, SaltInvocationError) as cleanup:
+            log.warning("saltcd_release: could not clean up %s: %s", next_name, cleanup)
+        return {"name": name, "changes": {}, "result": False,
+                "comment": f"start-first replacement of {name} failed: {exc}"}
+
+
+def _start_first(name, image, ports, environment, restart_policy, stop_timeout, drain, health):
+    """
+    Replace container ``name`` with ``image`` start-first, behind the host's HAProxy.
+
+    name
+        The app's container name.
+    image
+        The pinned image reference (``repo@sha256:...``).
+    ports
+        The app's published port, one ``"HOST:CONTAINER"`` entry: HAProxy binds
+        HOST, the containers publish CONTAINER privately.
+    drain
+        Seconds to let requests in flight on the old container finish.
+    health
+        ``{path, timeout, interval, settle, status}`` of the gate.
+    """
+    ret = {"name": name, "changes": {}, "result": False, "comment": ""}
+    health = {"path": "/health", "timeout": 30, "interval": 1, "settle": 0, "status": 200, **(health or {})}
+    conf = __salt__["saltcd_haproxy.settings"]()
+    try:
+        public_port, container_port = _public_mapping(ports)
+    except SaltInvocationError as exc:
+        ret["comment"] = str(exc)
+        return ret
+    next_name = f"{name}{NEXT_SUFFIX}"
+    current = _inspect(name)
+    pending = _inspect(next_name)
+    live_slot, routed = __salt__["saltcd_haproxy.live"](name)
+    notes = []
+
+    # A run that stopped after its switch (crash, minion restart): finish it first.
+    if pending and routed and routed == _private_address(pending, container_port):
+        if __opts__["test"]:
+            ret["result"] = None
+            ret["comment"] = f"Would finish the switch to {next_name}, then deploy {image}"
+            return ret
+        ret["changes"]["finished_switch"] = {"old": _summary(current), "new": _summary(pending)}
+        # The other slot served the old container: it may still finish requests.
+        _finish(name, next_name, pending, "b" if live_slot == "a" else "a", drain, stop_timeout, notes)
+        notes.append(f"finished an interrupted switch to {next_name}")
+        current, pending = _inspect(name), None
+
+    current_address = _private_address(current, container_port) if current else None
+    running = bool(current and (current.get("State") or {}).get("Running"))
+    if _runs(current, image) and running and current_address and not _holds_public_port(current, public_port):
+        if routed == current_address:
+            ret["result"] = True
+            ret["comment"] = " ".join([f"{name} runs {image} and HAProxy routes to it", *notes])
+            return ret
+        # Running the right image but not routed (HAProxy restarted without our
+        # file, or Docker gave the container another port): route it again.
+        if __opts__["test"]:
+            ret["result"] = None
+            ret["comment"] = f"Would route HAProxy to {name} at {current_address}"
+            return ret
+        __salt__["saltcd_haproxy.ensure_frontend"](name, public_port, upstream=current_address)
+        switched = __salt__["saltcd_haproxy.switch"](name, current_address, public_port)
+        if switched["old"]:
+            __salt__["saltcd_haproxy.retire"](name, switched["old"])
+        ret["result"] = True
+        ret["changes"]["route"] = {"old": routed, "new": current_address}
+        ret["comment"] = " ".join([f"HAProxy routes to {name} at {current_address} again", *notes])
+        return ret
+
+    converting = bool(current and _holds_public_port(current, public_port))
+    if __opts__["test"]:
+        ret["result"] = None
+        ret["comment"] = (f"Would start {next_name} from {image}, gate it on "
+                          f"{conf['upstream_host']}, switch HAProxy to it and remove the old {name}"
+                          + (" (stopping the stop-first container first: a short gap)" if converting else ""))
+        return ret
+
+    if pending:  # an earlier attempt that never got the traffic
+        _remove(next_name, stop_timeout)
+    try:
+        # An explicit host port, not an ephemeral one: Docker may give a
+        # restarted container a new ephemeral port, and HAProxy would go on
+        # routing to the old one.
+        private_port = _free_port(conf["upstream_host"])
+        __salt__["docker.create"](
+            image, name=next_name, port_bindings=f"{conf['upstream_host']}:{private_port}:{container_port}",
+            environment=environment or {}, restart_policy=restart_policy, stop_timeout=int(stop_timeout))
+        __salt__["docker.start"](next_name)
+    except (CommandExecutionError, OSError) as exc:
+        _remove(next_name, stop_timeout)
+        ret["comment"] = f"could not start {next_name} from {image}: {exc}; {name} keeps serving"
+        return ret
+    created = _inspect(next_name)
+    address = _private_address(created, container_port) if created else None
+    if not address:
+        _remove(next_name, stop_timeout)
+        ret["comment"] = f"{next_name} published no port for {container_port}; removed it"
+        return ret
+    host, port = address.rsplit(":", 1)
+    url = f"http://{host}:{port}{health['path']}"
+    gate = __salt__["saltcd.wait_healthy"](url, container=next_name, timeout=health["timeout"],
+                                           interval=health["interval"], settle=health["settle"],
+                                           status=health["status"])
+    if not gate["healthy"]:
+        _remove(next_name, stop_timeout)
+        ret["comment"] = (f"{next_name} failed its health gate, removed it; {name} keeps serving. "
+                          f"{gate['comment']}")
+        return ret
+
+    old = _summary(current)
+    if converting:
+        # The stop-first container holds the public port HAProxy must bind: stop it
+        # now (a short gap, once per host, when an app moves to start-first).
+        _remove(name, stop_timeout)
+        notes.append(f"stopped the stop-first {name} to hand its port to HAProxy")
+        current = None
+    __salt__["saltcd_haproxy.ensure_frontend"](name, public_port, upstream=address)
+    switched = __salt__["saltcd_haproxy.switch"](name, address, public_port)
+    _finish(name, next_name, created, switched["old"], drain, stop_timeout, notes)
+    ret["result"] = True
+    ret["changes"].update({"old": old, "new": _summary(_inspect(name))})
+    ret["comment"] = " ".join([f"{name} replaced start-first with {image} ({gate['comment']})", *notes])
+    return ret

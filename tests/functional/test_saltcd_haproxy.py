@@ -1,0 +1,99 @@
+"""The minion's HAProxy client against a real HAProxy (sandbox.proxy.HostProxy)
+and real HTTP servers on loopback: add a frontend, switch, drain, reload."""
+
+import http.server
+import importlib.util
+import shutil
+import socket
+import threading
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from sandbox.proxy import HostProxy
+
+PATH = Path(__file__).resolve().parents[2] / "salt" / "_modules" / "saltcd_haproxy.py"
+ADDRESS = "127.0.0.97"
+
+pytestmark = pytest.mark.skipif(not shutil.which("haproxy"), reason="haproxy is not installed")
+
+
+def free_port():
+    with socket.socket() as sock:
+        sock.bind((ADDRESS, 0))
+        return sock.getsockname()[1]
+
+
+def serve(text):
+    """An HTTP server answering `text`; /slow answers after 1 s. Returns (address, server)."""
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):
+            if self.path == "/slow":
+                time.sleep(1)
+            self.send_response(200)
+            self.end_headers()
+            self.wfile.write(text.encode())
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer((ADDRESS, 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return f"{ADDRESS}:{server.server_address[1]}", server
+
+
+@pytest.fixture
+def proxy(tmp_path):
+    host = HostProxy("t-1", ADDRESS, tmp_path / "proxy")
+    host.start()
+    yield host
+    host.stop()
+    assert host.pid is None
+
+
+@pytest.fixture
+def haproxy(proxy):
+    spec = importlib.util.spec_from_file_location("saltcd_haproxy_live", PATH)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    settings = proxy.minion_settings()
+    module.__salt__ = {"config.get": lambda key, default=None: settings if key == "saltcd_proxy" else default}
+    return module
+
+
+def get(port, path="/"):
+    with urllib.request.urlopen(f"http://{ADDRESS}:{port}{path}", timeout=5) as response:
+        return response.read().decode()
+
+
+def test_switch_routes_new_requests_and_lets_the_old_ones_finish(haproxy):
+    old, old_server = serve("old")
+    new, new_server = serve("new")
+    port = free_port()
+    try:
+        assert haproxy.ensure_frontend("web", port, upstream=old) is True  # a new frontend: reload
+        assert get(port) == "old"
+        assert haproxy.ensure_frontend("web", port) is False  # nothing changed: no reload
+        slow = {}
+        in_flight = threading.Thread(target=lambda: slow.setdefault("answer", get(port, "/slow")))
+        in_flight.start()
+        time.sleep(0.3)
+        switched = haproxy.switch("web", new, port)
+        assert switched == {"new": "b", "old": "a", "old_address": old}
+        assert get(port) == "new"
+        assert haproxy.drained("web", "a") == 1  # the slow request, still on the old server
+        assert haproxy.wait_drained("web", "a", 5) == 0
+        in_flight.join()
+        assert slow == {"answer": "old"}
+        haproxy.retire("web", "a")
+        assert haproxy.live("web") == ("b", new)
+        # The file follows the switch: a reload comes up routing to the new server.
+        assert haproxy.ensure_frontend("web", port) is False
+        haproxy.reload()
+        time.sleep(0.5)
+        assert get(port) == "new" and haproxy.live("web") == ("b", new)
+    finally:
+        old_server.shutdown()
+        new_server.shutdown()

@@ -1,0 +1,113 @@
+"""Start-first replacement behind each host's HAProxy, measured by a client.
+
+Requests go to every dev minion's public address back to back (a fresh
+connection each) through a good rollout, a rollout of an image that crashes at
+start and one of an image that degrades after 4 s (caught by the settle, before
+any switch): not one of them may fail. The same traffic against a stop-first
+app does see failures, so the measurement can fail.
+"""
+
+import json
+import time
+
+import pytest
+
+from sandbox.traffic import Traffic
+from tests.integration.conftest import APPS
+
+pytestmark = pytest.mark.integration
+
+DEV = ["dev-1", "dev-2"]
+
+
+def outcome(lab, app, after, timeout=240):
+    return lab.wait_for(f"saltcd/deploy/{app}/dev/finished", after, timeout).data
+
+
+def rollout(lab, app, version, behaviour="healthy"):
+    start = time.time()
+    digest = lab.push(app, "dev", version, behaviour=behaviour)
+    return digest, outcome(lab, app, start)
+
+
+def traffic(lab, app):
+    port = APPS[app][0]
+    return Traffic({m["id"]: f"http://{m['address']}:{port}/version" for m in lab.fleet if m["env"] == "dev"})
+
+
+def leftovers(lab, app):
+    """{minion: True} where a `<app>-next` container is left."""
+    return {m: lab.container(m, f"{app}-next") is not None for m in DEV}
+
+
+def test_start_first_serves_every_request_through_good_and_bad_rollouts(lab):
+    app = "startfirst"
+    first, data = rollout(lab, app, "1.0.0")  # nothing served before this one
+    assert data["status"] == "succeeded", data
+    with traffic(lab, app) as load:
+        good, data = rollout(lab, app, "2.0.0")
+        assert data["status"] == "succeeded", data
+        assert {m: lab.running_digests(app)[m] for m in DEV} == dict.fromkeys(DEV, good)
+        after_good = load.snapshot()
+        _, data = rollout(lab, app, "2.0.1", behaviour="crash")
+        assert data["status"] == "rolled_back" and data["failed"] == ["dev-1"], data
+        _, data = rollout(lab, app, "2.0.2", behaviour="degrades")
+        assert data["status"] == "rolled_back" and data["failed"] == ["dev-1"], data
+        time.sleep(1)  # requests keep coming after the last switch back
+    counts = load.stop()
+    assert {m: c["failed"] for m, c in counts.items()} == dict.fromkeys(DEV, 0), counts
+    assert all(after_good[m]["served"] > 0 and counts[m]["served"] > after_good[m]["served"] for m in DEV)
+    assert {m: lab.running_digests(app)[m] for m in DEV} == dict.fromkeys(DEV, good)
+    assert leftovers(lab, app) == dict.fromkeys(DEV, False)
+    assert [lab.health(m, app) for m in DEV] == [200, 200]
+
+
+def test_stop_first_under_the_same_traffic_loses_requests(lab):
+    app = "stopfirst"
+    _, data = rollout(lab, app, "1.0.0")
+    assert data["status"] == "succeeded", data
+    with traffic(lab, app) as load:
+        good, data = rollout(lab, app, "2.0.0")
+        assert data["status"] == "succeeded", data
+    counts = load.stop()
+    assert all(counts[m]["failed"] > 0 for m in DEV), counts
+    assert {m: lab.running_digests(app)[m] for m in DEV} == dict.fromkeys(DEV, good)
+
+
+def apply_by_hand(lab, minion, app, digest):
+    """`salt-call state.apply saltcd.deploy` with the whole deploy data as pillar,
+    as an operator without the runner would; returns (all states ok, states)."""
+    port = APPS[app][0]
+    pillar = {"saltcd": {
+        "image": f"{lab.repositories[app]}@{digest}", "container": app, "ports": [f"{port}:8080"],
+        "environment": {"PORT": "8080"}, "stop_timeout": 5, "strategy": "start-first", "drain": 2,
+        "health": {"port": port, "timeout": 10, "interval": 0.3, "settle": 1}}}
+    ret = lab.minions[minion].salt_call_cli(timeout=120).run(
+        "state.apply", "saltcd.deploy", f"pillar={json.dumps(pillar)}")
+    states = ret.data if isinstance(ret.data, dict) else {}
+    return bool(states) and all(s["result"] for s in states.values()), states
+
+
+def test_start_first_state_by_hand_keeps_serving_and_cleans_up(lab):
+    app, minion = "swap", "dev-1"
+    lab.minions[minion].salt_call_cli(timeout=120).run("saltutil.sync_all")
+    first = lab.push(app, "swap", "1.0.0")
+    ok, states = apply_by_hand(lab, minion, app, first)
+    assert ok, states
+    address = next(m["address"] for m in lab.fleet if m["id"] == minion)
+    with Traffic({minion: f"http://{address}:{APPS[app][0]}/version"}) as load:
+        second = lab.push(app, "swap", "2.0.0")
+        ok, states = apply_by_hand(lab, minion, app, second)
+        assert ok, states
+        release = next(s for key, s in states.items() if "saltcd_release" in key)
+        assert release["changes"]["new"]["digest"] == second, release
+        assert release["changes"]["old"]["digest"] == first, release
+        ok, states = apply_by_hand(lab, minion, app, second)  # the same digest again: nothing to do
+        assert ok and not next(s for k, s in states.items() if "saltcd_release" in k)["changes"], states
+        crash = lab.push(app, "swap", "2.0.1", behaviour="crash")
+        ok, states = apply_by_hand(lab, minion, app, crash)
+        assert not ok and "failed its health gate" in json.dumps(states), states
+    counts = load.stop()
+    assert counts[minion]["failed"] == 0 and counts[minion]["served"] > 0, counts
+    assert lab.running_digests(app)[minion] == second
+    assert lab.container(minion, f"{app}-next") is None
