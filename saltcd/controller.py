@@ -44,8 +44,9 @@ class Controller:
     """Requests in, rollouts out, with a lock per app/env and a durable record."""
 
     def __init__(self, settings, records, fleet, reporter, lock_dir,
-                 resolve=registry_client.resolve_digest):
+                 resolve=registry_client.resolve_digest, clock=time):
         self.settings = settings
+        self.clock = clock  # handed to each Rollout (its watch waits on it)
         self.records = records
         self.fleet = fleet
         self.reporter = reporter  # fire(tag, data) and progress(text)
@@ -71,6 +72,8 @@ class Controller:
         for request in verdict.requests:
             if request["awaiting_approval"]:
                 self._record_pushed_digest(request)
+                if request["digest"]:
+                    self.records.set_resolved(request["app"], request["env"], request["tag"], request["digest"])
                 self.records.add_awaiting(request)
                 self.reporter.fire(rollout.deploy_tag(request["app"], request["env"], "awaiting_approval"),
                                    _awaiting_view(request))
@@ -281,7 +284,8 @@ class Controller:
 
     def reconcile(self):
         """Queue a request for every auto environment whose tag moved at the registry
-        without saltcd hearing of it; return those requests.
+        without saltcd hearing of it, and record an awaiting-approval push (once
+        per digest) for every manual one; return those requests.
 
         The webhook answers the registry before the reactor runs, so a full
         reactor queue or a master restart can drop a notification; the registry
@@ -289,14 +293,13 @@ class Controller:
         last tag-driven rollout resolved (whatever that rollout's outcome, so a
         bad image that was rolled back is not retried, and a pinned manual
         rollback is not undone) on two passes in a row: a push whose
-        notification is merely in flight has been resolved by then. Manual
-        environments, ones with queued work, and tags saltcd never resolved
-        are left alone.
+        notification is merely in flight has been resolved by then. For a
+        manual environment what saltcd heard of is the digest of the last push
+        it recorded (or rollout it resolved). Environments with queued work and
+        tags saltcd never resolved are left alone.
         """
         made = []
         for dep in self.settings.deployments():
-            if dep.mode != "auto":
-                continue
             for tag in sorted(t for t, env in self.settings.tag_environments.items() if env == dep.env):
                 request = self._reconcile_tag(dep, tag)
                 if request:
@@ -328,8 +331,26 @@ class Controller:
                         "trigger": {"kind": "reconcile", "origin": "deploy.resume"},
                         "reason": f"{tag} moved to {rollout.short(current)} at the registry "
                                   f"without a notification reaching saltcd"})
+        if dep.mode == "manual":
+            return self._reconciled_awaiting(request, current)
         self.records.add_request(request)
         log.warning("saltcd: %s/%s: %s", app, env, request["reason"])
+        return request
+
+    def _reconciled_awaiting(self, request, digest):
+        """A manual environment's lost push: wait for approval, as if it had arrived.
+
+        Recorded once per digest: the digest becomes what saltcd heard of for
+        the tag, and one already waiting is not recorded twice.
+        """
+        app, env = request["app"], request["env"]
+        self.records.set_resolved(app, env, request["tag"], digest)
+        if any(w.get("digest") == digest for w in self.records.awaiting(app, env)):
+            return None
+        request.update({"awaiting_approval": True, "digest": digest, "digest_error": None})
+        self.records.add_awaiting(request)
+        self.reporter.fire(rollout.deploy_tag(app, env, "awaiting_approval"), _awaiting_view(request))
+        log.warning("saltcd: %s/%s: %s; awaiting approval", app, env, request["reason"])
         return request
 
     # running
@@ -428,7 +449,8 @@ class Controller:
             # deployed before and is on the minions or in the registry by digest.
             digest = request.get("digest") or self._tag_digest(deployment, request["tag"])
         except registry_client.RegistryError as exc:
-            record.update({"status": "planned" if test else "failed", "ended": time.time(),
+            # A plan that can't name its digest is no plan: failed (non-zero) in test mode too.
+            record.update({"status": "failed", "ended": time.time(),
                            "to_digest": None,
                            "reason": f"digest not resolved, nothing changed: {exc}"})
             if not test:
@@ -439,27 +461,30 @@ class Controller:
                                     "status": "failed", "reason": record["reason"]})
             self.reporter.progress(f"{app}/{env}: {record['reason']}")
             return record
-        if not request.get("digest") and not test:
-            self.records.set_resolved(app, env, request["tag"], digest)
-        hint = request.get("digest_hint")
-        if hint and hint != digest:
-            record["note"] = f"event said {rollout.short(hint)}, registry says {rollout.short(digest)}: registry wins"
         save = (lambda r: None) if test else self.records.save_rollout
         last_good = self.records.env_state(app, env).get("last_good")
-        run = rollout.Rollout(deployment, digest, self.fleet, self.reporter, record, save=save,
-                              last_good=last_good)
+        run = None
         try:
+            if not request.get("digest") and not test:
+                self.records.set_resolved(app, env, request["tag"], digest)
+            hint = request.get("digest_hint")
+            if hint and hint != digest:
+                record["note"] = (f"event said {rollout.short(hint)}, registry says {rollout.short(digest)}: "
+                                  "registry wins")
+            run = rollout.Rollout(deployment, digest, self.fleet, self.reporter, record, save=save,
+                                  last_good=last_good, clock=self.clock)
             result = run.run(test=test)
         except rollout.Interrupted as exc:
+            self._abandon(run, record)
             record.update({"status": "interrupted", "ended": time.time(), "reason": str(exc)})
             save(record)
             return record
         except Exception as exc:  # pylint: disable=broad-except
-            # Never let one broken rollout wedge the queue: record it, drop it.
+            # Never let one broken rollout wedge the queue: close its record,
+            # say so like any other end, and drop it.
             log.exception("saltcd: rollout %s of %s/%s crashed", record["id"], app, env)
-            record.update({"status": "failed", "ended": time.time(), "reason": f"crashed: {exc}"})
-            result = record
-            save(record)
+            self._abandon(run, record)
+            result = self._crashed(record, exc, save, test)
         if not test:
             # Only a rollout that passed the health gate vouches for a digest
             # ("unchanged" ran no gate: the containers may be up but unhealthy).
@@ -468,6 +493,32 @@ class Controller:
                                                       "last_good_rollout": record["id"]})
             self.records.drop_request(app, env, request["id"])
         return result
+
+    @staticmethod
+    def _abandon(run, record):
+        """Stop what a rollout left running in the background after an exception."""
+        if run is None:
+            return
+        try:
+            run.abandon()
+        except Exception:  # pylint: disable=broad-except
+            log.exception("saltcd: cleaning up after rollout %s failed too", record["id"])
+
+    def _crashed(self, record, exc, save, test):
+        """Close the record of a rollout that raised, and fire its `finished`."""
+        reason = f"crashed: {type(exc).__name__}: {exc}"[:500]
+        record.update({"status": "failed", "ended": time.time(), "reason": reason})
+        record.setdefault("failed_minions", [])
+        try:
+            save(record)
+        finally:
+            if not test:
+                self.reporter.fire(rollout.deploy_tag(record["app"], record["env"], "finished"),
+                                   {"rollout": record["id"], "app": record["app"], "env": record["env"],
+                                    "digest": record.get("to_digest"), "status": "failed",
+                                    "reason": reason, "failed": record["failed_minions"],
+                                    "minions": record.get("minions", [])})
+        return record
 
     def plan(self, app, env, user="operator"):
         """What a rollout would do now, without changing anything."""
@@ -498,7 +549,8 @@ class Controller:
                 "mode": dep.mode,
                 "minions": {
                     m: ({"digest": info.get("digest"), "running": info.get("running"),
-                         "healthy": info["health"]["healthy"], "container_id": (info.get("id") or "")[:12]}
+                         "healthy": info["health"]["healthy"], "container_id": (info.get("id") or "")[:12],
+                         "started_at": info.get("started_at")}
                         if info else {"answered": False})
                     for m, info in sorted(live.items())
                 },

@@ -9,15 +9,20 @@ A fleet provides:
 - `targets(target, tgt_type) -> [minion ids]` — who should run the app;
 - `inspect(minions, container) -> {minion: info or None}` — what runs now
   (info: {"exists", "running", "digest", "id", "started_at"}; None: no answer);
-- `apply(minions, pillar, timeout, test) -> {minion: outcome or None}` — the
-  deploy SLS (outcome: {"ok", "changed", "comment"}; None: no answer).
+- `apply(minions, pillar, timeout, test, limit) -> {minion: outcome or None}` —
+  the deploy SLS, given up on after `limit` wall-clock seconds (outcome:
+  {"ok", "changed", "comment", "timed_out"}; None: no answer);
+- `status(minions, container, health) -> {minion: info with "health" or None}`
+  — what runs now and one probe of its health URL (the watch).
+A fleet may also provide `puller(pillar)` (saltcd.prepull): then the minions of
+later batches pull the image while the first batches run.
 A reporter provides `fire(tag, data)` (events) and `progress(text)`.
 """
 
 import math
 import time
 
-from saltcd import batches
+from saltcd import batches, prepull
 
 REJECTED_TAG = "saltcd/rejected"
 NO_ANSWER = "no answer within the timeout"
@@ -48,8 +53,9 @@ class Rollout:
     """Run one rollout and keep its record (a plain dict, saved through `save`)."""
 
     def __init__(self, deployment, digest, fleet, reporter, record, save=lambda record: None,
-                 last_good=None):
+                 last_good=None, clock=time):
         self.deployment = deployment
+        self.clock = clock  # monotonic() and sleep() of the watch; tests pass a fake
         # Where a minion goes back to when it ran nothing (or this digest) before.
         self.last_good = last_good
         self.digest = digest
@@ -69,6 +75,7 @@ class Rollout:
 
     def _finish(self, status, reason=None):
         """Close the record; every rollout ends with one `finished` event saying how."""
+        self._end_prepull()
         self.record.update({"status": status, "ended": time.time()})
         if reason:
             self.record["reason"] = reason
@@ -77,6 +84,43 @@ class Rollout:
             self._event("finished", status=status, reason=reason,
                         failed=self.record["failed_minions"], minions=self.record.get("minions", []))
         return self.record
+
+    # pulling ahead (saltcd.prepull)
+    prepull = None
+
+    def _start_prepull(self, plan):
+        """Start pulling on the minions of batch 2 on that will change (batch 1's
+        own deploy pulls at once); the fleet's `apply` claims a batch's minions."""
+        dep = self.deployment
+        later = [m for step in plan[1:] for m, what in sorted(step["minions"].items()) if what["change"]]
+        if not dep.prepull or not later or not hasattr(self.fleet, "puller"):
+            return
+        fleet = self.fleet
+        self.prepull = prepull.Prepull(lambda: fleet.puller(dep.pillar(self.digest)), later,
+                                       dep.prepull, dep.state_timeout, self.record,
+                                       notify=lambda minion, result: self._event("pulled", minion=minion, **result))
+        self.record["prepull"] = {"limit": dep.prepull, "minions": {}}
+        self.fleet = prepull.ClaimingFleet(fleet, self.prepull)
+        self.reporter.progress(f"{dep.app}/{dep.env}: pulling {short(self.digest)} ahead on "
+                               f"{', '.join(later)} ({dep.prepull} at once)")
+        self.prepull.start()
+
+    def abandon(self):
+        """After an exception escaped `run`: stop what still runs in the background
+        (pulls ahead), so that the caller can close the record and move on."""
+        self._end_prepull()
+
+    def _end_prepull(self):
+        """Stop pulling, withdraw what the pulls still hold, keep their results."""
+        if self.prepull is None:
+            return
+        self.record["prepull"] = self.prepull.stop()
+        self.fleet = self.fleet.fleet
+        self.prepull = None
+        failed = sorted(m for m, r in self.record["prepull"]["minions"].items() if r.get("ok") is False)
+        if failed:
+            self.reporter.progress(f"{self.deployment.app}/{self.deployment.env}: the pull ahead "
+                                   f"failed on {', '.join(failed)} (their batch pulled again)")
 
     # planning
     def plan(self, minions, before):
@@ -117,12 +161,19 @@ class Rollout:
         self.save(self.record)
         self._event("started", minions=minions, batches=[sorted(b["minions"]) for b in plan],
                     from_digests=self.record["from_digests"])
+        self._start_prepull(plan)
         budget = failure_budget(dep.max_failures, len(minions))
         for step in plan:
             outcome = self._run_batch(step, self.digest)
             self.record["failed_minions"].extend(outcome["failed"])
             if len(self.record["failed_minions"]) > budget and FAILURE_POLICIES[dep.on_failure]:
-                return self._stop(step["number"], before)
+                return self._stop(f"batch {step['number']} failed on {_failures(outcome)}", before)
+        if len(self.record["failed_minions"]) <= budget:
+            problems = self._watch(minions)
+            self.record["failed_minions"].extend(m for m in problems if m not in self.record["failed_minions"])
+            if len(self.record["failed_minions"]) > budget and FAILURE_POLICIES[dep.on_failure]:
+                return self._stop("watch after the last batch: " + "; ".join(
+                    f"{m} {what}" for m, what in sorted(problems.items())), before)
         failed = self.record["failed_minions"]
         status = "failed" if len(failed) > budget else "succeeded"
         return self._finish(status, f"{len(failed)} minion(s) failed: {', '.join(failed)}" if failed else None)
@@ -133,7 +184,8 @@ class Rollout:
         batch = sorted(step["minions"])
         self.reporter.progress(f"{dep.app}/{dep.env} {kind} {step['number']}: {', '.join(batch)} -> {short(digest)}")
         started = time.time()
-        results = self.fleet.apply(batch, dep.pillar(digest), dep.state_timeout, False)
+        results = self.fleet.apply(batch, dep.pillar(digest), dep.state_timeout, False,
+                                   limit=dep.batch_deadline)
         minions = {}
         for minion in batch:
             result = results.get(minion)
@@ -147,6 +199,7 @@ class Rollout:
                 "ok": bool(result["ok"]),
                 "changed": bool(result["changed"]),
                 "comment": result["comment"],
+                "timed_out": bool(result.get("timed_out")),
             }
             state = "healthy" if result["ok"] else "FAILED"
             self.reporter.progress(
@@ -155,19 +208,55 @@ class Rollout:
                 + ("" if result["ok"] else f" ({result['comment']})")
             )
         failed = [m for m in batch if not minions[m]["ok"]]
+        timed_out = [m for m in batch if minions[m]["timed_out"]]
         entry = {"kind": kind, "number": step["number"], "started": started,
-                 "ended": time.time(), "minions": minions, "failed": failed}
+                 "ended": time.time(), "minions": minions, "failed": failed,
+                 "timed_out": timed_out, "deadline": dep.batch_deadline}
         self.record["batches"].append(entry)
         self.save(self.record)
         self._event(kind, number=step["number"], minions=minions, failed=failed,
-                    healthy=not failed, to_digest=digest)
+                    healthy=not failed, to_digest=digest, timed_out=timed_out,
+                    deadline=dep.batch_deadline)
         return entry
 
-    def _stop(self, number, before):
+    def _watch(self, minions):
+        """Watch the whole environment for `watch_seconds` after the last batch.
+
+        Polls `fleet.status` every health interval; returns {minion: what went
+        wrong} for containers that exited, restarted, were replaced or failed
+        their health probe (a minion that does not answer Salt is not held
+        against its container). Recorded as `watch` and reported as an event.
+        """
+        dep = self.deployment
+        seconds = dep.watch_seconds
+        if not seconds:
+            return {}
+        self.reporter.progress(f"{dep.app}/{dep.env}: watching {', '.join(minions)} for {seconds:g} s")
+        started, ends = time.time(), self.clock.monotonic() + seconds
+        first, problems = {}, {}
+        while True:
+            for minion, info in self.fleet.status(minions, dep.container, dep.health).items():
+                if info is not None:
+                    problem = watch_problem(first.setdefault(minion, info), info)
+                    if problem:
+                        problems[minion] = problem
+            left = ends - self.clock.monotonic()
+            if problems or left <= 0:
+                break
+            self.clock.sleep(min(dep.health.interval, left))
+        outcome = "failed" if problems else "passed"
+        self.record["watch"] = {"started": started, "ended": time.time(), "seconds": seconds,
+                                "outcome": outcome, "problems": problems}
+        self.save(self.record)
+        self._event("watch", seconds=seconds, outcome=outcome, problems=problems)
+        for minion, problem in sorted(problems.items()):
+            self.reporter.progress(f"  {minion}: {problem}")
+        return problems
+
+    def _stop(self, reason, before):
         """The failure budget is spent: act on the deployment's failure policy."""
         dep = self.deployment
         failed = self.record["failed_minions"]
-        reason = f"batch {number} failed on {', '.join(failed)}"
         self._event("failed", failed=failed, reason=reason, action=dep.on_failure)
         return FAILURE_POLICIES[dep.on_failure](self, before, reason)
 
@@ -223,6 +312,27 @@ FAILURE_POLICIES = {
     "pause": Rollout._pause,
     "continue": None,
 }
+
+
+def _failures(entry):
+    """`dev-1 (Unhealthy: 404), dev-2 (...)`: who failed in a batch, and why."""
+    return ", ".join(f"{m} ({entry['minions'][m]['comment']})" for m in entry["failed"])
+
+
+def watch_problem(first, now):
+    """What went wrong with a container between two looks at it, or None."""
+    if not now.get("exists", True):
+        return "lost its container"
+    if not now.get("running"):
+        return f"container exited (exit code {now.get('exit_code')})"
+    if now.get("id") != first.get("id"):
+        return f"container replaced ({(first.get('id') or '')[:12]} -> {(now.get('id') or '')[:12]})"
+    if (now.get("started_at"), now.get("restart_count")) != (first.get("started_at"), first.get("restart_count")):
+        return f"container restarted (restart count {first.get('restart_count')} -> {now.get('restart_count')})"
+    health = now.get("health") or {}
+    if not health.get("healthy"):
+        return f"failed its health probe ({health.get('status') or health.get('error')})"
+    return None
 
 
 def runs(info, digest):

@@ -65,3 +65,37 @@ def test_a_push_the_reactor_dropped_is_deployed_by_resume(lab):
     assert record["trigger"]["kind"] == "reconcile" and "without a notification" in record["note"]
     assert not [r for r in history if r.get("digest_hint") == second and r["trigger"]["kind"] == "registry"]
     assert first != second
+
+
+def test_a_lost_push_to_a_manual_environment_awaits_approval_with_its_digest(lab):
+    after = time.time()
+    first = lab.push("lost", "prod", "1.0.0")
+    assert lab.wait_for("saltcd/deploy/lost/prod/awaiting_approval", after).data["digest"] == first
+    approved = lab.run.run("deploy.approve", "app=lost", "env=prod")
+    assert approved.returncode == 0 and approved.data["to_digest"] == first, approved.data
+
+    set_reactor_leader(lab, False)
+    try:
+        dropped = time.time()
+        second = lab.push("lost", "prod", "2.0.0")
+        deadline = time.time() + 30
+        while time.time() < deadline and not [e for e in lab.events("saltcd/ingress/registry", dropped)
+                                              if _is_push_of(e.data.get("body"), second)]:
+            time.sleep(0.5)
+        assert time.time() < deadline, "the push notification never reached the master"
+        time.sleep(2)
+    finally:
+        set_reactor_leader(lab, True)
+
+    for _ in range(2):
+        assert lab.run.run("deploy.resume").returncode == 0
+    waiting = lab.wait_for("saltcd/deploy/lost/prod/awaiting_approval", dropped, timeout=60).data
+    assert waiting["digest"] == second and waiting["pushed_by"]["kind"] == "reconcile"
+    assert lab.run.run("deploy.resume").returncode == 0  # once per digest
+    status = lab.run.run("deploy.status", "app=lost", "env=prod").data["lost"]["prod"]
+    assert [(w["digest"], w["pushed_by"]["kind"]) for w in status["awaiting_approval"]] == [(second, "reconcile")]
+    assert lab.running_digests("lost")["prod-1"] == first  # nothing deployed without approval
+
+    approved = lab.run.run("deploy.approve", "app=lost", "env=prod")
+    assert approved.returncode == 0 and approved.data["status"] == "succeeded", approved.data
+    assert approved.data["to_digest"] == second and lab.running_digests("lost")["prod-1"] == second

@@ -31,13 +31,19 @@ class MemoryCache:
 
 
 class FakeFleet:
-    """Minions that each run one container; `bad` digests never become healthy."""
+    """Minions that each run one container; `bad` digests never become healthy,
+    `dies` digests pass the gate and then exit (seen by `status`), `slow` ones
+    outlive the batch deadline (a stalled pull)."""
 
-    def __init__(self, running, bad=(), silent=()):
+    def __init__(self, running, bad=(), silent=(), dies=(), slow=()):
         self.running = dict(running)  # minion -> digest (None: no container)
         self.bad = set(bad)
         self.silent = set(silent)
+        self.dies = set(dies)
+        self.slow = set(slow)
         self.applied = []  # (minions, digest) in call order
+        self.limits = []  # the wall-clock limit of each apply
+        self.status_calls = 0
 
     def targets(self, target, tgt_type):
         prefix = target.rstrip("*")
@@ -48,13 +54,19 @@ class FakeFleet:
                 {"exists": self.running[m] is not None, "running": self.running[m] is not None,
                  "digest": self.running[m]} for m in minions}
 
-    def apply(self, minions, pillar, timeout, test=False):
+    def apply(self, minions, pillar, timeout, test=False, limit=None):
         digest = pillar["saltcd"]["digest"]
         self.applied.append((list(minions), digest))
+        self.limits.append(limit)
         out = {}
         for minion in minions:
             if minion in self.silent:
                 out[minion] = None
+                continue
+            if digest in self.slow:
+                # What SaltFleet reports for a state run stopped at the deadline.
+                out[minion] = {"ok": False, "changed": False, "timed_out": True,
+                               "comment": f"batch_timeout of {limit:g} s exceeded: state run stopped on the minion"}
                 continue
             changed = self.running[minion] != digest
             self.running[minion] = digest
@@ -63,8 +75,15 @@ class FakeFleet:
         return out
 
     def status(self, minions, container, health):
-        return {m: {"digest": self.running[m], "running": True, "id": "c" * 64,
-                    "health": {"healthy": self.running[m] not in self.bad}} for m in minions}
+        self.status_calls += 1
+        out = {}
+        for m in minions:
+            # A `dies` container is seen up once, then exited.
+            up = self.running[m] not in self.dies or self.status_calls == 1
+            out[m] = {"exists": True, "digest": self.running[m], "running": up, "id": "c" * 64,
+                      "started_at": "t0", "restart_count": 0, "exit_code": 0 if up else 1,
+                      "health": {"healthy": up and self.running[m] not in self.bad}}
+        return out
 
 
 class Recorder:
@@ -82,3 +101,18 @@ class Recorder:
 
     def tags(self):
         return [tag for tag, _ in self.events]
+
+
+class FakeClock:
+    """monotonic() and sleep() without waiting: the watch runs in no time."""
+
+    def __init__(self):
+        self.now = 0.0
+        self.slept = []
+
+    def monotonic(self):
+        return self.now
+
+    def sleep(self, seconds):
+        self.slept.append(seconds)
+        self.now += seconds

@@ -11,7 +11,7 @@ from saltcd.ingress_auth import hashed_headers
 from saltcd.store import Store
 
 from .conftest import TOKEN
-from .fakes import FakeFleet, MemoryCache, Recorder
+from .fakes import FakeClock, FakeFleet, MemoryCache, Recorder
 
 OLD, NEW = "sha256:" + "0" * 64, "sha256:" + "1" * 64
 REPO = "127.0.0.1:5000/saltcd/web"
@@ -40,7 +40,7 @@ def ctl(raw_config, tmp_path):
     raw_config["push_secret"] = PUSH_SECRET
     fleet = FakeFleet({"dev-1": OLD, "dev-2": OLD, "qa-1": OLD})
     return Controller(config.load(raw_config), Store(MemoryCache()), fleet, Recorder(), str(tmp_path),
-                      resolve=FakeRegistry(NEW))
+                      resolve=FakeRegistry(NEW), clock=FakeClock())
 
 
 def hook_event(tag="dev", digest=NEW, media="application/vnd.docker.distribution.manifest.v2+json"):
@@ -222,7 +222,7 @@ def manual(raw_config, tmp_path):
     raw_config["apps"]["web"]["environments"]["prod"]["mode"] = "manual"
     fleet = FakeFleet({"prod-1": OLD})
     return Controller(config.load(raw_config), Store(MemoryCache()), fleet, Recorder(), str(tmp_path),
-                      resolve=FakeRegistry(NEW))
+                      resolve=FakeRegistry(NEW), clock=FakeClock())
 
 
 def test_a_manual_push_records_the_digest_and_approval_deploys_it(manual):
@@ -282,7 +282,7 @@ def timed(raw_config, tmp_path):
         {"windows": ["Mon 09:00-10:00 UTC"]})  # closed nearly all the week
     fleet = FakeFleet({"dev-1": OLD, "qa-1": OLD})
     return Controller(config.load(raw_config), Store(MemoryCache()), fleet, Recorder(), str(tmp_path),
-                      resolve=FakeRegistry(NEW))
+                      resolve=FakeRegistry(NEW), clock=FakeClock())
 
 
 def test_a_push_waits_out_its_cooldown_visibly(timed):
@@ -349,3 +349,77 @@ def test_history_reads_and_status_do_not_read_the_whole_history(ctl):
         ctl.drain("web", "dev")
     assert len(ctl.history("web", "dev", limit=2)) == 2
     assert ctl.status("web", "dev")["web"]["dev"]["rollout_running"] == []
+
+
+# every rollout ends with `finished` and a closed record
+class CrashingFleet(FakeFleet):
+    """A fleet whose second state run raises (a bug, a broken connection...), after a
+    newer push arrived for the same environment."""
+
+    def __init__(self, running, on_crash):
+        super().__init__(running)
+        self.on_crash = on_crash
+
+    def apply(self, minions, pillar, timeout, test=False, limit=None):
+        if len(self.applied) == 1:
+            self.applied.append((list(minions), pillar["saltcd"]["digest"]))
+            self.on_crash()
+            raise KeyError("boom")
+        return super().apply(minions, pillar, timeout, test, limit)
+
+
+def test_a_crash_mid_rollout_closes_the_record_says_finished_and_the_queue_goes_on(ctl):
+    newer = "sha256:" + "7" * 64
+
+    def push_newer():
+        ctl.resolve.digest = newer
+        ctl.accept("salt/engines/hook/saltcd/registry", hook_event(digest=newer))
+
+    ctl.fleet = CrashingFleet(ctl.fleet.running, push_newer)
+    ctl.accept("salt/engines/hook/saltcd/registry", hook_event())
+    result = ctl.drain("web", "dev")
+    crashed, after = result["rollouts"]
+    assert crashed["status"] == "failed" and crashed["ended"] >= crashed["started"]
+    assert crashed["reason"] == "crashed: KeyError: 'boom'"
+    assert ctl.history("web", "dev")[1]["status"] == "failed"  # closed in the store too
+    finished = [data for tag, data in ctl.reporter.events if tag == "saltcd/deploy/web/dev/finished"]
+    assert finished[0]["rollout"] == crashed["id"] and finished[0]["status"] == "failed"
+    assert finished[0]["reason"] == "crashed: KeyError: 'boom'" and finished[0]["digest"] == NEW
+    # The crashed request was dropped; the one queued behind it ran.
+    assert after["status"] == "succeeded" and after["to_digest"] == newer
+    assert result["status"] == "idle" and ctl.records.pending("web", "dev") == []
+    assert len(finished) == 2
+
+
+def test_a_plan_whose_digest_cannot_be_resolved_fails(ctl):
+    ctl.resolve = FakeRegistry(registry_client.RegistryError("registry 127.0.0.1:5000 unreachable"))
+    plan = ctl.plan("web", "dev")
+    assert plan["status"] == "failed" and "unreachable" in plan["reason"]
+    assert ctl.history("web", "dev") == [] and "saltcd/deploy/web/dev/finished" not in ctl.reporter.tags()
+
+
+# a lost notification for a manual environment
+def test_reconcile_records_a_lost_manual_push_as_awaiting_approval_once(manual):
+    manual.accept("salt/engines/hook/saltcd/registry", hook_event(tag="prod"))
+    manual.approve("web", "prod", user="alice")
+    assert manual.drain("web", "prod")["rollouts"][-1]["status"] == "succeeded"
+    assert manual.reconcile() == [] and manual.reconcile() == []   # in step with the push it heard of
+    lost = "sha256:" + "6" * 64
+    manual.resolve.digest = lost                                  # pushed; the notification was dropped
+    assert manual.reconcile() == []                               # first sighting: may be in flight
+    made = manual.reconcile()
+    assert [(r["env"], r["digest"], r["trigger"]["kind"]) for r in made] == [("prod", lost, "reconcile")]
+    assert manual.reconcile() == [] and manual.reconcile() == []   # once per digest
+    assert manual.records.pending("web", "prod") == [] and manual.fleet.running["prod-1"] == NEW
+    events = [data for tag, data in manual.reporter.events if tag == "saltcd/deploy/web/prod/awaiting_approval"]
+    assert [e["digest"] for e in events] == [NEW, lost] and events[1]["pushed_by"]["kind"] == "reconcile"
+    waiting = manual.status("web", "prod")["web"]["prod"]["awaiting_approval"]
+    assert [(w["digest"], w["pushed_by"]["kind"]) for w in waiting] == [(lost, "reconcile")]
+    assert manual.approve("web", "prod", user="bob")["digest"] == lost
+    assert manual.drain("web", "prod")["rollouts"][-1]["to_digest"] == lost
+    assert manual.reconcile() == [] and manual.reconcile() == []
+
+
+def test_reconcile_leaves_a_manual_env_saltcd_never_heard_of_alone(manual):
+    assert manual.reconcile() == [] and manual.reconcile() == []
+    assert manual.records.awaiting("web", "prod") == []

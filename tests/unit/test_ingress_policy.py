@@ -12,7 +12,7 @@ from saltcd.ingress_auth import hashed_headers
 from saltcd.store import Store
 
 from .conftest import TOKEN
-from .fakes import FakeFleet, MemoryCache, Recorder
+from .fakes import FakeClock, FakeFleet, MemoryCache, Recorder
 from .test_controller import NEW, OLD, REPO, FakeRegistry, hook_event
 
 HOOK = "salt/engines/hook/saltcd/registry"
@@ -22,7 +22,7 @@ HOOK = "salt/engines/hook/saltcd/registry"
 def ctl(settings, tmp_path):
     fleet = FakeFleet({"dev-1": OLD, "qa-1": OLD, "prod-1": OLD})
     return Controller(settings, Store(MemoryCache()), fleet, Recorder(), str(tmp_path),
-                      resolve=FakeRegistry(NEW))
+                      resolve=FakeRegistry(NEW), clock=FakeClock())
 
 
 def hub_event(tag="dev", secret="hub-secret", repo=REPO):

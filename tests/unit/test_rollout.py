@@ -1,17 +1,24 @@
-"""The rollout policy against a fake fleet: plan, gate, budget, rollback."""
+"""The rollout policy against a fake fleet: plan, gate, budget, rollback, deadline, watch."""
 
-from saltcd.rollout import Rollout, failure_budget
+import pytest
 
-from .fakes import FakeFleet, Recorder
+from saltcd import config
+from saltcd.rollout import Rollout, failure_budget, watch_problem
 
-OLD, NEW, BAD = ("sha256:" + c * 64 for c in "01b")
+from .fakes import FakeClock, FakeFleet, Recorder
+
+OLD, NEW, BAD, DIES, SLOW = ("sha256:" + c * 64 for c in "01bd5")
 
 
-def run(deployment, fleet, digest, test=False):
+def run(deployment, fleet, digest, test=False, clock=None):
     reporter = Recorder()
     record = {"id": "r1", "app": deployment.app, "env": deployment.env}
-    result = Rollout(deployment, digest, fleet, reporter, record).run(test=test)
+    result = Rollout(deployment, digest, fleet, reporter, record, clock=clock or FakeClock()).run(test=test)
     return result, reporter
+
+
+def steps(reporter):
+    return [t.rsplit("/", 1)[1] for t in reporter.tags()]
 
 
 def test_batches_in_order_and_recorded(settings):
@@ -20,8 +27,11 @@ def test_batches_in_order_and_recorded(settings):
     assert result["status"] == "succeeded"
     assert fleet.applied == [(["dev-1"], NEW), (["dev-2"], NEW)]
     assert fleet.running == {"dev-1": NEW, "dev-2": NEW, "qa-1": OLD}
+    # The shipped settle (5 s) is also the watch after the last batch.
     assert reporter.tags() == ["saltcd/deploy/web/dev/started", "saltcd/deploy/web/dev/batch",
-                               "saltcd/deploy/web/dev/batch", "saltcd/deploy/web/dev/finished"]
+                               "saltcd/deploy/web/dev/batch", "saltcd/deploy/web/dev/watch",
+                               "saltcd/deploy/web/dev/finished"]
+    assert result["watch"]["outcome"] == "passed" and result["watch"]["seconds"] == 5
     assert [b["minions"]["dev-" + str(b["number"])]["from"] for b in result["batches"]] == [OLD, OLD]
 
 
@@ -87,7 +97,7 @@ def test_rollback_uses_the_last_good_digest_when_a_minion_had_nothing(settings):
     fleet = FakeFleet({"dev-1": None, "dev-2": OLD}, bad={BAD})
     record = {"id": "r1", "app": "web", "env": "dev"}
     result = Rollout(settings.deployment("web", "dev"), BAD, fleet, Recorder(), record,
-                     last_good=OLD).run()
+                     last_good=OLD, clock=FakeClock()).run()
     assert result["status"] == "rolled_back" and fleet.running["dev-1"] == OLD
 
 
@@ -96,3 +106,80 @@ def test_a_first_deploy_with_nothing_to_return_to_is_a_failure(settings):
     result, _ = run(settings.deployment("web", "dev"), fleet, BAD)
     assert result["status"] == "failed" and result["rollback_failed"] == ["dev-1"]
     assert "no earlier good digest for dev-1" in result["reason"]
+
+
+def test_a_batch_past_its_deadline_fails_and_rolls_back_saying_why(raw_config):
+    raw_config["apps"]["web"]["batch_timeout"] = 20
+    deployment = config.load(raw_config).deployment("web", "dev")
+    fleet = FakeFleet({"dev-1": OLD, "dev-2": OLD}, slow={SLOW})
+    result, reporter = run(deployment, fleet, SLOW)
+    assert fleet.limits[0] == 20
+    assert result["status"] == "rolled_back" and result["failed_minions"] == ["dev-1"]
+    assert "batch_timeout of 20 s exceeded: state run stopped on the minion" in result["reason"]
+    batch = result["batches"][0]
+    assert batch["timed_out"] == ["dev-1"] and batch["minions"]["dev-1"]["timed_out"] is True
+    event = next(data for tag, data in reporter.events if tag.endswith("/batch"))
+    assert event["timed_out"] == ["dev-1"] and event["deadline"] == 20
+    finished = reporter.events[-1][1]
+    assert finished["status"] == "rolled_back" and "batch_timeout of 20 s" in finished["reason"]
+
+
+def test_the_deadline_defaults_to_what_a_batch_may_wait_for(settings):
+    dep = settings.deployment("web", "dev")
+    fleet = FakeFleet({"dev-1": OLD, "dev-2": OLD})
+    run(dep, fleet, NEW)
+    assert fleet.limits == [300 + 20 + 5 + 10] * 2  # state, health timeout, settle, stop timeout
+
+
+def test_a_container_that_dies_after_the_last_batch_fails_the_rollout_and_rolls_back(settings):
+    fleet = FakeFleet({"dev-1": OLD, "dev-2": OLD}, dies={DIES})
+    result, reporter = run(settings.deployment("web", "dev"), fleet, DIES)
+    assert result["status"] == "rolled_back"
+    assert fleet.running == {"dev-1": OLD, "dev-2": OLD}
+    assert steps(reporter) == ["started", "batch", "batch", "watch", "failed", "rollback", "rollback",
+                               "rolled_back", "finished"]
+    assert result["watch"]["outcome"] == "failed"
+    assert result["watch"]["problems"] == {"dev-1": "container exited (exit code 1)",
+                                           "dev-2": "container exited (exit code 1)"}
+    assert result["reason"].startswith("watch after the last batch: dev-1 container exited (exit code 1)")
+
+
+def test_the_watch_lasts_its_window_polling_at_the_health_interval(raw_config):
+    raw_config["apps"]["web"]["watch"] = 3
+    raw_config["apps"]["web"]["health"]["interval"] = 0.5
+    clock = FakeClock()
+    fleet = FakeFleet({"dev-1": OLD, "dev-2": OLD})
+    result, _ = run(config.load(raw_config).deployment("web", "dev"), fleet, NEW, clock=clock)
+    assert result["status"] == "succeeded" and clock.now == 3 and clock.slept == [0.5] * 6
+    assert fleet.status_calls == 7
+
+
+def test_no_watch_when_it_is_zero(raw_config):
+    raw_config["apps"]["web"]["health"]["settle"] = 0
+    fleet = FakeFleet({"dev-1": OLD, "dev-2": OLD}, dies={DIES})
+    result, reporter = run(config.load(raw_config).deployment("web", "dev"), fleet, DIES)
+    assert result["status"] == "succeeded" and "watch" not in steps(reporter) and fleet.status_calls == 0
+
+
+def test_the_watch_respects_the_failure_policy(raw_config):
+    raw_config["apps"]["web"]["on_failure"] = "continue"
+    fleet = FakeFleet({"dev-1": OLD, "dev-2": OLD}, dies={DIES})
+    result, _ = run(config.load(raw_config).deployment("web", "dev"), fleet, DIES)
+    assert result["status"] == "failed" and result["failed_minions"] == ["dev-1", "dev-2"]
+    assert fleet.running == {"dev-1": DIES, "dev-2": DIES}
+
+
+UP = {"exists": True, "running": True, "id": "a" * 64, "started_at": "t0", "restart_count": 0,
+      "health": {"healthy": True, "status": 200}}
+
+
+@pytest.mark.parametrize("now, problem", [
+    (UP, None),
+    ({**UP, "running": False, "exit_code": 137}, "container exited (exit code 137)"),
+    ({**UP, "id": "b" * 64}, "container replaced (aaaaaaaaaaaa -> bbbbbbbbbbbb)"),
+    ({**UP, "started_at": "t1", "restart_count": 1}, "container restarted (restart count 0 -> 1)"),
+    ({**UP, "health": {"healthy": False, "status": 503}}, "failed its health probe (503)"),
+    ({"exists": False, "running": False}, "lost its container"),
+])
+def test_watch_problems(now, problem):
+    assert watch_problem(UP, now) == problem

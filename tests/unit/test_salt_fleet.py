@@ -1,6 +1,8 @@
 """Reading LocalClient's state.apply returns."""
 
-from saltcd.salt_fleet import state_outcome
+import time
+
+from saltcd.salt_fleet import SaltFleet, state_outcome
 
 
 def test_no_return_placeholder_means_no_answer():
@@ -29,3 +31,38 @@ def test_failed_state_fails_the_minion():
         "saltcd_health_|-saltcd-deploy-saltcd_health-passing_|-u_|-passing": {
             "result": False, "changes": {}, "comment": "Unhealthy: 404"}}}
     assert state_outcome(ret) == {"ok": False, "changed": False, "comment": "Unhealthy: 404"}
+
+
+class FakeLocal:
+    """LocalClient's publish and gather: dev-1 returns at once, dev-2 never does
+    (a stalled pull), dev-3 is gone; `term_job` answers like saltutil's."""
+
+    def __init__(self):
+        self.event = type("Event", (), {"cpub": True})()
+        self.calls = []
+
+    def run_job(self, minions, fun, arg, **kwargs):
+        self.calls.append((fun, list(minions), arg))
+        return {"jid": "20261126000000000001", "minions": list(minions)}
+
+    def get_iter_returns(self, jid, minions, **kwargs):
+        yield {"dev-1": {"ret": {}, "retcode": 0}}
+        while True:  # LocalClient goes on asking find_job while dev-2 runs the job
+            yield None
+
+    def cmd(self, minions, fun, arg, **kwargs):
+        self.calls.append((fun, list(minions), arg))
+        return {"dev-2": {"ret": f"Signal 15 sent to job {arg[0]} at pid 4242", "retcode": 0}}
+
+
+def test_a_job_past_its_limit_is_stopped_on_the_minions_still_running_it():
+    fleet = SaltFleet({"pidfile": "/nonexistent"})
+    fleet._local = FakeLocal()
+    started = time.monotonic()
+    jid, returns, overdue = fleet._run_until(["dev-1", "dev-2", "dev-3"], "state.apply", ["saltcd.deploy"],
+                                             {}, timeout=60, limit=0.3)
+    assert 0.3 <= time.monotonic() - started < 2
+    assert list(returns) == ["dev-1"] and overdue == ["dev-2", "dev-3"]
+    stopped = fleet._stop_job(jid, overdue)
+    assert fleet._local.calls[-1] == ("saltutil.term_job", ["dev-2", "dev-3"], [jid])
+    assert stopped == {"dev-2": "state run stopped on the minion"}  # dev-3 did not answer: no answer
