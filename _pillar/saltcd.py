@@ -37,7 +37,8 @@ def __virtual__():
 
 def ext_pillar(minion_id, pillar, **kwargs):  # pylint: disable=unused-argument
     """{"saltcd_deploy": {app: {image, digest, container, ports, environment, ...}}}
-    for the apps whose rollout has `minion_id` in its current batch; {} otherwise."""
+    for the apps whose rollout has `minion_id` in its current batch, or pulling
+    ahead of it (saltcd.prepull); {} otherwise."""
     entries = deploy_pillar.DeployPillar(deploy_pillar.cache_for(__opts__)).entries(minion_id)
     if not entries:
         return {}

@@ -9,6 +9,9 @@ the store (bank `saltcd/pillar/<minion>`, key = app), the `saltcd` ext_pillar
 `saltcd_deploy`, and the job carries only a selector (app, env, digest: nothing
 secret). The entry is withdrawn after the batch: a state run still queued on
 the minion when saltcd has given up on it then fails instead of deploying late.
+The pulls ahead of the batches (saltcd.prepull) serve a minion its entry in
+the same way from the start of its pull until the pull returns or its batch
+takes the entry over, and withdraw it when the rollout ends.
 
 App environment values may be `sdb://profile/key` (resolved on the master when
 the pillar is built, strictly: an unresolved URI is an error, never a value)
