@@ -12,7 +12,7 @@ loader, so it imports nothing heavy.
 from importlib.resources import files
 from pathlib import Path
 
-FOLDERS = ("salt", "reactor", "_runners", "_engines", "_pillar")
+FOLDERS = ("salt", "reactor", "_runners", "_engines", "_pillar", "_output")
 
 
 def _base():
@@ -50,6 +50,7 @@ def loader_dirs():
         "runners": [folder("_runners")],
         "engines": [folder("_engines")],
         "pillar": [folder("_pillar")],  # the master's `saltcd` ext_pillar
+        "output": [folder("_output")],  # the `saltcd` outputter the deploy runner picks
         "modules": [str(Path(tree) / "_modules")],
         "states": [str(Path(tree) / "_states")],
     }

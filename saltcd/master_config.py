@@ -46,6 +46,8 @@ def wiring(root=None, webhook_address="127.0.0.1", webhook_port=8787, resume_eve
             {"saltcd_webhook": {"address": webhook_address, "port": webhook_port}},
             # Runs the rollouts that accept and resume ask for (saltcd/drain/<app>/<env>).
             {"saltcd_drains": {}},
+            # Posts rollout notifications to saltcd:notify's endpoints (idle without any).
+            {"saltcd_notify": {}},
         ],
         # The deploy data of a batch reaches its minions as pillar (per minion,
         # encrypted), not in the published job: saltcd.deploy_pillar.

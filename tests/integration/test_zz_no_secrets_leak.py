@@ -24,6 +24,7 @@ import pytest
 import salt.payload
 
 from .conftest import REGISTRY_USERS
+from .notify_receiver import Receivers
 
 pytestmark = pytest.mark.integration
 
@@ -34,7 +35,8 @@ FIRING_FUNCTIONS = ("event.send", "event.fire_master")
 
 
 def _needles(lab, webhook_token, push_secret):
-    needles = {"webhook token": webhook_token, "push secret": push_secret}
+    needles = {"webhook token": webhook_token, "push secret": push_secret,
+               "notification bearer secret": Receivers.SECRET}
     needles.update({f"registry password of {user}": u["password"] for user, u in REGISTRY_USERS.items()})
     for i, signature in enumerate(lab.signatures):
         needles[f"push signature #{i}"] = signature

@@ -54,9 +54,9 @@ def test_a_root_without_saltcd_folders_is_refused(tmp_path):
 
 def test_loader_entry_point_names_existing_folders():
     dirs = extension.loader_dirs()
-    assert set(dirs) == {"runners", "engines", "pillar", "modules", "states"}
+    assert set(dirs) == {"runners", "engines", "pillar", "modules", "states", "output"}
     expected = {"runners": "deploy.py", "engines": "saltcd_drains.py", "pillar": "saltcd.py",
-                "modules": "saltcd.py", "states": "saltcd_health.py"}
+                "modules": "saltcd.py", "states": "saltcd_health.py", "output": "saltcd_out.py"}
     for ext_type, paths in dirs.items():
         assert isinstance(paths, list) and len(paths) == 1
         assert (Path(paths[0]) / expected[ext_type]).is_file()

@@ -1,0 +1,57 @@
+"""
+saltcd_notify: the master engine that sends rollout notifications.
+
+It listens for ``saltcd/deploy/<app>/<env>/started|finished`` and posts to the
+endpoints of ``saltcd:notify`` (Slack incoming webhooks, generic JSON
+webhooks) from its own thread and bounded queue: a slow or dead endpoint
+never holds up a rollout. Salt finds this engine through saltcd's
+``salt.loader`` entry point; ``python -m saltcd.master_config`` adds it:
+
+.. code-block:: yaml
+
+    engines:
+      - saltcd_notify: {}
+"""
+
+import logging
+import time
+
+import salt.utils.event
+
+from saltcd import binding, notify
+
+log = logging.getLogger(__name__)
+
+__virtualname__ = "saltcd_notify"
+
+PREFIX = "saltcd/deploy/"
+
+
+def __virtual__():
+    return __virtualname__
+
+
+def start(backoff=1.0):
+    """Send the notifications of every rollout until the master stops this process.
+
+    Reads `saltcd:notify` once (a change takes a master restart, like the rest
+    of the master config); with no endpoint configured it returns at once.
+    """
+    raw = (__opts__.get("saltcd") or {}).get("notify") or []
+    try:
+        targets = notify.targets(raw, resolve_secret=lambda value: binding.resolve_secret(value, __opts__))
+    except (notify.NotifyConfigError, binding.config.ConfigError) as exc:
+        log.error("saltcd: notify engine not started: %s", exc)
+        return
+    if not targets:
+        # Idle rather than return: the master restarts an engine process that ends.
+        log.debug("saltcd: no saltcd:notify endpoint configured; notify engine idle")
+        while True:
+            time.sleep(3600)
+    notifier = notify.Notifier(targets, backoff=float(backoff))
+    with salt.utils.event.get_master_event(__opts__, __opts__["sock_dir"], listen=True) as bus:
+        log.info("saltcd: notify engine sending to %d endpoint(s)", len(targets))
+        while True:
+            event = bus.get_event(wait=5, tag=PREFIX, full=True, auto_reconnect=True)
+            if event and isinstance(event.get("data"), dict) and event["tag"].count("/") == 4:
+                notifier.submit(event["tag"], event["data"])

@@ -1,0 +1,198 @@
+"""Rollout notifications: `saltcd/deploy/...` events to chat and HTTP endpoints.
+
+Configured under `saltcd:notify` (a list); sent by the `saltcd_notify` master
+engine from its own thread and bounded queue, so an endpoint that is slow,
+down or failing never holds up or fails a rollout: each message gets a few
+tries with backoff, then is dropped with a log line. The secret (`secret`, an
+sdb:// URI allowed) is sent as `Authorization: Bearer <secret>`; it is never
+logged, nor put in an event or a message.
+"""
+
+import json
+import logging
+import queue
+import threading
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass, field
+
+from saltcd import views
+
+log = logging.getLogger(__name__)
+
+EVENTS = ("started", "failed", "rolled_back", "finished")
+FORMATS = ("slack", "json")
+QUEUE_SIZE = 200
+
+
+class NotifyConfigError(ValueError):
+    """An entry of `saltcd:notify` is invalid; the message names the key."""
+
+
+@dataclass(frozen=True)
+class Target:
+    """One endpoint and what it wants to hear."""
+
+    url: str
+    format: str = "json"
+    events: tuple = EVENTS
+    secret: str = field(default=None, repr=False)
+    timeout: float = 5
+    retries: int = 2
+
+    def __str__(self):  # for log lines: never the secret, nor a URL's query (tokens live there)
+        return self.url.split("?", 1)[0]
+
+
+def targets(raw, key="saltcd:notify", resolve_secret=lambda value: value):
+    """The validated list of Targets of `saltcd:notify`."""
+    if not isinstance(raw, list):
+        raise NotifyConfigError(f"{key}: must be a list of endpoints ({{url, format, events, ...}})")
+    out = []
+    for index, entry in enumerate(raw):
+        where = f"{key}:{index}"
+        if not isinstance(entry, dict):
+            raise NotifyConfigError(f"{where}: must be a mapping with at least `url`")
+        unknown = set(entry) - set(Target.__dataclass_fields__)
+        if unknown:
+            raise NotifyConfigError(f"{where}: unknown keys {sorted(unknown, key=str)}")
+        url = entry.get("url")
+        if not (isinstance(url, str) and url.startswith(("http://", "https://"))):
+            raise NotifyConfigError(f"{where}:url: must be an http:// or https:// URL")
+        fmt = entry.get("format", "json")
+        if fmt not in FORMATS:
+            raise NotifyConfigError(f"{where}:format: must be one of {FORMATS}, got {fmt!r}")
+        events = entry.get("events", list(EVENTS))
+        if not (isinstance(events, list) and events and all(e in EVENTS for e in events)):
+            raise NotifyConfigError(f"{where}:events: must be a list of {EVENTS}")
+        timeout, retries = entry.get("timeout", 5), entry.get("retries", 2)
+        if not (isinstance(timeout, (int, float)) and not isinstance(timeout, bool) and 0 < timeout <= 60):
+            raise NotifyConfigError(f"{where}:timeout: must be seconds, 0-60")
+        if not (isinstance(retries, int) and not isinstance(retries, bool) and 0 <= retries <= 10):
+            raise NotifyConfigError(f"{where}:retries: must be a count 0-10")
+        secret = entry.get("secret")
+        if secret is not None:
+            secret = resolve_secret(secret)
+            if not (isinstance(secret, str) and secret):
+                raise NotifyConfigError(f"{where}:secret: must be a non-empty string (or an sdb:// URI)")
+        out.append(Target(url=url, format=fmt, events=tuple(events), secret=secret,
+                          timeout=float(timeout), retries=retries))
+    return tuple(out)
+
+
+def kind_of(tag, data):
+    """Which notification a `saltcd/deploy/<app>/<env>/<step>` event is, or None.
+
+    Only `started` and `finished` count (one each per rollout, whatever path it
+    took): a finished rollout is `finished` when it went well, `rolled_back`
+    when it was rolled back, `failed` otherwise (failed, paused...).
+    """
+    step = tag.rsplit("/", 1)[-1]
+    if step == "started":
+        return "started"
+    if step == "finished":
+        status = data.get("status")
+        if status in ("succeeded", "unchanged"):
+            return "finished"
+        return "rolled_back" if status == "rolled_back" else "failed"
+    return None
+
+
+def message(kind, tag, data):
+    """The fields of one notification (the generic JSON body)."""
+    parts = tag.split("/")
+    app, env = data.get("app") or parts[2], data.get("env") or parts[3]
+    digest = data.get("digest") or data.get("to_digest")
+    status = data.get("status") or ("running" if kind == "started" else kind)
+    reason = data.get("reason")
+    if not reason:
+        reason = (f"rolling out to {', '.join(data.get('minions') or [])}" if kind == "started"
+                  else "every minion healthy" if kind == "finished" else status)
+    return {"event": kind, "app": app, "env": env, "digest": digest, "short": views.short(digest),
+            "outcome": status, "reason": " ".join(str(reason).split())[:300],
+            "rollout": data.get("rollout")}
+
+
+def body(target, msg):
+    """The request body for `target`: Slack's `{"text": ...}` or the fields as JSON."""
+    if target.format == "slack":
+        icon = {"started": ":rocket:", "finished": ":white_check_mark:", "rolled_back": ":rewind:",
+                "failed": ":x:"}[msg["event"]]
+        text = (f"{icon} saltcd {msg['app']}/{msg['env']} {msg['event']}: {msg['short']} "
+                f"({msg['outcome']}) {msg['reason']} [rollout {msg['rollout']}]")
+        return {"text": text}
+    return msg
+
+
+def send(target, payload):
+    """POST `payload` as JSON once; True on a 2xx answer."""
+    request = urllib.request.Request(target.url, data=json.dumps(payload).encode(), method="POST",
+                                     headers={"Content-Type": "application/json",
+                                              "User-Agent": "saltcd-notify"})
+    if target.secret:
+        request.add_header("Authorization", f"Bearer {target.secret}")
+    try:
+        with urllib.request.urlopen(request, timeout=target.timeout) as answer:  # noqa: S310 (http(s) only)
+            return 200 <= answer.status < 300
+    except urllib.error.HTTPError as exc:
+        log.warning("saltcd: notification to %s answered %s", target, exc.code)
+    except (OSError, ValueError) as exc:
+        log.warning("saltcd: notification to %s failed: %s", target, type(exc).__name__)
+    return False
+
+
+class Notifier:
+    """One bounded queue and sender thread per endpoint: `submit` never blocks nor
+    raises, and a dead endpoint's retries never delay another endpoint's messages."""
+
+    def __init__(self, targets_, backoff=1.0, size=QUEUE_SIZE, sender=send):
+        self.targets = targets_
+        self.backoff = backoff
+        self.sender = sender
+        self.queues = [queue.Queue(maxsize=size) for _ in targets_]
+        self.threads = [threading.Thread(target=self._run, args=(t, q), name="saltcd-notify", daemon=True)
+                        for t, q in zip(targets_, self.queues)]
+        for thread in self.threads:
+            thread.start()
+
+    def submit(self, tag, data):
+        """Queue the notifications of one event for every target that wants them."""
+        kind = kind_of(tag, data)
+        if kind is None:
+            return 0
+        msg = message(kind, tag, data)
+        queued = 0
+        for target, pending in zip(self.targets, self.queues):
+            if kind not in target.events:
+                continue
+            try:
+                pending.put_nowait(body(target, msg))
+                queued += 1
+            except queue.Full:
+                log.warning("saltcd: notification queue of %s full; %s %s/%s dropped",
+                            target, kind, msg["app"], msg["env"])
+        return queued
+
+    def _run(self, target, pending):
+        while True:
+            payload = pending.get()
+            if payload is None:
+                return
+            for attempt in range(target.retries + 1):
+                if self.sender(target, payload):
+                    break
+                if attempt < target.retries:
+                    time.sleep(self.backoff * 2 ** attempt)
+            else:
+                log.error("saltcd: notification to %s dropped after %d tries", target, target.retries + 1)
+
+    def close(self, wait=5):
+        """Send what is queued (within about `wait` seconds), then stop."""
+        for pending in self.queues:
+            try:
+                pending.put(None, timeout=wait)
+            except queue.Full:
+                pass
+        for thread in self.threads:
+            thread.join(wait)

@@ -1,0 +1,293 @@
+"""What a person sees of saltcd's runner returns: plain text tables and lines.
+
+Pure functions of the runner's return values (no Salt imports), so they are
+tested as they are and the `saltcd` outputter (_output/saltcd.py) is a thin
+shell. Records are read defensively: a missing key shows as `-`, never a crash,
+so older records and newer fields both render.
+"""
+
+import datetime
+import re
+import time
+
+GOOD = ("succeeded", "unchanged", "planned")
+BAD = ("failed", "rolled_back", "paused", "interrupted")
+
+_CODES = {"green": "\033[32m", "red": "\033[31m", "yellow": "\033[33m", "dim": "\033[2m",
+          "bold": "\033[1m", "reset": "\033[0m"}
+
+
+class Paint:
+    """ANSI colours when `enabled` (a TTY and no --no-color), else plain text."""
+
+    def __init__(self, enabled=False):
+        self.enabled = bool(enabled)
+
+    def __call__(self, colour, text):
+        text = str(text)
+        return f"{_CODES[colour]}{text}{_CODES['reset']}" if self.enabled else text
+
+    def outcome(self, status):
+        colour = "green" if status in GOOD else "red" if status in BAD else "yellow"
+        return self(colour, status)
+
+
+def short(digest):
+    """`sha256:0123456789ab`, or `-`."""
+    return digest[:19] if isinstance(digest, str) and digest else "-"
+
+
+def ago(seconds):
+    """`12 s ago`, `5 min ago`, `3 h ago`, `2 d ago`."""
+    seconds = max(0, int(seconds))
+    for size, unit in ((86400, "d"), (3600, "h"), (60, "min")):
+        if seconds >= size:
+            return f"{seconds // size} {unit} ago"
+    return f"{seconds} s ago"
+
+
+def when(moment, now=None):
+    """Local ISO time and how long ago: `2026-11-26 22:30:01 (5 min ago)`."""
+    if not isinstance(moment, (int, float)):
+        return "-"
+    now = time.time() if now is None else now
+    return f"{time.strftime('%Y-%m-%d %H:%M:%S', time.localtime(moment))} ({ago(now - moment)})"
+
+
+def duration(record):
+    start, end = record.get("started"), record.get("ended")
+    if not isinstance(start, (int, float)) or not isinstance(end, (int, float)):
+        return "-"
+    seconds = end - start
+    return f"{seconds:.1f} s" if seconds < 120 else f"{seconds / 60:.1f} min"
+
+
+def _table(rows, indent="  "):
+    """Left-aligned columns; every row a list of plain strings."""
+    if not rows:
+        return []
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    return [indent + "  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() for row in rows]
+
+
+# ---------------------------------------------------------------------------
+# deploy.status
+
+
+def _nothing_here(view):
+    minions = view.get("minions") or {}
+    return (not view.get("pending") and not view.get("awaiting_approval")
+            and not view.get("rollout_running") and not view.get("last_good")
+            and all(not (info or {}).get("digest") for info in minions.values()))
+
+
+def _epoch(moment):
+    """Seconds since the epoch of a number or Docker's `StartedAt` (RFC 3339, nanoseconds), else None."""
+    if isinstance(moment, (int, float)) and not isinstance(moment, bool):
+        return float(moment)
+    if not isinstance(moment, str) or moment.startswith("0001-"):  # Docker's "never started"
+        return None
+    match = re.match(r"(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d)(\.\d+)?(Z|[+-]\d\d:\d\d)?$", moment)
+    if not match:
+        return None
+    zone = match.group(3) or "Z"
+    stamp = datetime.datetime.fromisoformat(match.group(1) + ("+00:00" if zone == "Z" else zone))
+    return stamp.timestamp() + float("0" + (match.group(2) or ".0"))
+
+
+def _minion_row(minion, info, now):
+    if not info or info.get("answered") is False:
+        return [minion, "-", "no answer", "-", "-"]
+    running = "running" if info.get("running") else "stopped" if info.get("digest") else "absent"
+    healthy = info.get("healthy")
+    health = "healthy" if healthy else "unhealthy" if healthy is False else "-"
+    started = _epoch(info.get("started_at"))
+    age = ago(now - started) if started is not None else (info.get("container_id") or "-")
+    return [minion, short(info.get("digest")), running, health, age]
+
+
+def status_text(status, paint=None, now=None):
+    """One table per app and environment; environments with nothing deployed and
+    nothing pending one line each."""
+    paint, now = paint or Paint(), time.time() if now is None else now
+    if not isinstance(status, dict):
+        return str(status)
+    if status.get("error"):
+        return paint("red", f"error: {status['error']}")
+    lines, idle = [], []
+    for app in sorted(status):
+        envs = status[app]
+        if not isinstance(envs, dict):
+            continue
+        for env in sorted(envs):
+            view = envs[env] if isinstance(envs[env], dict) else {}
+            minions = view.get("minions") or {}
+            if _nothing_here(view):
+                idle.append(f"{app}/{env}: nothing deployed, nothing pending "
+                            f"({len(minions)} minion(s), mode {view.get('mode', '-')})")
+                continue
+            converged = paint("green", "converged") if view.get("converged") else paint("yellow", "not converged")
+            lines.append(paint("bold", f"{app}/{env}") + f"  {converged} on {short(view.get('last_good'))}"
+                         f"  (mode {view.get('mode', '-')})")
+            rows = [["minion", "digest", "container", "health", "age"]]
+            rows += [_minion_row(m, minions[m], now) for m in sorted(minions)]
+            lines += _table(rows)
+            for rollout_id in view.get("rollout_running") or []:
+                lines.append(paint("yellow", f"  running: rollout {rollout_id}"))
+            for item in view.get("pending") or []:
+                wait = f", waiting: {item['reason']}" if item.get("reason") else ""
+                at = f" (runs at {item['runs_at']})" if item.get("runs_at") else ""
+                lines.append(f"  queued: {item.get('tag', '-')} from {trigger_text(item.get('trigger'))}"
+                             f"{' pinned ' + short(item['pinned']) if item.get('pinned') else ''}{wait}{at}")
+            for item in view.get("awaiting_approval") or []:
+                pushed = trigger_text(item.get("pushed_by"))
+                lines.append(paint("yellow", f"  awaiting approval: {item.get('tag', '-')} -> "
+                                             f"{short(item.get('digest'))} pushed by {pushed}"
+                                             f" {when(item.get('received'), now)}"))
+            lines.append("")
+    lines += idle
+    return "\n".join(lines).rstrip() or "no app configured"
+
+
+# ---------------------------------------------------------------------------
+# deploy.history and one rollout
+
+
+def _from_digest(record):
+    froms = {d for d in (record.get("from_digests") or {}).values() if d}
+    if len(froms) == 1:
+        return short(froms.pop())
+    return "mixed" if froms else "-"
+
+
+def trigger_text(trigger):
+    """`registry (saltcd/ingress/registry)`, `operator (alice)`: what started it, and who or where."""
+    if isinstance(trigger, dict):
+        kind, origin = trigger.get("kind") or "-", trigger.get("origin") or trigger.get("minion")
+        return f"{kind} ({origin})" if origin else str(kind)
+    return str(trigger or "-")
+
+
+def _who(record):
+    trigger = trigger_text(record.get("trigger"))
+    approved = record.get("approved_by")
+    return f"{trigger}, approved by {approved}" if approved else trigger
+
+
+def history_line(record, paint=None, now=None):
+    """One rollout in one line: when, trigger and who, from -> to, batches, duration, outcome."""
+    paint = paint or Paint()
+    batches = [b for b in record.get("batches") or [] if b.get("kind", "batch") == "batch"]
+    reason = record.get("reason")
+    return (f"{when(record.get('started'), now)}  {_who(record)}  {_from_digest(record)} -> "
+            f"{short(record.get('to_digest'))}  {len(batches)} batch(es)  {duration(record)}  "
+            f"{paint.outcome(record.get('status', '-'))}" + (f": {reason}" if reason else ""))
+
+
+def batch_lines(record, paint=None):
+    """Per batch, per minion: from -> to, replaced or not, healthy or why not."""
+    paint = paint or Paint()
+    lines = []
+    for entry in record.get("batches") or []:
+        took = duration(entry)
+        lines.append(f"  {entry.get('kind', 'batch')} {entry.get('number', '?')} ({took})")
+        for minion, result in sorted((entry.get("minions") or {}).items()):
+            lines.append("    " + minion_line(minion, result, paint))
+    return lines
+
+
+def minion_line(minion, result, paint=None):
+    paint = paint or Paint()
+    ok = result.get("ok")
+    state = paint("green", "healthy") if ok else paint("red", "FAILED")
+    changed = "replaced" if result.get("changed") else "unchanged"
+    why = "" if ok or not result.get("comment") else f" ({result['comment']})"
+    return f"{minion}: {short(result.get('from'))} -> {short(result.get('to'))} {changed}, {state}{why}"
+
+
+def history_text(records, detail=False, paint=None, now=None):
+    """deploy.history: newest first, one line each; `detail` adds the batches."""
+    paint = paint or Paint()
+    if isinstance(records, dict) and records.get("error"):
+        return paint("red", f"error: {records['error']}")
+    if not records:
+        return "no rollouts recorded"
+    lines = []
+    for record in records:
+        lines.append(f"{record.get('id', '-')}  " + history_line(record, paint, now))
+        if detail:
+            lines += batch_lines(record, paint)
+    return "\n".join(lines)
+
+
+def rollout_text(record, paint=None, now=None):
+    """The summary a rollout, rollback, approve or promote ends with (its
+    progress lines were shown while it ran)."""
+    paint = paint or Paint()
+    if not isinstance(record, dict):
+        return str(record)
+    if record.get("error"):
+        return paint("red", f"error: {record['error']}")
+    status = record.get("status", "-")
+    if status == "queued":
+        return paint("yellow", f"queued: {record.get('reason', '')}")
+    head = (f"{record.get('app', '-')}/{record.get('env', '-')}: {paint.outcome(status)}"
+            f" {_from_digest(record)} -> {short(record.get('to_digest'))}")
+    lines = [head + (f": {record['reason']}" if record.get("reason") else "")]
+    if status == "planned":
+        for step in record.get("plan") or []:
+            for minion, item in sorted((step.get("minions") or {}).items()):
+                change = "change" if item.get("change") else "already there"
+                lines.append(f"  batch {step.get('number', '?')}: {minion}: {short(item.get('from'))} -> "
+                             f"{short(item.get('to'))} ({change})")
+    else:
+        batches = [b for b in record.get("batches") or [] if b.get("kind", "batch") == "batch"]
+        lines.append(f"  rollout {record.get('id', '-')}, {len(record.get('minions') or [])} minion(s), "
+                     f"{len(batches)} batch(es), {duration(record)}"
+                     + (f", failed: {', '.join(record['failed_minions'])}" if record.get("failed_minions") else ""))
+    return "\n".join(lines)
+
+
+def watch_line(tag, data, paint=None):
+    """A `saltcd/deploy/<app>/<env>/<step>` event as a progress line (deploy.watch)."""
+    paint = paint or Paint()
+    step = tag.rsplit("/", 1)[-1]
+    where = f"{data.get('app', '-')}/{data.get('env', '-')}"
+    if step == "started":
+        return f"{where}: rollout {data.get('rollout', '-')} started -> {short(data.get('digest'))} " \
+               f"on {', '.join(data.get('minions') or [])}"
+    if step in ("batch", "rollback"):
+        verdict = "healthy" if data.get("healthy") else paint("red", "failed")
+        lines = [f"{where} {step} {data.get('number', '?')}: {verdict}"]
+        lines += ["  " + minion_line(m, r, paint) for m, r in sorted((data.get("minions") or {}).items())]
+        return "\n".join(lines)
+    if step == "finished":
+        reason = data.get("reason")
+        return f"{where}: {paint.outcome(data.get('status', '-'))}" + (f": {reason}" if reason else "")
+    if step == "rolled_back":
+        return None  # the `finished` line that follows says it
+    extra = data.get("reason") or data.get("status") or ""
+    return f"{where}: {step}" + (f": {extra}" if extra else "")
+
+
+VIEWS = {
+    "status": lambda data, paint, opts: status_text(data, paint),
+    "history": lambda data, paint, opts: history_text(data, opts.get("detail"), paint),
+    "rollout": lambda data, paint, opts: rollout_text(data, paint),
+    "report": lambda data, paint, opts: (f"report written: {data['path']}" if isinstance(data, dict)
+                                         and data.get("path") else rollout_text(data, paint)),
+}
+
+
+def render(shown, paint=None):
+    """The text of a runner return marked for the `saltcd` outputter:
+    {"view": name, "shown": data, ...}. None when it is not one of ours."""
+    paint = paint or Paint()
+    if not isinstance(shown, dict):
+        return None
+    if shown.get("suffix") == "progress" and isinstance(shown.get("event"), dict):
+        return str(shown["event"].get("message", ""))
+    view = VIEWS.get(shown.get("view"))
+    if view is None or "shown" not in shown:
+        return None
+    return view(shown["shown"], paint, shown)
