@@ -39,9 +39,13 @@ lint: $(VENV)/.installed
 config-reference: $(VENV)/.installed
 	$(PY) -m saltcd.config_reference .
 
-# Benchmarks on the sandbox (started and stopped here unless it is already up).
+# Benchmarks on the sandbox (started and stopped here unless it is already up),
+# and the picture bench/results.svg (matplotlib: the `bench` extra).
+# QUICK=1: one round of each scenario; FULL=1: the whole realistic-image matrix;
+# SANDBOX_DEV=30: a 30-minion dev fleet (for the fleet scenario).
 bench: bootstrap
-	$(PY) -m bench
+	@$(PY) -c 'import matplotlib' 2>/dev/null || $(VENV)/bin/pip install -q -e '.[test,bench]'
+	$(PY) -m bench $(if $(QUICK),--quick) $(if $(FULL),--full)
 
 clean: sandbox-down
 	rm -rf $(VENV) *.egg-info

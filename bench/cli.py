@@ -14,13 +14,14 @@ import subprocess
 import time
 from pathlib import Path
 
-from bench import scenarios, throughput
+from bench import realistic, scenarios, throughput, zero_downtime
 from bench.context import Context
 from bench.stats import cell, table
 from sandbox.cli import Sandbox, say
 
 REPO = Path(__file__).resolve().parents[1]
-SCENARIOS = ("latency", "overhead", "noop", "throughput", "scale")
+SCENARIOS = ("latency", "overhead", "noop", "throughput", "scale", "zero_downtime", "realistic", "salt_cost",
+             "fleet")
 
 
 def machine():
@@ -48,8 +49,8 @@ def targets(results):
               value is not None and value < 1)
     over = (results.get("overhead") or {}).get("batch_1")
     if over:
-        check("saltcd / ideal wall time, batch 1 over 3 minions", over["saltcd_over_ideal"], "<= 1.25",
-              over["saltcd_over_ideal"] is not None and over["saltcd_over_ideal"] <= 1.25)
+        check("saltcd / ideal wall time, tiny image, batch 1 over 3 minions", over["saltcd_over_ideal"], "<= 1.35",
+              over["saltcd_over_ideal"] is not None and over["saltcd_over_ideal"] <= 1.35)
     for label, over in (results.get("overhead") or {}).items():
         for key, what in (("saltcd_over_naive", "naive"), ("saltcd_over_naive_no_mine", "naive without mine refresh")):
             check(f"saltcd / {what} wall time, {label}", over[key], "<= 1.0",
@@ -61,6 +62,8 @@ def targets(results):
               value is not None and value < 3 and not noop["restarted"])
     for count, tput in (results.get("throughput") or {}).items():
         check(f"lost of {count} posts", tput["lost"], "0", tput["lost"] == 0)
+    zero_downtime.targets(results.get("zero_downtime") or {}, check)
+    realistic.targets(results, check)
     return out
 
 
@@ -95,6 +98,9 @@ def report(results):
     for sc in (results.get("scale") or {}).values():
         rows.append([f"scale {sc['minions']} minions, batch {sc['batch']} ({sc['batches']} batches)",
                      cell(sc["wall"]), f"master CPU/minion {cell(sc['master_cpu_per_minion'])}"])
+    if results.get("zero_downtime"):
+        rows.extend(zero_downtime.report_rows(results["zero_downtime"]))
+    rows.extend(realistic.report_rows(results))
     lines = [table(rows), "", "targets:"]
     for target in results.get("targets", []):
         mark = {True: "met", False: "MISSED", None: "n/a"}[target["met"]]
@@ -105,10 +111,14 @@ def report(results):
 def parser():
     top = argparse.ArgumentParser(prog="python -m bench", description=__doc__,
                                   formatter_class=argparse.RawDescriptionHelpFormatter)
-    top.add_argument("--runs", type=int, default=5, help="runs per figure (default 5)")
+    top.add_argument("--runs", type=int, default=None, help="runs per figure (default 3; zero_downtime: 1)")
     top.add_argument("--posts", default="200,1000", help="webhook post counts (at most 5000 each)")
     top.add_argument("--only", default=",".join(SCENARIOS), help=f"comma list of {', '.join(SCENARIOS)}")
     top.add_argument("--keep", action="store_true", help="leave a sandbox the bench started running")
+    top.add_argument("--quick", action="store_true", help="one round of each scenario (realistic: 3 minions "
+                     "batch 1 only), 200 posts")
+    top.add_argument("--full", action="store_true", help="realistic images: 3 and 9 minions, batch 1 and 34 %%, "
+                     "50 and 200 MB; fleet: batch 10 %% too (about 45 min more)")
     top.add_argument("--out", default=str(REPO / "bench" / "results.json"))
     return top
 
@@ -124,7 +134,13 @@ def run(ctx, args, only):
         "overhead": lambda: scenarios.overhead(ctx, args.runs),
         "noop": lambda: scenarios.noop(ctx, args.runs),
         "throughput": lambda: {str(n): throughput.run(ctx, n) for n in args.post_counts},
-        "scale": lambda: scenarios.scale(ctx, max(3, args.runs // 2)),
+        "scale": lambda: scenarios.scale(ctx, 1 if args.quick else max(3, args.runs // 2)),
+        "zero_downtime": lambda: zero_downtime.run(ctx, args.zero_downtime_runs),
+        "realistic": lambda: realistic.realistic(
+            ctx, realistic.QUICK_PLAN if args.quick else realistic.FULL_PLAN if args.full else realistic.PLAN,
+            log_dir=ctx.state.get("logs")),
+        "salt_cost": lambda: realistic.salt_cost(ctx, max(2, args.runs)),
+        "fleet": lambda: realistic.fleet(ctx, max(1, args.runs // 2), every_batch=args.full),
     }
     for name in SCENARIOS:
         if name in only:
@@ -138,6 +154,12 @@ def run(ctx, args, only):
 
 def main(argv=None):
     args = parser().parse_args(argv)
+    # zero_downtime is a few slow rollouts: one round unless --runs says otherwise.
+    args.zero_downtime_runs = 1 if args.runs is None else args.runs
+    args.runs = 3 if args.runs is None else args.runs  # 3, so that `make bench` stays under 20 minutes
+    if args.quick:
+        args.runs = args.zero_downtime_runs = 1
+        args.posts = "200"
     only = {s.strip() for s in args.only.split(",") if s.strip()}
     unknown = only - set(SCENARIOS)
     args.post_counts = [int(n) for n in args.posts.split(",") if n.strip()]
@@ -171,4 +193,9 @@ def main(argv=None):
     tmp.replace(out)
     print(report(results), flush=True)
     say(f"results in {out}")
+    try:
+        from bench import plot
+        say(f"picture: {plot.plot(results, out.with_suffix('.svg'))}")
+    except ImportError:
+        say("no picture: matplotlib is missing (pip install -e '.[bench]')")
     return 0

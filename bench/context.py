@@ -12,7 +12,11 @@ import docker
 
 from bench import ideal, registry_http
 from bench.observe import BusRecorder
+from saltcd import config as saltcd_config
 from sandbox import app_image
+
+# saltcd's default settle, for apps that do not set one (the ideals wait it too).
+DEFAULT_SETTLE = next(k.default for k in saltcd_config.KEYS if k.path == f"{saltcd_config.APP}.health.settle")
 
 ROLLOUT_TIMEOUT = 240
 BASE_REPO = "bench/base"
@@ -33,6 +37,7 @@ class Context:
         self.apps = state["bench_apps"]
         self.bus = BusRecorder(state["master_config_file"])
         self.images = {}  # version name -> digest, the same in every bench repo
+        self.big_images = {}  # MB -> {"a": digest, "b": digest}: realistic images with a unique layer
 
     def close(self):
         self.bus.close()
@@ -46,13 +51,54 @@ class Context:
             self.images[version] = app_image.build_and_push(self.state["build_docker_host"], base, version,
                                                             f"bench-{version}")
         for app in self.apps.values():
+            # Straight to the registry, also for apps whose repository names the bench's proxy.
+            target = f"{self.state['registry']}/{app['repository'].split('/', 1)[1]}"
             for version, digest in self.images.items():
-                registry_http.copy_image(base, app["repository"], digest, version)
+                registry_http.copy_image(base, target, digest, version)
 
-    def other(self, digest):
-        """The other of the two bench images."""
-        a, b = self.images["a"], self.images["b"]
+    def other(self, digest, images=None):
+        """The other of the two bench images (of `images`, default the tiny ones)."""
+        a, b = (images or self.images)["a"], (images or self.images)["b"]
         return b if digest == a else a
+
+    def prepare_big_images(self, sizes, apps):
+        """Versions a and b with a unique `size` MB layer each, whose PID 1 ignores
+        SIGTERM, in the repositories of `apps` (pushed straight to the registry)."""
+        for size in sizes:
+            if size in self.big_images:
+                continue
+            base = f"{self.state['registry']}/bench/base{size}"
+            self.big_images[size] = {
+                version: app_image.build_and_push(self.state["build_docker_host"], base, version,
+                                                  f"bench-{version}-{size}mb", behaviour="ignores-sigterm",
+                                                  filler_mb=size)
+                for version in ("a", "b")}
+            for app in apps:
+                # The app's repository names the proxy; the copy goes to the registry itself.
+                target = self.state["registry"] + "/" + self.apps[app]["repository"].split("/", 1)[1]
+                for version, digest in self.big_images[size].items():
+                    registry_http.copy_image(base, target, digest, f"{version}{size}")
+
+    def forget_image(self, app, digest):
+        """Remove repo@digest from every target's engine (untimed), so that the next
+        rollout to it pulls every byte again. The image must not be in use."""
+        ref = f"{self.apps[app]['repository']}@{digest}"
+        for minion in self.targets(app):
+            with closing(docker.DockerClient(base_url=minion["docker_host"], timeout=60)) as client:
+                try:
+                    client.images.remove(ref, force=False)
+                except docker.errors.ImageNotFound:
+                    pass
+
+    def settle(self, app):
+        """The settle saltcd uses for app (per batch; the watch after the last batch is the same)."""
+        health = self.apps[app]["health"]
+        return health.get("settle", DEFAULT_SETTLE)
+
+    def dockerd_pids(self):
+        """{dockerd pid: minion id} of the running sandbox (the throttle tells hosts apart by it)."""
+        pids = (self.state.get("pids") or {}).get("dockerd") or {}
+        return {pid: name for name, pid in pids.items() if pid}
 
     # -- who is where ----------------------------------------------------------
 
@@ -110,11 +156,14 @@ class Context:
         events = self.bus.between(mark)
         return timeline(app, pushed, events, finished)
 
-    def ideal(self, app, digest, batch=None):
-        """The direct-Docker rollout; its wall time."""
+    def ideal(self, app, digest, batch=None, prepull=False):
+        """The direct-Docker rollout (pulling everywhere first when `prepull`), with
+        saltcd's settle per minion and watch at the end; its wall time."""
         spec = self.apps[app]
+        settle = self.settle(app)
         started = time.monotonic()
-        ideal.rollout(self.targets(app), spec, digest, batch or spec["batch"])
+        ideal.rollout(self.targets(app), spec, digest, batch or spec["batch"], settle=settle, watch=settle,
+                      prepull=prepull)
         return time.monotonic() - started
 
     def naive(self, app, digest, batch, update_mine=True):
@@ -148,11 +197,18 @@ def _minion_clock(hhmmss, near):
     return when - 86400 if when > near + 3600 else when
 
 
-def _is_deploy_job(event, app):
+DEPLOY_SLS, PULL_SLS = "saltcd.deploy", "saltcd.pull"
+
+
+def _is_deploy_job(event, app, sls=DEPLOY_SLS):
+    """A batch's state.apply of app (or, with sls=PULL_SLS, a pull ahead of its batch)."""
     data = event.data
     if not event.tag.startswith("salt/job/") or not event.tag.endswith("/new") or data.get("fun") != "state.apply":
         return False
-    for arg in data.get("arg") or []:
+    args = data.get("arg") or []
+    if sls not in args and not (sls == DEPLOY_SLS and not any(isinstance(a, str) for a in args)):
+        return False
+    for arg in args:
         if isinstance(arg, dict) and ((arg.get("pillar") or {}).get("saltcd") or {}).get("app") == app:
             return True
     return False
@@ -185,7 +241,20 @@ def timeline(app, pushed, events, finished):
         "first_state_executing": round(state_start - pushed, 3) if state_start else None,
         "finished": since(finished),
         "batches": len([e for e in events if e.tag == f"saltcd/deploy/{app}/dev/batch" and e.at <= finished.at]),
+        "prepull": prepull_span(app, pushed, events, finished),
     }
+
+
+def prepull_span(app, pushed, events, finished):
+    """Pulls ahead of the batches (saltcd.prepull): how many, and push -> the first
+    published and -> the last returned (they overlap the batches: not a part of
+    where_the_time_goes)."""
+    jobs = [e for e in events if _is_deploy_job(e, app, PULL_SLS) and e.at <= finished.at]
+    jids = {e.data.get("jid") for e in jobs}
+    rets = [e for e in events if e.tag.startswith("salt/job/") and "/ret/" in e.tag
+            and e.tag.split("/")[2] in jids]
+    return {"pulls": len(jobs), "first_published": round(min(e.at for e in jobs) - pushed, 3) if jobs else None,
+            "last_returned": round(max(e.at for e in rets) - pushed, 3) if rets else None}
 
 
 STATE_PARTS = (("pull", "docker_image_|-"), ("replace", "docker_container_|-"), ("health_gate", "saltcd_health_|-"))

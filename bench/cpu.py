@@ -1,6 +1,7 @@
 """CPU time of the master's processes, read from /proc, grouped by role."""
 
 import os
+import threading
 from pathlib import Path
 
 TICK = os.sysconf("SC_CLK_TCK")
@@ -39,3 +40,47 @@ def master_cpu(conf_dir):
 def delta(before, after):
     """after - before, per role."""
     return {role: round(after[role] - before.get(role, 0.0), 3) for role in after}
+
+
+def master_rss(conf_dir):
+    """Memory (MB) of the salt-master processes of `conf_dir`: the sum of their
+    proportional set sizes (PSS), so that pages the forked workers share with
+    the parent count once, not once per process."""
+    total = 0
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            if conf_dir not in (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace") \
+                    or b"salt-master" not in (proc / "cmdline").read_bytes():
+                continue
+            rollup = (proc / "smaps_rollup").read_text()
+        except OSError:
+            continue
+        total += next((int(line.split()[1]) for line in rollup.splitlines() if line.startswith("Pss:")), 0)
+    return round(total / 1024, 1)
+
+
+class PeakMemory:
+    """Samples master_rss every `interval` s in a thread while in its `with` block."""
+
+    def __init__(self, conf_dir, interval=0.25):
+        self.conf_dir = conf_dir
+        self.interval = interval
+        self.peak = 0.0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+
+    def _sample(self):
+        while True:
+            self.peak = max(self.peak, master_rss(self.conf_dir))
+            if self._stop.wait(self.interval):
+                return
+
+    def __enter__(self):
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._thread.join()

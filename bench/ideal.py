@@ -4,6 +4,11 @@ For each minion's engine, batch by batch (minions of a batch in parallel):
 pull by digest, create the new container, stop and remove the old one, start
 the new one, poll its health URL. No Salt, no records: the physical floor
 saltcd is compared against.
+
+The parallel-pull ideal (`rollout(..., prepull=True)`) first pulls on every
+host at once, then replaces one batch at a time. Both get the same waits as
+saltcd: `settle` seconds of staying healthy per minion, and `watch` seconds
+after the last batch.
 """
 
 import time
@@ -35,13 +40,24 @@ def healthy(url, timeout, interval):
         time.sleep(interval)
 
 
-def replace(docker_url, spec, digest, health_url):
-    """One minion: the container `spec["container"]` ends up running repo@digest, healthy."""
+def pull(docker_url, spec, digest):
+    """Pull repo@digest on one engine."""
+    client = docker.DockerClient(base_url=docker_url, timeout=600)
+    try:
+        client.images.pull(f"{spec['repository']}@{digest}")
+    finally:
+        client.close()
+
+
+def replace(docker_url, spec, digest, health_url, settle=0, pulled=False):
+    """One minion: the container `spec["container"]` ends up running repo@digest, healthy
+    (and still healthy `settle` seconds later)."""
     image = f"{spec['repository']}@{digest}"
     name = spec["container"]
-    client = docker.DockerClient(base_url=docker_url, timeout=60)
+    client = docker.DockerClient(base_url=docker_url, timeout=600)
     try:
-        client.images.pull(image)
+        if not pulled:
+            client.images.pull(image)
         try:
             old = client.containers.get(name)
         except docker.errors.NotFound:
@@ -61,19 +77,31 @@ def replace(docker_url, spec, digest, health_url):
         health = spec["health"]
         if not healthy(health_url, health["timeout"], health["interval"]):
             raise IdealError(f"{health_url} not healthy within {health['timeout']} s")
+        if settle:
+            time.sleep(settle)
+            if not healthy(health_url, 0, health["interval"]):
+                raise IdealError(f"{health_url} not healthy {settle} s after it was")
         return True
     finally:
         client.close()
 
 
-def rollout(minions, spec, digest, batch):
-    """Roll digest out over minions [{"id", "docker_host", "address"}] in saltcd's batch plan."""
+def rollout(minions, spec, digest, batch, settle=0, watch=0, prepull=False):
+    """Roll digest out over minions [{"id", "docker_host", "address"}] in saltcd's batch plan
+    (pulling on all of them at once first when `prepull`)."""
     by_id = {m["id"]: m for m in minions}
     port = spec["ports"][0].split(":")[0]
     path = spec["health"]["path"]
+    if prepull:
+        with ThreadPoolExecutor(max_workers=len(minions)) as pool:
+            for future in [pool.submit(pull, m["docker_host"], spec, digest) for m in minions]:
+                future.result()
     for wave in plan_batches(list(by_id), batch):
         with ThreadPoolExecutor(max_workers=len(wave)) as pool:
             futures = [pool.submit(replace, by_id[m]["docker_host"], spec, digest,
-                                   f"http://{by_id[m]['address']}:{port}{path}") for m in wave]
+                                   f"http://{by_id[m]['address']}:{port}{path}", settle, prepull)
+                       for m in wave]
         for future in futures:
             future.result()
+    if watch:
+        time.sleep(watch)

@@ -2,6 +2,8 @@
 
 import json
 
+import pytest
+
 from bench import stats, throughput
 from bench.cli import targets
 
@@ -55,3 +57,118 @@ def test_targets_say_which_holds():
                "throughput": {"1000": {"lost": 1}}}
     verdicts = {t["target"]: t["met"] for t in targets(results)}
     assert verdicts == {"no-op rollout of 3 minions (median)": True, "lost of 1000 posts": False}
+
+
+def _zd_sample(status, failed, gaps):
+    hosts = {f"dev-{n}": {"served": 100, "failed": f, "longest_gap": g,
+                          "errors": ["ConnectionRefusedError"] if f else []}
+             for n, (f, g) in enumerate(zip(failed, gaps), 1)}
+    return {"status": status, "finished": 20.0, "hosts": hosts, "failed": sum(failed), "served": 300,
+            "longest_gap": max(gaps)}
+
+
+def test_zero_downtime_aggregates_per_host_and_judges_start_first_only():
+    from bench import zero_downtime  # pylint: disable=import-outside-toplevel
+
+    stop = zero_downtime.aggregate([_zd_sample("succeeded", [3, 5, 4], [1.2, 1.5, 1.3]),
+                                    _zd_sample("succeeded", [1, 0, 2], [0.9, 0.03, 1.0])], "succeeded")
+    assert stop["failed"]["median"] == 7.5 and stop["failed_max"] == 12
+    assert stop["per_host"]["dev-2"]["failed"] == {"median": 2.5, "min": 0, "max": 5, "runs": 2}
+    assert stop["longest_gap"]["max"] == 1.5 and stop["first_errors"] == ["ConnectionRefusedError"]
+    start_good = zero_downtime.aggregate([_zd_sample("succeeded", [0, 0, 0], [0.05, 0.04, 0.06])], "succeeded")
+    start_dies = zero_downtime.aggregate([_zd_sample("succeeded", [0, 0, 0], [0.05] * 3)], "rolled_back")
+    start_crash = zero_downtime.aggregate([_zd_sample("rolled_back", [0, 1, 0], [0.05] * 3)], "rolled_back")
+    result = {"settle": 5, "watch": 5, "drain_start_first": 10, "cases": {
+        "good": {"stop-first": stop, "start-first": start_good},
+        "dies": {"stop-first": stop, "start-first": start_dies},
+        "crash": {"stop-first": stop, "start-first": start_crash}}}
+    # 0 failed but not rolled back is missed too: the bad image must not stay.
+    listed = [(t["measured"], t["met"]) for t in targets({"zero_downtime": result})]
+    assert listed == [(0, True), (0, False), (1, False)]
+    rows = zero_downtime.report_rows(result)
+    assert rows[1][0] == "  good (succeeded), stop-first" and rows[1][1] == "7.5 / 1.250 s / 300"
+    assert rows[2][2] == "dev-1 0/0.05 s, dev-2 0/0.04 s, dev-3 0/0.06 s"
+    assert "NOT rolled_back" in rows[4][0]
+
+
+def _stat(median, low=None, high=None):
+    return {"median": median, "min": low if low is not None else median,
+            "max": high if high is not None else median, "runs": 3}
+
+
+def _realistic_results(saltcd, ideal, parallel):
+    case = {"app": "r3b1", "size_mb": 50, "runs": 3, "minions": 3, "batch": 1, "batches": 3,
+            "saltcd": _stat(saltcd), "ideal": _stat(ideal), "ideal_parallel_pull": _stat(parallel),
+            "naive": _stat(30.0), "saltcd_where": {"pull": _stat(1.0)},
+            "saltcd_over_ideal": stats.ratio(_stat(saltcd), _stat(ideal)),
+            "saltcd_over_parallel_pull": stats.ratio(_stat(saltcd), _stat(parallel)),
+            "saltcd_over_naive": stats.ratio(_stat(saltcd), _stat(30.0))}
+    return {"realistic": {"cases": {"r3b1_50mb": case}, "proxy_cpu_share": 0.1, "strategy": "stop-first",
+                          "stop_timeout": 2, "settle": 1,
+                          "link": {"per_connection_mb_s": 25, "per_host_mb_s": 25}}}
+
+
+def test_realistic_targets_compare_with_both_ideals():
+    verdicts = {t["target"]: (t["measured"], t["met"]) for t in targets(_realistic_results(12.0, 13.0, 10.0))}
+    assert verdicts["saltcd / sequential ideal, 50 MB image, batch 1 over 3 minions"] == (0.923, True)
+    assert verdicts["saltcd / parallel-pull ideal, 50 MB image, batch 1 over 3 minions"] == (1.2, True)
+    verdicts = {t["target"]: t["met"] for t in targets(_realistic_results(14.0, 13.0, 10.0))}
+    assert verdicts["saltcd / sequential ideal, 50 MB image, batch 1 over 3 minions"] is False
+    assert verdicts["saltcd / parallel-pull ideal, 50 MB image, batch 1 over 3 minions"] is False
+
+
+def _fleet(minions, batch, wall, batches, first_state=0.4):
+    return {"minions": minions, "batch": batch, "batches": batches, "wall": _stat(wall),
+            "wall_per_batch": _stat(wall / batches), "master_cpu_per_minion": _stat(0.2),
+            "master_peak_pss_mb": _stat(400.0), "first_state_run_published": _stat(first_state)}
+
+
+def test_fleet_targets_flat_per_batch_and_first_state_run():
+    results = {"fleet": {"f3b10": _fleet(3, "10%", 6.0, 3), "f30b10": _fleet(30, "10%", 25.0, 10, 1.2)}}
+    verdicts = {t["target"]: (t["measured"], t["met"]) for t in targets(results)}
+    # 2.5 s a batch at 30 minions against 2.0 s at 3: 1.25, just flat enough.
+    assert verdicts["wall per batch, 30 / 3 minions at batch 10%"] == (1.25, True)
+    assert verdicts["push -> first state run, 30 minions batch 10% (median)"] == (1.2, False)
+    assert verdicts["push -> first state run, 3 minions batch 10% (median)"] == (0.4, True)
+
+
+def test_report_and_picture_from_results(tmp_path):
+    from bench import plot
+    from bench.cli import report
+
+    results = {**_realistic_results(12.0, 13.0, 10.0), "fleet": {"f3b10": _fleet(3, "10%", 6.0, 3),
+                                                                 "f9b10": _fleet(9, "10%", 18.0, 9)}}
+    results["targets"] = targets(results)
+    text = report(results)
+    assert "realistic 50 MB, 3 minions, batch 1: ideal parallel pull" in text
+    assert "fleet 9 minions, batch 10% (9 batches)" in text
+    out = plot.plot(results, tmp_path / "results.svg")
+    svg = out.read_text()
+    assert svg.startswith("<?xml") and "parallel-pull ideal" in svg and "minions in the environment" in svg
+
+
+def test_bench_apps_realistic_and_fleet_shapes():
+    from sandbox import layout
+
+    ids = [f"dev-{n}" for n in range(1, 31)]
+    apps = layout.bench_apps("127.0.0.1:5000", ids)
+    assert apps["r3b1"]["repository"] == "127.0.0.1:5055/bench/r3b1"
+    assert apps["r3b1"]["stop_timeout"] == 2 and apps["r3b1"]["health"]["settle"] == 1
+    assert apps["f30b25"]["environments"]["dev"]["target"] == ",".join(ids)
+    assert "f30b10" not in layout.bench_apps("127.0.0.1:5000", ids[:9])
+    ports = [int(app["ports"][0].split(":")[0]) for app in apps.values()]
+    assert len(ports) == len(set(ports))
+
+
+def test_sandbox_dev_sets_the_dev_fleet_and_an_existing_sandbox_keeps_its_own(tmp_path, monkeypatch):
+    from sandbox import cli as sandbox_cli
+
+    monkeypatch.setenv("SANDBOX_DEV", "30")
+    state = tmp_path / "sandbox.json"
+    assert sandbox_cli.fleet_counts(state) == {"dev": 30, "qa": 3, "prod": 3}
+    state.write_text(json.dumps({"minions": [{"id": "dev-1", "env": "dev"}, {"id": "qa-1", "env": "qa"}]}))
+    assert sandbox_cli.fleet_counts(state) == {"dev": 1, "qa": 1, "prod": 0}
+    state.unlink()
+    monkeypatch.setenv("SANDBOX_DEV", "many")
+    with pytest.raises(sandbox_cli.SandboxError):
+        sandbox_cli.fleet_counts(state)

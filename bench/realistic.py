@@ -1,0 +1,280 @@
+"""Issue 12's measurements: realistic images over a limited link, Salt's cost per
+batch, and a larger fleet. Each returns a JSON-able dict.
+
+Realistic: images with a unique 50 / 200 MB layer of random data, whose PID 1
+ignores SIGTERM (each old container takes its whole stop_timeout), pulled
+through bench/throttle.py (25 MB/s a connection, 25 MB/s = 200 Mbit/s a
+host). Before each timed rollout the image it rolls to is removed from every
+target engine, so every rollout pulls every byte of it. Four ways, in turn:
+saltcd from the push, the sequential bare-Docker ideal, the parallel-pull
+ideal (pull everywhere at once, then replace batch by batch), and the naive
+Salt orchestrate. saltcd waits the app's settle after each batch's health and
+the watch (= the settle) after the last; both ideals wait the same, the
+naive orchestrate does not (it has no such step).
+"""
+
+import statistics
+import time
+from contextlib import closing
+from pathlib import Path
+
+import docker
+
+from bench import cpu
+from bench.context import BenchError
+from bench.scenarios import converge, where
+from bench.stats import cell, ratio, summary
+from bench.throttle import ThrottleProcess
+from sandbox import layout
+
+WAYS = ("saltcd", "ideal", "ideal_parallel_pull", "naive")
+PER_CONNECTION_MB = 25
+PER_HOST_MB = 25  # 200 Mbit/s
+# (app, image MB, runs). Every case costs four rollouts a run that each pull
+# the image on every target over the limited link (one round of 3 minions at
+# batch 1: ~90 s at 50 MB, ~160 s at 200 MB on the 2-core sandbox), so
+# `make bench` (20 minutes in all) measures the targets' case (200 MB: one
+# round), `--full` the whole matrix (3 and 9 minions, batch 1 and 34 %, two
+# rounds: about 45 minutes more), and `make bench QUICK=1` one round at 50 MB.
+PLAN = (("r3b1", 50, 2), ("r3b1", 200, 1))
+FULL_PLAN = tuple((app, size, 2) for size in (50, 200) for app in ("r3b1", "r3b34", "r9b1", "r9b34"))
+QUICK_PLAN = (("r3b1", 50, 1),)
+
+
+def _forget(ctx, app, digest):
+    """Remove every image holding `digest` (under any repository) from app's target
+    engines, so that the next pull of it fetches every byte through the proxy."""
+    for minion in ctx.targets(app):
+        with closing(docker.DockerClient(base_url=minion["docker_host"], timeout=120)) as client:
+            for image in client.images.list():
+                if any(ref.endswith(f"@{digest}") for ref in image.attrs.get("RepoDigests") or []):
+                    try:
+                        client.images.remove(image.id, force=True)
+                    except docker.errors.APIError as exc:
+                        raise BenchError(f"cannot remove {digest[:19]} from {minion['id']}: {exc}") from None
+
+
+def _clear(ctx, app, images):
+    """Remove app's containers and both its big images from its targets (after its runs)."""
+    name = ctx.apps[app]["container"]
+    for minion in ctx.targets(app):
+        with closing(docker.DockerClient(base_url=minion["docker_host"], timeout=120)) as client:
+            for container in [name, f"{name}-next"]:
+                try:
+                    client.containers.get(container).remove(force=True)
+                except docker.errors.NotFound:
+                    pass
+    for digest in images.values():
+        _forget(ctx, app, digest)
+
+
+def _naive_batch(ctx, app):
+    """Salt's batch for the naive orchestrate: the size of saltcd's first batch."""
+    from saltcd.batches import plan_batches
+    return len(plan_batches([m["id"] for m in ctx.targets(app)], ctx.apps[app]["batch"])[0])
+
+
+def realistic(ctx, plan=PLAN, log_dir=None, ways=WAYS):
+    """Push -> environment healthy, four ways, for each (app, image MB, runs) of plan."""
+    plan = [case for case in plan if case[0] in ctx.apps]
+    if not plan:
+        raise BenchError("the sandbox has no realistic bench apps (it predates them: restart it)")
+    ctx.prepare_big_images(sorted({size for _, size, _ in plan}), sorted({app for app, _, _ in plan}))
+    proxy = ThrottleProcess(layout.THROTTLED_REGISTRY, ctx.state["registry"], PER_CONNECTION_MB, PER_HOST_MB,
+                            hosts=ctx.dockerd_pids(),
+                            log_file=str(Path(log_dir) / "throttle.log") if log_dir else None).start()
+    out = {"link": {"per_connection_mb_s": PER_CONNECTION_MB, "per_host_mb_s": PER_HOST_MB,
+                    "proxy": layout.THROTTLED_REGISTRY},
+           "strategy": layout.REALISTIC_STRATEGY, "stop_timeout": layout.REALISTIC_STOP_TIMEOUT,
+           "settle": layout.REALISTIC_SETTLE, "cases": {}}
+    meter = {"proxy_cpu": 0.0, "busy": 0.0}
+    try:
+        for app, size, runs in plan:
+            out["cases"][f"{app}_{size}mb"] = _case(ctx, app, size, runs, ways, proxy, meter)
+    finally:
+        proxy.stop()
+    # The proxy's CPU over the time it was moving images: it must not be the bottleneck.
+    out["proxy_cpu_share"] = round(meter["proxy_cpu"] / meter["busy"], 3) if meter["busy"] else None
+    return out
+
+
+def _case(ctx, app, size, runs, ways, proxy, meter):
+    """One app at one image size: `runs` rounds of every way, in rotating order."""
+    images = ctx.big_images[size]
+    digest = images["a"]
+    converge(ctx, app, digest)
+    walls = {way: [] for way in ways}
+    samples = []
+    for run in range(runs):
+        for way in ways[run % len(ways):] + ways[:run % len(ways)]:
+            digest = ctx.other(digest, images)
+            _forget(ctx, app, digest)
+            before, began = proxy.cpu_seconds(), time.monotonic()
+            walls[way].append(_one(ctx, app, digest, way, samples))
+            meter["proxy_cpu"] += proxy.cpu_seconds() - before
+            meter["busy"] += time.monotonic() - began
+            ctx.verify(app, digest)
+    _clear(ctx, app, images)
+    stats = {way: summary(values) for way, values in walls.items()}
+    return {"app": app, "size_mb": size, "runs": runs, "minions": len(ctx.targets(app)),
+            "batch": ctx.apps[app]["batch"], "batches": samples[-1]["batches"] if samples else None,
+            **stats, "saltcd_where": where(samples),
+            "saltcd_prepull_last_returned": summary([s["prepull"]["last_returned"] for s in samples]),
+            "saltcd_over_ideal": ratio(stats.get("saltcd", {}), stats.get("ideal", {})),
+            "saltcd_over_parallel_pull": ratio(stats.get("saltcd", {}), stats.get("ideal_parallel_pull", {})),
+            "saltcd_over_naive": ratio(stats.get("saltcd", {}), stats.get("naive", {}))}
+
+
+def _one(ctx, app, digest, way, samples):
+    if way == "saltcd":
+        sample = ctx.saltcd(app, digest)
+        if sample["status"] != "succeeded":
+            raise BenchError(f"saltcd rollout of {app} ended {sample['status']}")
+        samples.append(sample)
+        return sample["finished"]
+    if way == "ideal":
+        return ctx.ideal(app, digest)
+    if way == "ideal_parallel_pull":
+        return ctx.ideal(app, digest, prepull=True)
+    return ctx.naive(app, digest, _naive_batch(ctx, app), update_mine=False)
+
+
+def salt_cost(ctx, rounds):
+    """What a batch costs in Salt itself on 3 minions that already run the digest:
+    a job round trip (test.ping), rendering saltcd.deploy (state.show_sls), a whole
+    no-change state.apply, and one pillar compile on the master (in-process)."""
+    import salt.client
+    import salt.config
+
+    from bench import pillar_cost
+    from saltcd import binding, salt_fleet
+
+    app = "m3b1"
+    converge(ctx, app, ctx.images["a"])
+    opts = salt.config.master_config(str(Path(ctx.conf_dir) / "master"))
+    dep = binding.settings(opts).deployment(app, "dev")
+    minions = [m["id"] for m in ctx.targets(app)]
+    pillar = dep.pillar(ctx.images["a"])
+    local = salt.client.LocalClient(mopts=opts)
+    times = {"ping": [], "render": [], "apply_no_change": []}
+    try:
+        for _ in range(rounds):
+            for key, fun, args in (("ping", "test.ping", []),
+                                   ("render", "state.show_sls", [salt_fleet.DEPLOY_SLS]),
+                                   ("apply_no_change", "state.apply", [salt_fleet.DEPLOY_SLS])):
+                kwarg = {} if fun == "test.ping" else {"pillar": pillar, "queue": True}
+                began = time.perf_counter()
+                returns = local.cmd(minions, fun, args, tgt_type="list", timeout=60, kwarg=kwarg)
+                times[key].append(time.perf_counter() - began)
+                if set(returns) != set(minions):
+                    raise BenchError(f"{fun} on {minions}: only {sorted(returns)} answered")
+    finally:
+        local.destroy()
+    out = {key: summary(values) for key, values in times.items()}
+    median = {key: statistics.median(values) for key, values in times.items()}
+    out["render_over_ping"] = round(median["render"] - median["ping"], 3)
+    out["apply_over_render"] = round(median["apply_no_change"] - median["render"], 3)
+    _, override = pillar_cost.deploy_pillar.split(pillar)
+    out["pillar_compile_ms"] = pillar_cost._compile_ms(opts, minions[0], override)  # pylint: disable=protected-access
+    return out
+
+
+def fleet(ctx, runs, every_batch=True):
+    """Tiny-image rollouts over the dev fleet at batch 25 % (and 10 % with
+    every_batch): wall time per batch, master CPU per minion, the master's peak
+    memory, push -> first state run."""
+    out = {}
+    for app, (_, batch) in layout.FLEET_SHAPES.items():
+        if app not in ctx.apps or (not every_batch and batch != "25%"):
+            continue
+        digest = ctx.images["a"]
+        converge(ctx, app, digest)
+        minions = len(ctx.targets(app))
+        walls, per_batch, cpu_per_minion, first_state, peaks, batches, samples = [], [], [], [], [], None, []
+        for _ in range(runs):
+            digest = ctx.other(digest)
+            before = cpu.master_cpu(ctx.conf_dir)
+            with cpu.PeakMemory(ctx.conf_dir) as memory:
+                sample = ctx.saltcd(app, digest)
+            used = cpu.delta(before, cpu.master_cpu(ctx.conf_dir))
+            if sample["status"] != "succeeded":
+                raise BenchError(f"{app} rollout ended {sample['status']}")
+            ctx.verify(app, digest)
+            batches = sample["batches"]
+            walls.append(sample["finished"])
+            per_batch.append(sample["finished"] / max(1, batches))
+            cpu_per_minion.append(used["master"] / minions)
+            first_state.append(sample["first_state_run_published"])
+            peaks.append(memory.peak)
+            samples.append(sample)
+        out[app] = {"minions": minions, "batch": ctx.apps[app]["batch"], "batches": batches,
+                    "wall": summary(walls), "wall_per_batch": summary(per_batch),
+                    "master_cpu_per_minion": summary(cpu_per_minion),
+                    "master_peak_pss_mb": summary(peaks),
+                    "first_state_run_published": summary(first_state), "saltcd_where": where(samples)}
+    return out
+
+
+# -- targets and the printed table (bench/cli.py calls these) -------------------
+
+FLAT = 1.25  # "wall time per batch stays flat": the largest fleet within 1.25 x the 3-minion one
+
+
+def targets(results, check):
+    """Issue 12's targets for what these scenarios measured."""
+    for case in ((results.get("realistic") or {}).get("cases") or {}).values():
+        if case["app"] != "r3b1":
+            continue
+        for key, limit, what in (("saltcd_over_ideal", 1.0, "sequential ideal"),
+                                 ("saltcd_over_parallel_pull", 1.2, "parallel-pull ideal")):
+            value = case.get(key)
+            check(f"saltcd / {what}, {case['size_mb']} MB image, batch 1 over 3 minions", value,
+                  f"<= {limit}", value is not None and value <= limit)
+    fleet_results = results.get("fleet") or {}
+    for sc in fleet_results.values():
+        value = sc["first_state_run_published"]["median"]
+        check(f"push -> first state run, {sc['minions']} minions batch {sc['batch']} (median)", value,
+              "< 1 s", value is not None and value < 1)
+    for batch in sorted({sc["batch"] for sc in fleet_results.values()}):
+        same = sorted((sc for sc in fleet_results.values() if sc["batch"] == batch), key=lambda sc: sc["minions"])
+        if len(same) > 1:
+            value = ratio(same[-1]["wall_per_batch"], same[0]["wall_per_batch"])
+            check(f"wall per batch, {same[-1]['minions']} / {same[0]['minions']} minions at batch {batch}",
+                  value, f"<= {FLAT}", value is not None and value <= FLAT)
+
+
+def report_rows(results):
+    """Rows for the table `make bench` prints."""
+    rows = []
+    real = results.get("realistic")
+    if real:
+        for label, case in real["cases"].items():
+            head = f"realistic {case['size_mb']} MB, {case['minions']} minions, batch {case['batch']}"
+            for way in WAYS:
+                if way in case:
+                    rows.append([f"{head}: {way.replace('_', ' ')}", cell(case[way]), ""])
+            rows.append([f"{head}: saltcd / ideal, / parallel pull, / naive",
+                         f"{case['saltcd_over_ideal']} / {case['saltcd_over_parallel_pull']} / "
+                         f"{case['saltcd_over_naive']}", f"{case['runs']} run(s)"])
+            rows.append([f"  saltcd {label}: push -> last pull ahead returned",
+                         cell(case.get("saltcd_prepull_last_returned") or {}), "overlaps the batches"])
+            for part, stat in case["saltcd_where"].items():
+                rows.append([f"  saltcd {label}, where the time goes: {part.replace('_', ' ')}", cell(stat), ""])
+        rows.append(["realistic: the proxy's CPU while images moved", f"{real['proxy_cpu_share']} of a core",
+                     f"{real['link']['per_connection_mb_s']} MB/s a connection, "
+                     f"{real['link']['per_host_mb_s']} MB/s a host; {real['strategy']}, "
+                     f"stop_timeout {real['stop_timeout']} s (PID 1 ignores SIGTERM), settle {real['settle']} s"])
+    cost = results.get("salt_cost")
+    if cost:
+        for key in ("ping", "render", "apply_no_change"):
+            rows.append([f"Salt per batch, 3 minions: {key.replace('_', ' ')}", cell(cost[key]), ""])
+        rows.append(["Salt per batch: render - ping, no-change apply - render, pillar compile",
+                     f"{cost['render_over_ping']} s / {cost['apply_over_render']} s / {cost['pillar_compile_ms']} ms",
+                     ""])
+    for sc in (results.get("fleet") or {}).values():
+        rows.append([f"fleet {sc['minions']} minions, batch {sc['batch']} ({sc['batches']} batches)",
+                     cell(sc["wall"]),
+                     f"per batch {cell(sc['wall_per_batch'])}; master CPU/minion "
+                     f"{cell(sc['master_cpu_per_minion'])}; peak memory (PSS) {cell(sc['master_peak_pss_mb'], 'MB')}; "
+                     f"first state run {cell(sc['first_state_run_published'])}"])
+    return rows
