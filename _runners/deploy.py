@@ -17,6 +17,7 @@ the master (opts, cache, event bus, LocalClient).
 """
 
 import logging
+import os
 import time
 
 from saltcd import binding, config, errors
@@ -43,12 +44,61 @@ def _fail(message):
     return _nonzero({"result": False, "error": message})
 
 
-def _guarded(function):
+# What a person running `salt-run deploy.<function>` sees: the `saltcd` outputter's view.
+_VIEWS = {"status": "status", "history": "history", "rollout": "rollout", "rollback": "rollout",
+          "approve": "rollout", "promote": "rollout", "watch": "rollout", "report": "report"}
+
+
+def _person_view():
+    """The view when salt-run runs this very function with no --out, else None.
+
+    Only then: orchestrate, the reactor, salt-api and `--out=json|yaml` get the
+    return exactly as it is, while a person gets tables (the runner's own
+    `__outputter__` is not honoured by RunnerClient; a return's `outputter` key is).
+    """
+    fun = str(__opts__.get("fun") or "")
+    if __opts__.get("output") or not fun.startswith(f"{__virtualname__}."):
+        return None
+    return _VIEWS.get(fun.split(".", 1)[1])
+
+
+def _for_a_person(result, **options):
+    """`result` wrapped for the `saltcd` outputter when a person looks (see _person_view)."""
+    view = _person_view()
+    if view is None:
+        return result
+    shown = {"outputter": "saltcd", "view": view, "shown": result, **options}
+    if isinstance(result, dict) and "retcode" in result:
+        shown["retcode"] = result["retcode"]  # salt-run's exit code
+    return shown
+
+
+class _ProgressForAPerson:
+    """__jid_event__ whose progress lines salt-run prints with the `saltcd` outputter."""
+
+    def __init__(self, events):
+        self.events = events
+
+    def fire_event(self, data, tag):
+        return self.events.fire_event({**data, "outputter": "saltcd"}, tag)
+
+
+def _progress_events():
+    events = globals().get("__jid_event__")
+    return _ProgressForAPerson(events) if events is not None and _person_view() else events
+
+
+def _guarded(function, **view_options):
+    """_guarded_return(function), shown by the `saltcd` outputter to a person."""
+    return _for_a_person(_guarded_return(function), **view_options)
+
+
+def _guarded_return(function):
     """function(controller), with saltcd's own errors (invalid configuration, unknown
     app/env, nothing to promote...) turned into a clear, non-zero return. Anything
     else is a bug: it propagates with its traceback rather than pass for "not found"."""
     try:
-        with binding.controller_for(__opts__, globals().get("__jid_event__")) as ctl:
+        with binding.controller_for(__opts__, _progress_events()) as ctl:
             return function(ctl)
     except config.ConfigError as exc:
         return _fail(f"invalid saltcd configuration: {exc}")
@@ -111,12 +161,20 @@ def _mark_outcome(drained):
     return _nonzero(drained) if last and last["status"] not in _GOOD else drained
 
 
+# salt-run's exit code when the request was queued behind a running rollout of
+# the same app/env: not a failure, not done yet (0: done and good, 1: failed).
+QUEUED_RETCODE = 2
+
+
 def _own_rollout(drained, request):
-    """The record of `request` among what a drain ran, non-zero unless it went well."""
+    """The record of `request` among what a drain ran, non-zero unless it went well
+    (QUEUED_RETCODE when another process holds the app/env and runs it next)."""
     mine = [r for r in drained["rollouts"] if r.get("request") == request["id"]]
     if not mine:
-        return {"status": "queued", "request": request["id"],
-                "reason": "another rollout of this app/env is running; this request runs next"}
+        __context__["retcode"] = QUEUED_RETCODE
+        return {"status": "queued", "request": request["id"], "retcode": QUEUED_RETCODE,
+                "reason": "another rollout of this app/env is running; this request runs next "
+                          "(deploy.history shows its outcome)"}
     return mine[-1] if mine[-1]["status"] in _GOOD else _nonzero(mine[-1])
 
 
@@ -126,6 +184,11 @@ def rollout(app, env, test=False, force=False):
     With ``test=True``, only show the plan: batches, minions, old -> new digest.
     Outside the environment's deploy ``windows`` it is refused (saying when the
     next window opens) unless ``force=True``; its ``cooldown`` does not apply.
+
+    Exit code: 0 when it succeeded, was unchanged or (``test=True``) planned;
+    1 when it failed, rolled back, paused, or its digest could not be resolved
+    (also with ``test=True``); 2 when another rollout of this app/env is
+    running: the request is queued and runs next (``status: queued``).
 
     CLI Example:
 
@@ -296,15 +359,121 @@ def status(app=None, env=None):
     return _guarded(lambda ctl: ctl.status(app, env))
 
 
-def history(app, env, limit=20):
+def history(app, env, limit=20, detail=False, rollout=None):  # pylint: disable=redefined-outer-name
     """
     Rollouts of one app/env, newest first: trigger, from -> to digest, times,
-    per-batch per-minion results and outcome.
+    per-batch per-minion results and outcome. A person sees one line per
+    rollout; ``detail=True`` (or ``rollout=<id>``, that one only) adds the
+    per-batch per-minion lines. ``--out=json`` gives the full records.
 
     CLI Example:
 
     .. code-block:: bash
 
         salt-run deploy.history app=web env=dev limit=5
+        salt-run deploy.history app=web env=dev detail=True
+        salt-run deploy.history app=web env=dev rollout=20261126T220000.000000Z-abcdef
     """
-    return _guarded(lambda ctl: ctl.history(app, env, limit))
+
+    def run(ctl):
+        if rollout:
+            return [r for r in ctl.records.recent(app, env) if r.get("id") == rollout] or _fail(
+                f"{app}/{env} has no rollout {rollout!r}")
+        return ctl.history(app, env, limit)
+
+    return _guarded(run, detail=_flag(detail) or bool(rollout))
+
+
+def watch(app, env, timeout=1800):
+    """
+    Follow the running (or else the next) rollout of ``app``/``env`` from any
+    shell: its progress as batches complete, then its outcome; the exit code is
+    non-zero unless it succeeded. Gives up after ``timeout`` seconds.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt-run deploy.watch app=web env=dev
+    """
+    import salt.utils.event  # pylint: disable=import-outside-toplevel
+
+    from saltcd import views  # pylint: disable=import-outside-toplevel
+
+    def run(ctl):
+        ctl.settings.deployment(app, env)  # unknown app/env: a clear error
+        prefix = f"saltcd/deploy/{app}/{env}/"
+        deadline = time.time() + float(timeout)
+        with salt.utils.event.get_master_event(__opts__, __opts__["sock_dir"], listen=True) as bus:
+            bus.connect_pub()  # subscribed before the store is read: no step falls in between
+            running = ctl.records.running_rollouts(app, env)
+            mine = running[-1]["id"] if running else None
+            if mine:
+                ctl.reporter.progress(f"{app}/{env}: attached to rollout {mine} "
+                                      f"(started {views.when(running[-1].get('started'))})")
+                for line in views.batch_lines(running[-1]):
+                    ctl.reporter.progress(line)
+            else:
+                ctl.reporter.progress(f"{app}/{env}: no rollout running; waiting for the next one")
+            checked = time.time()
+            while time.time() < deadline:
+                event = bus.get_event(wait=1, tag=prefix, full=True, auto_reconnect=True)
+                data = (event or {}).get("data") or {}
+                if event and data.get("rollout") and (mine is None or data["rollout"] == mine):
+                    step = event["tag"].rsplit("/", 1)[-1]
+                    if step in ("superseded", "waiting"):
+                        continue  # not a rollout running
+                    mine = data["rollout"]
+                    line = views.watch_line(event["tag"], data)
+                    if line:
+                        ctl.reporter.progress(line)
+                    if step in ("finished", "interrupted"):
+                        return _watched(ctl, app, env, mine)
+                elif mine and time.time() - checked > 5:
+                    # A lost event must not keep us here: the record says when it ended.
+                    checked = time.time()
+                    record = _record(ctl, app, env, mine)
+                    if record and record.get("status") != "running":
+                        return _watched(ctl, app, env, mine)
+        return _nonzero({"status": "timeout", "app": app, "env": env, "rollout": mine,
+                         "reason": f"no outcome within {timeout} s; the rollout goes on"})
+
+    return _guarded(run)
+
+
+def _record(ctl, app, env, rollout_id):
+    return next((r for r in ctl.records.recent(app, env) if r.get("id") == rollout_id), None)
+
+
+def _watched(ctl, app, env, rollout_id):
+    record = _record(ctl, app, env, rollout_id) or {"id": rollout_id, "app": app, "env": env,
+                                                    "status": "unknown"}
+    return record if record.get("status") in _GOOD else _nonzero(record)
+
+
+def report(app, env, rollout=None, path=None, limit=20):  # pylint: disable=redefined-outer-name
+    """
+    Write a self-contained HTML page of one rollout (the newest by default): a
+    timeline of its batches per minion with the outcome, and the environment's
+    recent history. Returns the page's path (default: under the master's
+    cachedir, ``saltcd-reports/``).
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt-run deploy.report app=web env=dev
+        salt-run deploy.report app=web env=dev rollout=20261126T220000.000000Z-abcdef path=/tmp/web.html
+    """
+    from saltcd import report as pages  # pylint: disable=import-outside-toplevel
+
+    def run(ctl):
+        recent = ctl.history(app, env, limit)
+        chosen = _record(ctl, app, env, rollout) if rollout else pages.newest_run(recent)
+        if chosen is None:
+            return _fail(f"{app}/{env} has no rollout {rollout!r}" if rollout else f"{app}/{env} has no rollout yet")
+        target = path or os.path.join(__opts__["cachedir"], "saltcd-reports", f"{app}-{env}-{chosen['id']}.html")
+        pages.write(target, chosen, recent)
+        return {"path": target, "rollout": chosen["id"], "app": app, "env": env, "status": chosen.get("status")}
+
+    return _guarded(run)

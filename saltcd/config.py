@@ -11,7 +11,7 @@ deploy state's `defaults.yaml` are generated from there (see
 import re
 from dataclasses import dataclass, field
 
-from saltcd import batches, notifications, references, rollout, windows
+from saltcd import batches, notifications, notify, references, rollout, windows
 from saltcd.errors import NotFound, SaltcdError
 
 NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
@@ -188,6 +188,15 @@ def _windows(value, key):
     return tuple(parsed)
 
 
+def _notify(value, key):
+    """`notify:` endpoints (saltcd.notify checks them; secrets stay sdb:// until the engine reads them)."""
+    try:
+        notify.targets(value, key)
+    except notify.NotifyConfigError as exc:
+        raise ConfigError(str(exc)) from None
+    return value
+
+
 def _target(value, key):
     _need(isinstance(value, str) and value, key, "must be a Salt target string")
     return value
@@ -275,6 +284,10 @@ KEYS = (
     Key("rejections_keep", "rejected events kept in full (newest); older ones only as counts "
         "per source, reason and minute", 100, _integer_between(10, 100000, "a count")),
     Key("rejections_days", "days rejection records and counts are kept", 30, _number(1)),
+    Key("notify", "rollout notifications, sent by the `saltcd_notify` engine: a list of "
+        "`{url, format: json|slack, events: [started, failed, rolled_back, finished], secret, timeout, "
+        "retries}`; `secret` (sdb:// allowed) is sent as `Authorization: Bearer <secret>`; "
+        "defaults: format `json`, every event, timeout 5 s, 2 retries", [], _notify),
     Key("registries", "how to reach each registry host (the digest lookup)", {}, _mapping,
         shown="https, anonymous"),
     Key("registries.<host>.scheme", "`http` or `https`", "https", _one_of(("http", "https"))),
@@ -304,6 +317,9 @@ KEYS = (
     Key(f"{APP}.drain", "start-first: seconds the old container may go on serving the requests "
         "in flight after the switch (it stops as soon as its last connection closes)", 10,
         _number(0), per_env=True),
+    Key(f"{APP}.prepull", "how many minions pull the pinned image at once when a rollout "
+        "starts, ahead of their batch (nothing is stopped or changed by a pull); `0` turns it off",
+        10, _integer_between(0, 1000, "a count"), per_env=True),
     Key(f"{APP}.update_mine", "let dockermod send `docker.ps` to the Salt mine after every "
         "container call during saltcd's state runs (costs ~1.7 s a minion on the sandbox; a "
         "minion's own `docker.update_mine` setting wins; on minions with `multiprocessing: False` "
@@ -475,6 +491,7 @@ class Deployment:
     windows: tuple = ()
     strategy: str = "stop-first"
     drain: float = 10
+    prepull: int = 10
     # None: derived (the properties below), so one place says how.
     batch_timeout: float = None
     watch: float = None

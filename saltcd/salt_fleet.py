@@ -3,6 +3,7 @@
 import functools
 import logging
 import os
+import time
 
 import salt.client
 import salt.exceptions
@@ -14,7 +15,11 @@ from saltcd.rollout import Interrupted
 log = logging.getLogger(__name__)
 
 DEPLOY_SLS = "saltcd.deploy"
+PULL_SLS = "saltcd.pull"
 QUICK_TIMEOUT = 15
+# Seconds to wait for minions to answer `saltutil.term_job` at a batch's deadline.
+STOP_TIMEOUT = 5
+POLL = 0.05
 
 
 def answered(ret):
@@ -48,7 +53,8 @@ def state_outcome(ret):
         return {"ok": False, "changed": False, "comment": f"state error: {text}"[:500]}
     failed = [s for s in data.values() if isinstance(s, dict) and s.get("result") is False]
     changed = any(
-        isinstance(s, dict) and s.get("changes") and "docker_container" in key
+        # stop-first replaces with docker_container, start-first with saltcd_release
+        isinstance(s, dict) and s.get("changes") and ("docker_container" in key or "saltcd_release" in key)
         for key, s in data.items()
     )
     if failed:
@@ -110,6 +116,11 @@ class SaltFleet:
             self._local.destroy()
             self._local = None
 
+    def puller(self, pillar):
+        """A SaltPuller for one rollout's pulls ahead (saltcd.prepull); make it in
+        the thread that uses it."""
+        return SaltPuller(self.opts, pillar)
+
     def check_master(self):
         """Raise Interrupted if the master that started this rollout is gone.
 
@@ -159,8 +170,16 @@ class SaltFleet:
         return self._query(minions, "saltcd.status", [container, health.port, health.path, health.host])
 
     @_master_required
-    def apply(self, minions, pillar, timeout, test=False):
+    def apply(self, minions, pillar, timeout, test=False, limit=None):
         """Apply the deploy SLS; {minion: outcome} with None for minions that did not answer.
+
+        `timeout` is Salt's: how long a minion may stay silent before it counts
+        as not answering (it is asked with `saltutil.find_job` meanwhile).
+        `limit` is the batch's wall-clock deadline (Deployment.batch_deadline):
+        a state run still going then is stopped on its minion
+        (`saltutil.term_job`: SIGTERM to the job and its children, so a pull
+        is abandoned and the state stops before touching the container) and
+        counts as failed, `timed_out`.
 
         `pillar` (Deployment.pillar) is not published: its deploy data reaches
         each minion of the batch through the `saltcd` ext_pillar, for the
@@ -171,15 +190,135 @@ class SaltFleet:
         entries = deploy_pillar.DeployPillar(deploy_pillar.cache_for(self.opts))
         entries.publish(minions, data)
         try:
-            returns = self.local.cmd(
-                minions,
-                "state.apply",
-                [DEPLOY_SLS],
-                tgt_type="list",
-                timeout=timeout,
-                full_return=True,
-                kwarg={"pillar": override, "queue": True, "test": test},
-            )
+            jid, returns, overdue = self._run_until(
+                minions, "state.apply", [DEPLOY_SLS], {"pillar": override, "queue": True, "test": test},
+                timeout, limit)
+            stopped = self._stop_job(jid, overdue) if overdue else {}
         finally:
             entries.withdraw(minions, data)
-        return {m: state_outcome(returns.get(m)) for m in minions}
+        out = {m: state_outcome(returns.get(m)) for m in minions}
+        for minion, how in stopped.items():
+            out[minion] = {"ok": False, "changed": False, "timed_out": True,
+                           "comment": f"batch_timeout of {limit:g} s exceeded: {how}"}
+        return out
+
+    def _run_until(self, minions, fun, arg, kwarg, timeout, limit):
+        """Publish `fun` and gather returns like LocalClient.cmd, but for at most
+        `limit` seconds. Returns (jid, {minion: full return}, [minions whose
+        return had not come at the limit]); with no limit, the last list is empty
+        and silent minions are simply absent from the returns."""
+        ends = None if limit is None else time.monotonic() + limit
+        local = self.local
+        was_listening = local.event.cpub
+        try:
+            # listen=True: subscribed before the publish, so no quick return is missed.
+            pub = local.run_job(minions, fun, arg, tgt_type="list", timeout=timeout, kwarg=kwarg,
+                                listen=True)
+            if not pub:
+                return None, {}, []
+            returns = {}
+            gather = local.get_iter_returns(pub["jid"], set(pub["minions"]), timeout=timeout,
+                                            tgt=minions, tgt_type="list", block=False)
+            try:
+                for item in gather:
+                    for minion, ret in (item or {}).items():
+                        if minion in minions:
+                            returns[minion] = ret
+                    if ends is not None and time.monotonic() >= ends:
+                        break
+                    if not item:
+                        time.sleep(POLL)
+                else:
+                    return pub["jid"], returns, []
+            finally:
+                gather.close()
+        finally:
+            if not was_listening:
+                local.event.close_pub()
+        return pub["jid"], returns, [m for m in minions if m not in returns]
+
+    def _stop_job(self, jid, minions):
+        """`saltutil.term_job` on minions still running `jid` at the deadline:
+        {minion: what happened} for those that answered (the others stay out:
+        they count as not answering)."""
+        log.warning("saltcd: job %s still running on %s at the batch deadline: stopping it",
+                    jid, ", ".join(minions))
+        answers = self.local.cmd(minions, "saltutil.term_job", [jid], tgt_type="list",
+                                 timeout=STOP_TIMEOUT, full_return=True)
+        stopped = {}
+        for minion in minions:
+            ret = answers.get(minion)
+            if not answered(ret):
+                continue
+            said = ret.get("ret")
+            stopped[minion] = ("state run stopped on the minion"
+                               if isinstance(said, str) and said.startswith("Signal")
+                               else "the state run had ended on the minion but its return never came")
+        return stopped
+
+
+class SaltPuller:
+    """Pulls of the pinned image started without waiting (saltcd.prepull's puller).
+
+    It has a LocalClient of its own: it runs in the pulling thread, beside the
+    rollout's client, and a LocalClient is not safe to share between threads.
+    Each minion gets its deploy data in pillar (as for a batch) and a
+    `state.apply saltcd.pull` job of its own. Returns are read from the
+    master's job cache (`master_job_cache`, local_cache by default), not the
+    event bus: a subscription made in a second thread of the drain process
+    missed returns, and polling files is thread-agnostic. With `job_cache:
+    False` no return is seen: the pulls then time out (reported as such) and
+    the batches pull by themselves, as without pulling ahead.
+    """
+
+    POLL = 0.2  # seconds between looks at the job cache
+
+    def __init__(self, opts, pillar):
+        self.opts = opts
+        self.data, self.override = deploy_pillar.split(pillar)
+        self.entries = deploy_pillar.DeployPillar(deploy_pillar.cache_for(opts))
+        self.local = salt.client.get_local_client(opts["conf_file"])
+        self.jobs = {}  # jid -> minion
+
+    def publish(self, minion):
+        """Serve `minion` its deploy data and start its pull; return the job id."""
+        self.entries.publish([minion], self.data)
+        try:
+            pub = self.local.run_job([minion], "state.apply", [PULL_SLS], tgt_type="list",
+                                     kwarg={"pillar": self.override, "queue": True})
+        except salt.exceptions.SaltClientError:
+            self.entries.withdraw([minion], self.data)
+            raise
+        if not pub or not pub.get("jid") or minion not in pub.get("minions", [minion]):
+            self.entries.withdraw([minion], self.data)
+            raise RuntimeError("the master did not publish the pull")
+        self.jobs[pub["jid"]] = minion
+        return pub["jid"]
+
+    def _returned(self, jid, minion):
+        """The minion's return of job `jid` from the job cache ({"return", "retcode"}), or None."""
+        found = self.local.returners[f"{self.opts.get('master_job_cache', 'local_cache')}.get_jid"](jid)
+        ret = (found or {}).get(minion)
+        return ret if isinstance(ret, dict) and "return" in ret else None
+
+    def returns(self, wait):
+        """[(jid, minion, {"ok", "changed", "comment"})] of pulls that ended within `wait` s."""
+        ends = time.monotonic() + wait
+        while True:
+            out = []
+            for jid, minion in list(self.jobs.items()):
+                ret = self._returned(jid, minion)
+                if ret is not None:
+                    del self.jobs[jid]
+                    out.append((jid, minion, state_outcome(
+                        {"ret": ret["return"], "retcode": ret.get("retcode", 0)})))
+            left = ends - time.monotonic()
+            if out or left <= 0:
+                return out
+            time.sleep(min(self.POLL, left))
+
+    def withdraw(self, minions):
+        self.entries.withdraw(minions, self.data)
+
+    def close(self):
+        self.local.destroy()

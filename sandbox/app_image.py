@@ -9,6 +9,7 @@ No base image is pulled from anywhere: the build context holds
 from __future__ import annotations
 
 import logging
+import os
 import re
 import shutil
 import tempfile
@@ -20,7 +21,7 @@ import docker
 log = logging.getLogger(__name__)
 
 BUSYBOX = Path("/bin/busybox")
-BEHAVIOURS = ("healthy", "crash", "unhealthy", "degrades")
+BEHAVIOURS = ("healthy", "crash", "unhealthy", "degrades", "ignores-sigterm", "dies")
 VERSION_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]{0,63}$")
 DIGEST_RE = re.compile(r"^sha256:[0-9a-f]{64}$")
 
@@ -51,10 +52,16 @@ case "$behaviour" in
   degrades)
     (sleep "${{DEGRADE_AFTER:-4}}" && rm -f /www/health && echo "health gone" >&2) &
     ;;
+  dies)
+    # Serves /health, then the server exits and so does the container (non-zero: 143).
+    (sleep "${{DEGRADE_AFTER:-4}}" && echo "dying on purpose" >&2 && killall httpd) &
+    ;;
 esac
 httpd -f -p "${{PORT:-8080}}" -h /www &
 pid=$!
-trap 'kill "$pid"; exit 0' TERM INT
+# ignores-sigterm: like many real images, PID 1 does nothing on TERM, so
+# `docker stop` waits the whole stop timeout and then kills it.
+if [ "$behaviour" = ignores-sigterm ]; then trap '' TERM INT; else trap 'kill "$pid"; exit 0' TERM INT; fi
 echo "serving version $(cat /www/version) on ${{PORT:-8080}} ($behaviour)" >&2
 wait "$pid"
 """
@@ -64,10 +71,16 @@ class ImageError(RuntimeError):
     """Building, tagging or pushing the app image failed."""
 
 
-def _write_context(ctx: Path, version: str, behaviour: str, port: int) -> None:
+def _write_context(ctx: Path, version: str, behaviour: str, port: int, filler_mb: int = 0) -> None:
     shutil.copy2(BUSYBOX, ctx / "busybox")
     (ctx / "Dockerfile").write_text(DOCKERFILE.format(version=version, behaviour=behaviour, port=port))
     (ctx / "start.sh").write_text(START_SH.format(behaviour=behaviour))
+    if filler_mb:
+        # Random bytes: a layer no other image shares and no compression shrinks.
+        with open(ctx / "filler", "wb") as out:
+            for _ in range(filler_mb):
+                out.write(os.urandom(1 << 20))
+        (ctx / "Dockerfile").write_text((ctx / "Dockerfile").read_text() + "COPY filler /filler\n")
     www = ctx / "www"
     www.mkdir()
     (www / "version").write_text(version)
@@ -82,8 +95,12 @@ def build_and_push(
     behaviour: str = "healthy",
     port: int = 8080,
     auth_config: dict | None = None,
+    filler_mb: int = 0,
 ) -> str:
     """Build the app image as ``repository:tag`` on ``docker_url``, push it, return its digest.
+
+    ``filler_mb`` > 0 adds a layer of that many MB of random data (the bench's
+    realistic image sizes: unique, never shared, not compressible).
 
     ``auth_config`` ({"username", "password"}): credentials with push rights,
     sent with this push only (nothing is written to a docker config.json).
@@ -95,7 +112,7 @@ def build_and_push(
     ref = f"{repository}:{tag}"
     with closing(docker.DockerClient(base_url=docker_url, timeout=300)) as client:
         with tempfile.TemporaryDirectory(prefix="saltcd-app-") as tmp:
-            _write_context(Path(tmp), version, behaviour, int(port))
+            _write_context(Path(tmp), version, behaviour, int(port), int(filler_mb))
             log.info("building %s (version %s, %s)", ref, version, behaviour)
             try:
                 client.images.build(path=tmp, tag=ref, rm=True, forcerm=True, pull=False)

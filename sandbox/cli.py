@@ -25,6 +25,7 @@ from pathlib import Path
 from saltcd import master_config
 from sandbox import layout, processes, tls
 from sandbox.engines import DockerHost
+from sandbox.proxy import HostProxy
 from sandbox.registry import LocalRegistry
 from sandbox.salt_daemons import SaltDaemons, port_in_use, salt_binary
 from sandbox.token_server import TokenServerProcess
@@ -38,6 +39,8 @@ REGISTRY_HOST = f"{LOOPBACK}:{REGISTRY_PORT}"
 WEBHOOK_PORT = 8787
 WEBHOOK_URL = f"http://{LOOPBACK}:{WEBHOOK_PORT}/{master_config.REGISTRY_HOOK_PATH}"
 FLEET = {"dev": 3, "qa": 3, "prod": 3}
+# SANDBOX_DEV=30: a larger dev environment for the scale bench (qa and prod stay 3).
+MAX_DEV = 60
 BUILDER = {"id": "builder", "address": "127.0.0.10", "index": 10}
 CI_MINION = "ci-1"
 APP = {"name": "web", "repository": f"{REGISTRY_HOST}/saltcd/web", "port": 8080}
@@ -53,6 +56,22 @@ TOKEN_SERVICE = "saltcd-sandbox-registry"
 TOKEN_ISSUER = "saltcd-sandbox-token-server"
 # The builder pushes; saltcd and the minions only pull.
 REGISTRY_USERS = {"pusher": ("pull", "push"), "deployer": ("pull",)}
+
+
+def fleet_counts(state_file: Path) -> dict:
+    """FLEET, with $SANDBOX_DEV dev minions; a sandbox that exists keeps the fleet it
+    was made with (so that `down` without the variable still stops all of it)."""
+    try:
+        minions = json.loads(state_file.read_text())["minions"]
+        return {env: sum(1 for m in minions if m["env"] == env) for env in layout.ENVIRONMENTS}
+    except (OSError, ValueError, KeyError, TypeError):
+        pass
+    dev = os.environ.get("SANDBOX_DEV", "").strip()
+    if not dev:
+        return dict(FLEET)
+    if not dev.isdigit() or not 1 <= int(dev) <= MAX_DEV:
+        raise SandboxError(f"SANDBOX_DEV must be a count of 1-{MAX_DEV}, got {dev!r}")
+    return {**FLEET, "dev": int(dev)}
 
 
 def registry_mode() -> str:
@@ -90,9 +109,12 @@ class Sandbox:
         self.mode = mode
         self.root = self.repo_root / ".sandbox"
         self.state_file = self.root / "sandbox.json"
-        self.fleet = layout.fleet(FLEET)
+        self.fleet = layout.fleet(fleet_counts(self.state_file))
         self.hosts = {m["id"]: DockerHost(m["id"], m["address"], self.root / "hosts" / m["id"], m["index"])
                       for m in [*self.fleet, BUILDER]}
+        # One HAProxy per minion host: start-first apps switch through it.
+        self.proxies = {m["id"]: HostProxy(m["id"], m["address"], self.root / "proxies" / m["id"])
+                        for m in self.fleet}
         self.token_file = self.root / "webhook.token"
         self.webhook_token = self._secret(self.token_file)
         self.push_secret_file = self.root / "push.secret"
@@ -174,9 +196,13 @@ class Sandbox:
         app = layout.app_config(APP["repository"], APP["port"])
         app["environments"]["qa"]["batch"] = "50%"
         app["environments"]["prod"]["batch"] = [1, "100%"]  # a canary, then the rest
+        # prod replaces start-first behind each host's HAProxy: no request lost (the demo counts them).
+        app["environments"]["prod"]["strategy"] = "start-first"
         apps = {APP["name"]: app, **self.bench_apps}
         section = layout.saltcd_config(REGISTRY_HOST, apps, self.webhook_token,
                                        ci_minions=(CI_MINION,), push_secret=self.push_secret)
+        # The bench's throttling proxy in front of the registry (bench/throttle.py).
+        section["registries"][layout.THROTTLED_REGISTRY] = {"scheme": "http", "timeout": 5}
         if self.mode == "token":
             section["registries"] = {REGISTRY_HOST: {"scheme": "https", "ca_file": str(self.ca.cert_path),
                                                      "timeout": 5, **self.registry_credentials("deployer")}}
@@ -201,7 +227,8 @@ class Sandbox:
 
     def minion_overrides(self) -> dict:
         """{minion id: config overrides}: each fleet minion drives its own engine."""
-        overrides = {m["id"]: layout.minion_overrides(m, self.hosts[m["id"]].url) for m in self.fleet}
+        overrides = {m["id"]: layout.minion_overrides(m, self.hosts[m["id"]].url, self.proxies[m["id"]])
+                     for m in self.fleet}
         if self.mode == "token":
             # Pull-only credentials; the deploy state logs in with them (docker.login).
             for conf in overrides.values():
@@ -276,9 +303,10 @@ class Sandbox:
         """Root, the programs, and free ports: fail before starting anything."""
         if os.geteuid() != 0:
             raise SandboxError("the sandbox starts dockerd and creates bridges: run it as root")
-        for program in ("dockerd", "docker-registry", "ip"):
+        for program in ("dockerd", "docker-registry", "ip", "haproxy"):
             if not shutil.which(program):
-                raise SandboxError(f"{program} is not installed (Debian: docker.io, docker-registry, iproute2)")
+                raise SandboxError(f"{program} is not installed (Debian: docker.io, docker-registry, iproute2, "
+                                   "haproxy; scripts/bootstrap-system.sh installs them)")
         if not Path("/bin/busybox").exists():
             raise SandboxError("/bin/busybox is missing (Debian: busybox-static)")
         for program in ("salt-master", "salt-minion", "salt-run"):
@@ -300,6 +328,9 @@ class Sandbox:
         say(f"starting {len(self.hosts)} docker engines ({', '.join(self.hosts)})")
         run_parallel(lambda host: host.start(timeout=START_TIMEOUT), self.hosts.values())
         pids["dockerd"] = {name: host.pid for name, host in self.hosts.items()}
+        say(f"starting {len(self.proxies)} HAProxy instances (one per minion host)")
+        run_parallel(lambda proxy: proxy.start(), self.proxies.values())
+        pids["haproxy"] = {name: proxy.pid for name, proxy in self.proxies.items()}
         if self.mode == "token":
             self.make_certificates()
             server = self.token_server()
@@ -332,8 +363,10 @@ class Sandbox:
         self.registry.stop()
         # Whatever mode `up` ran in: a token server serving our config goes too.
         TokenServerProcess.stop_serving(self.token_dir / "token-server.json")
+        run_parallel(lambda proxy: proxy.stop(), self.proxies.values())
         run_parallel(lambda host: host.purge(), self.hosts.values())
-        say(f"stopped the registry and purged {len(self.hosts)} docker engines")
+        say(f"stopped the registry, {len(self.proxies)} HAProxy instances and purged "
+            f"{len(self.hosts)} docker engines")
         self._remove_root()
 
     def _remove_root(self) -> None:

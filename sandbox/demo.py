@@ -7,7 +7,10 @@
 5. post a notification without the registry's token: rejected;
 6. plan prod (``deploy.rollout ... test=True``): nothing changes;
 7. promote qa's healthy digest to prod (``deploy.promote``);
-8. a table per environment and minion, checked live.
+8. push web 2.1.0 ``:prod``, approve it, and watch prod replace it
+   start-first under continuous traffic: a live count of requests served
+   and failed per host, and 0 failed expected;
+9. a table per environment and minion, checked live.
 
 Everything seen on the master's event bus is printed as it happens; every
 expectation is checked, and ``run`` returns True only if all of them held.
@@ -17,6 +20,7 @@ from __future__ import annotations
 
 import json
 import subprocess
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -29,12 +33,16 @@ from saltcd import notifications
 from saltcd.batches import plan_batches
 from saltcd.rollout import short
 from sandbox import app_image, loopback
+from sandbox.traffic import Traffic, summary_line
 
 ROLLOUT_TIMEOUT = 180
 PLAN_TIMEOUT = 120
 HTTP_TIMEOUT = 3
 HOOK_PREFIXES = ("saltcd/ingress/", "salt/engines/hook/", "salt/netapi/hook/")
-VERSIONS = ("1.0.0", "2.0.0", "3.0.0-broken")
+VERSIONS = ("1.0.0", "2.0.0", "3.0.0-broken", "2.1.0")
+# The environment sandbox/cli.py replaces start-first (behind each host's HAProxy).
+START_FIRST_ENV = "prod"
+TICK = 1.0  # seconds between two live traffic lines
 
 _t0 = time.monotonic()
 
@@ -77,17 +85,23 @@ class EventWatcher:
         """Disconnect from the bus."""
         self.bus.destroy()
 
-    def follow(self, app: str, env: str, digest: str, timeout: float | None = None):
-        """Print the events of app/env until its rollout of `digest` finishes.
+    def follow(self, app: str, env: str, digest: str, timeout: float | None = None, until: str = "finished",
+               on_tick=None):
+        """Print the events of app/env until its rollout of `digest` finishes
+        (or the event `until` for that digest comes); call `on_tick()` every TICK s.
 
-        Returns (finished event data or None on timeout, [(suffix, data)] seen).
+        Returns (that event's data or None on timeout, [(suffix, data)] seen).
         """
         prefix = f"saltcd/deploy/{app}/{env}/"
         seen = []
         timeout = ROLLOUT_TIMEOUT if timeout is None else timeout
         deadline = time.monotonic() + timeout
+        ticked = time.monotonic()
         while time.monotonic() < deadline:
-            event = self.bus.get_event(wait=1, full=True)
+            if on_tick and time.monotonic() - ticked >= TICK:
+                ticked = time.monotonic()
+                on_tick()
+            event = self.bus.get_event(wait=0.2 if on_tick else 1, full=True)
             if not event:
                 continue
             tag, data = event["tag"], event["data"]
@@ -99,9 +113,9 @@ class EventWatcher:
                 suffix = tag[len(prefix):]
                 seen.append((suffix, data))
                 _print_deploy_event(f"{app}/{env}", suffix, data)
-                if suffix == "finished" and data.get("digest") in (digest, None):
+                if suffix == until and data.get("digest") in (digest, None):
                     return data, seen
-        say(f"  no end of the {app}/{env} rollout within {timeout} s")
+        say(f"  no {until} event of {app}/{env} within {timeout} s")
         return None, seen
 
     def rejection(self, timeout: float = 60):
@@ -136,6 +150,8 @@ def _print_deploy_event(name: str, suffix: str, data: dict) -> None:
             verdict = "healthy" if result.get("ok") else f"FAILED ({result.get('comment')})"
             say(f"  {name} {suffix} {data.get('number')}: {minion} "
                 f"{short(result.get('from'))} -> {short(result.get('to'))} {verdict}")
+    elif suffix == "awaiting_approval":
+        say(f"  {name} awaiting approval: {short(data.get('digest'))} (`salt-run deploy.approve` deploys it)")
     elif suffix == "finished":
         reason = f" ({data['reason']})" if data.get("reason") else ""
         say(f"  {name} finished: {data.get('status')}{reason}")
@@ -202,13 +218,14 @@ def rollout_step(watcher: EventWatcher, expect: Expectations, env: str, digest: 
                  f"web/{env} went in {batches} health-gated batches (saw {numbers})")
 
 
-def salt_run(state: dict, *args: str) -> tuple[int, dict | None]:
-    """Run `salt-run -c <sandbox> --out=json ARGS`; (exit code, its JSON return)."""
+def salt_run(state: dict, *args: str, show_failure: bool = True) -> tuple[int, dict | None]:
+    """Run `salt-run -c <sandbox> --out=json ARGS`; (exit code, its JSON return).
+    Its output is printed when it exits non-zero, unless the caller expects that."""
     cmd = [str(Path(state["salt_bin_dir"]) / "salt-run"), "-c", state["master_config_dir"], "--out=json", *args]
     say(f"$ salt-run {' '.join(args)}")
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=PLAN_TIMEOUT, check=False)
     result = _last_json(proc.stdout)
-    if proc.returncode != 0:
+    if proc.returncode != 0 and show_failure:
         say(proc.stdout[-1500:] + proc.stderr[-1500:])
     return proc.returncode, result
 
@@ -269,20 +286,64 @@ def promote_step(state: dict, watcher: EventWatcher, expect: Expectations, diges
                  + ("" if code == 0 else f" (exit {code}: {(result or {}).get('reason')})"))
 
 
+def start_first_step(state: dict, watcher: EventWatcher, expect: Expectations, repo: str, builder: str,
+                     auth: dict | None = None) -> str:
+    """A new version to the start-first environment under traffic: 0 failed requests expected.
+
+    The traffic generator opens a fresh connection per request to every host's
+    public address (its HAProxy) from before the approval until a second after
+    the rollout finished, printing the counts every second. Returns the digest.
+    """
+    env = START_FIRST_ENV
+    app = state["apps"][0]
+    urls = {m["id"]: f"http://{m['address']}:{app['host_port']}/version"
+            for m in state["minions"] if m["env"] == env}
+    digest = app_image.build_and_push(builder, repo, env, VERSIONS[3], auth_config=auth)
+    say(f"  pushed {repo}:{env} = {digest}")
+    waiting, _ = watcher.follow("web", env, digest, timeout=60, until="awaiting_approval")
+    expect.check(waiting is not None, f"the :{env} push waits for approval ({env} is manual)")
+    outcome = {}
+
+    def approve():
+        outcome["code"], outcome["result"] = salt_run(state, "deploy.approve", "app=web", f"env={env}")
+
+    with Traffic(urls, max_seconds=ROLLOUT_TIMEOUT + 30) as traffic:
+        time.sleep(TICK)  # requests flowing, and counted, before anything changes
+        say(f"  {traffic.line()}")
+        approver = threading.Thread(target=approve, name="demo-approve", daemon=True)
+        approver.start()
+        finished, _ = watcher.follow("web", env, digest, on_tick=lambda: say(f"  {traffic.line()}"))
+        approver.join(PLAN_TIMEOUT)
+        time.sleep(TICK)  # a late outage would show too
+    counts = traffic.stop()
+    say(f"  {summary_line(counts, gaps=True)}")
+    result = outcome.get("result") if isinstance(outcome.get("result"), dict) else {}
+    status = (finished or {}).get("status", "no result")
+    expect.check(outcome.get("code") == 0 and status == "succeeded" and result.get("to_digest") == digest,
+                 f"web/{env} start-first rollout of {short(digest)} approved and succeeded ({status})")
+    for host, count in counts.items():
+        expect.check(count["failed"] == 0 and count["served"] > 0,
+                     f"traffic {host}: {count['served']} served, {count['failed']} failed during the "
+                     f"start-first rollout (longest gap {count['longest_gap']:.2f} s)")
+    return digest
+
+
 def plan_step(state: dict, expect: Expectations) -> None:
     """`salt-run deploy.rollout app=web env=prod test=True`: print the plan, change nothing."""
-    code, plan = salt_run(state, "deploy.rollout", "app=web", "env=prod", "test=True")
-    if not expect.check(code == 0 and isinstance(plan, dict), f"salt-run answered a plan (exit {code})"):
+    code, plan = salt_run(state, "deploy.rollout", "app=web", "env=prod", "test=True", show_failure=False)
+    if not expect.check(isinstance(plan, dict), f"salt-run answered a plan (exit {code})"):
         return
     say(f"  plan status: {plan.get('status')}" + (f" ({plan['reason']})" if plan.get("reason") else ""))
     for batch in plan.get("plan") or []:
         for minion, step in sorted(batch["minions"].items()):
             say(f"  batch {batch['number']}: {minion} {short(step['from'])} -> {short(step['to'])}"
                 f"{'' if step['change'] else ' (no change)'}")
-    # No :prod tag was pushed, so the plan says there is nothing to deploy yet;
-    # expect_fleet afterwards checks that planning changed nothing on prod.
-    expect.check(plan.get("status") == "planned" or "does not exist" in str(plan.get("reason")),
-                 "prod plan: nothing to deploy until a :prod tag is pushed")
+    # No :prod tag was pushed, so there is nothing to deploy yet, and salt-run
+    # exits non-zero saying so; expect_fleet afterwards checks that planning
+    # changed nothing on prod.
+    no_tag = code != 0 and "does not exist" in str(plan.get("reason"))
+    expect.check(no_tag or (code == 0 and plan.get("status") == "planned"),
+                 f"prod plan: nothing to deploy until a :prod tag is pushed (exit {code})")
 
 
 def _last_json(text: str):
@@ -374,12 +435,22 @@ def run(state: dict) -> bool:
         say(f"7. promote qa's healthy digest {short(v2)} to prod")
         promote_step(state, watcher, expect, v2)
         expect_fleet(state, expect, {"dev": v2, "qa": v2, "prod": v2})
+
+        say(f"8. build web {VERSIONS[3]}, push {repo}:prod, approve it: {START_FIRST_ENV} replaces "
+            "start-first while every host gets requests back to back")
+        v21 = start_first_step(state, watcher, expect, repo, builder, auth)
+        expect_fleet(state, expect, {"dev": v2, "qa": v2, "prod": v21})
     finally:
         watcher.close()
 
-    say("8. the fleet now")
+    say("9. the fleet now")
     final_table(state, expect, {"dev": (v2, VERSIONS[1]), "qa": (v2, VERSIONS[1]),
-                                "prod": (v2, VERSIONS[1])})
+                                "prod": (v21, VERSIONS[3])})
+    say("10. a picture of dev's last rollout (the rolled-back one): deploy.report")
+    code, page = salt_run(state, "deploy.report", "app=web", "env=dev")
+    if expect.check(code == 0 and isinstance(page, dict) and Path(page.get("path", "")).is_file(),
+                    f"deploy.report wrote a page (exit {code})"):
+        say(f"  open {page['path']} in a browser ({page['status']} rollout {page['rollout']})")
     if expect.failed:
         say(f"{len(expect.failed)} expectation(s) FAILED:")
         for text in expect.failed:

@@ -19,12 +19,16 @@ def fleet(counts, first_octet=11):
     return minions
 
 
-def minion_overrides(minion, docker_url):
-    """Minion config: its engine, its env grain, and where its ports answer."""
-    return {
+def minion_overrides(minion, docker_url, proxy=None):
+    """Minion config: its engine, its env grain, where its ports answer, and its
+    HAProxy (`proxy`: a sandbox.proxy.HostProxy, for start-first apps)."""
+    conf = {
         "docker.url": docker_url,
         "grains": {"saltcd_env": minion["env"], "saltcd": {"health_host": minion["address"]}},
     }
+    if proxy is not None:
+        conf["saltcd_proxy"] = proxy.minion_settings()
+    return conf
 
 
 def app_config(repository, port, container=None, health_timeout=20, batch=1, settle=None, **policy):
@@ -77,16 +81,76 @@ BENCH_SHAPES = {
     "m6b1": (6, 1), "m6b34": (6, "34%"), "m9b1": (9, 1), "m9b34": (9, "34%"),
 }
 BENCH_FIRST_PORT = 18101
+# The zero-downtime bench (bench/zero_downtime.py): one app per replacement
+# strategy over the same 3 dev minions, batch 1, the default settle stated
+# explicitly (a `dies` image, healthy 4 s then gone, must fail the gate).
+ZERO_DOWNTIME_APPS = {"zd-stop-first": "stop-first", "zd-start-first": "start-first"}
+ZERO_DOWNTIME_FIRST_PORT = 18121
+ZERO_DOWNTIME_SETTLE = 5
 
 
 def bench_apps(registry_host, fleet_ids):
-    """{app: saltcd app config} for BENCH_SHAPES; targets are minion lists."""
+    """{app: saltcd app config} for BENCH_SHAPES and ZERO_DOWNTIME_APPS; targets are minion lists."""
     apps = {}
     for number, (name, (count, batch)) in enumerate(BENCH_SHAPES.items()):
         if count > len(fleet_ids):
             continue
+        # settle 0: the tiny-image figures compare the replace itself (the ideal waits the same).
         app = app_config(f"{registry_host}/bench/{name}", BENCH_FIRST_PORT + number,
-                         container=f"bench-{name}", batch=batch)
+                         container=f"bench-{name}", batch=batch, settle=0)
+        app["environments"] = {"dev": {"target": ",".join(fleet_ids[:count]), "tgt_type": "list"}}
+        apps[name] = app
+    for number, (name, strategy) in enumerate(ZERO_DOWNTIME_APPS.items()):
+        if len(fleet_ids) < 3:
+            break
+        app = app_config(f"{registry_host}/bench/{name}", ZERO_DOWNTIME_FIRST_PORT + number,
+                         container=f"bench-{name}", batch=1, settle=ZERO_DOWNTIME_SETTLE, strategy=strategy)
+        app["environments"] = {"dev": {"target": ",".join(fleet_ids[:3]), "tgt_type": "list"}}
+        apps[name] = app
+    apps.update(_realistic_apps(fleet_ids))
+    apps.update(_fleet_apps(registry_host, fleet_ids))
+    return apps
+
+
+# The realistic-image bench (bench/realistic.py): pulls go through the
+# bench's throttling proxy (bench/throttle.py) in front of the registry, so
+# these repositories name the proxy's address; the images' PID 1 ignores
+# SIGTERM, so each old container takes its whole stop_timeout to stop.
+THROTTLED_REGISTRY = "127.0.0.1:5055"
+REALISTIC_SHAPES = {"r3b1": (3, 1), "r3b34": (3, "34%"), "r9b1": (9, 1), "r9b34": (9, "34%")}
+REALISTIC_FIRST_PORT = 18201
+REALISTIC_STOP_TIMEOUT = 2
+REALISTIC_SETTLE = 1
+# stop-first until start-first (issue 11) is in the sandbox's state tree.
+REALISTIC_STRATEGY = "stop-first"
+# The scale bench: the first N dev minions (`SANDBOX_DEV=30 make sandbox` for 30), batch 10 % and 25 %.
+FLEET_SHAPES = {"f3b10": (3, "10%"), "f3b25": (3, "25%"), "f9b10": (9, "10%"), "f9b25": (9, "25%"),
+                "f30b10": (30, "10%"), "f30b25": (30, "25%")}
+FLEET_FIRST_PORT = 18301
+
+
+def _realistic_apps(fleet_ids):
+    apps = {}
+    for number, (name, (count, batch)) in enumerate(REALISTIC_SHAPES.items()):
+        if count > len(fleet_ids):
+            continue
+        app = app_config(f"{THROTTLED_REGISTRY}/bench/{name}", REALISTIC_FIRST_PORT + number,
+                         container=f"bench-{name}", batch=batch, settle=REALISTIC_SETTLE,
+                         strategy=REALISTIC_STRATEGY)
+        app["stop_timeout"] = REALISTIC_STOP_TIMEOUT
+        app["environments"] = {"dev": {"target": ",".join(fleet_ids[:count]), "tgt_type": "list"}}
+        apps[name] = app
+    return apps
+
+
+def _fleet_apps(registry_host, fleet_ids):
+    """Over the first N minions of the fleet (dev first), where there are N."""
+    apps = {}
+    for number, (name, (count, batch)) in enumerate(FLEET_SHAPES.items()):
+        if count > len(fleet_ids):
+            continue
+        app = app_config(f"{registry_host}/bench/{name}", FLEET_FIRST_PORT + number,
+                         container=f"bench-{name}", batch=batch, settle=0)
         app["environments"] = {"dev": {"target": ",".join(fleet_ids[:count]), "tgt_type": "list"}}
         apps[name] = app
     return apps

@@ -1,29 +1,44 @@
 {#- Deploy one pinned image (`repo@sha256:...`) and wait until it is healthy.
     Applied by the saltcd runner with pillar `saltcd` (see config.Deployment.pillar). -#}
-{%- from "saltcd/map.jinja" import deploy, health_url, registry, login with context %}
+{%- from "saltcd/map.jinja" import deploy, health_url, registry, login, login_state with context %}
 {%- if not deploy.get('image') %}
 {{ raise('saltcd.deploy needs pillar saltcd:image; apply it through the saltcd runner') }}
 {%- endif %}
 
-{%- if login.needed %}
 
-# `docker login` with this minion's `docker-registries` credentials for the
-# image's registry (dockermod runs the docker CLI quietly; config.json gets the
-# auth, which the pull below reloads). Minions without credentials skip it.
-saltcd-deploy-module-run:
-  module.run:
-    - docker.login:
-      - {{ registry|json }}
-    - require_in:
-      - docker_image: saltcd-deploy-docker_image-present
-{%- endif %}
+# `docker login` where this minion has credentials (map.jinja's login_state).
+{{ login_state('deploy', 'saltcd-deploy-docker_image-present') }}
 
 # Pull before anything is stopped: if the pull fails the old container keeps running.
 saltcd-deploy-docker_image-present:
   docker_image.present:
     - name: {{ deploy.image|json }}
 
-# Replaced only when it runs another image (create new, remove old, start new).
+{%- if deploy.strategy == 'start-first' %}
+
+# Start-first: the new container starts beside the old one on a private port,
+# passes the health gate (settle included), then the host's HAProxy switches to
+# it and the old one drains and goes (saltcd_release, saltcd_haproxy).
+saltcd-deploy-saltcd_release-start_first:
+  saltcd_release.start_first:
+    - name: {{ deploy.container|json }}
+    - image: {{ deploy.image|json }}
+    - ports: {{ deploy.ports|json }}
+    - environment: {{ deploy.environment|json }}
+    - restart_policy: {{ deploy.restart_policy|json }}
+    - stop_timeout: {{ deploy.stop_timeout|json }}
+    - drain: {{ deploy.drain|json }}
+    - health: {{ deploy.health|json }}
+    - require:
+      - docker_image: saltcd-deploy-docker_image-present
+{%- set replaced = {'saltcd_release': 'saltcd-deploy-saltcd_release-start_first'} %}
+{#- The public URL, through HAProxy: the new container already passed its
+    settle privately before the switch, so this only confirms the route (no
+    second settle, which would add `settle` seconds per minion and see nothing new). #}
+{%- set public_settle = 0 %}
+{%- else %}
+
+# Stop-first: replaced only when it runs another image (create new, remove old, start new).
 saltcd-deploy-docker_container-running:
   docker_container.running:
     - name: {{ deploy.container|json }}
@@ -34,6 +49,9 @@ saltcd-deploy-docker_container-running:
     - shutdown_timeout: {{ deploy.stop_timeout|json }}
     - require:
       - docker_image: saltcd-deploy-docker_image-present
+{%- set replaced = {'docker_container': 'saltcd-deploy-docker_container-running'} %}
+{%- set public_settle = deploy.health.settle %}
+{%- endif %}
 
 saltcd-deploy-saltcd_health-passing:
   saltcd_health.passing:
@@ -41,7 +59,7 @@ saltcd-deploy-saltcd_health-passing:
     - container: {{ deploy.container|json }}
     - timeout: {{ deploy.health.timeout|json }}
     - interval: {{ deploy.health.interval|json }}
-    - settle: {{ deploy.health.settle|json }}
+    - settle: {{ public_settle|json }}
     - status: {{ deploy.health.status|json }}
     - require:
-      - docker_container: saltcd-deploy-docker_container-running
+      - {{ replaced|json }}

@@ -20,8 +20,10 @@ import pytest
 from saltcd import ci_push, master_config
 from sandbox import app_image, layout, loopback, tls
 from sandbox.engines import DockerHost
+from sandbox.proxy import HostProxy
 from sandbox.registry import LocalRegistry
 from sandbox.token_server import TokenServer
+from tests.integration.notify_receiver import Receivers
 
 # Apps of the lab: name -> (host port, policy). Each test owns the apps it deploys.
 APPS = {
@@ -57,12 +59,33 @@ APPS = {
     "cool": (18062, {"environments": {"dev": {"cooldown": 8}}}),
     "closed": (18063, {"environments": {"dev": {"windows": [
         f"* {(time.gmtime().tm_hour + 3) % 24:02d}:00-{(time.gmtime().tm_hour + 3) % 24:02d}:01 UTC"]}}}),
+    # test_prepull.py: pulls ahead of the batches; a pull that fails (manual, so the
+    # test can break the registry between the push and the rollout).
+    "early": (18057, {}),
+    "pullfail": (18058, {"environments": {"dev": {"mode": "manual"}}}),
+    # test_start_first.py: replaced behind each host's HAProxy (settle 5 catches the
+    # `degrades` image before the switch), and a stop-first app under the same traffic.
+    "startfirst": (18048, {"strategy": "start-first", "drain": 2, "health": {"settle": 5}}),
+    "stopfirst": (18047, {}),
+    "swap": (18046, {}),  # the start-first state applied by hand (salt-call), no rollout
+    "tell": (18039, {}),  # test_operator_view.py: notifications, deploy.watch, deploy.report
+    # test_batch_deadline.py: pulled through a registry front that stalls (STALLED_APPS).
+    "stall": (18035, {"batch_timeout": 20}),
+    # test_watch.py: an image that dies 4 s after it starts, with the shipped settle and watch.
+    "dies": (18034, {}),
     # Per-environment secrets that must reach only their environment's minions.
     "secrets": (18050, {"environments": {
         "dev": {"environment": {"PORT": "8080", "APP_TOKEN": "dev-only-" + secrets.token_hex(12)}},
         "qa": {"environment": {"PORT": "8080", "APP_TOKEN": "qa-only-" + secrets.token_hex(12)}}}}),
 }
 
+
+# Apps that keep saltcd's shipped health settle (and with it the watch after the
+# last batch); the others use settle 0 to keep the suite quick.
+SHIPPED_SETTLE = ("dies",)
+# Apps whose repository is the stalling registry front (tests/integration/stall_proxy.py)
+# instead of the lab registry; the same repository path on both.
+STALLED_APPS = ("stall",)
 
 # Apps on the registries with TLS and auth (test_registry_auth.py): name ->
 # (host port, which registry, which credentials saltcd uses, policy).
@@ -93,7 +116,7 @@ TOKEN_LIFETIME = 2  # seconds: short, so that the renewal test sees one run out
 def _missing_prerequisite():
     if os.geteuid() != 0:
         return "the integration lab starts dockerd and bridges: run as root (make test does)"
-    for binary in ("dockerd", "docker-registry", "busybox"):
+    for binary in ("dockerd", "docker-registry", "busybox", "haproxy"):
         if not shutil.which(binary):
             return f"{binary} is not installed: run `make test`, which installs it"
     return None
@@ -133,6 +156,19 @@ def docker_hosts(lab_root, lab_minions):
     finally:
         for host in hosts.values():
             host.purge()
+
+
+@pytest.fixture(scope="session")
+def host_proxies(lab_root, lab_minions, docker_hosts):
+    """One HAProxy per lab minion host (start-first apps switch through it)."""
+    proxies = {m["id"]: HostProxy(m["id"], m["address"], lab_root / "proxies" / m["id"]) for m in lab_minions}
+    try:
+        for proxy in proxies.values():
+            proxy.start()
+        yield proxies
+    finally:
+        for proxy in proxies.values():
+            proxy.stop()
 
 
 @pytest.fixture(scope="session")
@@ -236,18 +272,34 @@ def rogue_registry_port():
 
 
 @pytest.fixture(scope="session")
-def repositories(registry, rogue_registry_port):
+def repositories(registry, rogue_registry_port, stall_proxy_port):
     repos = {app: f"{registry.host}/saltcd/{app}" for app in APPS}
     repos["rogue"] = f"127.0.0.1:{rogue_registry_port}/saltcd/rogue"
+    repos.update({app: f"127.0.0.1:{stall_proxy_port}/saltcd/{app}" for app in STALLED_APPS})
     return repos
 
 
 @pytest.fixture(scope="session")
+def stall_proxy_port():
+    """Where test_batch_deadline.py serves its stalling registry front (only while it runs)."""
+    return free_port()
+
+
+@pytest.fixture(scope="session")
+def notify_receivers():
+    """saltcd:notify's endpoints: HTTP receivers on 127.0.0.1 (one answers 500) and a closed port."""
+    receivers = Receivers()
+    yield receivers
+    receivers.close()
+
+
+@pytest.fixture(scope="session")
 def salt_master(salt_factories, repo_root, registry, repositories, webhook_port, webhook_token,
-                push_secret, auth_repositories, auth_registries_config):
+                push_secret, auth_repositories, auth_registries_config, notify_receivers):
     apps = {}
     for app, (port, policy) in APPS.items():
-        apps[app] = layout.app_config(repositories[app], port, health_timeout=10, settle=0,
+        apps[app] = layout.app_config(repositories[app], port, health_timeout=10,
+                                       settle=None if app in SHIPPED_SETTLE else 0,
                                        state_timeout=60)
         apps[app].update({k: v for k, v in policy.items() if k not in ("health", "environments")})
         apps[app]["health"].update(policy.get("health", {}))
@@ -265,6 +317,7 @@ def salt_master(salt_factories, repo_root, registry, repositories, webhook_port,
     saltcd["registries"].update(auth_registries_config)
     # A Docker Hub style source: same bearer token (a proxy would add it).
     saltcd["sources"]["hub"] = {"format": "dockerhub", "token": webhook_token}
+    saltcd["notify"] = notify_receivers.config()
     overrides = {
         **master_config.wiring(webhook_port=webhook_port),
         "saltcd": saltcd,
@@ -298,9 +351,9 @@ def minion_registry_credentials(auth_registries):
 
 
 @pytest.fixture(scope="session")
-def salt_minions(salt_master, lab_minions, docker_hosts, lab_root, minion_registry_credentials):
+def salt_minions(salt_master, lab_minions, docker_hosts, lab_root, minion_registry_credentials, host_proxies):
     def overrides(m):
-        conf = layout.minion_overrides(m, docker_hosts[m["id"]].url)
+        conf = layout.minion_overrides(m, docker_hosts[m["id"]].url, host_proxies[m["id"]])
         if m["id"] in MINIONS_WITH_CREDENTIALS:
             conf["docker-registries"] = minion_registry_credentials
         return conf
