@@ -92,14 +92,8 @@ ZERO_DOWNTIME_SETTLE = 5
 def bench_apps(registry_host, fleet_ids):
     """{app: saltcd app config} for BENCH_SHAPES and ZERO_DOWNTIME_APPS; targets are minion lists."""
     apps = {}
-    for number, (name, (count, batch)) in enumerate(BENCH_SHAPES.items()):
-        if count > len(fleet_ids):
-            continue
-        # settle 0: the tiny-image figures compare the replace itself (the ideal waits the same).
-        app = app_config(f"{registry_host}/bench/{name}", BENCH_FIRST_PORT + number,
-                         container=f"bench-{name}", batch=batch, settle=0)
-        app["environments"] = {"dev": {"target": ",".join(fleet_ids[:count]), "tgt_type": "list"}}
-        apps[name] = app
+    # settle 0: the tiny-image figures compare the replace itself (the ideal waits the same).
+    apps.update(_shaped_apps(registry_host, BENCH_SHAPES, BENCH_FIRST_PORT, fleet_ids, settle=0))
     for number, (name, strategy) in enumerate(ZERO_DOWNTIME_APPS.items()):
         if len(fleet_ids) < 3:
             break
@@ -129,28 +123,25 @@ FLEET_SHAPES = {"f3b10": (3, "10%"), "f3b25": (3, "25%"), "f9b10": (9, "10%"), "
 FLEET_FIRST_PORT = 18301
 
 
-def _realistic_apps(fleet_ids):
+def _shaped_apps(registry_host, shapes, first_port, fleet_ids, **settings):
+    """{name: app} for shapes {name: (minions, batch)} over the first minions of
+    the fleet (dev first), where there are that many; ports from first_port."""
     apps = {}
-    for number, (name, (count, batch)) in enumerate(REALISTIC_SHAPES.items()):
+    for number, (name, (count, batch)) in enumerate(shapes.items()):
         if count > len(fleet_ids):
             continue
-        app = app_config(f"{THROTTLED_REGISTRY}/bench/{name}", REALISTIC_FIRST_PORT + number,
-                         container=f"bench-{name}", batch=batch, settle=REALISTIC_SETTLE,
-                         strategy=REALISTIC_STRATEGY)
-        app["stop_timeout"] = REALISTIC_STOP_TIMEOUT
+        app = app_config(f"{registry_host}/bench/{name}", first_port + number,
+                         container=f"bench-{name}", batch=batch, **settings)
         app["environments"] = {"dev": {"target": ",".join(fleet_ids[:count]), "tgt_type": "list"}}
         apps[name] = app
     return apps
+
+
+def _realistic_apps(fleet_ids):
+    return _shaped_apps(THROTTLED_REGISTRY, REALISTIC_SHAPES, REALISTIC_FIRST_PORT, fleet_ids,
+                        settle=REALISTIC_SETTLE, strategy=REALISTIC_STRATEGY,
+                        stop_timeout=REALISTIC_STOP_TIMEOUT)
 
 
 def _fleet_apps(registry_host, fleet_ids):
-    """Over the first N minions of the fleet (dev first), where there are N."""
-    apps = {}
-    for number, (name, (count, batch)) in enumerate(FLEET_SHAPES.items()):
-        if count > len(fleet_ids):
-            continue
-        app = app_config(f"{registry_host}/bench/{name}", FLEET_FIRST_PORT + number,
-                         container=f"bench-{name}", batch=batch, settle=0)
-        app["environments"] = {"dev": {"target": ",".join(fleet_ids[:count]), "tgt_type": "list"}}
-        apps[name] = app
-    return apps
+    return _shaped_apps(registry_host, FLEET_SHAPES, FLEET_FIRST_PORT, fleet_ids, settle=0)

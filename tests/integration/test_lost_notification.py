@@ -34,25 +34,32 @@ def set_reactor_leader(lab, value):
     assert lab.wait_for("salt/reactors/manage/leader/value", after, timeout=30).data["result"] is value
 
 
-def test_a_push_the_reactor_dropped_is_deployed_by_resume(lab):
-    after = time.time()
-    first = lab.push("lost", "dev", "1.0.0")
-    assert lab.wait_for("saltcd/deploy/lost/dev/finished", after).data["status"] == "succeeded"
+def _push_the_reactor_drops(lab, env, version):
+    """Push `lost:<env>` while the reactor ignores saltcd's events; (when, digest).
 
+    Waits until the notification of the manifest push did reach the master (a
+    pull notification may follow it: it would be ignored anyway)."""
     set_reactor_leader(lab, False)
     try:
         dropped = time.time()
-        second = lab.push("lost", "dev", "2.0.0")
-        # The notification of the manifest push did reach the master (a pull
-        # notification may follow it: it would be ignored anyway).
+        digest = lab.push("lost", env, version)
         deadline = time.time() + 30
         while time.time() < deadline and not [e for e in lab.events("saltcd/ingress/registry", dropped)
-                                              if _is_push_of(e.data.get("body"), second)]:
+                                              if _is_push_of(e.data.get("body"), digest)]:
             time.sleep(0.5)
         assert time.time() < deadline, "the push notification never reached the master"
         time.sleep(2)
     finally:
         set_reactor_leader(lab, True)
+    return dropped, digest
+
+
+def test_a_push_the_reactor_dropped_is_deployed_by_resume(lab):
+    after = time.time()
+    first = lab.push("lost", "dev", "1.0.0")
+    assert lab.wait_for("saltcd/deploy/lost/dev/finished", after).data["status"] == "succeeded"
+
+    dropped, second = _push_the_reactor_drops(lab, "dev", "2.0.0")
 
     # Two passes in a row must see the tag moved (the schedule, every 15 s here, may do either).
     for _ in range(2):
@@ -74,18 +81,7 @@ def test_a_lost_push_to_a_manual_environment_awaits_approval_with_its_digest(lab
     approved = lab.run.run("deploy.approve", "app=lost", "env=prod")
     assert approved.returncode == 0 and approved.data["to_digest"] == first, approved.data
 
-    set_reactor_leader(lab, False)
-    try:
-        dropped = time.time()
-        second = lab.push("lost", "prod", "2.0.0")
-        deadline = time.time() + 30
-        while time.time() < deadline and not [e for e in lab.events("saltcd/ingress/registry", dropped)
-                                              if _is_push_of(e.data.get("body"), second)]:
-            time.sleep(0.5)
-        assert time.time() < deadline, "the push notification never reached the master"
-        time.sleep(2)
-    finally:
-        set_reactor_leader(lab, True)
+    dropped, second = _push_the_reactor_drops(lab, "prod", "2.0.0")
 
     for _ in range(2):
         assert lab.run.run("deploy.resume").returncode == 0
