@@ -55,11 +55,16 @@ def _inspect(name):
 
 
 def _private_address(info, container_port):
-    """`host:port` the container publishes `container_port` on, or None."""
+    """`host:port` the container publishes `container_port` on, or None.
+
+    The configured binding first: it is there even while the container is
+    stopped (a new image that exits at once must fail its gate, not look like
+    a container without a port); then the live one (an ephemeral port)."""
     key = container_port if "/" in container_port else f"{container_port}/tcp"
-    bound = ((info.get("NetworkSettings") or {}).get("Ports") or {}).get(key) or []
-    for entry in bound:
-        if entry.get("HostPort"):
+    configured = ((info.get("HostConfig") or {}).get("PortBindings") or {}).get(key) or []
+    live = ((info.get("NetworkSettings") or {}).get("Ports") or {}).get(key) or []
+    for entry in [*configured, *live]:
+        if entry.get("HostPort") not in (None, "", "0"):
             return f"{entry.get('HostIp') or '127.0.0.1'}:{entry['HostPort']}"
     return None
 

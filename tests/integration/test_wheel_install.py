@@ -33,7 +33,7 @@ pytestmark = pytest.mark.integration
 
 # What the wheel is built from: the package and the repository's Salt folders.
 SOURCES = ("pyproject.toml", "README.md", "saltcd", "salt", "reactor", "orch", "_runners", "_engines",
-           "_pillar")
+           "_pillar", "_output")
 MINION = "whl-1"
 CONTAINER = "scd-whl-app"
 BUILDER_ADDRESS = "127.0.0.40"  # the lab's builder engine publishes ports here
@@ -82,7 +82,10 @@ def test_wheel_holds_only_what_runs_on_a_master_or_minion(wheel):
                     "saltcd/files/salt/_modules/saltcd.py", "saltcd/files/salt/_states/saltcd_health.py",
                     "saltcd/files/reactor/registry_push.sls", "saltcd/files/reactor/ci_push.sls",
                     "saltcd/files/_runners/deploy.py", "saltcd/files/_engines/saltcd_drains.py",
-                    "saltcd/files/_pillar/saltcd.py"):
+                    "saltcd/files/_pillar/saltcd.py", "saltcd/files/_output/saltcd_out.py",
+                    "saltcd/files/_engines/saltcd_notify.py", "saltcd/files/salt/saltcd/pull.sls",
+                    "saltcd/files/salt/_states/saltcd_release.py",
+                    "saltcd/files/salt/_modules/saltcd_haproxy.py"):
         assert shipped in names, shipped
     # Shipped once: orch/ only inside the state tree.
     assert [n for n in names if n.endswith("orch/deploy.sls")] == ["saltcd/files/salt/orch/deploy.sls"]
