@@ -6,6 +6,7 @@ end, also when a test fails. Tests keep out of each other's way by using
 different apps (repository, container name and port) of the same lab.
 """
 
+import contextlib
 import json
 import os
 import secrets
@@ -122,6 +123,18 @@ def _missing_prerequisite():
     return None
 
 
+@contextlib.contextmanager
+def _all_started(parts, stop=lambda part: part.stop()):
+    """Start each part; stop every one of them at the end, also when a start failed."""
+    try:
+        for part in parts:
+            part.start()
+        yield
+    finally:
+        for part in parts:
+            stop(part)
+
+
 def free_port():
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -149,26 +162,16 @@ def docker_hosts(lab_root, lab_minions):
     hosts = {m["id"]: DockerHost(m["id"], m["address"], lab_root / "hosts" / m["id"], m["index"])
              for m in lab_minions}
     hosts["builder"] = DockerHost("builder", "127.0.0.40", lab_root / "hosts" / "builder", 40)
-    try:
-        for host in hosts.values():
-            host.start()
+    with _all_started(hosts.values(), stop=lambda host: host.purge()):
         yield hosts
-    finally:
-        for host in hosts.values():
-            host.purge()
 
 
 @pytest.fixture(scope="session")
 def host_proxies(lab_root, lab_minions, docker_hosts):
     """One HAProxy per lab minion host (start-first apps switch through it)."""
     proxies = {m["id"]: HostProxy(m["id"], m["address"], lab_root / "proxies" / m["id"]) for m in lab_minions}
-    try:
-        for proxy in proxies.values():
-            proxy.start()
+    with _all_started(proxies.values()):
         yield proxies
-    finally:
-        for proxy in proxies.values():
-            proxy.stop()
 
 
 @pytest.fixture(scope="session")
@@ -233,13 +236,8 @@ def auth_registries(lab_root, lab_ca, token_server, webhook_port, webhook_token)
         "token": _auth_registry(lab_root / "registry-token", lab_ca, webhook_port, webhook_token,
                                 token_auth=token_server.registry_auth()["token"]),
     }
-    try:
-        for reg in regs.values():
-            reg.start()
+    with _all_started(regs.values()):
         yield regs
-    finally:
-        for reg in regs.values():
-            reg.stop()
 
 
 @pytest.fixture(scope="session")

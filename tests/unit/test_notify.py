@@ -1,48 +1,13 @@
 """Rollout notifications (saltcd.notify) against a real HTTP receiver on loopback."""
 
-import http.server
-import json
-import socket
-import threading
 import time
 
 import pytest
 
 from saltcd import config, notify
+from tests.notify_receiver import Receiver, closed_port
 
 DIGEST = "sha256:" + "c" * 64
-
-
-class Receiver:
-    """A test-only HTTP server on 127.0.0.1: records what it is sent, answers `status`."""
-
-    def __init__(self, status=200):
-        self.got, self.status = [], status
-        outer = self
-
-        class Handler(http.server.BaseHTTPRequestHandler):
-            def do_POST(self):  # noqa: N802
-                body = self.rfile.read(int(self.headers["Content-Length"]))
-                outer.got.append({"body": json.loads(body), "auth": self.headers.get("Authorization")})
-                self.send_response(outer.status)
-                self.end_headers()
-
-            def log_message(self, *args):
-                pass
-
-        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_port}/hook"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-
-    def wait(self, count, timeout=10):
-        deadline = time.time() + timeout
-        while len(self.got) < count and time.time() < deadline:
-            time.sleep(0.02)
-        return self.got
-
-    def close(self):
-        self.server.shutdown()
-        self.server.server_close()
 
 
 @pytest.fixture
@@ -86,19 +51,13 @@ def test_finished_kinds():
     assert notify.kind_of("saltcd/deploy/web/dev/batch", {}) is None
 
 
-def _closed_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.mark.parametrize("down", ["closed", "500"])
 def test_a_down_endpoint_never_blocks_the_caller_and_is_retried_bounded(down, receiver, caplog):
     if down == "500":
         receiver.status = 500
         url = receiver.url
     else:
-        url = f"http://127.0.0.1:{_closed_port()}/hook"
+        url = f"http://127.0.0.1:{closed_port()}/hook"
     notifier = notify.Notifier(notify.targets([{"url": url, "retries": 2, "secret": "s3cret-token"}]),
                                backoff=0.01)
     began = time.monotonic()
