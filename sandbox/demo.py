@@ -121,16 +121,6 @@ class EventWatcher:
         say(f"  no {until} event of {app}/{env} within {timeout} s")
         return None, seen
 
-    def rejection(self, timeout: float = 60):
-        """Wait for the next `saltcd/rejected` event; its data, or None."""
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            event = self.bus.get_event(wait=1, full=True)
-            if event and event["tag"] == "saltcd/rejected":
-                say(f"  saltcd REJECTED it: {event['data'].get('reason')}")
-                return event["data"]
-        return None
-
 
 def _print_hook(data: dict) -> None:
     """A registry notification reached the webhook: show its deploy triggers."""
@@ -251,7 +241,7 @@ def bad_version_step(watcher: EventWatcher, expect: Expectations, repo: str, bui
                  "the second dev batch never started")
 
 
-def unauthenticated_step(state: dict, watcher: EventWatcher, expect: Expectations) -> None:
+def unauthenticated_step(state: dict, expect: Expectations) -> None:
     """A notification without the registry's token: rejected, recorded, nothing deployed."""
     body = json.dumps({"events": [{"action": "push", "target": {
         "mediaType": "application/vnd.docker.distribution.manifest.v2+json",
@@ -428,7 +418,7 @@ def run(state: dict) -> bool:
         expect_fleet(state, expect, {"dev": v2, "qa": v2})
 
         say("5. a push notification without the registry's token")
-        unauthenticated_step(state, watcher, expect)
+        unauthenticated_step(state, expect)
         expect_fleet(state, expect, {"dev": v2, "qa": v2})
 
         say("6. plan prod without touching it (prod is manual: pushes wait for approval)")

@@ -95,12 +95,8 @@ def bench_apps(registry_host, fleet_ids):
     # settle 0: the tiny-image figures compare the replace itself (the ideal waits the same).
     apps.update(_shaped_apps(registry_host, BENCH_SHAPES, BENCH_FIRST_PORT, fleet_ids, settle=0))
     for number, (name, strategy) in enumerate(ZERO_DOWNTIME_APPS.items()):
-        if len(fleet_ids) < 3:
-            break
-        app = app_config(f"{registry_host}/bench/{name}", ZERO_DOWNTIME_FIRST_PORT + number,
-                         container=f"bench-{name}", batch=1, settle=ZERO_DOWNTIME_SETTLE, strategy=strategy)
-        app["environments"] = {"dev": {"target": ",".join(fleet_ids[:3]), "tgt_type": "list"}}
-        apps[name] = app
+        apps.update(_shaped_apps(registry_host, {name: (3, 1)}, ZERO_DOWNTIME_FIRST_PORT + number,
+                                 fleet_ids, settle=ZERO_DOWNTIME_SETTLE, strategy=strategy))
     apps.update(_realistic_apps(fleet_ids))
     apps.update(_fleet_apps(registry_host, fleet_ids))
     return apps

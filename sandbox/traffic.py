@@ -41,10 +41,11 @@ def check_loopback(url):
     host = parts.hostname or ""
     if host != "localhost":
         try:
-            if not ipaddress.ip_address(host).is_loopback or ipaddress.ip_address(host).version != 4:
-                raise ValueError
+            address = ipaddress.ip_address(host)
         except ValueError:
-            raise ValueError(f"traffic: loopback (127.0.0.0/8) URLs only, not {url!r}") from None
+            address = None
+        if address is None or address.version != 4 or not address.is_loopback:
+            raise ValueError(f"traffic: loopback (127.0.0.0/8) URLs only, not {url!r}")
     path = parts.path or "/"
     if parts.query:
         path = f"{path}?{parts.query}"

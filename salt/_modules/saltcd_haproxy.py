@@ -238,7 +238,7 @@ def live(container):
 
 
 def _config_path(container):
-    return os.path.join(settings()["config_dir"], f"saltcd-{container}.cfg")
+    return os.path.join(settings()["config_dir"], f"{backend_name(container)}.cfg")
 
 
 def _write(container, text):

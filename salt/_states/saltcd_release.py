@@ -106,7 +106,7 @@ def _remove(name, stop_timeout):
     __salt__["docker.rm"](name, force=True)
 
 
-def _finish(name, next_name, next_info, old_slot, drain, stop_timeout, notes):
+def _finish(name, next_name, old_slot, drain, stop_timeout, notes):
     """The switch is done: let the old slot drain, retire it, and make `-next` the app."""
     if old_slot:
         left = __salt__["saltcd_haproxy.wait_drained"](name, old_slot, drain)
@@ -178,7 +178,7 @@ def _start_first(name, image, ports, environment, restart_policy, stop_timeout, 
             return ret
         ret["changes"]["finished_switch"] = {"old": _summary(current), "new": _summary(pending)}
         # The other slot served the old container: it may still finish requests.
-        _finish(name, next_name, pending, "b" if live_slot == "a" else "a", drain, stop_timeout, notes)
+        _finish(name, next_name, "b" if live_slot == "a" else "a", drain, stop_timeout, notes)
         notes.append(f"finished an interrupted switch to {next_name}")
         current, pending = _inspect(name), None
 
@@ -227,14 +227,10 @@ def _start_first(name, image, ports, environment, restart_policy, stop_timeout, 
         _remove(next_name, stop_timeout)
         ret["comment"] = f"could not start {next_name} from {image}: {exc}; {name} keeps serving"
         return ret
-    created = _inspect(next_name)
-    address = _private_address(created, container_port) if created else None
-    if not address:
-        _remove(next_name, stop_timeout)
-        ret["comment"] = f"{next_name} published no port for {container_port}; removed it"
-        return ret
-    host, port = address.rsplit(":", 1)
-    url = f"http://{host}:{port}{health['path']}"
+    # Where it listens is what it was created with (a container that exits at
+    # once still fails below, in its gate).
+    address = f"{conf['upstream_host']}:{private_port}"
+    url = f"http://{address}{health['path']}"
     gate = __salt__["saltcd.wait_healthy"](url, container=next_name, timeout=health["timeout"],
                                            interval=health["interval"], settle=health["settle"],
                                            status=health["status"])
@@ -253,7 +249,7 @@ def _start_first(name, image, ports, environment, restart_policy, stop_timeout, 
         current = None
     __salt__["saltcd_haproxy.ensure_frontend"](name, public_port, upstream=address)
     switched = __salt__["saltcd_haproxy.switch"](name, address, public_port)
-    _finish(name, next_name, created, switched["old"], drain, stop_timeout, notes)
+    _finish(name, next_name, switched["old"], drain, stop_timeout, notes)
     ret["result"] = True
     ret["changes"].update({"old": old, "new": _summary(_inspect(name))})
     ret["comment"] = " ".join([f"{name} replaced start-first with {image} ({gate['comment']})", *notes])
