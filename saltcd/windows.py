@@ -98,8 +98,9 @@ def _openings(window, now):
     for offset in range(-1, 9):
         day = today + timedelta(days=offset)
         if day.weekday() in window.days:
-            hours, minutes = divmod(window.start, 60)
-            yield datetime(day.year, day.month, day.day, hours, minutes, tzinfo=zone).timestamp()
+            # Added, not set: a window may start at 24:00 (midnight at the day's end).
+            midnight = datetime(day.year, day.month, day.day, tzinfo=zone)
+            yield (midnight + timedelta(minutes=window.start)).timestamp()
 
 
 def next_open(windows, now):

@@ -130,3 +130,9 @@ def test_next_open_agrees_with_stepping_minute_by_minute(texts, now):
             windows.next_open(parsed, now)
     else:
         assert windows.next_open(parsed, now) == expected
+
+
+def test_a_window_that_starts_at_24_00_opens_at_the_days_end():
+    parsed = [windows.parse("Mon 24:00-01:00")]
+    now = 1764000000  # Mon 2025-11-24 16:00 UTC
+    assert windows.next_open(parsed, now) == _first_open_minute(parsed, now) == 1764028800
