@@ -49,7 +49,6 @@ class Prepull:
         self.notify = notify
         self.results = {}  # minion -> {"ok", "comment", "started", "ended", "seconds"}
         self.running = {}  # job id -> minion
-        self.claimed = set()
         self.held = set()  # minions whose deploy data we serve for their pull
         self.lock = threading.Lock()
         self.stopped = threading.Event()
@@ -65,10 +64,10 @@ class Prepull:
     def claim(self, minions):
         """Their batch starts now: the batch owns their deploy data from here on,
         and a minion not yet pulling is left to the batch."""
+        claimed = set(minions)
         with self.lock:
-            self.claimed.update(minions)
-            self.queue = [m for m in self.queue if m not in self.claimed]
-            self.held -= set(minions)
+            self.queue = [m for m in self.queue if m not in claimed]
+            self.held -= claimed
 
     def stop(self):
         """Publish no more pulls, take back the data of pulls still running, and
@@ -76,7 +75,7 @@ class Prepull:
         self.stopped.set()
         if self.thread is not None and self.thread is not threading.current_thread():
             self.thread.join(timeout=5)
-        self._release(ended_first=True)
+        self._release()
         return self.report()
 
     def report(self):
@@ -99,8 +98,8 @@ class Prepull:
             # A pull is an optimisation: the batches pull by themselves.
             log.exception("saltcd: pulling ahead stopped")
         finally:
-            if self.stopped.is_set() or self._over():
-                self._release(ended_first=True)
+            if self._over():
+                self._release()
             if self.puller is not None:
                 self.puller.close()
 
@@ -149,32 +148,15 @@ class Prepull:
             self.puller.withdraw([minion])
         self.notify(minion, dict(result))
 
-    def _release(self, ended_first):
+    def _release(self):
         """The rollout is over: pulls still running lose their data (a pull not
         started yet then fails to render instead of pulling late)."""
         with self.lock:
             for jid, minion in list(self.running.items()):
                 del self.running[jid]
-                if ended_first:
-                    self.results[minion].update({"ok": None, "comment": ENDED_FIRST})
+                self.results[minion].update({"ok": None, "comment": ENDED_FIRST})
             held, self.held = sorted(self.held), set()
             self.queue = []
             puller = self.puller
         if held and puller is not None:
             puller.withdraw(held)
-
-
-class ClaimingFleet:
-    """The rollout's fleet while pulls run ahead: `apply` first hands the batch's
-    minions over from the pulls to the batch (Prepull.claim)."""
-
-    def __init__(self, fleet, pulls):
-        self.fleet = fleet
-        self.pulls = pulls
-
-    def apply(self, minions, *args, **kwargs):
-        self.pulls.claim(minions)
-        return self.fleet.apply(minions, *args, **kwargs)
-
-    def __getattr__(self, name):
-        return getattr(self.fleet, name)

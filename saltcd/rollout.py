@@ -63,6 +63,7 @@ class Rollout:
         self.reporter = reporter
         self.record = record
         self.save = save
+        self.prepull = None  # the pulls ahead while they run (saltcd.prepull)
         self.record.update(
             {"to_digest": digest, "status": "running", "batches": [], "failed_minions": []}
         )
@@ -86,21 +87,17 @@ class Rollout:
         return self.record
 
     # pulling ahead (saltcd.prepull)
-    prepull = None
-
     def _start_prepull(self, plan):
         """Start pulling on the minions of batch 2 on that will change (batch 1's
-        own deploy pulls at once); the fleet's `apply` claims a batch's minions."""
+        own deploy pulls at once); each batch claims its minions (_run_batch)."""
         dep = self.deployment
         later = [m for step in plan[1:] for m, what in sorted(step["minions"].items()) if what["change"]]
         if not dep.prepull or not later or not hasattr(self.fleet, "puller"):
             return
-        fleet = self.fleet
-        self.prepull = prepull.Prepull(lambda: fleet.puller(dep.pillar(self.digest)), later,
+        self.prepull = prepull.Prepull(lambda: self.fleet.puller(dep.pillar(self.digest)), later,
                                        dep.prepull, dep.state_timeout, self.record,
                                        notify=lambda minion, result: self._event("pulled", minion=minion, **result))
-        self.record["prepull"] = {"limit": dep.prepull, "minions": {}}
-        self.fleet = prepull.ClaimingFleet(fleet, self.prepull)
+        self.record["prepull"] = self.prepull.report()
         self.reporter.progress(f"{dep.app}/{dep.env}: pulling {short(self.digest)} ahead on "
                                f"{', '.join(later)} ({dep.prepull} at once)")
         self.prepull.start()
@@ -115,7 +112,6 @@ class Rollout:
         if self.prepull is None:
             return
         self.record["prepull"] = self.prepull.stop()
-        self.fleet = self.fleet.fleet
         self.prepull = None
         failed = sorted(m for m, r in self.record["prepull"]["minions"].items() if r.get("ok") is False)
         if failed:
@@ -184,6 +180,8 @@ class Rollout:
         batch = sorted(step["minions"])
         self.reporter.progress(f"{dep.app}/{dep.env} {kind} {step['number']}: {', '.join(batch)} -> {short(digest)}")
         started = time.time()
+        if self.prepull is not None:
+            self.prepull.claim(batch)  # the batch owns these minions' deploy data now
         results = self.fleet.apply(batch, dep.pillar(digest), dep.state_timeout, False,
                                    limit=dep.batch_deadline)
         minions = {}
