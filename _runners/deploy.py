@@ -20,7 +20,7 @@ import logging
 import os
 import time
 
-from saltcd import binding, config, errors
+from saltcd import binding, config, errors, views
 
 log = logging.getLogger(__name__)
 
@@ -31,13 +31,14 @@ def __virtual__():
     return __virtualname__
 
 
-_GOOD = ("succeeded", "unchanged", "planned")
+_GOOD = views.GOOD
 
 
-def _nonzero(result):
-    """Mark the job failed: `success` for orchestrate, `retcode` for salt-run's exit code."""
-    __context__["retcode"] = 1
-    return {**result, "retcode": 1}
+def _nonzero(result, code=1):
+    """Mark the job failed (or queued, QUEUED_RETCODE): `success` for orchestrate,
+    `retcode` for salt-run's exit code."""
+    __context__["retcode"] = code
+    return {**result, "retcode": code}
 
 
 def _fail(message):
@@ -171,10 +172,9 @@ def _own_rollout(drained, request):
     (QUEUED_RETCODE when another process holds the app/env and runs it next)."""
     mine = [r for r in drained["rollouts"] if r.get("request") == request["id"]]
     if not mine:
-        __context__["retcode"] = QUEUED_RETCODE
-        return {"status": "queued", "request": request["id"], "retcode": QUEUED_RETCODE,
-                "reason": "another rollout of this app/env is running; this request runs next "
-                          "(deploy.history shows its outcome)"}
+        return _nonzero({"status": "queued", "request": request["id"],
+                         "reason": "another rollout of this app/env is running; this request runs next "
+                                   "(deploy.history shows its outcome)"}, QUEUED_RETCODE)
     return mine[-1] if mine[-1]["status"] in _GOOD else _nonzero(mine[-1])
 
 
@@ -323,8 +323,9 @@ def resume():
     Start the rollouts of every app/env that has pending requests (after a master
     restart, for instance), after queueing one for every auto environment whose
     tag moved at the registry without saltcd hearing of it (a lost
-    notification). Requests held by a cooldown or a deploy window start here
-    once their time has come. The shipped master config runs it every 30 s.
+    notification; a manual environment's is recorded for approval instead).
+    Requests held by a cooldown or a deploy window start here once their time
+    has come. The shipped master config runs it every 30 s.
 
     CLI Example:
 
@@ -377,8 +378,8 @@ def history(app, env, limit=20, detail=False, rollout=None):  # pylint: disable=
 
     def run(ctl):
         if rollout:
-            return [r for r in ctl.records.recent(app, env) if r.get("id") == rollout] or _fail(
-                f"{app}/{env} has no rollout {rollout!r}")
+            record = ctl.records.rollout(app, env, rollout)
+            return [record] if record else _fail(f"{app}/{env} has no rollout {rollout!r}")
         return ctl.history(app, env, limit)
 
     return _guarded(run, detail=_flag(detail) or bool(rollout))
@@ -397,8 +398,6 @@ def watch(app, env, timeout=1800):
         salt-run deploy.watch app=web env=dev
     """
     import salt.utils.event  # pylint: disable=import-outside-toplevel
-
-    from saltcd import views  # pylint: disable=import-outside-toplevel
 
     def run(ctl):
         ctl.settings.deployment(app, env)  # unknown app/env: a clear error
@@ -432,22 +431,18 @@ def watch(app, env, timeout=1800):
                 elif mine and time.time() - checked > 5:
                     # A lost event must not keep us here: the record says when it ended.
                     checked = time.time()
-                    record = _record(ctl, app, env, mine)
+                    record = ctl.records.rollout(app, env, mine)
                     if record and record.get("status") != "running":
-                        return _watched(ctl, app, env, mine)
+                        return _watched(ctl, app, env, mine, record)
         return _nonzero({"status": "timeout", "app": app, "env": env, "rollout": mine,
                          "reason": f"no outcome within {timeout} s; the rollout goes on"})
 
     return _guarded(run)
 
 
-def _record(ctl, app, env, rollout_id):
-    return next((r for r in ctl.records.recent(app, env) if r.get("id") == rollout_id), None)
-
-
-def _watched(ctl, app, env, rollout_id):
-    record = _record(ctl, app, env, rollout_id) or {"id": rollout_id, "app": app, "env": env,
-                                                    "status": "unknown"}
+def _watched(ctl, app, env, rollout_id, record=None):
+    record = record or ctl.records.rollout(app, env, rollout_id) or {
+        "id": rollout_id, "app": app, "env": env, "status": "unknown"}
     return record if record.get("status") in _GOOD else _nonzero(record)
 
 
@@ -469,7 +464,7 @@ def report(app, env, rollout=None, path=None, limit=20):  # pylint: disable=rede
 
     def run(ctl):
         recent = ctl.history(app, env, limit)
-        chosen = _record(ctl, app, env, rollout) if rollout else pages.newest_run(recent)
+        chosen = ctl.records.rollout(app, env, rollout) if rollout else pages.newest_run(recent)
         if chosen is None:
             return _fail(f"{app}/{env} has no rollout {rollout!r}" if rollout else f"{app}/{env} has no rollout yet")
         target = path or os.path.join(__opts__["cachedir"], "saltcd-reports", f"{app}-{env}-{chosen['id']}.html")

@@ -72,11 +72,7 @@ class Controller:
         for request in verdict.requests:
             if request["awaiting_approval"]:
                 self._record_pushed_digest(request)
-                if request["digest"]:
-                    self.records.set_resolved(request["app"], request["env"], request["tag"], request["digest"])
-                self.records.add_awaiting(request)
-                self.reporter.fire(rollout.deploy_tag(request["app"], request["env"], "awaiting_approval"),
-                                   _awaiting_view(request))
+                self._await_approval(request)
             else:
                 self.records.add_request(request)
             log.info("saltcd: accepted %s/%s %s:%s from %s", request["app"], request["env"],
@@ -111,10 +107,18 @@ class Controller:
         try:
             request["digest"] = self._tag_digest(dep, request["tag"])
             request["digest_error"] = None
+            # What saltcd heard of for the tag: reconcile compares with it.
+            self.records.set_resolved(request["app"], request["env"], request["tag"], request["digest"])
         except registry_client.RegistryError as exc:
             request.update({"digest": None, "digest_error": f"registry not reached at push time: {exc}"})
             log.warning("saltcd: %s/%s push awaiting approval, digest unknown: %s",
                         request["app"], request["env"], exc)
+
+    def _await_approval(self, request):
+        """Keep a push of a manual environment for `deploy.approve`, and say so."""
+        self.records.add_awaiting(request)
+        self.reporter.fire(rollout.deploy_tag(request["app"], request["env"], "awaiting_approval"),
+                           _awaiting_view(request))
 
     def check_window(self, app, env, force=False, now=None):
         """Refuse an operator's rollout while `env`'s windows are closed, unless `force`."""
@@ -348,8 +352,7 @@ class Controller:
         if any(w.get("digest") == digest for w in self.records.awaiting(app, env)):
             return None
         request.update({"awaiting_approval": True, "digest": digest, "digest_error": None})
-        self.records.add_awaiting(request)
-        self.reporter.fire(rollout.deploy_tag(app, env, "awaiting_approval"), _awaiting_view(request))
+        self._await_approval(request)
         log.warning("saltcd: %s/%s: %s; awaiting approval", app, env, request["reason"])
         return request
 

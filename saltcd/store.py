@@ -25,6 +25,7 @@ none older than `history_days` (the newest 10 always); rejections keep
 
 import calendar
 import os
+import re
 import secrets
 import threading
 import time
@@ -57,6 +58,10 @@ def new_id(now=None):
     stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime(now))
     micros = int((now % 1) * 1_000_000)
     return f"{stamp}.{micros:06d}Z-{secrets.token_hex(3)}"
+
+
+# What new_id makes; anything else is not looked up (an id may come from an operator).
+ID_RE = re.compile(r"^\d{8}T\d{6}\.\d{6}Z-[0-9a-f]{6}$")
 
 
 def id_time(record_id):
@@ -279,6 +284,12 @@ class Store:
             else:
                 self.cache.flush(bank, key)  # a stale index entry
         return records
+
+    def rollout(self, app, env, rollout_id):
+        """One rollout record by its id (None when there is none, or the id is not one)."""
+        if not ID_RE.fullmatch(str(rollout_id)):
+            return None
+        return self.cache.fetch(self._bank("rollouts", app, env), rollout_id) or None
 
     def recent(self, app, env):
         """Rollout records of one app/env, newest first, fetched one at a time as
