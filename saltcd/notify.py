@@ -60,13 +60,13 @@ def targets(raw, key="saltcd:notify", resolve_secret=lambda value: value):
         url = entry.get("url")
         if not (isinstance(url, str) and url.startswith(("http://", "https://"))):
             raise NotifyConfigError(f"{where}:url: must be an http:// or https:// URL")
-        fmt = entry.get("format", "json")
+        fmt = entry.get("format", Target.format)
         if fmt not in FORMATS:
             raise NotifyConfigError(f"{where}:format: must be one of {FORMATS}, got {fmt!r}")
-        events = entry.get("events", list(EVENTS))
+        events = entry.get("events", list(Target.events))
         if not (isinstance(events, list) and events and all(e in EVENTS for e in events)):
             raise NotifyConfigError(f"{where}:events: must be a list of {EVENTS}")
-        timeout, retries = entry.get("timeout", 5), entry.get("retries", 2)
+        timeout, retries = entry.get("timeout", Target.timeout), entry.get("retries", Target.retries)
         if not (isinstance(timeout, (int, float)) and not isinstance(timeout, bool) and 0 < timeout <= 60):
             raise NotifyConfigError(f"{where}:timeout: must be seconds, 0-60")
         if not (isinstance(retries, int) and not isinstance(retries, bool) and 0 <= retries <= 10):
@@ -146,11 +146,10 @@ class Notifier:
     """One bounded queue and sender thread per endpoint: `submit` never blocks nor
     raises, and a dead endpoint's retries never delay another endpoint's messages."""
 
-    def __init__(self, targets_, backoff=1.0, size=QUEUE_SIZE, sender=send):
+    def __init__(self, targets_, backoff=1.0):
         self.targets = targets_
         self.backoff = backoff
-        self.sender = sender
-        self.queues = [queue.Queue(maxsize=size) for _ in targets_]
+        self.queues = [queue.Queue(maxsize=QUEUE_SIZE) for _ in targets_]
         self.threads = [threading.Thread(target=self._run, args=(t, q), name="saltcd-notify", daemon=True)
                         for t, q in zip(targets_, self.queues)]
         for thread in self.threads:
@@ -160,19 +159,16 @@ class Notifier:
         """Queue the notifications of one event for every target that wants them."""
         kind = kind_of(tag, data)
         if kind is None:
-            return 0
+            return
         msg = message(kind, tag, data)
-        queued = 0
         for target, pending in zip(self.targets, self.queues):
             if kind not in target.events:
                 continue
             try:
                 pending.put_nowait(body(target, msg))
-                queued += 1
             except queue.Full:
                 log.warning("saltcd: notification queue of %s full; %s %s/%s dropped",
                             target, kind, msg["app"], msg["env"])
-        return queued
 
     def _run(self, target, pending):
         while True:
@@ -180,7 +176,7 @@ class Notifier:
             if payload is None:
                 return
             for attempt in range(target.retries + 1):
-                if self.sender(target, payload):
+                if send(target, payload):
                     break
                 if attempt < target.retries:
                     time.sleep(self.backoff * 2 ** attempt)

@@ -106,7 +106,7 @@ def _history_table(records, now):
         status = r.get("status", "-")
         rows.append(
             f"<tr><td><code>{_e(r.get('id'))}</code></td><td>{_e(views.when(r.get('started'), now))}</td>"
-            f"<td>{_e(views.trigger_text(r.get('trigger')))}</td><td><code>{_e(views._from_digest(r))} &rarr; "
+            f"<td>{_e(views.trigger_text(r.get('trigger')))}</td><td><code>{_e(views.from_digest(r))} &rarr; "
             f"{_e(views.short(r.get('to_digest')))}</code></td><td>{_e(views.duration(r))}</td>"
             f"<td class=\"{_e(status)}\">{_e(status)}{': ' + _e(r['reason']) if r.get('reason') else ''}</td></tr>")
     return "<table>" + "".join(rows) + "</table>"
@@ -126,8 +126,8 @@ def page(record, history=(), now=None):
         f"{' &mdash; ' + _e(record['reason']) if record.get('reason') else ''}</p>"
         "<table>"
         f"<tr><th>to digest</th><td><code>{_e(record.get('to_digest'))}</code></td></tr>"
-        f"<tr><th>from</th><td><code>{_e(views._from_digest(record))}</code></td></tr>"
-        f"<tr><th>trigger</th><td>{_e(views._who(record))}</td></tr>"
+        f"<tr><th>from</th><td><code>{_e(views.from_digest(record))}</code></td></tr>"
+        f"<tr><th>trigger</th><td>{_e(views.who(record))}</td></tr>"
         f"<tr><th>started</th><td>{_e(views.when(record.get('started'), now))}</td></tr>"
         f"<tr><th>took</th><td>{_e(views.duration(record))}</td></tr>"
         f"<tr><th>minions</th><td>{_e(', '.join(record.get('minions') or []))}</td></tr>"

@@ -1,7 +1,7 @@
 """What a person sees of saltcd's runner returns: plain text tables and lines.
 
 Pure functions of the runner's return values (no Salt imports), so they are
-tested as they are and the `saltcd` outputter (_output/saltcd.py) is a thin
+tested as they are and the `saltcd` outputter (_output/saltcd_out.py) is a thin
 shell. Records are read defensively: a missing key shows as `-`, never a crash,
 so older records and newer fields both render.
 """
@@ -153,7 +153,12 @@ def status_text(status, paint=None, now=None):
 # deploy.history and one rollout
 
 
-def _from_digest(record):
+def forward_batches(record):
+    """The record's batches towards its digest (not its rollback batches)."""
+    return [b for b in record.get("batches") or [] if b.get("kind", "batch") == "batch"]
+
+
+def from_digest(record):
     froms = {d for d in (record.get("from_digests") or {}).values() if d}
     if len(froms) == 1:
         return short(froms.pop())
@@ -168,7 +173,7 @@ def trigger_text(trigger):
     return str(trigger or "-")
 
 
-def _who(record):
+def who(record):
     trigger = trigger_text(record.get("trigger"))
     approved = record.get("approved_by")
     return f"{trigger}, approved by {approved}" if approved else trigger
@@ -177,9 +182,9 @@ def _who(record):
 def history_line(record, paint=None, now=None):
     """One rollout in one line: when, trigger and who, from -> to, batches, duration, outcome."""
     paint = paint or Paint()
-    batches = [b for b in record.get("batches") or [] if b.get("kind", "batch") == "batch"]
+    batches = forward_batches(record)
     reason = record.get("reason")
-    return (f"{when(record.get('started'), now)}  {_who(record)}  {_from_digest(record)} -> "
+    return (f"{when(record.get('started'), now)}  {who(record)}  {from_digest(record)} -> "
             f"{short(record.get('to_digest'))}  {len(batches)} batch(es)  {duration(record)}  "
             f"{paint.outcome(record.get('status', '-'))}" + (f": {reason}" if reason else ""))
 
@@ -232,7 +237,7 @@ def rollout_text(record, paint=None, now=None):
     if status == "queued":
         return paint("yellow", f"queued: {record.get('reason', '')}")
     head = (f"{record.get('app', '-')}/{record.get('env', '-')}: {paint.outcome(status)}"
-            f" {_from_digest(record)} -> {short(record.get('to_digest'))}")
+            f" {from_digest(record)} -> {short(record.get('to_digest'))}")
     lines = [head + (f": {record['reason']}" if record.get("reason") else "")]
     if status == "planned":
         for step in record.get("plan") or []:
@@ -241,7 +246,7 @@ def rollout_text(record, paint=None, now=None):
                 lines.append(f"  batch {step.get('number', '?')}: {minion}: {short(item.get('from'))} -> "
                              f"{short(item.get('to'))} ({change})")
     else:
-        batches = [b for b in record.get("batches") or [] if b.get("kind", "batch") == "batch"]
+        batches = forward_batches(record)
         lines.append(f"  rollout {record.get('id', '-')}, {len(record.get('minions') or [])} minion(s), "
                      f"{len(batches)} batch(es), {duration(record)}"
                      + (f", failed: {', '.join(record['failed_minions'])}" if record.get("failed_minions") else ""))

@@ -4,7 +4,6 @@ Used by the unit tests of saltcd.notify and by the integration lab."""
 
 import http.server
 import json
-import socket
 import threading
 import time
 
@@ -56,8 +55,3 @@ class Receiver:
         self.server.server_close()
 
 
-def closed_port():
-    """A loopback port nothing listens on."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]

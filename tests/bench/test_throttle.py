@@ -9,6 +9,7 @@ import time
 import pytest
 
 from bench.throttle import Bucket, ThrottleProcess
+from tests.ports import free_port
 
 MB = 1_000_000
 
@@ -35,12 +36,6 @@ def _origin():
     server.server_close()
 
 
-def _free_port():
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
 def _download(address, size):
     with socket.create_connection(address) as conn:
         conn.sendall(b"%d\n" % size)
@@ -51,7 +46,7 @@ def _download(address, size):
 
 
 def _proxy(origin, per_connection, per_host, hosts=None):
-    port = _free_port()
+    port = free_port()
     return ThrottleProcess(f"127.0.0.1:{port}", f"{origin[0]}:{origin[1]}", per_connection, per_host,
                            hosts).start(), ("127.0.0.1", port)
 

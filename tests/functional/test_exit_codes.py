@@ -2,11 +2,11 @@
 a plan that can't reach the registry fails; a request queued behind a running rollout
 says so with its own code."""
 
-import socket
 
 import salt.runner
 
 from saltcd import locking
+from tests.ports import free_port as closed_port
 
 QUEUED = 2
 
@@ -14,13 +14,6 @@ QUEUED = 2
 def run(opts, fun, **kwarg):
     client = salt.runner.RunnerClient(opts)
     return client.cmd(fun, kwarg=kwarg, print_event=False, full_return=True)
-
-
-def closed_port():
-    """A loopback port nothing listens on (bound, then released)."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def unreachable_registry(config):

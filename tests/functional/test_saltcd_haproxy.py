@@ -4,7 +4,6 @@ and real HTTP servers on loopback: add a frontend, switch, drain, reload."""
 import http.server
 import importlib.util
 import shutil
-import socket
 import threading
 import time
 import urllib.request
@@ -13,17 +12,12 @@ from pathlib import Path
 import pytest
 
 from sandbox.proxy import HostProxy
+from tests.ports import free_port
 
 PATH = Path(__file__).resolve().parents[2] / "salt" / "_modules" / "saltcd_haproxy.py"
 ADDRESS = "127.0.0.97"
 
 pytestmark = pytest.mark.skipif(not shutil.which("haproxy"), reason="haproxy is not installed")
-
-
-def free_port():
-    with socket.socket() as sock:
-        sock.bind((ADDRESS, 0))
-        return sock.getsockname()[1]
 
 
 def serve(text):
@@ -71,7 +65,7 @@ def get(port, path="/"):
 def test_switch_routes_new_requests_and_lets_the_old_ones_finish(haproxy):
     old, old_server = serve("old")
     new, new_server = serve("new")
-    port = free_port()
+    port = free_port(ADDRESS)
     try:
         assert haproxy.ensure_frontend("web", port, upstream=old) is True  # a new frontend: reload
         assert get(port) == "old"

@@ -11,7 +11,6 @@ import json
 import os
 import secrets
 import shutil
-import socket
 import tempfile
 import time
 from pathlib import Path
@@ -25,6 +24,7 @@ from sandbox.proxy import HostProxy
 from sandbox.registry import LocalRegistry
 from sandbox.token_server import TokenServer
 from tests.integration.notify_receiver import Receivers
+from tests.ports import free_port
 
 # Apps of the lab: name -> (host port, policy). Each test owns the apps it deploys.
 APPS = {
@@ -133,12 +133,6 @@ def _all_started(parts, stop=lambda part: part.stop()):
     finally:
         for part in parts:
             stop(part)
-
-
-def free_port():
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @pytest.fixture(scope="session")

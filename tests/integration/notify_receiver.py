@@ -1,6 +1,7 @@
 """The integration lab's notification endpoints (see tests/notify_receiver.py)."""
 
-from tests.notify_receiver import Receiver, closed_port
+from tests.notify_receiver import Receiver
+from tests.ports import free_port as closed_port
 
 
 class Receivers:

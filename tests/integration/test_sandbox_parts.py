@@ -5,12 +5,10 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import socket
 import threading
 import time
 import urllib.error
 import urllib.request
-from contextlib import closing
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
@@ -18,6 +16,7 @@ import pytest
 from sandbox.app_image import build_and_push, tag_and_push
 from sandbox.engines import DockerHost
 from sandbox.registry import LocalRegistry
+from tests.ports import free_port
 
 pytestmark = [
     pytest.mark.integration,
@@ -35,12 +34,6 @@ MANIFEST_V2 = "application/vnd.docker.distribution.manifest.v2+json"
 
 # Loopback only, never through a proxy the environment may name.
 _opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
-
-
-def free_port() -> int:
-    with closing(socket.socket()) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def http_get(url: str) -> tuple[int, str]:

@@ -27,7 +27,7 @@ import yaml
 from saltcd import master_config
 from sandbox import app_image, layout, loopback
 from sandbox.registry import LocalRegistry
-from tests.integration.conftest import free_port
+from tests.ports import free_port
 
 pytestmark = pytest.mark.integration
 

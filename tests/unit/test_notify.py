@@ -5,7 +5,8 @@ import time
 import pytest
 
 from saltcd import config, notify
-from tests.notify_receiver import Receiver, closed_port
+from tests.notify_receiver import Receiver
+from tests.ports import free_port as closed_port
 
 DIGEST = "sha256:" + "c" * 64
 
