@@ -51,10 +51,14 @@ class Context:
             self.images[version] = app_image.build_and_push(self.state["build_docker_host"], base, version,
                                                             f"bench-{version}")
         for app in self.apps.values():
-            # Straight to the registry, also for apps whose repository names the bench's proxy.
-            target = f"{self.state['registry']}/{app['repository'].split('/', 1)[1]}"
+            target = self._in_registry(app)
             for version, digest in self.images.items():
                 registry_http.copy_image(base, target, digest, version)
+
+    def _in_registry(self, app):
+        """The app's repository on the registry itself: copies go straight there,
+        also for apps whose repository names the bench's throttling proxy."""
+        return f"{self.state['registry']}/{app['repository'].split('/', 1)[1]}"
 
     def other(self, digest, images=None):
         """The other of the two bench images (of `images`, default the tiny ones)."""
@@ -74,21 +78,9 @@ class Context:
                                                   filler_mb=size)
                 for version in ("a", "b")}
             for app in apps:
-                # The app's repository names the proxy; the copy goes to the registry itself.
-                target = self.state["registry"] + "/" + self.apps[app]["repository"].split("/", 1)[1]
+                target = self._in_registry(self.apps[app])
                 for version, digest in self.big_images[size].items():
                     registry_http.copy_image(base, target, digest, f"{version}{size}")
-
-    def forget_image(self, app, digest):
-        """Remove repo@digest from every target's engine (untimed), so that the next
-        rollout to it pulls every byte again. The image must not be in use."""
-        ref = f"{self.apps[app]['repository']}@{digest}"
-        for minion in self.targets(app):
-            with closing(docker.DockerClient(base_url=minion["docker_host"], timeout=60)) as client:
-                try:
-                    client.images.remove(ref, force=False)
-                except docker.errors.ImageNotFound:
-                    pass
 
     def settle(self, app):
         """The settle saltcd uses for app (per batch; the watch after the last batch is the same)."""

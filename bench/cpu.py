@@ -16,23 +16,36 @@ def _role(cmdline):
     return "other"
 
 
-def master_cpu(conf_dir):
-    """{role: CPU seconds so far} over salt-master processes of the config `conf_dir`,
-    plus "master" for their sum. Exited processes are not counted."""
-    totals = {role: 0.0 for role, _ in ROLES}
-    totals["other"] = 0.0
+def _master_processes(conf_dir):
+    """(/proc/<pid>, command line) of each salt-master process of the config `conf_dir`."""
     for proc in Path("/proc").iterdir():
         if not proc.name.isdigit():
             continue
         try:
             cmdline = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-            if "salt-master" not in cmdline or conf_dir not in cmdline:
-                continue
-            fields = (proc / "stat").read_text().rsplit(")", 1)[1].split()
         except OSError:
             continue  # it exited while we looked
-        # utime and stime are fields 14 and 15 of stat; [0] here is field 3.
-        totals[_role(cmdline)] += (int(fields[11]) + int(fields[12])) / TICK
+        if "salt-master" in cmdline and conf_dir in cmdline:
+            yield proc, cmdline
+
+
+def cpu_seconds(stat_path):
+    """User + system CPU seconds of a process, from its /proc/<pid>/stat."""
+    fields = Path(stat_path).read_text().rsplit(")", 1)[1].split()
+    # utime and stime are fields 14 and 15 of stat; [0] here is field 3.
+    return (int(fields[11]) + int(fields[12])) / TICK
+
+
+def master_cpu(conf_dir):
+    """{role: CPU seconds so far} over salt-master processes of the config `conf_dir`,
+    plus "master" for their sum. Exited processes are not counted."""
+    totals = {role: 0.0 for role, _ in ROLES}
+    totals["other"] = 0.0
+    for proc, cmdline in _master_processes(conf_dir):
+        try:
+            totals[_role(cmdline)] += cpu_seconds(proc / "stat")
+        except OSError:
+            continue  # it exited while we looked
     totals["master"] = sum(totals.values())
     return totals
 
@@ -47,13 +60,8 @@ def master_rss(conf_dir):
     proportional set sizes (PSS), so that pages the forked workers share with
     the parent count once, not once per process."""
     total = 0
-    for proc in Path("/proc").iterdir():
-        if not proc.name.isdigit():
-            continue
+    for proc, _ in _master_processes(conf_dir):
         try:
-            if conf_dir not in (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace") \
-                    or b"salt-master" not in (proc / "cmdline").read_bytes():
-                continue
             rollup = (proc / "smaps_rollup").read_text()
         except OSError:
             continue

@@ -28,6 +28,8 @@ import sys
 import time
 from pathlib import Path
 
+from bench.cpu import cpu_seconds
+
 log = logging.getLogger(__name__)
 
 MB = 1_000_000
@@ -192,8 +194,7 @@ class ThrottleProcess:
 
     def cpu_seconds(self):
         """CPU time the proxy has used so far."""
-        fields = Path(f"/proc/{self.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        return cpu_seconds(f"/proc/{self.proc.pid}/stat")
 
     def stop(self):
         if self.proc is not None and self.proc.poll() is None:
