@@ -13,6 +13,7 @@ import secrets
 import shutil
 import tempfile
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -23,6 +24,7 @@ from sandbox.engines import DockerHost
 from sandbox.proxy import HostProxy
 from sandbox.registry import LocalRegistry
 from sandbox.token_server import TokenServer
+from tests.integration import leak_scan
 from tests.integration.notify_receiver import Receivers
 from tests.ports import free_port
 
@@ -125,14 +127,17 @@ def _missing_prerequisite():
 
 @contextlib.contextmanager
 def _all_started(parts, stop=lambda part: part.stop()):
-    """Start each part; stop every one of them at the end, also when a start failed."""
+    """Start each part; stop every one of them at the end, also when a start failed.
+    They stop side by side (a dockerd takes seconds to stop and clean up)."""
+    parts = list(parts)
     try:
         for part in parts:
             part.start()
         yield
     finally:
-        for part in parts:
-            stop(part)
+        with ThreadPoolExecutor(max_workers=len(parts) or 1) as pool:
+            for done in [pool.submit(stop, part) for part in parts]:
+                done.result()
 
 
 @pytest.fixture(scope="session")
@@ -146,16 +151,30 @@ def lab_root():
     shutil.rmtree(root, ignore_errors=True)
 
 
+def lab_slot():
+    """Which lab this test process runs: 0, or the pytest-xdist worker's number
+    (`make test` runs two workers, each with a lab of its own)."""
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "gw0")
+    return int(worker.removeprefix("gw"))
+
+
+# A lab's addresses: builder 127.0.0.<base>, minions from <base + 1>; ten per slot
+# (the sandbox uses 10..19, test_sandbox_parts 61).
+LAB_OCTET = 40 + 10 * lab_slot()
+if LAB_OCTET + 5 > 60:
+    raise RuntimeError("at most two lab slots fit between the sandbox's addresses and test_sandbox_parts'")
+
+
 @pytest.fixture(scope="session")
 def lab_minions():
-    return layout.fleet({"dev": 2, "qa": 1, "prod": 1}, first_octet=41)
+    return layout.fleet({"dev": 2, "qa": 1, "prod": 1}, first_octet=LAB_OCTET + 1)
 
 
 @pytest.fixture(scope="session")
 def docker_hosts(lab_root, lab_minions):
     hosts = {m["id"]: DockerHost(m["id"], m["address"], lab_root / "hosts" / m["id"], m["index"])
              for m in lab_minions}
-    hosts["builder"] = DockerHost("builder", "127.0.0.40", lab_root / "hosts" / "builder", 40)
+    hosts["builder"] = DockerHost("builder", f"127.0.0.{LAB_OCTET}", lab_root / "hosts" / "builder", LAB_OCTET)
     with _all_started(hosts.values(), stop=lambda host: host.purge()):
         yield hosts
 
@@ -379,9 +398,14 @@ def auth_lab(lab, auth_registries, auth_repositories, token_server, lab_ca):
 
 @pytest.fixture(scope="session")
 def lab(salt_master, salt_minions, docker_hosts, registry, repositories, lab_minions, event_listener,
-        push_secret):
-    return Lab(salt_master, salt_minions, docker_hosts, registry, repositories, lab_minions,
-               event_listener, push_secret)
+        push_secret, webhook_token):
+    """The lab; when it stops, after every test that used it, it is scanned for
+    leaked secrets (a failure there fails the run: an error at teardown)."""
+    lab = Lab(salt_master, salt_minions, docker_hosts, registry, repositories, lab_minions,
+              event_listener, push_secret)
+    yield lab
+    found = leak_scan.leaks(lab, leak_scan.needles(lab, webhook_token, push_secret, REGISTRY_USERS))
+    assert found == [], "secrets leaked:\n" + "\n".join(found)
 
 
 class Lab:

@@ -43,7 +43,9 @@ def test_a_stalled_pull_ends_at_the_batch_deadline_and_the_old_containers_keep_s
     assert first.returncode == 0 and first.data["status"] == "succeeded", first.data
     old = {m: lab.container(m, "stall")["id"] for m in dev}
 
-    stuck = push(lab, "2.0.0")
+    # A version no other test builds: the images are reproducible, so a common
+    # version would already be on the hosts (another app's) and pull no blob.
+    stuck = push(lab, "2.0.0-stalled")
     stall_proxy.stall()
     after = time.time()
     started = time.monotonic()

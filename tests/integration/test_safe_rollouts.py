@@ -6,6 +6,8 @@ import time
 
 import pytest
 
+from .conftest import APPS
+
 pytestmark = pytest.mark.integration
 
 DEV = ["dev-1", "dev-2"]
@@ -48,7 +50,7 @@ def test_bad_image_rolls_back_and_later_batches_stay_untouched(lab, app, behavio
 def test_budget_of_one_with_continue_completes_on_the_others(lab):
     # dev-2's host port is taken, so the container cannot start there.
     with socket.socket() as squatter:
-        squatter.bind(("127.0.0.42", 18088))
+        squatter.bind((lab.hosts["dev-2"].address, APPS["budget"][0]))
         squatter.listen()
         start = time.time()
         digest = lab.push("budget", "dev", "1.0.0")

@@ -36,7 +36,6 @@ SOURCES = ("pyproject.toml", "README.md", "saltcd", "salt", "reactor", "orch", "
            "_pillar", "_output")
 MINION = "whl-1"
 CONTAINER = "scd-whl-app"
-BUILDER_ADDRESS = "127.0.0.40"  # the lab's builder engine publishes ports here
 
 
 @pytest.fixture(scope="module")
@@ -129,7 +128,7 @@ def test_push_rolls_out_from_a_pip_installed_master(lab_root, docker_hosts, venv
         **_daemon_paths(work_dir, MINION),
         "id": MINION, "master": "127.0.0.1", "master_port": ports["ret"],
         "acceptance_wait_time": 1, "random_reauth_delay": 0, "enable_fqdns_grains": False,
-        **layout.minion_overrides({"env": "dev", "address": BUILDER_ADDRESS}, builder.url),
+        **layout.minion_overrides({"env": "dev", "address": builder.address}, builder.url),
     })
 
     daemons = []
@@ -271,8 +270,9 @@ def _running_image(host):
         client.close()
 
 
-def _health(port):
-    return loopback.status(f"http://{BUILDER_ADDRESS}:{port}/health")
+def _health(host, port):
+    """The app's health URL on the lab's builder engine, where it publishes ports."""
+    return loopback.status(f"http://{host.address}:{port}/health")
 
 
 def _wait_until_serving(host, digest, port, work_dir, timeout=120):
@@ -281,7 +281,7 @@ def _wait_until_serving(host, digest, port, work_dir, timeout=120):
     image = None
     while time.monotonic() < deadline:
         image = _running_image(host)
-        if image and image.endswith(f"@{digest}") and _health(port) == 200:
+        if image and image.endswith(f"@{digest}") and _health(host, port) == 200:
             return
         time.sleep(1)
     raise AssertionError(f"{CONTAINER} runs {image!r}, not @{digest} answering 200, after {timeout}s:\n"

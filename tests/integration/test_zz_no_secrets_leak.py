@@ -1,92 +1,23 @@
-"""Runs last (the name sorts last): after the ingress tests, no configured secret
-and no push signature a test sent is in the master's job cache, the events the
-lab saw, or the master's and minions' log files.
-
-Two kinds of events are left out of the scan, because they necessarily carry a
-credential and are not saltcd's doing: the CI's own `saltcd/push` event (the
-payload a CI job fires carries its signature; Salt puts it on the bus as
-sent), with the minion's `fire_master` event and the jobs and returns of the
-`event.send` that fired it, and salt-api's raw `salt/netapi/hook/...` events
-(they carry the request's headers). What saltcd derives from them (the
-reaction's `salt/run/<jid>/new`,
-its job cache entry, `saltcd/rejected`, the logs) is scanned; in log files, only
-Salt's own DEBUG lines about sending a `saltcd/push` (the CI minion logging the
-event it fires) are left out, for the same reason. Signatures are
-useless once seen (nonce, push_window), but they must not be handed on.
-"""
+"""Runs last of its worker's files (the name sorts last): after the ingress tests,
+no configured secret and no push signature a test sent is in the master's job
+cache, the events the lab saw, or the master's and minions' log files (see
+leak_scan, which every lab also runs when it stops)."""
 
 import hashlib
 import json
 import time
-from pathlib import Path
 
 import pytest
-import salt.payload
 
+from . import leak_scan
 from .conftest import REGISTRY_USERS
-from .notify_receiver import Receivers
 
 pytestmark = pytest.mark.integration
 
-INGRESS_EVENTS = ("saltcd/push", "salt/netapi/hook/", "fire_master")
-# The jobs that fire an ingress event (a minion's `event.send` / `event.fire_master`,
-# the master's `runner.event.send`): their arguments and returns are the payload as sent.
-FIRING_FUNCTIONS = ("event.send", "event.fire_master")
-
-
-def _needles(lab, webhook_token, push_secret):
-    needles = {"webhook token": webhook_token, "push secret": push_secret,
-               "notification bearer secret": Receivers.SECRET}
-    needles.update({f"registry password of {user}": u["password"] for user, u in REGISTRY_USERS.items()})
-    for i, signature in enumerate(lab.signatures):
-        needles[f"push signature #{i}"] = signature
-        needles[f"push signature #{i} (hex)"] = signature.split("=", 1)[1]
-    return needles
-
-
-def _found(blob, needles):
-    return sorted(name for name, value in needles.items() if value.encode("utf-8") in blob)
-
-
-def _fires_an_ingress_event(path):
-    """True for the files of a job that a test published to make a minion fire a
-    `saltcd/push` (`event.send` / `event.fire_master`): like the ingress event
-    itself, its arguments are the payload as sent, signature included."""
-    jid_dir = next((p for p in path.parents if (p / ".load.p").is_file()), None)
-    if jid_dir is None:
-        return False
-    load = salt.payload.loads((jid_dir / ".load.p").read_bytes())
-    return str(load.get("fun")).endswith(FIRING_FUNCTIONS)
-
-
-def _log_text(path):
-    """A log file without Salt's own DEBUG lines about sending the ingress event
-    itself (a minion at log level debug logs the event it fires, as sent)."""
-    lines = path.read_bytes().splitlines()
-    return b"\n".join(line for line in lines
-                      if not (b"saltcd/push" in line and b"[DEBUG" in line and b"event" in line.lower()))
-
 
 def test_no_secret_or_signature_in_job_cache_events_or_logs(lab, webhook_token, push_secret):
-    needles = _needles(lab, webhook_token, push_secret)
-    leaks = []
-    logs = [Path(lab.master.config["log_file"])] + [Path(m.config["log_file"]) for m in lab.minions.values()]
-    for path in logs:
-        if path.exists():
-            leaks += [f"{path}: {name}" for name in _found(_log_text(path), needles)]
-    for path in Path(lab.master.config["cachedir"], "jobs").rglob("*"):
-        if path.is_file() and not _fires_an_ingress_event(path):
-            leaks += [f"{path}: {name}" for name in _found(path.read_bytes(), needles)]
-    events = list(lab.listener.store)
-    assert events, "the event listener saw no events"
-    for event in events:
-        # `fire_master`: the minion's own event that carries a fired payload to the master.
-        if event.tag in (INGRESS_EVENTS[0], INGRESS_EVENTS[2]) or event.tag.startswith(INGRESS_EVENTS[1]) \
-                or str(event.data.get("fun")).endswith(FIRING_FUNCTIONS):
-            continue
-        blob = json.dumps(event.full_data, default=repr).encode("utf-8")
-        leaks += [f"event {event.tag}: {name}" for name in _found(blob, needles)]
-    assert leaks == [], "\n".join(leaks)
+    found = leak_scan.leaks(lab, leak_scan.needles(lab, webhook_token, push_secret, REGISTRY_USERS))
+    assert found == [], "\n".join(found)
 
 
 def test_the_reaction_hands_on_only_digests_of_signatures(lab):
