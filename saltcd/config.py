@@ -312,8 +312,9 @@ KEYS = (
     Key(f"{APP}.stop_timeout", "seconds before docker kills the old container", 10, _number(0)),
     Key(f"{APP}.strategy", "`stop-first` (the old container stops, then the new one takes the "
         "published port) or `start-first` (the new one starts beside it on a private port, passes "
-        "the health gate, then the host's HAProxy switches to it and the old one drains and stops; "
-        "the app must have exactly one port)", "stop-first", _one_of(STRATEGIES), per_env=True),
+        "the health gate, then the host's HAProxy switches to it and the old one drains and is "
+        "stopped in the background; the app must have exactly one port)", "stop-first",
+        _one_of(STRATEGIES), per_env=True),
     Key(f"{APP}.drain", "start-first: seconds the old container may go on serving the requests "
         "in flight after the switch (it stops as soon as its last connection closes)", 10,
         _number(0), per_env=True),

@@ -22,12 +22,28 @@ its gate is removed; the old one never stopped serving.
 
 import logging
 import socket
+import subprocess
+import sys
 
 from salt.exceptions import CommandExecutionError, SaltInvocationError
 
 log = logging.getLogger(__name__)
 
 NEXT_SUFFIX = "-next"
+RETIRED_INFIX = "-retired-"
+# Run in a session of its own (it outlives the state run): stop a retired
+# container within its stop timeout, then remove it. argv: docker URL (empty:
+# the environment's), container, stop timeout.
+REAPER = """
+import sys
+import docker
+url, name, timeout = sys.argv[1], sys.argv[2], int(sys.argv[3])
+api = docker.APIClient(base_url=url, version="auto") if url else docker.from_env().api
+try:
+    api.stop(name, timeout=timeout)
+finally:
+    api.remove_container(name, force=True)
+"""
 
 
 def __virtual__():
@@ -106,6 +122,29 @@ def _remove(name, stop_timeout):
     __salt__["docker.rm"](name, force=True)
 
 
+def _retire(name, stop_timeout, notes):
+    """Rename the old container out of the app's way and stop and remove it in
+    the background (REAPER), so that its stop timeout holds up nothing."""
+    info = _inspect(name)
+    if info is None:
+        return
+    retired = f"{name}{RETIRED_INFIX}{info['Id'][:12]}"
+    __salt__["docker.rename"](name, retired)
+    url = __salt__["config.option"]("docker.url", "") or ""
+    subprocess.Popen([sys.executable, "-c", REAPER, str(url), retired, str(int(stop_timeout))],
+                     stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                     start_new_session=True, close_fds=True)
+    notes.append(f"the old container, now {retired}, stops and goes in the background")
+
+
+def _clear_retired(name, stop_timeout):
+    """Remove retired containers an earlier run's background stop left behind
+    (it failed, or the host restarted meanwhile)."""
+    for found in __salt__["docker.list_containers"](all=True):
+        if found.startswith(f"{name}{RETIRED_INFIX}"):
+            _remove(found, stop_timeout)
+
+
 def _finish(name, next_name, old_slot, drain, stop_timeout, notes):
     """The switch is done: let the old slot drain, retire it, and make `-next` the app."""
     if old_slot:
@@ -113,7 +152,7 @@ def _finish(name, next_name, old_slot, drain, stop_timeout, notes):
         if left:
             notes.append(f"{left} request(s) still in flight after {drain}s of drain")
         __salt__["saltcd_haproxy.retire"](name, old_slot)
-    _remove(name, stop_timeout)
+    _retire(name, stop_timeout, notes)
     __salt__["docker.rename"](next_name, name)
 
 
@@ -214,6 +253,7 @@ def _start_first(name, image, ports, environment, restart_policy, stop_timeout, 
 
     if pending:  # an earlier attempt that never got the traffic
         _remove(next_name, stop_timeout)
+    _clear_retired(name, stop_timeout)
     try:
         # An explicit host port, not an ephemeral one: Docker may give a
         # restarted container a new ephemeral port, and HAProxy would go on

@@ -88,10 +88,31 @@ def apply_by_hand(lab, minion, app, digest):
     return bool(states) and all(s["result"] for s in states.values()), states
 
 
+def retired(lab, minion, app):
+    """Names of the app's containers on that host other than `<app>` and `<app>-next`."""
+    client = lab.hosts[minion].client()
+    try:
+        return [c.name for c in client.containers.list(all=True)
+                if c.name.startswith(f"{app}-") and c.name != f"{app}-next"]
+    finally:
+        client.close()
+
+
+def wait_until(check, timeout):
+    """True once `check()` is true, False if it is not within `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while not check():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.5)
+    return True
+
+
 def test_start_first_state_by_hand_keeps_serving_and_cleans_up(lab):
     app, minion = "swap", "dev-1"
     lab.minions[minion].salt_call_cli(timeout=120).run("saltutil.sync_all")
-    first = lab.push(app, "swap", "1.0.0")
+    # PID 1 ignores SIGTERM: stopping it takes the whole stop_timeout (5 s).
+    first = lab.push(app, "swap", "1.0.0", behaviour="ignores-sigterm")
     ok, states = apply_by_hand(lab, minion, app, first)
     assert ok, states
     address = next(m["address"] for m in lab.fleet if m["id"] == minion)
@@ -102,6 +123,9 @@ def test_start_first_state_by_hand_keeps_serving_and_cleans_up(lab):
         release = next(s for key, s in states.items() if "saltcd_release" in key)
         assert release["changes"]["new"]["digest"] == second, release
         assert release["changes"]["old"]["digest"] == first, release
+        # The state returned while the old container was still stopping, out of the app's name.
+        assert any("-retired-" in n for n in retired(lab, minion, app)), release
+        assert wait_until(lambda: not retired(lab, minion, app), 30), retired(lab, minion, app)
         ok, states = apply_by_hand(lab, minion, app, second)  # the same digest again: nothing to do
         assert ok and not next(s for k, s in states.items() if "saltcd_release" in k)["changes"], states
         crash = lab.push(app, "swap", "2.0.1", behaviour="crash")
