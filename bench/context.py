@@ -37,7 +37,7 @@ class Context:
         self.apps = state["bench_apps"]
         self.bus = BusRecorder(state["master_config_file"])
         self.images = {}  # version name -> digest, the same in every bench repo
-        self.big_images = {}  # MB -> {"a": digest, "b": digest}: realistic images with a unique layer
+        self.big_images = {}  # MB -> {version: digest}: realistic images with a unique layer each
 
     def close(self):
         self.bus.close()
@@ -61,26 +61,25 @@ class Context:
         return f"{self.state['registry']}/{app['repository'].split('/', 1)[1]}"
 
     def other(self, digest, images=None):
-        """The other of the two bench images (of `images`, default the tiny ones)."""
-        a, b = (images or self.images)["a"], (images or self.images)["b"]
+        """The other of two bench images (`images`: {version: digest} of two; default the tiny ones)."""
+        a, b = (images or self.images).values()
         return b if digest == a else a
 
-    def prepare_big_images(self, sizes, apps):
-        """Versions a and b with a unique `size` MB layer each, whose PID 1 ignores
-        SIGTERM, in the repositories of `apps` (pushed straight to the registry)."""
+    def prepare_big_images(self, sizes, versions_of):
+        """Images with a unique `size` MB layer each, whose PID 1 ignores SIGTERM,
+        pushed to the registry as bench/base<size>:<version>, and copied into the
+        repository of each app of `versions_of` ({app: versions it uses})."""
         for size in sizes:
-            if size in self.big_images:
-                continue
+            images = self.big_images.setdefault(size, {})
             base = f"{self.state['registry']}/bench/base{size}"
-            self.big_images[size] = {
-                version: app_image.build_and_push(self.state["build_docker_host"], base, version,
-                                                  f"bench-{version}-{size}mb", behaviour="ignores-sigterm",
-                                                  filler_mb=size)
-                for version in ("a", "b")}
-            for app in apps:
+            for version in sorted({v for versions in versions_of.values() for v in versions} - set(images)):
+                images[version] = app_image.build_and_push(
+                    self.state["build_docker_host"], base, version, f"bench-{version}-{size}mb",
+                    behaviour="ignores-sigterm", filler_mb=size)
+            for app, versions in versions_of.items():
                 target = self._in_registry(self.apps[app])
-                for version, digest in self.big_images[size].items():
-                    registry_http.copy_image(base, target, digest, f"{version}{size}")
+                for version in versions:
+                    registry_http.copy_image(base, target, images[version], f"{version}{size}")
 
     def settle(self, app):
         """The settle saltcd uses for app (per batch; the watch after the last batch is the same)."""
@@ -249,7 +248,11 @@ def prepull_span(app, pushed, events, finished):
             "last_returned": round(max(e.at for e in rets) - pushed, 3) if rets else None}
 
 
-STATE_PARTS = (("pull", "docker_image_|-"), ("replace", "docker_container_|-"), ("health_gate", "saltcd_health_|-"))
+# (part, state id prefix). Start-first's one state (saltcd_release) starts the new
+# container beside the old one, gates it privately (settle included), switches
+# HAProxy and retires the old one; its health_gate is the check through HAProxy.
+STATE_PARTS = (("pull", "docker_image_|-"), ("replace", "docker_container_|-"),
+               ("start_first_release", "saltcd_release_|-"), ("health_gate", "saltcd_health_|-"))
 
 
 def where_the_time_goes(app, pushed, events, finished):
@@ -257,15 +260,16 @@ def where_the_time_goes(app, pushed, events, finished):
 
     Per batch (one state.apply job) the minion that returned last sets the pace:
     Salt's job start and SLS render (publish -> its first state), the pull, the
-    replace and the health gate (Salt's own state durations), then the rest of
+    replace (stop-first) or the start-first release, and the health gate
+    (Salt's own state durations), then the rest of
     that job (gaps between states, the return to the master). What is left is
     saltcd's: push -> first publish, the gaps between batches, and the last
     return -> `finished`. A job whose return has no states (a render error)
     counts whole as `unaccounted`.
     """
     parts = {"saltcd_before_first_batch": 0.0, "salt_job_start_and_render": 0.0, "pull": 0.0,
-             "replace": 0.0, "health_gate": 0.0, "salt_return_and_gaps": 0.0, "saltcd_between_batches": 0.0,
-             "saltcd_finish": 0.0, "unaccounted": 0.0}
+             "replace": 0.0, "start_first_release": 0.0, "health_gate": 0.0, "salt_return_and_gaps": 0.0,
+             "saltcd_between_batches": 0.0, "saltcd_finish": 0.0, "unaccounted": 0.0}
     jobs = [e for e in events if _is_deploy_job(e, app) and e.at <= finished.at]
     previous_end = None
     for job in jobs:

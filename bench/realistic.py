@@ -6,11 +6,14 @@ ignores SIGTERM (each old container takes its whole stop_timeout), pulled
 through bench/throttle.py (25 MB/s a connection, 25 MB/s = 200 Mbit/s a
 host). Before each timed rollout the image it rolls to is removed from every
 target engine, so every rollout pulls every byte of it. Four ways, in turn:
-saltcd from the push, the sequential bare-Docker ideal, the parallel-pull
-ideal (pull everywhere at once, then replace batch by batch), and the naive
-Salt orchestrate. saltcd waits the app's settle after each batch's health and
-the watch (= the settle) after the last; both ideals wait the same, the
-naive orchestrate does not (it has no such step).
+saltcd from the push, start-first (on the app's twin, layout.realistic_twin:
+same minions and batch, its own port and its own two images, so that no
+image one path runs is ever removed for the other), the sequential
+bare-Docker ideal, the parallel-pull ideal (pull everywhere at once, then
+replace batch by batch), and the naive Salt orchestrate, stop-first. saltcd
+waits the app's settle after each batch's health and the watch (= the settle)
+after the last; both ideals wait the same, the naive orchestrate does not (it
+has no such step).
 """
 
 import statistics
@@ -28,6 +31,9 @@ from bench.throttle import ThrottleProcess
 from sandbox import layout
 
 WAYS = ("saltcd", "ideal", "ideal_parallel_pull", "naive")
+# The images of the stop-first apps and of their start-first twins (saltcd's way).
+VERSIONS = ("a", "b")
+TWIN_VERSIONS = ("c", "d")
 PER_CONNECTION_MB = 25
 PER_HOST_MB = 25  # 200 Mbit/s
 # (app, image MB, runs). Every case costs four rollouts a run that each pull
@@ -55,15 +61,14 @@ def _forget(ctx, app, digest):
 
 
 def _clear(ctx, app, images):
-    """Remove app's containers and both its big images from its targets (after its runs)."""
+    """Remove app's containers (a start-first app's retired ones included) and both
+    its big images from its targets (after its runs)."""
     name = ctx.apps[app]["container"]
     for minion in ctx.targets(app):
         with closing(docker.DockerClient(base_url=minion["docker_host"], timeout=120)) as client:
-            for container in [name, f"{name}-next"]:
-                try:
-                    client.containers.get(container).remove(force=True)
-                except docker.errors.NotFound:
-                    pass
+            for container in client.containers.list(all=True):
+                if container.name == name or container.name.startswith(f"{name}-"):
+                    container.remove(force=True)
     for digest in images.values():
         _forget(ctx, app, digest)
 
@@ -79,13 +84,17 @@ def realistic(ctx, plan=PLAN, log_dir=None, ways=WAYS):
     plan = [case for case in plan if case[0] in ctx.apps]
     if not plan:
         raise BenchError("the sandbox has no realistic bench apps (it predates them: restart it)")
-    ctx.prepare_big_images(sorted({size for _, size, _ in plan}), sorted({app for app, _, _ in plan}))
+    versions_of = {}
+    for app, _, _ in plan:
+        versions_of.update({app: VERSIONS, layout.realistic_twin(app): TWIN_VERSIONS})
+    ctx.prepare_big_images(sorted({size for _, size, _ in plan}), versions_of)
     proxy = ThrottleProcess(layout.THROTTLED_REGISTRY, ctx.state["registry"], PER_CONNECTION_MB, PER_HOST_MB,
                             hosts=ctx.dockerd_pids(),
                             log_file=str(Path(log_dir) / "throttle.log") if log_dir else None).start()
     out = {"link": {"per_connection_mb_s": PER_CONNECTION_MB, "per_host_mb_s": PER_HOST_MB,
                     "proxy": layout.THROTTLED_REGISTRY},
-           "strategy": layout.REALISTIC_STRATEGY, "stop_timeout": layout.REALISTIC_STOP_TIMEOUT,
+           "strategy": {"saltcd": "start-first", "ideals_and_naive": "stop-first"},
+           "stop_timeout": layout.REALISTIC_STOP_TIMEOUT,
            "settle": layout.REALISTIC_SETTLE, "cases": {}}
     meter = {"proxy_cpu": 0.0, "busy": 0.0}
     try:
@@ -99,24 +108,31 @@ def realistic(ctx, plan=PLAN, log_dir=None, ways=WAYS):
 
 
 def _case(ctx, app, size, runs, ways, proxy, meter):
-    """One app at one image size: `runs` rounds of every way, in rotating order."""
-    images = ctx.big_images[size]
-    digest = images["a"]
-    converge(ctx, app, digest)
+    """One app at one image size: `runs` rounds of every way, in rotating order
+    (saltcd's way on the app's start-first twin, with images of its own)."""
+    twin = layout.realistic_twin(app)
+    images = {app: {v: ctx.big_images[size][v] for v in VERSIONS},
+              twin: {v: ctx.big_images[size][v] for v in TWIN_VERSIONS}}
+    running = {}
+    for name in images:
+        running[name] = images[name][VERSIONS[0] if name == app else TWIN_VERSIONS[0]]
+        converge(ctx, name, running[name])
     walls = {way: [] for way in ways}
     samples = []
     for run in range(runs):
         for way in ways[run % len(ways):] + ways[:run % len(ways)]:
-            digest = ctx.other(digest, images)
-            _forget(ctx, app, digest)
+            name = twin if way == "saltcd" else app
+            digest = running[name] = ctx.other(running[name], images[name])
+            _forget(ctx, name, digest)
             before, began = proxy.cpu_seconds(), time.monotonic()
-            walls[way].append(_one(ctx, app, digest, way, samples))
+            walls[way].append(_one(ctx, name, digest, way, samples))
             meter["proxy_cpu"] += proxy.cpu_seconds() - before
             meter["busy"] += time.monotonic() - began
-            ctx.verify(app, digest)
-    _clear(ctx, app, images)
+            ctx.verify(name, digest)
+    for name in images:
+        _clear(ctx, name, images[name])
     stats = {way: summary(values) for way, values in walls.items()}
-    return {"app": app, "size_mb": size, "runs": runs, "minions": len(ctx.targets(app)),
+    return {"app": app, "saltcd_app": twin, "size_mb": size, "runs": runs, "minions": len(ctx.targets(app)),
             "batch": ctx.apps[app]["batch"], "batches": samples[-1]["batches"] if samples else None,
             **stats, "saltcd_where": where(samples),
             "saltcd_prepull_last_returned": summary([s["prepull"]["last_returned"] for s in samples]),
@@ -262,7 +278,8 @@ def report_rows(results):
                 rows.append([f"  saltcd {label}, where the time goes: {part.replace('_', ' ')}", cell(stat), ""])
         rows.append(["realistic: the proxy's CPU while images moved", f"{real['proxy_cpu_share']} of a core",
                      f"{real['link']['per_connection_mb_s']} MB/s a connection, "
-                     f"{real['link']['per_host_mb_s']} MB/s a host; {real['strategy']}, "
+                     f"{real['link']['per_host_mb_s']} MB/s a host; saltcd {real['strategy']['saltcd']}, the others "
+                     f"{real['strategy']['ideals_and_naive']}, "
                      f"stop_timeout {real['stop_timeout']} s (PID 1 ignores SIGTERM), settle {real['settle']} s"])
     cost = results.get("salt_cost")
     if cost:

@@ -103,7 +103,8 @@ def _realistic_results(saltcd, ideal, parallel):
             "saltcd_over_ideal": stats.ratio(_stat(saltcd), _stat(ideal)),
             "saltcd_over_parallel_pull": stats.ratio(_stat(saltcd), _stat(parallel)),
             "saltcd_over_naive": stats.ratio(_stat(saltcd), _stat(30.0))}
-    return {"realistic": {"cases": {"r3b1_50mb": case}, "proxy_cpu_share": 0.1, "strategy": "stop-first",
+    return {"realistic": {"cases": {"r3b1_50mb": case}, "proxy_cpu_share": 0.1,
+                          "strategy": {"saltcd": "start-first", "ideals_and_naive": "stop-first"},
                           "stop_timeout": 2, "settle": 1,
                           "link": {"per_connection_mb_s": 25, "per_host_mb_s": 25}}}
 
