@@ -4,7 +4,8 @@ saltcd_notify: the master engine that sends rollout notifications.
 It listens for ``saltcd/deploy/<app>/<env>/started|finished`` and posts to the
 endpoints of ``saltcd:notify`` (Slack incoming webhooks, generic JSON
 webhooks) from its own thread and bounded queue: a slow or dead endpoint
-never holds up a rollout. Salt finds this engine through saltcd's
+never holds up a rollout. What it sends comes from saltcd's rollout record,
+not from the event (which any minion could fire): see ``notify.Records``. Salt finds this engine through saltcd's
 ``salt.loader`` entry point; ``python -m saltcd.master_config`` adds it:
 
 .. code-block:: yaml
@@ -16,9 +17,10 @@ never holds up a rollout. Salt finds this engine through saltcd's
 import logging
 import time
 
+import salt.cache
 import salt.utils.event
 
-from saltcd import binding, notify
+from saltcd import binding, notify, store
 
 log = logging.getLogger(__name__)
 
@@ -49,9 +51,11 @@ def start(backoff=1.0):
         while True:
             time.sleep(3600)
     notifier = notify.Notifier(targets, backoff=float(backoff))
+    records = notify.Records(store.Store(salt.cache.factory(__opts__)).rollout)
     with salt.utils.event.get_master_event(__opts__, __opts__["sock_dir"], listen=True) as bus:
         log.info("saltcd: notify engine sending to %d endpoint(s)", len(targets))
         while True:
             event = bus.get_event(wait=5, tag=PREFIX, full=True, auto_reconnect=True)
-            if event and isinstance(event.get("data"), dict) and event["tag"].count("/") == 4:
-                notifier.submit(event["tag"], event["data"])
+            data = records.data(event["tag"], event.get("data")) if event else None
+            if data is not None:
+                notifier.submit(event["tag"], data)

@@ -6,6 +6,11 @@ down or failing never holds up or fails a rollout: each message gets a few
 tries with backoff, then is dropped with a log line. The secret (`secret`, an
 sdb:// URI allowed) is sent as `Authorization: Bearer <secret>`; it is never
 logged, nor put in an event or a message.
+
+Any minion can put an event with a `saltcd/deploy/...` tag on the master's bus
+(`event.fire_master`), so an event is only the cue: a notification is sent
+only for a rollout saltcd itself recorded (`Records`), with the record's
+app, env, digest, outcome and reason, and at most once per rollout and kind.
 """
 
 import json
@@ -24,6 +29,8 @@ log = logging.getLogger(__name__)
 EVENTS = ("started", "failed", "rolled_back", "finished")
 FORMATS = ("slack", "json")
 QUEUE_SIZE = 200
+# How many (rollout, kind) pairs `Records` remembers to send each only once.
+REMEMBERED = 2000
 
 
 class NotifyConfigError(ValueError):
@@ -97,6 +104,45 @@ def kind_of(tag, data):
             return "finished"
         return "rolled_back" if status == "rolled_back" else "failed"
     return None
+
+
+class Records:
+    """Turns a `saltcd/deploy/<app>/<env>/started|finished` event into the data
+    of its notification, taken from saltcd's own rollout record, or None.
+
+    `find(app, env, rollout_id)` is the store's lookup (store.Store.rollout).
+    None, with a warning, when no such rollout was recorded for that app and
+    env (a forged or stray event), when a `finished` event names a rollout
+    still running, or when that rollout's notification of that kind was
+    already sent (a replayed event)."""
+
+    def __init__(self, find):
+        self.find = find
+        self.sent = {}  # (rollout id, step) -> None, oldest first
+
+    def data(self, tag, event):
+        parts = tag.split("/")
+        if len(parts) != 5 or parts[4] not in ("started", "finished") or not isinstance(event, dict):
+            return None
+        app, env, step = parts[2], parts[3], parts[4]
+        record = self.find(app, env, event.get("rollout"))
+        if not record:
+            log.warning("saltcd: %s names no rollout saltcd recorded: no notification", tag)
+            return None
+        if step == "finished" and record.get("status") in (None, "running", "planned"):
+            log.warning("saltcd: %s for rollout %s, which has not finished: no notification", tag, record["id"])
+            return None
+        if (record["id"], step) in self.sent:
+            log.info("saltcd: %s for rollout %s was already notified", tag, record["id"])
+            return None
+        self.sent[(record["id"], step)] = None
+        while len(self.sent) > REMEMBERED:
+            del self.sent[next(iter(self.sent))]
+        data = {"app": app, "env": env, "digest": record.get("to_digest"), "rollout": record["id"],
+                "minions": record.get("minions") or []}
+        if step == "finished":
+            data.update(status=record["status"], reason=record.get("reason"))
+        return data
 
 
 def message(kind, tag, data):

@@ -2,6 +2,7 @@
 loopback (two of the endpoints down), deploy.watch from another shell, and the
 HTML report of a rolled-back rollout."""
 
+import json
 import os
 import subprocess
 import sys
@@ -38,6 +39,16 @@ def test_notifications_watch_and_report(lab, notify_receivers):
     tries = failing.wait_for(APP, lambda b: b["event"] == "finished" and b["digest"] == good, timeout=30)
     assert 1 <= len(tries) <= 3
 
+    # A minion can put any tag on the master's bus: a made-up rollout and a replay
+    # of the real one's `finished` send nothing (the engine reads saltcd's records).
+    forged = "sha256:" + "f" * 64
+    for rollout_id in ("20260101T000000.000000Z-abcdef", event.data["rollout"]):
+        ret = lab.minions["dev-2"].salt_call_cli().run(
+            "event.fire_master", json.dumps({"rollout": rollout_id, "app": APP, "env": "dev",
+                                             "status": "succeeded", "digest": forged}),
+            f"saltcd/deploy/{APP}/dev/finished")
+        assert ret.returncode == 0, ret
+
     # A person follows the next rollout from another shell; it is rolled back.
     conf = lab.master.config_dir
     watcher = subprocess.Popen([SALT_RUN, "-c", str(conf), "deploy.watch", f"app={APP}", "env=dev",
@@ -58,6 +69,9 @@ def test_notifications_watch_and_report(lab, notify_receivers):
 
     body = json_hook.wait_for(APP, lambda b: b["event"] == "rolled_back" and b["digest"] == bad)[0]["body"]
     assert body["outcome"] == "rolled_back" and body["reason"].startswith("batch 1 failed on dev-1")
+    # Sent in bus order: the forged events came before, and left no trace.
+    assert not json_hook.messages(APP, lambda b: b["digest"] == forged)
+    assert len(json_hook.messages(APP, lambda b: b["event"] == "finished" and b["digest"] == good)) == 1
     text = slack_hook.wait_for(APP, lambda b: bad[:19] in b["text"])[0]["body"]["text"]
     assert text.startswith(f":rewind: saltcd {APP}/dev rolled_back: {bad[:19]}")
 

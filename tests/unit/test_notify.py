@@ -80,3 +80,26 @@ def test_config_refuses_bad_entries_naming_the_key(raw_config):
         config.load(raw_config)
     raw_config["notify"] = [{"url": "http://127.0.0.1:1/", "format": "slack", "secret": "sdb://vault/x"}]
     assert config.load(raw_config).deployments()
+
+
+def test_records_send_only_what_saltcd_recorded_once_per_rollout_and_kind(caplog):
+    rid = "20261127T010203.000004Z-a1b2c3"
+    recorded = {("web", "dev", rid): {"id": rid, "to_digest": "sha256:" + "a" * 64, "status": "rolled_back",
+                                      "reason": "batch 1 failed on dev-1", "minions": ["dev-1", "dev-2"]}}
+    records = notify.Records(lambda app, env, rollout_id: recorded.get((app, env, rollout_id)))
+    forged = {"rollout": rid, "status": "succeeded", "digest": "sha256:" + "f" * 64}
+
+    # The record wins over what the event says; a second `finished` is a replay.
+    data = records.data("saltcd/deploy/web/dev/finished", forged)
+    assert data == {"app": "web", "env": "dev", "digest": "sha256:" + "a" * 64, "rollout": rid,
+                    "minions": ["dev-1", "dev-2"], "status": "rolled_back", "reason": "batch 1 failed on dev-1"}
+    assert notify.kind_of("saltcd/deploy/web/dev/finished", data) == "rolled_back"
+    assert records.data("saltcd/deploy/web/dev/finished", forged) is None
+    assert records.data("saltcd/deploy/web/dev/started", forged)["digest"] == "sha256:" + "a" * 64
+    # No such rollout (in that app/env), a still running one, or another step: nothing.
+    assert records.data("saltcd/deploy/web/qa/finished", forged) is None
+    assert records.data("saltcd/deploy/web/dev/finished", {"rollout": "made-up"}) is None
+    recorded[("web", "dev", rid)]["status"] = "running"
+    assert notify.Records(lambda *key: recorded.get(key)).data("saltcd/deploy/web/dev/finished", forged) is None
+    assert records.data("saltcd/deploy/web/dev/batch", forged) is None
+    assert "names no rollout saltcd recorded" in caplog.text
