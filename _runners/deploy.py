@@ -422,12 +422,17 @@ def watch(app, env, timeout=1800):
                     step = event["tag"].rsplit("/", 1)[-1]
                     if step in ("superseded", "waiting"):
                         continue  # not a rollout running
+                    # Any minion can fire a saltcd/deploy event: follow only a rollout
+                    # saltcd recorded, and end only when its record says it ended.
+                    record = ctl.records.rollout(app, env, data["rollout"])
+                    if record is None or (step == "finished" and record.get("status") == "running"):
+                        continue
                     mine = data["rollout"]
                     line = views.watch_line(event["tag"], data)
                     if line:
                         ctl.reporter.progress(line)
                     if step in ("finished", "interrupted"):
-                        return _watched(ctl, app, env, mine)
+                        return _watched(ctl, app, env, mine, record)
                 elif mine and time.time() - checked > 5:
                     # A lost event must not keep us here: the record says when it ended.
                     checked = time.time()
