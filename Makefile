@@ -24,12 +24,13 @@ sandbox: bootstrap
 sandbox-down:
 	@if [ -x $(PY) ]; then $(PY) -m sandbox down; fi
 
-# Two workers (pytest-xdist), whole files each: every integration worker starts
+# Two workers (pytest-xdist), whole files each, handed out in the order
+# tests/conftest.py sorts them (longest first): every integration worker starts
 # a lab of its own (tests/integration/conftest.py, lab_slot); TEST_WORKERS=0 runs
 # everything in one process.
 TEST_WORKERS ?= 2
 test: bootstrap
-	$(PY) -m pytest $(if $(filter-out 0,$(TEST_WORKERS)),-n $(TEST_WORKERS) --dist loadfile) tests
+	$(PY) -m pytest $(if $(filter-out 0,$(TEST_WORKERS)),-n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder) tests
 
 test-unit: bootstrap
 	$(PY) -m pytest tests/unit tests/functional

@@ -35,6 +35,29 @@ def event_listener():
         yield listener
 
 
+# The integration files that take longest (minutes each), longest first. `make
+# test` hands whole files to two workers in collection order
+# (--no-loadscope-reorder), so these start first and the quick unit,
+# functional and bench files fill in at the end, and the two workers end
+# close together instead of one running a long file alone.
+LONGEST_FIRST = ("test_safe_rollouts.py", "test_start_first.py", "test_trustworthy_ingress.py",
+                 "test_bounded_and_timed.py", "test_wheel_install.py", "test_prepull.py",
+                 "test_lost_notification.py", "test_push_to_running.py", "test_registry_auth.py")
+
+
+def _file_order(item):
+    path = item.path
+    if path.parent.name != "integration":
+        return 2, 0
+    return (0, LONGEST_FIRST.index(path.name)) if path.name in LONGEST_FIRST else (1, 0)
+
+
+def pytest_collection_modifyitems(items):
+    """Long integration files first, then the other integration files, then the
+    rest; a stable sort, so each file keeps its own order."""
+    items.sort(key=_file_order)
+
+
 def pytest_unconfigure(config):
     """Salt flushes its buffered log handlers at exit, after pytest closed the
     captured streams; don't print a traceback per record for that."""

@@ -59,7 +59,9 @@ APPS = {
     "door": (18064, {}),  # test_webhook_engine.py: pushes through the saltcd_webhook engine
     "flood": (18060, {}),
     "review": (18061, {}),  # prod stays manual (the default)
-    "cool": (18062, {"environments": {"dev": {"cooldown": 8}}}),
+    # cooldown: long enough that deploy.status, read after the `waiting` event on a
+    # busy machine (two labs on two cores), still finds the push waiting.
+    "cool": (18062, {"environments": {"dev": {"cooldown": 20}}}),
     "closed": (18063, {"environments": {"dev": {"windows": [
         f"* {(time.gmtime().tm_hour + 3) % 24:02d}:00-{(time.gmtime().tm_hour + 3) % 24:02d}:01 UTC"]}}}),
     # test_prepull.py: pulls ahead of the batches; a pull that fails (manual, so the

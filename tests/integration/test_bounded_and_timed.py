@@ -11,6 +11,7 @@ import pytest
 
 from saltcd import master_config
 
+from .conftest import APPS
 from .test_lost_notification import set_reactor_leader
 
 pytestmark = pytest.mark.integration
@@ -143,11 +144,11 @@ def test_a_push_waits_out_its_cooldown_and_then_runs(lab):
     pending = lab.run.run("deploy.status", "app=cool", "env=dev").data["cool"]["dev"]["pending"]
     assert len(pending) == 1 and pending[0]["waiting_for"] == "cooldown" and pending[0]["runs_at"]
     assert lab.events("saltcd/deploy/cool/dev/started", start) == []
-    # deploy.resume (every 15 s here) starts it once the 8 s have passed.
+    # deploy.resume (every 15 s here) starts it once the cooldown has passed.
     finished = lab.wait_for("saltcd/deploy/cool/dev/finished", start, timeout=120).data
     assert finished["status"] == "succeeded", finished
     record = next(r for r in lab.history("cool", "dev") if r["id"] == finished["rollout"])
-    assert record["started"] - record["received"] >= 8
+    assert record["started"] - record["received"] >= APPS["cool"][1]["environments"]["dev"]["cooldown"]
     assert set(lab.running_digests("cool")[m] for m in lab.env_minions("dev")) == {digest}
 
 
