@@ -34,11 +34,6 @@ import time
 log = logging.getLogger(__name__)
 
 NO_ANSWER = "no answer within the timeout"
-# The pulls start once the first batch's job is out (`release`): published
-# before it, they would queue in front of it at the master and on every
-# minion, and push -> first state run would grow with the environment. At most
-# this many seconds, should nobody say so.
-FIRST_BATCH_WAIT = 5
 ENDED_FIRST = "the rollout ended before the pull did"
 
 
@@ -57,7 +52,6 @@ class Prepull:
         self.held = set()  # minions whose deploy data we serve for their pull
         self.lock = threading.Lock()
         self.stopped = threading.Event()
-        self.released = threading.Event()
         self.puller = None
         self.thread = None
 
@@ -66,10 +60,6 @@ class Prepull:
         self.thread = threading.Thread(target=self._loop, name="saltcd-prepull", daemon=True)
         self.thread.start()
         return self
-
-    def release(self):
-        """The first batch's job is published: the pulls may start."""
-        self.released.set()
 
     def claim(self, minions):
         """Their batch starts now: the batch owns their deploy data from here on,
@@ -83,7 +73,6 @@ class Prepull:
         """Publish no more pulls, take back the data of pulls still running, and
         return the report for the record."""
         self.stopped.set()
-        self.released.set()
         if self.thread is not None and self.thread is not threading.current_thread():
             self.thread.join(timeout=5)
         self._release()
@@ -97,7 +86,6 @@ class Prepull:
     def _loop(self):
         try:
             self.puller = self.puller_factory()
-            self.released.wait(FIRST_BATCH_WAIT)
             while not self._over():
                 self._top_up()
                 with self.lock:

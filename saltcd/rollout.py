@@ -9,9 +9,8 @@ A fleet provides:
 - `targets(target, tgt_type) -> [minion ids]` — who should run the app;
 - `inspect(minions, container) -> {minion: info or None}` — what runs now
   (info: {"exists", "running", "digest", "id", "started_at"}; None: no answer);
-- `apply(minions, pillar, timeout, test, limit, published) -> {minion: outcome or None}` —
-  the deploy SLS, given up on after `limit` wall-clock seconds, calling
-  `published()` once its job is out (outcome:
+- `apply(minions, pillar, timeout, test, limit) -> {minion: outcome or None}` —
+  the deploy SLS, given up on after `limit` wall-clock seconds (outcome:
   {"ok", "changed", "comment", "timed_out"}; None: no answer);
 - `status(minions, container, health) -> {minion: info with "health" or None}`
   — what runs now and one probe of its health URL (the watch).
@@ -184,8 +183,7 @@ class Rollout:
         if self.prepull is not None:
             self.prepull.claim(batch)  # the batch owns these minions' deploy data now
         results = self.fleet.apply(batch, dep.pillar(digest), dep.state_timeout, False,
-                                   limit=dep.batch_deadline,
-                                   published=self.prepull.release if self.prepull is not None else None)
+                                   limit=dep.batch_deadline)
         minions = {}
         for minion in batch:
             result = results.get(minion)

@@ -54,10 +54,8 @@ class FakeFleet:
                 {"exists": self.running[m] is not None, "running": self.running[m] is not None,
                  "digest": self.running[m]} for m in minions}
 
-    def apply(self, minions, pillar, timeout, test=False, limit=None, published=None):
+    def apply(self, minions, pillar, timeout, test=False, limit=None):
         digest = pillar["saltcd"]["digest"]
-        if published is not None:
-            published()
         self.applied.append((list(minions), digest))
         self.limits.append(limit)
         out = {}

@@ -27,7 +27,6 @@ class FakePuller:
             self.entries.publish([minion], self.data)
             jid = f"j{len(self.fleet.published)}"
             self.fleet.published.append(minion)
-            self.fleet.order.append(("pull", minion))
             self.jobs[jid] = (minion, time.monotonic() + self.fleet.pull_seconds)
             self.fleet.most_at_once = max(self.fleet.most_at_once, len(self.jobs))
         return jid
@@ -65,7 +64,6 @@ class PullingFleet(FakeFleet):
         self.unpullable = set(unpullable)
         self.images = {}  # minion -> digests on its engine
         self.published = []
-        self.order = []  # ("batch", minions) / ("pull", minion) as each job goes out
         self.most_at_once = 0
         self.closed = 0
         self.had_image = {}  # minion -> image present when its batch started
@@ -74,12 +72,8 @@ class PullingFleet(FakeFleet):
     def puller(self, pillar):
         return FakePuller(self, pillar)
 
-    def apply(self, minions, pillar, timeout, test=False, limit=None, published=None):
+    def apply(self, minions, pillar, timeout, test=False, limit=None):
         digest = pillar["saltcd"]["digest"]
-        with self.lock:
-            self.order.append(("batch", list(minions)))
-        if published is not None:
-            published()  # as SaltFleet: the batch's job is out
         time.sleep(self.apply_seconds)
         for minion in minions:
             self.had_image.setdefault(minion, digest in self.images.get(minion, set()))
@@ -119,7 +113,6 @@ def test_later_batches_find_their_image_pulled_with_bounded_concurrency(settings
     result = run.run()
     assert result["status"] == "succeeded"
     assert fleet.published == ["dev-2", "dev-3", "dev-4", "dev-5", "dev-6"]  # batch order; batch 1 pulls itself
-    assert fleet.order[0] == ("batch", ["dev-1"])  # no pull is published before the first batch
     assert fleet.most_at_once == 2
     assert fleet.had_image == {"dev-1": False, **{f"dev-{n}": True for n in range(2, 7)}}
     assert sorted(pulled_events(reporter)) == [(f"dev-{n}", True) for n in range(2, 7)]
@@ -213,9 +206,7 @@ def test_a_pull_that_never_returns_times_out(settings):
     record = {"id": "r1", "status": "running"}
     reporter = []
     pulls = prepull.Prepull(lambda: fleet.puller(settings.deployment("web", "dev").pillar(NEW)),
-                            ["dev-2"], 5, 0.2, record, notify=lambda m, r: reporter.append((m, r)))
-    pulls.release()  # as the first batch's publish does
-    pulls.start()
+                            ["dev-2"], 5, 0.2, record, notify=lambda m, r: reporter.append((m, r))).start()
     pulls.thread.join(timeout=5)
     assert reporter and reporter[0][0] == "dev-2" and reporter[0][1]["ok"] is False
     assert reporter[0][1]["comment"] == prepull.NO_ANSWER
