@@ -143,6 +143,9 @@ def _print_deploy_event(name: str, suffix: str, data: dict) -> None:
             verdict = "healthy" if result.get("ok") else f"FAILED ({result.get('comment')})"
             say(f"  {name} {suffix} {data.get('number')}: {minion} "
                 f"{short(result.get('from'))} -> {short(result.get('to'))} {verdict}")
+    elif suffix == "pulled":
+        outcome = f"{data.get('seconds')} s" if data.get("ok") else f"FAILED ({data.get('comment')})"
+        say(f"  {name} pulled ahead on {data.get('minion')}: {outcome}")
     elif suffix == "awaiting_approval":
         say(f"  {name} awaiting approval: {short(data.get('digest'))} (`salt-run deploy.approve` deploys it)")
     elif suffix == "finished":
