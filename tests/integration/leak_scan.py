@@ -28,6 +28,8 @@ INGRESS_EVENTS = ("saltcd/push", "salt/netapi/hook/", "fire_master")
 # The jobs that fire an ingress event (a minion's `event.send` / `event.fire_master`,
 # the master's `runner.event.send`): their arguments and returns are the payload as sent.
 FIRING_FUNCTIONS = ("event.send", "event.fire_master")
+# Salt's atomic writes go through a temporary file of this name in the same folder.
+ATOMIC_WRITE_PREFIX = ".___atomic_write"
 
 
 def needles(lab, webhook_token, push_secret, registry_users):
@@ -72,8 +74,16 @@ def leaks(lab, secrets):
         if path.exists():
             found += [f"{path}: {name}" for name in _found(_log_text(path), secrets)]
     for path in Path(lab.master.config["cachedir"], "jobs").rglob("*"):
-        if path.is_file() and not _fires_an_ingress_event(path):
-            found += [f"{path}: {name}" for name in _found(path.read_bytes(), secrets)]
+        # The master keeps writing while we read (deploy.resume runs every few
+        # seconds): its temporary files are renamed away, and are read under
+        # their final names, now or in the scan the lab makes when it stops.
+        if path.name.startswith(ATOMIC_WRITE_PREFIX):
+            continue
+        try:
+            if path.is_file() and not _fires_an_ingress_event(path):
+                found += [f"{path}: {name}" for name in _found(path.read_bytes(), secrets)]
+        except FileNotFoundError:
+            continue
     events = list(lab.listener.store)
     if not events:
         found.append("the event listener saw no events: nothing to scan")
