@@ -423,10 +423,13 @@ def watch(app, env, timeout=1800):
                     if step in ("superseded", "waiting"):
                         continue  # not a rollout running
                     # Any minion can fire a saltcd/deploy event: follow only a rollout
-                    # saltcd recorded, and end only when its record says it ended.
-                    record = ctl.records.rollout(app, env, data["rollout"])
-                    if record is None or (step == "finished" and record.get("status") == "running"):
-                        continue
+                    # saltcd recorded, and end only when its record says it ended
+                    # (the store is read to adopt a rollout and at its end, not per line).
+                    record = None
+                    if mine is None or step in ("finished", "interrupted"):
+                        record = ctl.records.rollout(app, env, data["rollout"])
+                        if record is None or (step == "finished" and record.get("status") == "running"):
+                            continue
                     mine = data["rollout"]
                     line = views.watch_line(event["tag"], data)
                     if line:

@@ -113,10 +113,9 @@ def _case(ctx, app, size, runs, ways, proxy, meter):
     twin = layout.realistic_twin(app)
     images = {app: {v: ctx.big_images[size][v] for v in VERSIONS},
               twin: {v: ctx.big_images[size][v] for v in TWIN_VERSIONS}}
-    running = {}
-    for name in images:
-        running[name] = images[name][VERSIONS[0] if name == app else TWIN_VERSIONS[0]]
-        converge(ctx, name, running[name])
+    running = {name: next(iter(versions.values())) for name, versions in images.items()}
+    for name, digest in running.items():
+        converge(ctx, name, digest)
     walls = {way: [] for way in ways}
     samples = []
     for run in range(runs):
