@@ -9,8 +9,9 @@ A fleet provides:
 - `targets(target, tgt_type) -> [minion ids]` — who should run the app;
 - `inspect(minions, container) -> {minion: info or None}` — what runs now
   (info: {"exists", "running", "digest", "id", "started_at"}; None: no answer);
-- `apply(minions, pillar, timeout, test, limit) -> {minion: outcome or None}` —
-  the deploy SLS, given up on after `limit` wall-clock seconds (outcome:
+- `apply(minions, pillar, timeout, test, limit, published) -> {minion: outcome or None}` —
+  the deploy SLS, given up on after `limit` wall-clock seconds, calling
+  `published()` (if given) once its job is out (outcome:
   {"ok", "changed", "comment", "timed_out"}; None: no answer);
 - `status(minions, container, health) -> {minion: info with "health" or None}`
   — what runs now and one probe of its health URL (the watch).
@@ -138,16 +139,28 @@ class Rollout:
         return plan
 
     def run(self, test=False):
-        """Plan, then (unless `test`) apply batch by batch; return the record."""
+        """Plan, then (unless `test`) apply batch by batch; return the record.
+
+        Only the first batch's minions are asked what they run before its job
+        goes out; the rest are asked while it runs (`_ask_the_rest`), so the
+        first state run does not wait for an answer from every minion of the
+        environment (on a fleet of dozens, that answer is most of the wait).
+        A plan (`test`) or a first batch with nothing to change asks everyone
+        first: a plan shows every minion, and a no-op must find no work
+        anywhere before it ends `unchanged`.
+        """
         dep = self.deployment
         minions = sorted(self.fleet.targets(dep.target, dep.tgt_type))
         self.record["minions"] = minions
         if not minions:
             return self._finish("failed", f"target {dep.target!r} ({dep.tgt_type}) matches no minion")
-        before = self.fleet.inspect(minions, dep.container)
-        self.record["from_digests"] = {m: (before.get(m) or {}).get("digest") for m in minions}
-        plan = self.plan(minions, before)
-        self.record["plan"] = plan
+        first = batches.plan_batches(minions, dep.batch)[0]
+        before = self.fleet.inspect(first, dep.container)
+        rest = [m for m in minions if m not in first]
+        if rest and (test or all(runs(before.get(m), self.digest) for m in first)):
+            before.update(self.fleet.inspect(rest, dep.container))
+            rest = []
+        self._learn(minions, before)
         if test:
             return self._finish("planned")
         if all(runs(before.get(m), self.digest) for m in minions):
@@ -155,12 +168,14 @@ class Rollout:
                 f"{dep.app}/{dep.env}: every minion already runs {short(self.digest)}; nothing to do")
             return self._finish("unchanged")
         self.save(self.record)
-        self._event("started", minions=minions, batches=[sorted(b["minions"]) for b in plan],
-                    from_digests=self.record["from_digests"])
-        self._start_prepull(plan)
+        if not rest:
+            self._begin()
         budget = failure_budget(dep.max_failures, len(minions))
-        for step in plan:
-            outcome = self._run_batch(step, self.digest)
+        for number in range(len(self.record["plan"])):
+            # The plan is read afresh each batch: `_ask_the_rest` completes it during the first.
+            step = self.record["plan"][number]
+            published = self._ask_the_rest(minions, rest, before) if number == 0 and rest else None
+            outcome = self._run_batch(step, self.digest, published=published)
             self.record["failed_minions"].extend(outcome["failed"])
             if len(self.record["failed_minions"]) > budget and FAILURE_POLICIES[dep.on_failure]:
                 return self._stop(f"batch {step['number']} failed on {_failures(outcome)}", before)
@@ -174,8 +189,33 @@ class Rollout:
         status = "failed" if len(failed) > budget else "succeeded"
         return self._finish(status, f"{len(failed)} minion(s) failed: {', '.join(failed)}" if failed else None)
 
-    def _run_batch(self, step, digest, kind="batch"):
-        """Apply one batch and gate on its health; record and report the results."""
+    def _learn(self, minions, before):
+        """Record what each minion runs (as far as asked) and the plan that follows."""
+        self.record["from_digests"] = {m: (before.get(m) or {}).get("digest") for m in minions}
+        self.record["plan"] = self.plan(minions, before)
+
+    def _begin(self):
+        """Every minion has answered: say the rollout started, and pull ahead."""
+        self._event("started", minions=self.record["minions"],
+                    batches=[sorted(b["minions"]) for b in self.record["plan"]],
+                    from_digests=self.record["from_digests"])
+        self._start_prepull(self.record["plan"])
+
+    def _ask_the_rest(self, minions, rest, before):
+        """What the first batch's `apply` calls once its job is out: ask the other
+        minions what they run (`before` gets their answers, for the plan and any
+        rollback), then begin. The first batch's returns wait on the event bus
+        meanwhile."""
+        def ask():
+            before.update(self.fleet.inspect(rest, self.deployment.container))
+            self._learn(minions, before)
+            self.save(self.record)
+            self._begin()
+        return ask
+
+    def _run_batch(self, step, digest, kind="batch", published=None):
+        """Apply one batch and gate on its health; record and report the results
+        (`published`: see `_ask_the_rest`)."""
         dep = self.deployment
         batch = sorted(step["minions"])
         self.reporter.progress(f"{dep.app}/{dep.env} {kind} {step['number']}: {', '.join(batch)} -> {short(digest)}")
@@ -183,7 +223,7 @@ class Rollout:
         if self.prepull is not None:
             self.prepull.claim(batch)  # the batch owns these minions' deploy data now
         results = self.fleet.apply(batch, dep.pillar(digest), dep.state_timeout, False,
-                                   limit=dep.batch_deadline)
+                                   limit=dep.batch_deadline, published=published)
         minions = {}
         for minion in batch:
             result = results.get(minion)

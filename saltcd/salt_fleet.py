@@ -170,7 +170,7 @@ class SaltFleet:
         return self._query(minions, "saltcd.status", [container, health.port, health.path, health.host])
 
     @_master_required
-    def apply(self, minions, pillar, timeout, test=False, limit=None):
+    def apply(self, minions, pillar, timeout, test=False, limit=None, published=None):
         """Apply the deploy SLS; {minion: outcome} with None for minions that did not answer.
 
         `timeout` is Salt's: how long a minion may stay silent before it counts
@@ -180,6 +180,11 @@ class SaltFleet:
         (`saltutil.term_job`: SIGTERM to the job and its children, so a pull
         is abandoned and the state stops before touching the container) and
         counts as failed, `timed_out`.
+
+        `published`, if given, is called once the job is out, before its
+        returns are gathered; it may use this fleet (the first batch asks the
+        other minions what they run: rollout.Rollout._ask_the_rest). Returns
+        that come meanwhile wait on the event bus: the job's tag is subscribed.
 
         `pillar` (Deployment.pillar) is not published: its deploy data reaches
         each minion of the batch through the `saltcd` ext_pillar, for the
@@ -192,7 +197,7 @@ class SaltFleet:
         try:
             jid, returns, overdue = self._run_until(
                 minions, "state.apply", [DEPLOY_SLS], {"pillar": override, "queue": True, "test": test},
-                timeout, limit)
+                timeout, limit, published)
             stopped = self._stop_job(jid, overdue) if overdue else {}
         finally:
             entries.withdraw(minions, data)
@@ -202,7 +207,7 @@ class SaltFleet:
                            "comment": f"batch_timeout of {limit:g} s exceeded: {how}"}
         return out
 
-    def _run_until(self, minions, fun, arg, kwarg, timeout, limit):
+    def _run_until(self, minions, fun, arg, kwarg, timeout, limit, published=None):
         """Publish `fun` and gather returns like LocalClient.cmd, but for at most
         `limit` seconds. Returns (jid, {minion: full return}, [minions whose
         return had not come at the limit]); with no limit, the last list is empty
@@ -216,6 +221,8 @@ class SaltFleet:
                                 listen=True)
             if not pub:
                 return None, {}, []
+            if published is not None:
+                published()
             returns = {}
             gather = local.get_iter_returns(pub["jid"], set(pub["minions"]), timeout=timeout,
                                             tgt=minions, tgt_type="list", block=False)

@@ -44,18 +44,23 @@ class FakeFleet:
         self.applied = []  # (minions, digest) in call order
         self.limits = []  # the wall-clock limit of each apply
         self.status_calls = 0
+        self.calls = []  # ("inspect" | "apply", minions) in call order
 
     def targets(self, target, tgt_type):
         prefix = target.rstrip("*")
         return sorted(m for m in self.running if m.startswith(prefix))
 
     def inspect(self, minions, container):
+        self.calls.append(("inspect", list(minions)))
         return {m: None if m in self.silent else
                 {"exists": self.running[m] is not None, "running": self.running[m] is not None,
                  "digest": self.running[m]} for m in minions}
 
-    def apply(self, minions, pillar, timeout, test=False, limit=None):
+    def apply(self, minions, pillar, timeout, test=False, limit=None, published=None):
         digest = pillar["saltcd"]["digest"]
+        self.calls.append(("apply", list(minions)))
+        if published is not None:
+            published()
         self.applied.append((list(minions), digest))
         self.limits.append(limit)
         out = {}

@@ -360,12 +360,12 @@ class CrashingFleet(FakeFleet):
         super().__init__(running)
         self.on_crash = on_crash
 
-    def apply(self, minions, pillar, timeout, test=False, limit=None):
+    def apply(self, minions, pillar, timeout, test=False, limit=None, published=None):
         if len(self.applied) == 1:
             self.applied.append((list(minions), pillar["saltcd"]["digest"]))
             self.on_crash()
             raise KeyError("boom")
-        return super().apply(minions, pillar, timeout, test, limit)
+        return super().apply(minions, pillar, timeout, test, limit, published)
 
 
 def test_a_crash_mid_rollout_closes_the_record_says_finished_and_the_queue_goes_on(ctl):

@@ -72,7 +72,7 @@ class PullingFleet(FakeFleet):
     def puller(self, pillar):
         return FakePuller(self, pillar)
 
-    def apply(self, minions, pillar, timeout, test=False, limit=None):
+    def apply(self, minions, pillar, timeout, test=False, limit=None, published=None):
         digest = pillar["saltcd"]["digest"]
         time.sleep(self.apply_seconds)
         for minion in minions:
@@ -83,7 +83,8 @@ class PullingFleet(FakeFleet):
         entries = deploy_pillar.DeployPillar(self.cache)
         entries.publish(minions, data)
         try:
-            out = super().apply([m for m in minions if m not in failing], pillar, timeout, test, limit)
+            out = super().apply([m for m in minions if m not in failing], pillar, timeout, test, limit,
+                                published)
         finally:
             entries.withdraw(minions, data)
         # The deploy state pulls first: a failed pull leaves the container as it was.

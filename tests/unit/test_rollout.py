@@ -43,6 +43,62 @@ def test_nothing_to_do_when_all_run_the_digest(settings):
     assert reporter.events[0][1]["status"] == "unchanged"
 
 
+# who is asked what it runs, and when
+def test_the_rest_is_asked_while_the_first_batch_runs(settings):
+    fleet = FakeFleet({"dev-1": OLD, "dev-2": OLD, "dev-3": None})
+    result, reporter = run(settings.deployment("web", "dev"), fleet, NEW)
+    # The first job goes out after one minion's answer, not the environment's.
+    assert fleet.calls[:3] == [("inspect", ["dev-1"]), ("apply", ["dev-1"]), ("inspect", ["dev-2", "dev-3"])]
+    assert steps(reporter)[:2] == ["started", "batch"]
+    started = reporter.events[0][1]
+    assert started["from_digests"] == {"dev-1": OLD, "dev-2": OLD, "dev-3": None}
+    assert started["batches"] == [["dev-1"], ["dev-2"], ["dev-3"]]
+    assert result["from_digests"] == started["from_digests"]
+    assert [b["minions"][m]["from"] for b, m in zip(result["batches"], ("dev-1", "dev-2", "dev-3"))] == [
+        OLD, OLD, None]
+    assert result["status"] == "succeeded"
+
+
+def test_a_first_batch_with_nothing_to_change_asks_everyone_before_any_job(settings):
+    fleet = FakeFleet({"dev-1": NEW, "dev-2": OLD})
+    result, reporter = run(settings.deployment("web", "dev"), fleet, NEW)
+    assert fleet.calls[:3] == [("inspect", ["dev-1"]), ("inspect", ["dev-2"]), ("apply", ["dev-1"])]
+    assert reporter.events[0][1]["from_digests"] == {"dev-1": NEW, "dev-2": OLD}
+    assert result["status"] == "succeeded" and fleet.running == {"dev-1": NEW, "dev-2": NEW}
+
+
+def test_a_no_op_asks_twice_and_applies_nothing(settings):
+    fleet = FakeFleet({"dev-1": NEW, "dev-2": NEW, "dev-3": NEW})
+    result, _ = run(settings.deployment("web", "dev"), fleet, NEW)
+    assert fleet.calls == [("inspect", ["dev-1"]), ("inspect", ["dev-2", "dev-3"])]
+    assert result["status"] == "unchanged"
+
+
+class FailsOn(FakeFleet):
+    """New digests fail their health gate on the minions in `failing` only."""
+
+    def __init__(self, running, failing):
+        super().__init__(running)
+        self.failing = set(failing)
+
+    def apply(self, minions, pillar, timeout, test=False, limit=None, published=None):
+        out = super().apply(minions, pillar, timeout, test, limit, published)
+        if pillar["saltcd"]["digest"] == NEW:
+            out.update({m: {"ok": False, "changed": True, "comment": "Unhealthy: 500"}
+                        for m in minions if m in self.failing})
+        return out
+
+
+def test_a_failed_later_batch_rolls_back_to_what_the_rest_answered(settings):
+    two = "sha256:" + "2" * 64
+    fleet = FailsOn({"dev-1": OLD, "dev-2": two, "dev-3": OLD}, failing={"dev-2"})
+    result, _ = run(settings.deployment("web", "dev"), fleet, NEW)
+    # dev-2 was asked during batch 1; its rollback goes back to what it answered.
+    assert result["status"] == "rolled_back"
+    assert fleet.applied == [(["dev-1"], NEW), (["dev-2"], NEW), (["dev-1"], OLD), (["dev-2"], two)]
+    assert fleet.running == {"dev-1": OLD, "dev-2": two, "dev-3": OLD}
+
+
 def test_plan_changes_nothing(settings):
     fleet = FakeFleet({"qa-1": OLD, "qa-2": NEW, "qa-3": OLD})
     result, _ = run(settings.deployment("web", "qa"), fleet, NEW, test=True)
