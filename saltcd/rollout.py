@@ -205,8 +205,13 @@ class Rollout:
         """What the first batch's `apply` calls once its job is out: ask the other
         minions what they run (`before` gets their answers, for the plan and any
         rollback), then begin. The first batch's returns wait on the event bus
-        meanwhile."""
+        meanwhile. Asks once, however often it is called."""
+        asked = []
+
         def ask():
+            if asked:
+                return
+            asked.append(True)
             before.update(self.fleet.inspect(rest, self.deployment.container))
             self._learn(minions, before)
             self.save(self.record)
@@ -224,6 +229,8 @@ class Rollout:
             self.prepull.claim(batch)  # the batch owns these minions' deploy data now
         results = self.fleet.apply(batch, dep.pillar(digest), dep.state_timeout, False,
                                    limit=dep.batch_deadline, published=published)
+        if published is not None:
+            published()  # a no-op, unless the job never went out
         minions = {}
         for minion in batch:
             result = results.get(minion)

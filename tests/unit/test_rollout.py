@@ -59,6 +59,23 @@ def test_the_rest_is_asked_while_the_first_batch_runs(settings):
     assert result["status"] == "succeeded"
 
 
+class NeverPublishes(FakeFleet):
+    """The first batch's job never goes out (the master refused the publish)."""
+
+    def apply(self, minions, pillar, timeout, test=False, limit=None, published=None):
+        self.calls.append(("apply", list(minions)))
+        return {m: None for m in minions}
+
+
+def test_the_rest_is_asked_even_when_the_first_job_never_went_out(settings):
+    fleet = NeverPublishes({"dev-1": OLD, "dev-2": OLD})
+    result, reporter = run(settings.deployment("web", "dev"), fleet, NEW)
+    assert fleet.calls[:3] == [("inspect", ["dev-1"]), ("apply", ["dev-1"]), ("inspect", ["dev-2"])]
+    assert steps(reporter)[:2] == ["started", "batch"]
+    assert result["from_digests"] == {"dev-1": OLD, "dev-2": OLD}
+    assert result["status"] != "succeeded"
+
+
 def test_a_first_batch_with_nothing_to_change_asks_everyone_before_any_job(settings):
     fleet = FakeFleet({"dev-1": NEW, "dev-2": OLD})
     result, reporter = run(settings.deployment("web", "dev"), fleet, NEW)
