@@ -459,9 +459,7 @@ class Controller:
             if not test:
                 self.records.save_rollout(record)
                 self.records.drop_request(app, env, request["id"])
-                self.reporter.fire(rollout.deploy_tag(app, env, "finished"),
-                                   {"rollout": record["id"], "app": app, "env": env,
-                                    "status": "failed", "reason": record["reason"]})
+                self.reporter.fire(*rollout.finished_event(record))
             self.reporter.progress(f"{app}/{env}: {record['reason']}")
             return record
         save = (lambda r: None) if test else self.records.save_rollout
@@ -516,11 +514,7 @@ class Controller:
             save(record)
         finally:
             if not test:
-                self.reporter.fire(rollout.deploy_tag(record["app"], record["env"], "finished"),
-                                   {"rollout": record["id"], "app": record["app"], "env": record["env"],
-                                    "digest": record.get("to_digest"), "status": "failed",
-                                    "reason": reason, "failed": record["failed_minions"],
-                                    "minions": record.get("minions", [])})
+                self.reporter.fire(*rollout.finished_event(record))
         return record
 
     def plan(self, app, env, user="operator"):

@@ -38,6 +38,16 @@ def deploy_tag(app, env, suffix):
     return f"saltcd/deploy/{app}/{env}/{suffix}"
 
 
+def finished_event(record):
+    """(tag, data) of the `finished` event that closes `record`: every rollout
+    ends with one, however it ended (run to the end, crashed, or its digest
+    never resolved)."""
+    return deploy_tag(record["app"], record["env"], "finished"), {
+        "rollout": record["id"], "app": record["app"], "env": record["env"],
+        "digest": record.get("to_digest"), "status": record["status"], "reason": record.get("reason"),
+        "failed": record.get("failed_minions", []), "minions": record.get("minions", [])}
+
+
 def failure_budget(max_failures, total):
     """How many minions may fail: a count, or a share of `total` rounded down."""
     if isinstance(max_failures, str) and max_failures.endswith("%"):
@@ -83,8 +93,7 @@ class Rollout:
             self.record["reason"] = reason
         self.save(self.record)
         if status != "planned":
-            self._event("finished", status=status, reason=reason,
-                        failed=self.record["failed_minions"], minions=self.record.get("minions", []))
+            self.reporter.fire(*finished_event(self.record))
         return self.record
 
     # pulling ahead (saltcd.prepull)
