@@ -54,6 +54,13 @@ def app_config(repository, port, container=None, health_timeout=20, batch=1, set
     }
 
 
+# The throughput bench checks that every request of up to 5000 posts (4 apps,
+# several runs on one sandbox) ended in the history; saltcd's default
+# `history_keep` (200 per app and environment) would prune records it has yet
+# to find, and count them as lost.
+SANDBOX_HISTORY_KEEP = 20000
+
+
 def saltcd_config(registry_host, apps, webhook_token, ci_minions=("ci-1",), push_secret=None):
     """The `saltcd:` master config section for a loopback registry whose
     notifications carry `Authorization: Bearer <webhook_token>`; `saltcd/push`
@@ -64,6 +71,7 @@ def saltcd_config(registry_host, apps, webhook_token, ci_minions=("ci-1",), push
         "registries": {registry_host: {"scheme": "http", "timeout": 5}},
         "sources": {"registry": {"token": webhook_token}},
         "ci_minions": list(ci_minions),
+        "history_keep": SANDBOX_HISTORY_KEEP,
         "apps": apps,
     }
 
