@@ -4,6 +4,7 @@ import json
 
 import pytest
 
+from bench import cli as bench_cli
 from bench import stats, throughput
 from bench.cli import targets
 
@@ -173,3 +174,9 @@ def test_sandbox_dev_sets_the_dev_fleet_and_an_existing_sandbox_keeps_its_own(tm
     monkeypatch.setenv("SANDBOX_DEV", "many")
     with pytest.raises(sandbox_cli.SandboxError):
         sandbox_cli.fleet_counts(state)
+
+
+def test_make_bench_leaves_scale_to_full_unless_named():
+    assert "scale" not in bench_cli.chosen(None, full=False)
+    assert bench_cli.chosen(None, full=True) == set(bench_cli.SCENARIOS)
+    assert bench_cli.chosen("scale, fleet", full=False) == {"scale", "fleet"}
