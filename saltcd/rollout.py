@@ -11,7 +11,8 @@ A fleet provides:
   (info: {"exists", "running", "digest", "id", "started_at"}; None: no answer);
 - `apply(minions, pillar, timeout, test, limit, published) -> {minion: outcome or None}` —
   the deploy SLS, given up on after `limit` wall-clock seconds, calling
-  `published()` (if given) once its job is out (outcome:
+  `published()` (if given) once, right after the publish, whether or not the
+  job went out (outcome:
   {"ok", "changed", "comment", "timed_out"}; None: no answer);
 - `status(minions, container, health) -> {minion: info with "health" or None}`
   — what runs now and one probe of its health URL (the watch).
@@ -214,13 +215,8 @@ class Rollout:
         """What the first batch's `apply` calls once its job is out: ask the other
         minions what they run (`before` gets their answers, for the plan and any
         rollback), then begin. The first batch's returns wait on the event bus
-        meanwhile. Asks once, however often it is called."""
-        asked = []
-
+        meanwhile."""
         def ask():
-            if asked:
-                return
-            asked.append(True)
             before.update(self.fleet.inspect(rest, self.deployment.container))
             self._learn(minions, before)
             self.save(self.record)
@@ -238,8 +234,6 @@ class Rollout:
             self.prepull.claim(batch)  # the batch owns these minions' deploy data now
         results = self.fleet.apply(batch, dep.pillar(digest), dep.state_timeout, False,
                                    limit=dep.batch_deadline, published=published)
-        if published is not None:
-            published()  # a no-op, unless the job never went out
         minions = {}
         for minion in batch:
             result = results.get(minion)

@@ -181,8 +181,9 @@ class SaltFleet:
         is abandoned and the state stops before touching the container) and
         counts as failed, `timed_out`.
 
-        `published`, if given, is called once the job is out, before its
-        returns are gathered; it may use this fleet (the first batch asks the
+        `published`, if given, is called once, right after the publish and
+        before the returns are gathered, also when nothing went out (so that
+        what the caller hangs on it is never skipped); it may use this fleet (the first batch asks the
         other minions what they run: rollout.Rollout._ask_the_rest). Returns
         that come meanwhile wait on the event bus: the job's tag is subscribed.
 
@@ -219,10 +220,10 @@ class SaltFleet:
             # listen=True: subscribed before the publish, so no quick return is missed.
             pub = local.run_job(minions, fun, arg, tgt_type="list", timeout=timeout, kwarg=kwarg,
                                 listen=True)
-            if not pub:
-                return None, {}, []
             if published is not None:
                 published()
+            if not pub:
+                return None, {}, []
             returns = {}
             gather = local.get_iter_returns(pub["jid"], set(pub["minions"]), timeout=timeout,
                                             tgt=minions, tgt_type="list", block=False)

@@ -60,10 +60,13 @@ def test_the_rest_is_asked_while_the_first_batch_runs(settings):
 
 
 class NeverPublishes(FakeFleet):
-    """The first batch's job never goes out (the master refused the publish)."""
+    """The first batch's job never goes out (the master refused the publish);
+    `published` is still called, as SaltFleet.apply does."""
 
     def apply(self, minions, pillar, timeout, test=False, limit=None, published=None):
         self.calls.append(("apply", list(minions)))
+        if published is not None:
+            published()
         return {m: None for m in minions}
 
 
