@@ -18,6 +18,12 @@ from tests.integration.conftest import APPS
 pytestmark = pytest.mark.integration
 
 DEV = ["dev-1", "dev-2"]
+# How long the client waits for one answer before it counts a failure. Not the
+# Traffic default (2 s): in CI another test shares the 2 cores, and a no-op
+# state run there has taken 9 s, so a 2 s wait counted CPU starvation as a lost
+# request. 10 s still sees every real failure: a refused or reset connection
+# fails at once, and HAProxy answers 503 after its connect retries (3 x 2 s).
+CLIENT_TIMEOUT = 10
 
 
 def outcome(lab, app, after, timeout=240):
@@ -32,7 +38,8 @@ def rollout(lab, app, version, behaviour="healthy"):
 
 def traffic(lab, app):
     port = APPS[app][0]
-    return Traffic({m["id"]: f"http://{m['address']}:{port}/version" for m in lab.fleet if m["env"] == "dev"})
+    return Traffic({m["id"]: f"http://{m['address']}:{port}/version" for m in lab.fleet if m["env"] == "dev"},
+                   timeout=CLIENT_TIMEOUT)
 
 
 def leftovers(lab, app):
@@ -116,7 +123,7 @@ def test_start_first_state_by_hand_keeps_serving_and_cleans_up(lab):
     ok, states = apply_by_hand(lab, minion, app, first)
     assert ok, states
     address = next(m["address"] for m in lab.fleet if m["id"] == minion)
-    with Traffic({minion: f"http://{address}:{APPS[app][0]}/version"}) as load:
+    with Traffic({minion: f"http://{address}:{APPS[app][0]}/version"}, timeout=CLIENT_TIMEOUT) as load:
         second = lab.push(app, "swap", "2.0.0")
         ok, states = apply_by_hand(lab, minion, app, second)
         assert ok, states
