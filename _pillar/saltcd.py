@@ -24,7 +24,7 @@ import logging
 
 import salt.utils.sdb
 
-from saltcd import deploy_pillar
+from saltcd import deploy_pillar, salt_cache
 
 log = logging.getLogger(__name__)
 
@@ -39,7 +39,7 @@ def ext_pillar(minion_id, pillar, **kwargs):  # pylint: disable=unused-argument
     """{"saltcd_deploy": {app: {image, digest, container, ports, environment, ...}}}
     for the apps whose rollout has `minion_id` in its current batch, or pulling
     ahead of it (saltcd.prepull); {} otherwise."""
-    entries = deploy_pillar.DeployPillar(deploy_pillar.cache_for(__opts__)).entries(minion_id)
+    entries = deploy_pillar.DeployPillar(salt_cache.cache_for(__opts__)).entries(minion_id)
     if not entries:
         return {}
     log.debug("saltcd: deploy pillar for %s: %s", minion_id, sorted(entries))

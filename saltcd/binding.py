@@ -7,11 +7,10 @@ here, so a rollout behaves the same whichever process runs it.
 import contextlib
 import logging
 
-import salt.cache
 import salt.utils.event
 import salt.utils.sdb
 
-from saltcd import config, controller, salt_fleet, store
+from saltcd import config, controller, salt_cache, salt_fleet, store
 
 log = logging.getLogger(__name__)
 
@@ -71,7 +70,7 @@ def controller_for(opts, jid_event=None, loaded=None):
     try:
         yield controller.Controller(
             settings=loaded or settings(opts),
-            records=store.Store(salt.cache.factory(opts)),
+            records=store.Store(salt_cache.cache_for(opts)),
             fleet=fleet,
             reporter=Reporter(opts, jid_event),
             lock_dir=opts["cachedir"],

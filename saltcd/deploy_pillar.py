@@ -41,20 +41,6 @@ def split(pillar):
     return data, override
 
 
-_CACHES = {}
-
-
-def cache_for(opts):
-    """Salt's cache for `opts`, made once per process: the ext_pillar runs on
-    every pillar compile of every minion, and making one costs ~6 ms (a loader)."""
-    key = (opts.get("cache", "localfs"), opts.get("cachedir"))
-    if key not in _CACHES:
-        import salt.cache  # noqa: PLC0415 - only the master side needs Salt here
-
-        _CACHES[key] = salt.cache.factory(opts)
-    return _CACHES[key]
-
-
 def _bank(minion):
     return f"{BANK}/{minion}"
 

@@ -9,7 +9,7 @@ import salt.client
 import salt.exceptions
 import salt.utils.minions
 
-from saltcd import deploy_pillar
+from saltcd import deploy_pillar, salt_cache
 from saltcd.rollout import Interrupted
 
 log = logging.getLogger(__name__)
@@ -193,7 +193,7 @@ class SaltFleet:
         saltcd.deploy_pillar).
         """
         data, override = deploy_pillar.split(pillar)
-        entries = deploy_pillar.DeployPillar(deploy_pillar.cache_for(self.opts))
+        entries = deploy_pillar.DeployPillar(salt_cache.cache_for(self.opts))
         entries.publish(minions, data)
         try:
             jid, returns, overdue = self._run_until(
@@ -284,7 +284,7 @@ class SaltPuller:
     def __init__(self, opts, pillar):
         self.opts = opts
         self.data, self.override = deploy_pillar.split(pillar)
-        self.entries = deploy_pillar.DeployPillar(deploy_pillar.cache_for(opts))
+        self.entries = deploy_pillar.DeployPillar(salt_cache.cache_for(opts))
         self.local = salt.client.get_local_client(opts["conf_file"])
         self.jobs = {}  # jid -> minion
 
