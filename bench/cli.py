@@ -130,7 +130,7 @@ def parser():
                      f"{', '.join(FULL_ONLY)}, which --full adds)")
     top.add_argument("--keep", action="store_true", help="leave a sandbox the bench started running")
     top.add_argument("--quick", action="store_true", help="one round of each scenario (realistic: 3 minions "
-                     "batch 1 only), 200 posts")
+                     "batch 1 at 50 MB only; overhead: batch 1 only), 200 posts")
     top.add_argument("--full", action="store_true", help="realistic images: 3 and 9 minions, batch 1 and 34 %%, "
                      "50 and 200 MB; fleet: batch 10 %% too; the scale scenario (about 50 min more)")
     top.add_argument("--out", default=str(REPO / "bench" / "results.json"))
@@ -145,7 +145,8 @@ def run(ctx, args, only):
     ctx.prepare_images()
     steps = {
         "latency": lambda: scenarios.latency(ctx, args.runs),
-        "overhead": lambda: scenarios.overhead(ctx, args.runs),
+        "overhead": lambda: scenarios.overhead(
+            ctx, args.runs, scenarios.OVERHEAD_CASES[:1] if args.quick else scenarios.OVERHEAD_CASES),
         "noop": lambda: scenarios.noop(ctx, args.runs),
         "throughput": lambda: {str(n): throughput.run(ctx, n) for n in args.post_counts},
         "scale": lambda: scenarios.scale(ctx, 1 if args.quick else max(3, args.runs // 2)),

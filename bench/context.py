@@ -139,13 +139,26 @@ class Context:
         """Push app:dev = digest and follow saltcd until it finishes: the timeline."""
         mark = self.bus.mark()
         pushed = self.push(app, "dev", digest)
+        finished = self._finished(app, digest, mark)
+        events = self.bus.between(mark)
+        return timeline(app, pushed, events, finished)
+
+    def saltcd_all(self, wanted):
+        """Push app:dev = digest for each app of {app: digest} at once; {app: status}
+        once every one of them has finished."""
+        mark = self.bus.mark()
+        for app, digest in wanted.items():
+            self.push(app, "dev", digest)
+        return {app: self._finished(app, digest, mark).data.get("status") for app, digest in wanted.items()}
+
+    def _finished(self, app, digest, mark):
+        """saltcd's `finished` event of app:dev = digest after bus index `mark`."""
         finished = self.bus.wait_for(
             lambda e: e.tag == f"saltcd/deploy/{app}/dev/finished" and e.data.get("digest") == digest,
             since=mark, timeout=ROLLOUT_TIMEOUT)
         if finished is None:
             raise BenchError(f"no saltcd/deploy/{app}/dev/finished for {digest[:19]} within {ROLLOUT_TIMEOUT} s")
-        events = self.bus.between(mark)
-        return timeline(app, pushed, events, finished)
+        return finished
 
     def ideal(self, app, digest, batch=None, prepull=False):
         """The direct-Docker rollout (pulling everywhere first when `prepull`), with

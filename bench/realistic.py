@@ -25,7 +25,7 @@ import docker
 
 from bench import cpu
 from bench.context import BenchError
-from bench.scenarios import converge, where
+from bench.scenarios import converge, converge_all, where
 from bench.stats import cell, ratio, summary
 from bench.throttle import ThrottleProcess
 from sandbox import layout
@@ -114,8 +114,7 @@ def _case(ctx, app, size, runs, ways, proxy, meter):
     images = {app: {v: ctx.big_images[size][v] for v in VERSIONS},
               twin: {v: ctx.big_images[size][v] for v in TWIN_VERSIONS}}
     running = {name: next(iter(versions.values())) for name, versions in images.items()}
-    for name, digest in running.items():
-        converge(ctx, name, digest)
+    converge_all(ctx, running)
     walls = {way: [] for way in ways}
     samples = []
     for run in range(runs):
@@ -199,11 +198,11 @@ def fleet(ctx, runs, every_batch=True):
     every_batch): wall time per batch, master CPU per minion, the master's peak
     memory, push -> first state run."""
     out = {}
-    for app, (_, batch) in layout.FLEET_SHAPES.items():
-        if app not in ctx.apps or (not every_batch and batch != "25%"):
-            continue
+    apps = [app for app, (_, batch) in layout.FLEET_SHAPES.items()
+            if app in ctx.apps and (every_batch or batch == "25%")]
+    converge_all(ctx, dict.fromkeys(apps, ctx.images["a"]))
+    for app in apps:
         digest = ctx.images["a"]
-        converge(ctx, app, digest)
         minions = len(ctx.targets(app))
         walls, per_batch, cpu_per_minion, first_state, peaks, batches, samples = [], [], [], [], [], None, []
         for _ in range(runs):

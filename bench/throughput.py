@@ -18,7 +18,7 @@ from pathlib import Path
 
 from bench import cpu
 from bench.context import BenchError
-from bench.scenarios import converge
+from bench.scenarios import converge_all
 from sandbox import loopback
 
 APPS = ("m1b1", "m3b1", "m3b50", "m6b1")
@@ -88,8 +88,7 @@ def _event_ids(body):
 def run(ctx, count):
     """Post `count` notifications; account for every one of them."""
     digest = ctx.images["a"]
-    for app in APPS:
-        converge(ctx, app, digest)
+    converge_all(ctx, dict.fromkeys(APPS, digest))
     token = Path(ctx.state["webhook_token_file"]).read_text(encoding="ascii").strip()
     plan = posts(count, ctx.state["registry"], digest)
     mark = ctx.bus.mark()

@@ -18,7 +18,7 @@ import time
 
 from bench import registry_http
 from bench.context import BASE_REPO, ROLLOUT_TIMEOUT, BenchError
-from bench.scenarios import converge
+from bench.scenarios import converge, converge_all
 from bench.stats import summary
 from saltcd import config
 from sandbox import app_image, layout
@@ -104,10 +104,9 @@ def run(ctx, runs=1):
         if dep.strategy != strategy:
             raise BenchError(f"{STRATEGIES[strategy]} is configured {dep.strategy}, not {strategy}")
     bad = prepare_bad_images(ctx)
-    current = {}
-    for strategy, app in STRATEGIES.items():
-        converge(ctx, app, ctx.images["a"])  # the first start-first deploy takes the port: not measured
-        current[strategy] = ctx.images["a"]
+    # The first start-first deploy takes the port: not measured.
+    converge_all(ctx, dict.fromkeys(STRATEGIES.values(), ctx.images["a"]))
+    current = dict.fromkeys(STRATEGIES, ctx.images["a"])
     samples = {case: {strategy: [] for strategy in STRATEGIES} for case, _, _ in CASES}
     for number in range(runs):
         order = list(STRATEGIES) if number % 2 == 0 else list(reversed(STRATEGIES))  # neither always first

@@ -24,8 +24,12 @@ global
     stats socket {admin} mode 600 level admin expose-fd listeners
     stats timeout 30s
     pidfile {pidfile}
+    # One line per request on HAProxy's stdout (its log file): with timers, so a
+    # slow or failed request under test traffic can be traced (slow_requests).
+    log stdout format raw local0
 
 defaults
+    log global
     mode http
     timeout connect 2s
     timeout client 30s
@@ -87,6 +91,27 @@ class HostProxy:
         except ProxyError:
             self.stop()
             raise
+
+    def slow_requests(self, over_ms: int = 1000) -> list[str]:
+        """Logged requests that took `over_ms` or longer in all, or did not answer 2xx.
+
+        `option httplog` lines: ``client [date] frontend backend/server
+        TR/Tw/Tc/Tr/Ta status ...`` (Tc: connecting to the server, Ta: in all;
+        -1 where that step never happened).
+        """
+        found = []
+        try:
+            lines = self.logfile.read_text(errors="replace").splitlines()
+        except OSError:
+            return found
+        for line in lines:
+            fields = line.split()
+            if len(fields) < 6 or not fields[1].startswith("[") or fields[4].count("/") != 4:
+                continue  # HAProxy's own notices
+            timers = [int(t) if t.lstrip("-").isdigit() else -1 for t in fields[4].split("/")]
+            if timers[-1] >= over_ms or not fields[5].startswith("2"):
+                found.append(line)
+        return found
 
     def _answers(self) -> bool:
         try:

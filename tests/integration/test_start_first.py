@@ -42,12 +42,18 @@ def traffic(lab, app):
                    timeout=CLIENT_TIMEOUT)
 
 
+def slow_through_proxy(host_proxies, app):
+    """{minion: HAProxy's log lines of this app's slow or failed requests}: said
+    when a count is off, so the failure shows which hop held a request up."""
+    return {m: [line for line in host_proxies[m].slow_requests() if f" saltcd-{app} " in line] for m in DEV}
+
+
 def leftovers(lab, app):
     """{minion: True} where a `<app>-next` container is left."""
     return {m: lab.container(m, f"{app}-next") is not None for m in DEV}
 
 
-def test_start_first_serves_every_request_through_good_and_bad_rollouts(lab):
+def test_start_first_serves_every_request_through_good_and_bad_rollouts(lab, host_proxies):
     app = "startfirst"
     first, data = rollout(lab, app, "1.0.0")  # nothing served before this one
     assert data["status"] == "succeeded", data
@@ -62,7 +68,8 @@ def test_start_first_serves_every_request_through_good_and_bad_rollouts(lab):
         assert data["status"] == "rolled_back" and data["failed"] == ["dev-1"], data
         time.sleep(1)  # requests keep coming after the last switch back
     counts = load.stop()
-    assert {m: c["failed"] for m, c in counts.items()} == dict.fromkeys(DEV, 0), counts
+    assert {m: c["failed"] for m, c in counts.items()} == dict.fromkeys(DEV, 0), (
+        counts, slow_through_proxy(host_proxies, app))
     assert all(after_good[m]["served"] > 0 and counts[m]["served"] > after_good[m]["served"] for m in DEV)
     assert {m: lab.running_digests(app)[m] for m in DEV} == dict.fromkeys(DEV, good)
     assert leftovers(lab, app) == dict.fromkeys(DEV, False)
