@@ -62,6 +62,13 @@ class DockerHost:
         # 198.18.0.0/15 is the RFC 2544 benchmarking range: never routed on
         # the internet and unlikely to clash with a real LAN. One /24 per host.
         self.bridge_cidr = f"198.18.{self.index}.1/24"
+        # A fixed, locally administered MAC for the bridge, as dockerd gives the
+        # bridges it makes itself. Without one, Linux gives a bridge the lowest
+        # MAC of its ports: removing a container could change the gateway's MAC
+        # under the others, whose ARP entries then went stale, and a request
+        # through Docker's port proxy to a healthy container stalled for
+        # seconds (the kernel's SYN retries) until they re-learned it.
+        self.bridge_mac = f"02:53:43:44:00:{self.index:02x}"
         self.data_root = self.root / "data"
         self.pidfile = self.root / "dockerd.pid"
         self.logfile = self.root / "dockerd.log"
@@ -151,7 +158,7 @@ class DockerHost:
             # Same exact name as ours: left over from a crashed run.
             log.warning("deleting leftover bridge %s", self.bridge)
             _run(["ip", "link", "del", self.bridge])
-        _run(["ip", "link", "add", self.bridge, "type", "bridge"])
+        _run(["ip", "link", "add", self.bridge, "address", self.bridge_mac, "type", "bridge"])
         _run(["ip", "addr", "add", self.bridge_cidr, "dev", self.bridge])
         _run(["ip", "link", "set", self.bridge, "up"])
 

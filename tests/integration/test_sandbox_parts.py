@@ -193,6 +193,24 @@ def test_healthy_app_serves_version_and_health(docker_host, repository, run_app)
     assert http_get(f"http://{HOST_ADDRESS}:8080/health") == (200, "ok")
 
 
+def bridge_mac(host: DockerHost) -> str:
+    with open(f"/sys/class/net/{host.bridge}/address", encoding="ascii") as handle:
+        return handle.read().strip()
+
+
+def test_the_bridge_keeps_its_mac_while_containers_come_and_go(docker_host, repository, run_app):
+    """The gateway MAC the containers have learned must not change when another
+    container leaves the bridge: requests to them would stall until they re-ARP."""
+    digest = build_and_push(docker_host.url, repository, "dev", "1.2.5")
+    assert bridge_mac(docker_host) == docker_host.bridge_mac
+    leaving = run_app(f"{repository}@{digest}", 8083)
+    run_app(f"{repository}@{digest}", 8084)
+    assert wait_served(f"http://{HOST_ADDRESS}:8083/version") == (200, "1.2.5")
+    leaving.kill()
+    assert bridge_mac(docker_host) == docker_host.bridge_mac
+    assert http_get(f"http://{HOST_ADDRESS}:8084/version") == (200, "1.2.5")
+
+
 def test_behaviours_make_different_images(docker_host, repository):
     digests = {b: build_and_push(docker_host.url, repository, f"b-{b}", "2.0.0", behaviour=b)
                for b in ("healthy", "crash", "unhealthy", "degrades")}
