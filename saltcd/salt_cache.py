@@ -4,8 +4,10 @@ Making one builds a loader (4-6 ms here), and on Python 3.11 the first use of
 every new one waits on a lock all of them share (``functools.cached_property``).
 The saltcd ext_pillar runs on every pillar compile and the runner on every push
 the reactor hands on, both in long-lived master processes: each process keeps
-one per driver and cache directory. A Cache holds no per-call state, so threads
-(the reactor's pool) share it.
+one per driver and cache directory, made on first use (after Salt has forked
+it). The reactor's threads share it as Salt's own threads share a loader: the
+loader keeps some per-call context, which the localfs calls saltcd makes do
+not depend on (they take the cache directory as an argument).
 """
 
 _CACHES = {}
