@@ -17,10 +17,9 @@ not from the event (which any minion could fire): see ``notify.Records``. Salt f
 import logging
 import time
 
-import salt.cache
 import salt.utils.event
 
-from saltcd import binding, notify, store
+from saltcd import binding, notify, salt_cache, store
 
 log = logging.getLogger(__name__)
 
@@ -51,7 +50,7 @@ def start(backoff=1.0):
         while True:
             time.sleep(3600)
     notifier = notify.Notifier(targets, backoff=float(backoff))
-    records = notify.Records(store.Store(salt.cache.factory(__opts__)).rollout)
+    records = notify.Records(store.Store(salt_cache.cache_for(__opts__)).rollout)
     with salt.utils.event.get_master_event(__opts__, __opts__["sock_dir"], listen=True) as bus:
         log.info("saltcd: notify engine sending to %d endpoint(s)", len(targets))
         while True:

@@ -293,13 +293,11 @@ class _Bus:
 
 def start(address="127.0.0.1", port=8787, ssl_crt=None, ssl_key=None):
     """Serve POST /saltcd/<source> until the master stops this process."""
-    import salt.cache  # pylint: disable=import-outside-toplevel
-
-    from saltcd import binding, config, nonces  # pylint: disable=import-outside-toplevel
+    from saltcd import binding, config, nonces, salt_cache  # pylint: disable=import-outside-toplevel
 
     opts = __opts__  # pylint: disable=undefined-variable
     key = ingress_key.load_or_create(opts["cachedir"])
-    cache = salt.cache.factory(opts)
+    cache = salt_cache.cache_for(opts)
     try:
         settings, error = binding.settings(opts), None
     except config.ConfigError as exc:
