@@ -49,8 +49,8 @@ def start():
         settings = binding.settings(__opts__)
     except config.ConfigError as exc:
         # The runner functions say the same to whoever calls them.
-        log.error("saltcd: drain engine not started: invalid saltcd configuration: %s", exc)
-        return
+        binding.idle_engine(logging.ERROR, "saltcd: drain engine idle: invalid saltcd configuration "
+                            "(fix it and restart the master): %s", exc)
     known = {(d.app, d.env) for d in settings.deployments()}
     workers = DrainWorkers(functools.partial(_drain, settings))
     with salt.utils.event.get_master_event(__opts__, __opts__["sock_dir"], listen=True) as bus:

@@ -15,7 +15,6 @@ not from the event (which any minion could fire): see ``notify.Records``. Salt f
 """
 
 import logging
-import time
 
 import salt.utils.event
 
@@ -42,13 +41,10 @@ def start(backoff=1.0):
     try:
         targets = notify.targets(raw, resolve_secret=lambda value: binding.resolve_secret(value, __opts__))
     except (notify.NotifyConfigError, binding.config.ConfigError) as exc:
-        log.error("saltcd: notify engine not started: %s", exc)
-        return
+        binding.idle_engine(logging.ERROR, "saltcd: notify engine idle: invalid saltcd:notify "
+                            "(fix it and restart the master): %s", exc)
     if not targets:
-        # Idle rather than return: the master restarts an engine process that ends.
-        log.debug("saltcd: no saltcd:notify endpoint configured; notify engine idle")
-        while True:
-            time.sleep(3600)
+        binding.idle_engine(logging.DEBUG, "saltcd: no saltcd:notify endpoint configured; notify engine idle")
     notifier = notify.Notifier(targets, backoff=float(backoff))
     records = notify.Records(store.Store(salt_cache.cache_for(__opts__)).rollout)
     with salt.utils.event.get_master_event(__opts__, __opts__["sock_dir"], listen=True) as bus:

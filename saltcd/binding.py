@@ -6,6 +6,8 @@ here, so a rollout behaves the same whichever process runs it.
 
 import contextlib
 import logging
+import time
+import typing
 
 import salt.utils.event
 import salt.utils.sdb
@@ -32,6 +34,17 @@ class Reporter:
         log.info("saltcd: %s", text)
         if self.jid_event is not None:
             self.jid_event.fire_event({"message": text}, "progress")
+
+
+def idle_engine(level, message, *args) -> typing.NoReturn:
+    """Log `message` once, then wait until the master stops this engine process.
+
+    An engine that returns is started again by the master's process manager,
+    over and over, logging its reason each time; an engine with nothing to do
+    (a configuration error, no endpoint) idles instead."""
+    log.log(level, message, *args)
+    while True:
+        time.sleep(3600)
 
 
 def drain_tag(app, env):

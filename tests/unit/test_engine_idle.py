@@ -1,0 +1,68 @@
+"""An engine that cannot work (bad configuration, nothing to send to) says why
+once and idles: the master restarts an engine process that ends, so returning
+would log the same error again and again."""
+
+import importlib.util
+import logging
+from pathlib import Path
+
+import pytest
+
+from saltcd import binding
+
+ENGINES = Path(__file__).resolve().parents[2] / "_engines"
+BAD_APPS = {"apps": {"web": {"repository": "Not A Repository!"}}}
+
+
+class Idled(Exception):
+    """Raised by the test's sleep: the engine reached its idle wait."""
+
+
+@pytest.fixture
+def sleeps(monkeypatch):
+    """The seconds each sleep of binding.idle_engine asked for; the first one ends the test's call."""
+    asked = []
+
+    def sleep(seconds):
+        asked.append(seconds)
+        raise Idled
+
+    monkeypatch.setattr(binding.time, "sleep", sleep)
+    return asked
+
+
+def engine(name, opts):
+    spec = importlib.util.spec_from_file_location(f"{name}_under_test", ENGINES / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    module.__opts__ = opts
+    return module
+
+
+def test_idle_engine_logs_once_and_never_returns(sleeps, caplog):
+    caplog.set_level(logging.DEBUG, logger=binding.__name__)
+    with pytest.raises(Idled):
+        binding.idle_engine(logging.ERROR, "engine idle: %s", "because")
+    assert [r.getMessage() for r in caplog.records] == ["engine idle: because"]
+    assert sleeps == [3600]
+
+
+def test_drain_engine_with_an_invalid_config_idles_with_one_error(sleeps, caplog, tmp_path):
+    caplog.set_level(logging.INFO)
+    with pytest.raises(Idled):
+        engine("saltcd_drains", {"saltcd": BAD_APPS, "cachedir": str(tmp_path)}).start()
+    errors = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
+    assert len(errors) == 1 and "drain engine idle: invalid saltcd configuration" in errors[0]
+    assert "web" in errors[0]  # the reason names what is wrong
+
+
+@pytest.mark.parametrize("notify, level, words", [
+    ([{"url": "ftp://hooks.example.com/x"}], logging.ERROR, "must be an http:// or https:// URL"),
+    ([], logging.DEBUG, "no saltcd:notify endpoint configured"),
+])
+def test_notify_engine_without_a_usable_endpoint_idles(sleeps, caplog, notify, level, words):
+    caplog.set_level(logging.DEBUG)
+    with pytest.raises(Idled):
+        engine("saltcd_notify", {"saltcd": {"notify": notify}}).start()
+    said = [r for r in caplog.records if words in r.getMessage()]
+    assert len(said) == 1 and said[0].levelno == level
