@@ -6,7 +6,8 @@ minions) does the work, from one background thread:
 - `publish(minion) -> job id` — serve the deploy data to `minion` and start
   `state.apply saltcd.pull` there, without waiting (the SLS logs in and pulls,
   it stops and changes no container);
-- `returns(wait) -> [(job id, minion, {"ok", "comment"})]` — pulls that ended;
+- `returns(jobs, wait) -> [(job id, minion, {"ok", "comment"})]` — those of
+  `jobs` ({job id: minion}, the pulls still running) that ended;
 - `withdraw(minions)` — take the deploy data back from them.
 
 Why a thread that publishes one job per minion and tops up as returns come in,
@@ -91,7 +92,9 @@ class Prepull:
                 with self.lock:
                     if not self.running and not self.queue:
                         break
-                for jid, minion, outcome in self.puller.returns(wait=0.5):
+                with self.lock:
+                    running = dict(self.running)
+                for jid, minion, outcome in self.puller.returns(running, wait=0.5):
                     self._ended(jid, minion, outcome)
                 self._expire()
         except Exception:  # pylint: disable=broad-except

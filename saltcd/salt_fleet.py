@@ -286,7 +286,6 @@ class SaltPuller:
         self.data, self.override = deploy_pillar.split(pillar)
         self.entries = deploy_pillar.DeployPillar(salt_cache.cache_for(opts))
         self.local = salt.client.get_local_client(opts["conf_file"])
-        self.jobs = {}  # jid -> minion
 
     def publish(self, minion):
         """Serve `minion` its deploy data and start its pull; return the job id."""
@@ -300,7 +299,6 @@ class SaltPuller:
         if not pub or not pub.get("jid") or minion not in pub.get("minions", [minion]):
             self.entries.withdraw([minion], self.data)
             raise RuntimeError("the master did not publish the pull")
-        self.jobs[pub["jid"]] = minion
         return pub["jid"]
 
     def _returned(self, jid, minion):
@@ -309,15 +307,15 @@ class SaltPuller:
         ret = (found or {}).get(minion)
         return ret if isinstance(ret, dict) and "return" in ret else None
 
-    def returns(self, wait):
-        """[(jid, minion, {"ok", "changed", "comment"})] of pulls that ended within `wait` s."""
+    def returns(self, jobs, wait):
+        """[(jid, minion, {"ok", "changed", "comment"})] of the pulls of `jobs`
+        ({jid: minion}) that ended within `wait` s."""
         ends = time.monotonic() + wait
         while True:
             out = []
-            for jid, minion in list(self.jobs.items()):
+            for jid, minion in jobs.items():
                 ret = self._returned(jid, minion)
                 if ret is not None:
-                    del self.jobs[jid]
                     out.append((jid, minion, state_outcome(
                         {"ret": ret["return"], "retcode": ret.get("retcode", 0)})))
             left = ends - time.monotonic()

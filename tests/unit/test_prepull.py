@@ -31,11 +31,12 @@ class FakePuller:
             self.fleet.most_at_once = max(self.fleet.most_at_once, len(self.jobs))
         return jid
 
-    def returns(self, wait):
+    def returns(self, jobs, wait):
         time.sleep(min(wait, 0.01))
         out = []
-        for jid, (minion, ends) in list(self.jobs.items()):
-            if time.monotonic() >= ends:
+        for jid, minion in jobs.items():
+            assert self.jobs[jid][0] == minion, "asked for a pull this puller did not publish"
+            if time.monotonic() >= self.jobs[jid][1]:
                 del self.jobs[jid]
                 # What the pull state sees: its data must still be served.
                 served = minion in self.fleet.cache.list(deploy_pillar.BANK)
@@ -225,12 +226,11 @@ def test_salt_puller_reads_its_own_returns_from_the_job_cache():
              "333": {}}  # still pulling
     puller = SaltPuller.__new__(SaltPuller)
     puller.opts = {"master_job_cache": "local_cache"}
-    puller.jobs = {"111": "dev-2", "222": "dev-3", "333": "dev-4"}
     puller.local = type("Local", (), {"returners": {"local_cache.get_jid": cache.get}})()
-    out = puller.returns(wait=0.5)
+    out = puller.returns({"111": "dev-2", "222": "dev-3", "333": "dev-4"}, wait=0.5)
     assert [(jid, minion, outcome["ok"]) for jid, minion, outcome in sorted(out)] == [
         ("111", "dev-2", True), ("222", "dev-3", False)]
     assert "manifest unknown" in sorted(out)[1][2]["comment"]
     started = time.monotonic()
-    assert puller.jobs == {"333": "dev-4"} and puller.returns(wait=0.3) == []
+    assert puller.returns({"333": "dev-4"}, wait=0.3) == []
     assert time.monotonic() - started >= 0.3
