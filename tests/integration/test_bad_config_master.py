@@ -1,0 +1,62 @@
+"""A master whose `saltcd:` section is invalid, started for real: the webhook
+refuses every post with the reason, and the drain and notify engines say why
+once and stay up. Salt's process manager restarts an engine process that ends
+(it looks every 10 s), so an engine that returned would log its error again
+every 10 s."""
+
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from saltcd import master_config
+from tests.ports import free_port
+
+pytestmark = pytest.mark.integration
+
+# One mistake that every engine reads: the webhook and the drain engine load
+# the whole section, the notify engine its `notify` list.
+BAD = {"notify": [{"url": "ftp://hooks.example.com/saltcd"}]}
+REASON = "saltcd:notify:0:url: must be an http:// or https:// URL"
+WATCHED = 25  # seconds: two of the process manager's rounds and a half
+
+
+@pytest.fixture
+def bad_master(salt_factories):
+    port = free_port()
+    overrides = {**master_config.wiring(webhook_port=port), "saltcd": BAD, "log_level_logfile": "info"}
+    master = salt_factories.salt_master_daemon("saltcd-bad-config", overrides=overrides)
+    with master.started(start_timeout=120):
+        yield master, port
+
+
+def post(port):
+    request = urllib.request.Request(f"http://127.0.0.1:{port}/saltcd/registry", data=b"{}", method="POST",
+                                     headers={"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:
+            return response.status, response.read().decode()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read().decode()
+
+
+def test_engines_say_once_what_is_wrong_and_stay_up(bad_master):
+    master, port = bad_master
+    deadline, answer = time.monotonic() + 30, None
+    while time.monotonic() < deadline:
+        try:
+            answer = post(port)
+            break
+        except OSError:  # the engine is not listening yet
+            time.sleep(0.5)
+    assert answer is not None and answer[0] == 503 and REASON in answer[1], answer
+    time.sleep(WATCHED)
+    log = Path(master.config["log_file"]).read_text(errors="replace").splitlines()
+    said = {engine: [line for line in log if f"saltcd: {engine} engine idle" in line]
+            for engine in ("drain", "notify")}
+    assert len(said["drain"]) == 1 and REASON in said["drain"][0], said["drain"]
+    assert len(said["notify"]) == 1 and REASON in said["notify"][0], said["notify"]
+    restarted = [line for line in log if "restarting" in line and "saltcd" in line]
+    assert restarted == [], restarted
