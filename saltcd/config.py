@@ -366,6 +366,9 @@ KEYS = (
         "(days, local time range, IANA zone; UTC when left out)", [], _windows, per_env=True,
         shown="any time"),
     Key(f"{APP}.ci_minions", "extra CI minion ids for this app", [], _minion_ids),
+    Key(f"{APP}.push_secret", "this app's own HMAC key for `saltcd/push`, used instead of "
+        "`push_secret`: a CI job given only this key can push only this app (≥ 16 characters; "
+        "sdb:// allowed)", None, _push_secret, secret=True, shown="`push_secret`"),
     Key(f"{APP}.environments", "environment -> where it runs; at least one", REQUIRED, _mapping),
     Key(f"{ENV}.target", "Salt target of the environment's minions", REQUIRED, _target),
     Key(f"{ENV}.tgt_type", "how `target` matches: " + ", ".join(f"`{t}`" for t in TGT_TYPES), "glob",
@@ -614,6 +617,16 @@ class Settings:
     def ci_allowed(self, minion, app):
         """May `minion` trigger rollouts of `app` with `saltcd/push` events?"""
         return minion in self.ci_minions or minion in self.apps[app]["ci_minions"]
+
+    def push_secret_for(self, repository):
+        """The key a `saltcd/push` of `repository` (its text, as pushed) must be
+        signed with: its app's own `push_secret`, else the global one. The
+        signature covers the repository, so choosing the key by it is sound."""
+        try:
+            app = self.app_for_repository(references.parse_repository(str(repository)))
+        except references.ReferenceError:
+            app = None  # refused later for the reference; the global key checks the signature
+        return (self.apps[app]["push_secret"] if app else None) or self.push_secret
 
     def deployment(self, app, env):
         """The Deployment of `app` in `env`; NotFound with a reason if there is none."""

@@ -163,11 +163,16 @@ def _given_signature_digest(payload):
 
 def check_push(secret, payload, now, nonces, window=DEFAULT_WINDOW):
     """Raise Unauthenticated (Replay for a stale or repeated push) unless `payload`, a
-    `saltcd/push` event's data, is signed with `secret`, fresh and new.
+    `saltcd/push` event's data, is signed with `secret`, fresh and new: verify_push,
+    then claim_nonce."""
+    claim_nonce(nonces, verify_push(secret, payload, now, window), now, window)
 
-    `nonces`: a saltcd.nonces.NonceCache; a nonce is recorded only once the
-    signature checks out, so unauthenticated events cannot fill it.
-    """
+
+def verify_push(secret, payload, now, window=DEFAULT_WINDOW):
+    """Raise Unauthenticated (Replay for a stale push) unless `payload` is signed
+    with `secret` and within `window` of `now`; return its nonce, which the caller
+    claims (claim_nonce) once it has also decided that the sender may push what it
+    pushes: a refused push then does not use up the nonce of the real one."""
     if not secret:
         raise Unauthenticated(f"no push_secret is configured, so every saltcd/push is refused: {HOW_TO_SIGN}")
     given = _given_signature_digest(payload)
@@ -184,6 +189,14 @@ def check_push(secret, payload, now, nonces, window=DEFAULT_WINDOW):
     if not _matches(given, expected):
         raise Unauthenticated("signature does not match the payload")
     _fresh(timestamp, now, window, "the push's timestamp")
+    return nonce
+
+
+def claim_nonce(nonces, nonce, now, window=DEFAULT_WINDOW):
+    """Record the nonce of a verified push; Replay if it was seen before.
+
+    `nonces`: a saltcd.nonces.NonceCache; only verified pushes get here, so
+    unauthenticated events cannot fill it."""
     if nonces is None:  # a caller without the store: fail closed
         raise Unauthenticated("refused: no nonce cache to detect replays with")
     try:

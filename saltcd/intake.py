@@ -1,14 +1,22 @@
 """From an event on the master's bus to deploy requests.
 
-Three doors lead in: a registry webhook (tag `saltcd/ingress/<source>` from
+Two doors lead in: a registry webhook (tag `saltcd/ingress/<source>` from
 the saltcd_webhook engine, which authenticated the request at the door and
 vouches for the event with a MAC made with a master-local key; or
-`salt/netapi/hook/...` from salt-api, with header digests), a CI job's
-`salt-call event.send saltcd/push {...}` (arrives wrapped, with the minion id
-that the master verified), and an operator's `salt-run event.send saltcd/push`
-on the master. Each becomes requests for configured app/env pairs, or a
-rejection with a reason. Nothing here touches a minion, and nothing here
-raises on hostile input: every malformed event becomes a rejection.
+`salt/netapi/hook/...` from salt-api, with header digests), and a CI job's
+`salt-call event.send saltcd/push {...}`, signed with the push secret (its
+app's own, or the global one), which arrives wrapped with the sending minion's
+id. Each becomes requests for configured app/env pairs, or a rejection with a
+reason. Nothing here touches a minion, and nothing here raises on hostile
+input: every malformed event becomes a rejection.
+
+What the bus cannot prove: Salt's `events` path (the one syndics use) lets any
+minion put any data on the bus, a wrapped-looking `{"cmd", "id", "data"}` with
+another minion's id included. So the id is checked against `ci_minions` but
+is not what authenticates a push: the signature is, and an app with its own
+`push_secret` cannot be pushed with another app's key. An unwrapped
+`saltcd/push` names no minion at all and is refused (operators use
+`salt-run deploy.rollout`).
 """
 
 import logging
@@ -44,13 +52,21 @@ class Verdict:
     rejected: str = None
 
 
+class NotAllowed(Exception):
+    """An authentic push its sender may not make (refused before its nonce is claimed)."""
+
+
+UNWRAPPED = ("an unwrapped saltcd/push names no minion that ci_minions could allow: push from a CI "
+             "minion with `salt-call event.send`, or roll out with `salt-run deploy.rollout`")
+
+
 def _source(tag, data):
-    """Where an event came from: {"kind": registry|ci|operator, "origin": ...}."""
+    """Where an event says it came from: {"kind": registry|ci|unwrapped, "origin": ...}."""
     if tag.startswith(HOOK_PREFIXES + (INGRESS_PREFIX,)):
         return {"kind": "registry", "origin": shown(tag, 120)}
     if data.get("cmd") == "_minion_event" and "id" in data:
         return {"kind": "ci", "origin": shown(data["id"], 120)}
-    return {"kind": "operator", "origin": "master"}
+    return {"kind": "unwrapped", "origin": "unknown"}
 
 
 def _webhook_source(tag, settings):
@@ -104,22 +120,24 @@ def _parse_hook(tag, data, settings, now, engine_key, nonces):
 
 
 def _parse(tag, data, source, settings, now=None, nonces=None, engine_key=None):
-    """The Parsed pushes of an event, or raise PayloadError / Unauthenticated."""
+    """(the Parsed pushes of an event, the nonce to claim once they are allowed or
+    None), or raise PayloadError / Unauthenticated."""
     if source["kind"] == "registry":
-        return _parse_hook(tag, data, settings, now, engine_key, nonces)
+        return _parse_hook(tag, data, settings, now, engine_key, nonces), None
     if tag != CI_TAG:
         raise notifications.PayloadError(f"unexpected event tag {tag[:80]!r}")
     # reactor/ci_push.sls hands every form over as {"id", "cmd", "data": {fields,
     # signature_sha256}}; `salt-run deploy.accept saltcd/push '{...}'` passes the
-    # fields flat. Wrapped or not, signed or not, every push meets the same check:
-    # an unwrapped event may be a minion's (the syndic path), so it proves nothing.
+    # fields flat. Wrapped or not, every push meets the same checks first (a bad
+    # one is refused for what is wrong with it); classify then refuses the unwrapped.
     nested = source["kind"] == "ci" or isinstance(data.get("data"), dict)
     payload = data.get("data") if nested else data
     if not isinstance(payload, dict):
         raise notifications.PayloadError("event data is not an object")
-    ingress_auth.check_push(settings.push_secret, payload, now, nonces, settings.push_window)
+    secret = settings.push_secret_for(payload.get("repository"))
+    nonce = ingress_auth.verify_push(secret, payload, now, settings.push_window)
     fields = {k: payload[k] for k in ("repository", "tag", "digest") if payload.get(k) is not None}
-    return notifications.parse_generic(fields)
+    return notifications.parse_generic(fields), nonce
 
 
 def classify(tag, data, settings, now=None, nonces=None, engine_key=None):
@@ -135,9 +153,17 @@ def classify(tag, data, settings, now=None, nonces=None, engine_key=None):
     source = _source(tag, data)
     verdict = Verdict(source=source)
     try:
-        parsed = _parse(tag, data, source, settings, now=now, nonces=nonces, engine_key=engine_key)
+        parsed, nonce = _parse(tag, data, source, settings, now=now, nonces=nonces, engine_key=engine_key)
+        if source["kind"] == "unwrapped":
+            raise NotAllowed(UNWRAPPED)
+        _allow(parsed, source, settings)
+        if nonce is not None:  # the push may do what it asks: now it is used up
+            ingress_auth.claim_nonce(nonces, nonce, now, settings.push_window)
     except ingress_auth.Unauthenticated as exc:
         verdict.rejected = f"unauthenticated: {exc}"
+        return verdict
+    except NotAllowed as exc:
+        verdict.rejected = str(exc)
         return verdict
     except notifications.PayloadError as exc:
         verdict.rejected = str(exc)
@@ -166,11 +192,6 @@ def classify(tag, data, settings, now=None, nonces=None, engine_key=None):
         except NotFound as exc:
             verdict.ignored.append(str(exc))
             continue
-        if source["kind"] == "ci" and not settings.ci_allowed(source["origin"], app):
-            # The id is the master-verified minion id: an allowlist is a sound anchor.
-            verdict.requests.clear()
-            verdict.rejected = f"minion {source['origin']!r} may not deploy app {app!r} (not in ci_minions)"
-            return verdict
         verdict.requests.append({
             "id": store.new_id(now),
             "app": app,
@@ -183,6 +204,18 @@ def classify(tag, data, settings, now=None, nonces=None, engine_key=None):
             "awaiting_approval": deployment.mode == "manual",
         })
     return verdict
+
+
+def _allow(parsed, source, settings):
+    """Raise NotAllowed unless a CI minion's push names only apps that
+    `ci_minions` lets it deploy (before its nonce is claimed: a push refused
+    here does not use up the real one's nonce)."""
+    if source["kind"] != "ci":
+        return
+    for push in parsed.pushes:
+        app = settings.app_for_repository(push.repository)
+        if app is not None and not settings.ci_allowed(source["origin"], app):
+            raise NotAllowed(f"minion {source['origin']!r} may not deploy app {app!r} (not in ci_minions)")
 
 
 def operator_request(settings, app, env, user="operator", now=None):

@@ -28,10 +28,13 @@ from tests.integration import leak_scan
 from tests.integration.notify_receiver import Receivers
 from tests.ports import free_port
 
+# The `ci` app's own push key: pushes of it are signed with this, not the lab's push_secret.
+CI_APP_PUSH_SECRET = secrets.token_urlsafe(24)
+
 # Apps of the lab: name -> (host port, policy). Each test owns the apps it deploys.
 APPS = {
     "web": (18080, {}),
-    "ci": (18081, {}),
+    "ci": (18081, {"push_secret": CI_APP_PUSH_SECRET}),
     "orch": (18082, {"environments": {"prod": {"mode": "auto"}}}),
     "sick": (18083, {}),
     "plan": (18084, {}),
@@ -419,6 +422,7 @@ class Lab:
         self.listener = listener
         self.push_secret = push_secret
         self.signatures = []  # every push signature a test made (test_zz_no_secrets_leak)
+        self.apps_config = APPS  # (port, policy) by app; the leak scan reads the apps' own secrets
         self.master = master
         self.minions = minions
         self.hosts = hosts
@@ -430,17 +434,26 @@ class Lab:
     def env_minions(self, env):
         return [m["id"] for m in self.fleet if m["env"] == env]
 
-    def signed(self, payload, timestamp=None):
+    def push_key(self, repository):
+        """The key a CI job signs pushes of `repository` with: its app's own, or the lab's."""
+        apps = [app for app, repo in self.repositories.items() if repo == repository and app in APPS]
+        return next((APPS[app][1]["push_secret"] for app in apps if "push_secret" in APPS[app][1]),
+                    self.push_secret)
+
+    def signed(self, payload, timestamp=None, secret=None):
         """A `saltcd/push` payload as a CI job makes it (saltcd.ci_push: time, nonce,
-        signature), as JSON text. Every signature is recorded: the leak test looks for them."""
-        data = ci_push.payload(payload.get("repository"), payload.get("tag"), self.push_secret,
+        signature; with the push_key of its repository unless `secret`), as JSON text.
+        Every signature is recorded: the leak test looks for them."""
+        secret = secret or self.push_key(payload.get("repository"))
+        data = ci_push.payload(payload.get("repository"), payload.get("tag"), secret,
                                digest=payload.get("digest"), timestamp=timestamp)
         self.signatures.append(data["signature"])
         return json.dumps(data)
 
-    def ci_push(self, minion, payload):
+    def ci_push(self, minion, payload, secret=None):
         """`salt-call event.send saltcd/push <signed payload>` on `minion`."""
-        ret = self.minions[minion].salt_call_cli().run("event.send", "saltcd/push", self.signed(payload))
+        ret = self.minions[minion].salt_call_cli().run("event.send", "saltcd/push",
+                                                       self.signed(payload, secret=secret))
         assert ret.returncode == 0, ret
         return ret
 

@@ -88,6 +88,13 @@ def test_ci_minion_event_triggers_the_same_rollout(lab):
     digest = lab.push("ci", "qa", "2.0.0")
     assert wait_outcome(lab, "ci", "qa", start)[0] == "succeeded"
     remove_container(lab, "qa-1", "ci")
+    # `ci` has a push key of its own: the lab's shared one, which pushes every
+    # other app, cannot push it, whatever minion sends it.
+    start = time.time()
+    lab.ci_push("ci-1", {"repository": lab.repositories["ci"], "tag": "qa"}, secret=lab.push_secret)
+    verdict = lab.wait_for("saltcd/rejected", start, timeout=60).data
+    assert verdict["reason"] == "unauthenticated: signature does not match the payload", verdict
+    assert lab.container("qa-1", "ci") is None and lab.history("ci", "qa", limit=1)[0]["digest"] == digest
     start = time.time()
     lab.ci_push("ci-1", {"repository": lab.repositories["ci"], "tag": "qa"})
     outcome, data = wait_outcome(lab, "ci", "qa", start)

@@ -233,11 +233,15 @@ def test_a_captured_push_is_accepted_once(guard):
     assert ret.returncode == 0, ret
     assert_refused(lab, start, "replay: this push's nonce was seen before")
     start = time.time()
-    syndic = {"events": [{"tag": "saltcd/push", "data": json.loads(captured)}]}
-    ret = lab.minions["dev-2"].salt_call_cli().run(
-        "event.fire_master", "{}", "saltcd/decoy", f"preload={json.dumps(syndic)}")
-    assert ret.returncode == 0, ret
-    assert_refused(lab, start, "replay: this push's nonce was seen before")
+    # Another minion, through Salt's events path: unwrapped, then dressed as ci-1's.
+    for data in (json.loads(captured), {"cmd": "_minion_event", "id": "ci-1", "data": json.loads(captured)}):
+        syndic = {"events": [{"tag": "saltcd/push", "data": data}]}
+        ret = lab.minions["dev-2"].salt_call_cli().run(
+            "event.fire_master", "{}", "saltcd/decoy", f"preload={json.dumps(syndic)}")
+        assert ret.returncode == 0, ret
+        assert_refused(lab, start, "unwrapped saltcd/push names no minion" if "id" not in data
+                       else "replay: this push's nonce was seen before")
+        start = time.time()
     start = time.time()
     stale = lab.signed({"repository": lab.repositories["guard"], "tag": "dev"}, timestamp=time.time() - 3600)
     ret = lab.minions["ci-1"].salt_call_cli().run("event.send", "saltcd/push", stale)

@@ -35,6 +35,11 @@ def signed(repository=REPO, tag="dev", digest=None):
     return ci_push.payload(repository, tag, PUSH_SECRET, digest=digest)
 
 
+def from_ci(payload, minion="ci-1"):
+    """The payload as the master's bus carries a CI minion's `salt-call event.send`."""
+    return {"id": minion, "cmd": "_minion_event", "data": payload}
+
+
 @pytest.fixture
 def ctl(raw_config, tmp_path):
     raw_config["push_secret"] = PUSH_SECRET
@@ -84,10 +89,10 @@ def test_rejections_change_nothing_and_are_announced(ctl, tag, data, reason):
 
 
 def test_unknown_repository_and_unmapped_tag_are_ignored(ctl):
-    assert ctl.accept("saltcd/push", signed("127.0.0.1:5000/other"))["ignored"]
-    assert ctl.accept("saltcd/push", signed(tag="latest"))["ignored"]
-    assert ctl.accept("saltcd/push", signed(tag="prod"))["ignored"] == []  # web has prod
-    assert ctl.accept("saltcd/push", signed("127.0.0.1:5000/saltcd/api", "qa"))["ignored"] == [
+    assert ctl.accept("saltcd/push", from_ci(signed("127.0.0.1:5000/other")))["ignored"]
+    assert ctl.accept("saltcd/push", from_ci(signed(tag="latest")))["ignored"]
+    assert ctl.accept("saltcd/push", from_ci(signed(tag="prod")))["ignored"] == []  # web has prod
+    assert ctl.accept("saltcd/push", from_ci(signed("127.0.0.1:5000/saltcd/api", "qa")))["ignored"] == [
         "app 'api' has no environment 'qa'"]
 
 

@@ -98,10 +98,13 @@ def test_intake_wrapped_and_unwrapped_reach_the_same_check(cache):
     wrapped = {"id": "ci-1", "cmd": "_minion_event", "data": signed()}
     verdict = intake.classify("saltcd/push", wrapped, settings, now=NOW, nonces=cache)
     assert verdict.rejected is None and verdict.requests[0]["env"] == "dev"
-    # The same payload again, unwrapped (a minion's syndic path, or the master's own): a replay.
-    for again in (wrapped, {"id": None, "cmd": None, "data": wrapped["data"]}, dict(wrapped["data"])):
+    # The same payload again: a replay from a CI minion, refused (and its nonce
+    # not looked at) unwrapped, whether by a minion's events path or the master.
+    verdict = intake.classify("saltcd/push", wrapped, settings, now=NOW, nonces=cache)
+    assert verdict.rejected == "unauthenticated: replay: this push's nonce was seen before"
+    for again in ({"id": None, "cmd": None, "data": wrapped["data"]}, dict(wrapped["data"])):
         verdict = intake.classify("saltcd/push", again, settings, now=NOW, nonces=cache)
-        assert verdict.rejected == "unauthenticated: replay: this push's nonce was seen before"
+        assert verdict.rejected == intake.UNWRAPPED and verdict.requests == []
     unsigned = {"repository": REPO, "tag": "dev"}
     for event in (unsigned, {"id": None, "cmd": None, "data": unsigned},
                   {"id": "ci-1", "cmd": "_minion_event", "data": unsigned}):

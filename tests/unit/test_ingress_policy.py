@@ -128,17 +128,58 @@ def test_every_push_must_be_signed(ctl, raw_config):
     ctl.settings = config.load({**raw_config, "push_secret": secret})
     wrapped = {"id": "ci-1", "cmd": "_minion_event", "data": ci_push.payload(REPO, "dev", secret)}
     assert ctl.accept("saltcd/push", wrapped)["accepted"]
-    assert ctl.accept("saltcd/push", ci_push.payload(REPO, "dev", secret))["accepted"]  # operator, signed
+    # Signed but unwrapped (the master's own, or any minion's through Salt's events path): no sender.
+    assert "unwrapped saltcd/push names no minion" in ctl.accept(
+        "saltcd/push", ci_push.payload(REPO, "dev", secret))["rejected"]
     unsigned = {"id": "ci-1", "cmd": "_minion_event", "data": {"repository": REPO, "tag": "dev"}}
     assert ctl.accept("saltcd/push", unsigned)["rejected"] == (
         "unauthenticated: missing signature (every saltcd/push must be signed)")
-    # A minion forging an unwrapped "operator" event cannot sign it.
-    forged = ci_push.payload(REPO, "dev", "x" * 32)
+    # A minion forging a CI minion's event cannot sign it.
+    forged = {"id": "ci-1", "cmd": "_minion_event", "data": ci_push.payload(REPO, "dev", "x" * 32)}
     assert ctl.accept("saltcd/push", forged)["rejected"] == (
         "unauthenticated: signature does not match the payload")
     retagged = {**ci_push.payload(REPO, "dev", secret), "tag": "qa"}
     assert "does not match" in ctl.accept("saltcd/push", retagged)["rejected"]
     assert ctl.records.pending("web", "qa") == []
+
+
+API = "127.0.0.1:5000/saltcd/api"
+
+
+def test_an_app_with_its_own_push_secret_takes_only_that_key(ctl, raw_config):
+    """A CI job given only web's key (the global one) cannot push api, whichever
+    minion id its event carries; api's key pushes api, and only api."""
+    from saltcd import ci_push, config
+    shared, api_key = "p" * 32, "a" * 32
+    raw_config["apps"]["api"]["push_secret"] = api_key
+    ctl.settings = config.load({**raw_config, "push_secret": shared})
+
+    def push(repository, key):
+        return ctl.accept("saltcd/push", {"id": "ci-1", "cmd": "_minion_event",
+                                          "data": ci_push.payload(repository, "dev", key)})
+
+    assert push(API, shared)["rejected"] == "unauthenticated: signature does not match the payload"
+    assert push(REPO, api_key)["rejected"] == "unauthenticated: signature does not match the payload"
+    assert ctl.records.pending("api", "dev") == [] and ctl.records.pending("web", "dev") == []
+    assert [r["app"] for r in push(API, api_key)["accepted"]] == ["api"]
+    assert [r["app"] for r in push(REPO, shared)["accepted"]] == ["web"]
+
+
+def test_a_refused_sender_does_not_use_up_the_nonce(ctl, raw_config):
+    """A minion that saw a CI push before the master did fires it first, unwrapped
+    or as a minion not in ci_minions: refused, and the real push still lands."""
+    from saltcd import ci_push, config
+    secret = "p" * 32
+    ctl.settings = config.load({**raw_config, "push_secret": secret})
+    payload = ci_push.payload(REPO, "dev", secret)
+    assert "unwrapped" in ctl.accept("saltcd/push", dict(payload))["rejected"]
+    stranger = {"id": "dev-2", "cmd": "_minion_event", "data": payload}
+    assert ctl.accept("saltcd/push", stranger)["rejected"] == (
+        "minion 'dev-2' may not deploy app 'web' (not in ci_minions)")
+    assert ctl.records.pending("web", "dev") == []
+    real = {"id": "ci-1", "cmd": "_minion_event", "data": payload}
+    assert [r["app"] for r in ctl.accept("saltcd/push", real)["accepted"]] == ["web"]
+    assert "replay" in ctl.accept("saltcd/push", real)["rejected"]
 
 
 def test_a_replayed_or_stale_push_is_rejected(ctl, raw_config):
