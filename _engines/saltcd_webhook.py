@@ -8,8 +8,9 @@ master's bus. This one checks each request at the door:
 - ``POST /saltcd/<source>`` for a source of ``saltcd:sources``, else 404;
 - a body larger than ``saltcd:max_body_bytes`` is refused with 413 before it
   is read (Content-Length); a chunked one is cut off at the cap;
-- the source's bearer token or HMAC (ingress_auth) is checked, else 401; a
-  timestamped HMAC seen before is a replay (409);
+- the source's bearer token is checked before the body is read, its HMAC
+  (ingress_auth) with the body, else 401; a timestamped HMAC seen before is a
+  replay (409); at most MAX_IN_FLIGHT bodies are read at once (else 503);
 - only then ONE event, ``saltcd/ingress/<source>``, with the body text, the
   time, a nonce and a MAC made with the master-local ingress key
   (saltcd.ingress_key): the runner checks that MAC, so a minion cannot forge
@@ -56,6 +57,12 @@ SAMPLES_PER_MINUTE = 3  # full records per source, reason and minute; the rest a
 BODY_TIMEOUT = 30
 IDLE_TIMEOUT = 60
 MAX_HEADER_BYTES = 64 * 1024
+# Posts whose bodies are being read at once: with max_body_bytes each, this
+# bounds what unauthenticated senders (an HMAC is checked only with the whole
+# body) can make the engine hold. A registry sends one notification at a time
+# per endpoint; more than this are answered 503 and retried by the registry.
+MAX_IN_FLIGHT = 64
+INVALID_CONFIG = "saltcd configuration invalid (the master's log says why)"
 
 
 def __virtual__():
@@ -116,6 +123,7 @@ class Door:
         self.first_sighting = first_sighting
         self.rejections = rejections or Rejections()
         self.error = error
+        self.in_flight = 0  # bodies being read (the IOLoop's thread only)
         # One thread for the bus and the store: the IOLoop never blocks on them.
         self.worker = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="saltcd-webhook")
 
@@ -150,6 +158,18 @@ class Hook(tornado.web.RequestHandler):  # pylint: disable=abstract-method
         self.chunks = []
         self.size = 0
         self.refused = None
+        self.counted = False  # counted in door.in_flight
+
+    def _release(self):
+        if self.counted:
+            self.counted = False
+            self.door.in_flight -= 1
+
+    def on_finish(self):
+        self._release()
+
+    def on_connection_close(self):
+        self._release()
 
     def _refuse(self, refused):
         """Answer now with the status; count the post; nothing else is kept."""
@@ -161,10 +181,11 @@ class Hook(tornado.web.RequestHandler):  # pylint: disable=abstract-method
         self.finish(f"{refused.reason}{refused.detail}\n")
 
     def prepare(self):
-        """Before the body: the source must exist and the announced size fit."""
+        """Before the body: the source must exist, the announced size fit, a bearer
+        token match, and the engine not be reading too many bodies already."""
         settings = self.door.settings
         if settings is None:
-            self._refuse(Refused(503, UNKNOWN_SOURCE, f"saltcd configuration invalid: {self.door.error}"))
+            self._refuse(Refused(503, UNKNOWN_SOURCE, INVALID_CONFIG))
             return
         path = self.path_args[0] if self.path_args else ""
         name = path[len(PATH_PREFIX):] if path.startswith(PATH_PREFIX) else None
@@ -183,6 +204,16 @@ class Hook(tornado.web.RequestHandler):  # pylint: disable=abstract-method
         if announced > cap:
             self._refuse(_too_large(name, cap))
             return
+        try:
+            ingress_auth.check_token(self.source, ingress_auth.hashed_headers(dict(self.request.headers)))
+        except ingress_auth.Unauthenticated as exc:
+            self._refuse(Refused(401, name, f"unauthenticated: {exc}"))
+            return
+        if self.door.in_flight >= MAX_IN_FLIGHT:
+            self._refuse(Refused(503, name, "too many posts in flight"))
+            return
+        self.door.in_flight += 1
+        self.counted = True
         # A chunked body without Content-Length: tornado drops the connection at the cap.
         self.request.connection.set_max_body_size(cap)
 

@@ -730,6 +730,10 @@ def _source(name, raw, resolve_secret):
     conf = _completed(_checked(raw, prefix, key, resolve_secret), prefix, key)
     # An unauthenticated webhook would let anyone deploy anything.
     _need(conf["token"] or conf["hmac_secret"], key, "needs `token` or `hmac_secret`")
+    # Only a signed time proves when a request was made; a bare header would
+    # look like replay protection and be none.
+    _need(conf["timestamp_header"] is None or conf["hmac_secret"], f"{key}:timestamp_header",
+          "needs `hmac_secret` (the HMAC must cover the timestamp)")
     return Source(name=name, **conf)
 
 

@@ -18,28 +18,31 @@ from saltcd import extension
 REGISTRY_HOOK_PATH = "saltcd/registry"  # the source named `registry` in saltcd:sources
 CI_TAG = "saltcd/push"
 INGRESS_TAGS = "saltcd/ingress/*"  # what the saltcd_webhook engine fires
+NETAPI_TAGS = "salt/netapi/hook/saltcd/*"  # what salt-api fires for /hook/saltcd/<source>
 
 
-def wiring(root=None, webhook_address="127.0.0.1", webhook_port=8787, resume_every=30):
+def wiring(root=None, webhook_address="127.0.0.1", webhook_port=8787, resume_every=30, salt_api=False):
     """file_roots, reactor, the webhook and drain engines, the deploy ext_pillar, and the
     resume schedule.
 
     The SLS come from the installed package, or from the checkout at `root`.
+    `salt_api`: also react to salt-api's `/hook/saltcd/<source>` (off unless asked:
+    a minion can fire that tag too, and salt-api puts the raw headers on the bus).
     """
     tree = extension.folder("salt", root)
     reactor = extension.folder("reactor", root)
+    registry_push = os.path.join(reactor, "registry_push.sls")
+    # Every source under /saltcd/<name>: saltcd_webhook checked the request at
+    # the door and signs its event with the master-local key; salt-api's hooks
+    # are checked by the runner (header digests).
+    hooks = [{INGRESS_TAGS: [registry_push]}]
+    if salt_api:
+        hooks.append({NETAPI_TAGS: [registry_push]})
     return {
         # saltcd.deploy, orch.deploy (salt/orch links to orch/), and _modules and
         # _states for minions that lack saltcd (the runner syncs them).
         "file_roots": {"base": [tree]},
-        "reactor": [
-            # Every source under /saltcd/<name>: saltcd_webhook checked the
-            # request at the door and signs its event with the master-local key;
-            # salt-api's hooks are checked by the runner (header digests).
-            {INGRESS_TAGS: [os.path.join(reactor, "registry_push.sls")]},
-            {"salt/netapi/hook/saltcd/*": [os.path.join(reactor, "registry_push.sls")]},
-            {CI_TAG: [os.path.join(reactor, "ci_push.sls")]},
-        ],
+        "reactor": [*hooks, {CI_TAG: [os.path.join(reactor, "ci_push.sls")]}],
         "engines": [
             # saltcd's webhook (not Salt's `webhook`, which puts headers and
             # bodies of any size, authenticated or not, on the bus).
@@ -75,9 +78,11 @@ def main(argv=None):
                         help="serve the SLS of this saltcd checkout instead of the installed package")
     parser.add_argument("--webhook-address", default="127.0.0.1")
     parser.add_argument("--webhook-port", type=int, default=8787)
+    parser.add_argument("--salt-api", action="store_true",
+                        help="also deploy on salt-api's /hook/saltcd/<source> (not needed with saltcd_webhook)")
     args = parser.parse_args(argv)
-    sys.stdout.write(yaml.safe_dump(wiring(args.root, args.webhook_address, args.webhook_port),
-                                    default_flow_style=False, sort_keys=False))
+    conf = wiring(args.root, args.webhook_address, args.webhook_port, salt_api=args.salt_api)
+    sys.stdout.write(yaml.safe_dump(conf, default_flow_style=False, sort_keys=False))
 
 
 if __name__ == "__main__":

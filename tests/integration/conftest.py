@@ -337,7 +337,8 @@ def salt_master(salt_factories, repo_root, registry, repositories, webhook_port,
     saltcd["sources"]["hub"] = {"format": "dockerhub", "token": webhook_token}
     saltcd["notify"] = notify_receivers.config()
     overrides = {
-        **master_config.wiring(webhook_port=webhook_port),
+        # salt_api: the lab checks that path's refusals too (a hook a minion forges).
+        **master_config.wiring(webhook_port=webhook_port, salt_api=True),
         "saltcd": saltcd,
         "log_level_logfile": "info",
         # Resume interrupted rollouts quickly in the restart test.

@@ -1,8 +1,8 @@
 """A master whose `saltcd:` section is invalid, started for real: the webhook
-refuses every post with the reason, and the drain and notify engines say why
-once and stay up. Salt's process manager restarts an engine process that ends
-(it looks every 10 s), so an engine that returned would log its error again
-every 10 s."""
+refuses every post (503, no detail for the sender) and the webhook, drain and
+notify engines each say why once in the master's log and stay up. Salt's
+process manager restarts an engine process that ends (it looks every 10 s), so
+an engine that returned would log its error again every 10 s."""
 
 import time
 import urllib.error
@@ -51,11 +51,14 @@ def test_engines_say_once_what_is_wrong_and_stay_up(bad_master):
             break
         except OSError:  # the engine is not listening yet
             time.sleep(0.5)
-    assert answer is not None and answer[0] == 503 and REASON in answer[1], answer
+    # The sender learns only that the master is misconfigured; the log says how.
+    assert answer is not None and answer == (503, "saltcd configuration invalid (the master's log says why)\n")
     time.sleep(WATCHED)
     log = Path(master.config["log_file"]).read_text(errors="replace").splitlines()
     said = {engine: [line for line in log if f"saltcd: {engine} engine idle" in line]
             for engine in ("drain", "notify")}
+    said["webhook"] = [line for line in log if "saltcd_webhook: invalid saltcd configuration" in line]
+    assert len(said["webhook"]) == 1 and REASON in said["webhook"][0], said["webhook"]
     assert len(said["drain"]) == 1 and REASON in said["drain"][0], said["drain"]
     assert len(said["notify"]) == 1 and REASON in said["notify"][0], said["notify"]
     restarted = [line for line in log if "restarting" in line and "saltcd" in line]

@@ -3,11 +3,13 @@ deploys; a wrong token, an unknown source or an oversize body is refused at
 the door (401/404/413), puts nothing on the bus and is counted in the store;
 a `saltcd/ingress/...` event a minion forges or replays is rejected."""
 
+import importlib.util
 import json
 import socket
 import time
 import urllib.error
 import urllib.request
+from pathlib import Path
 
 import pytest
 
@@ -122,6 +124,45 @@ def test_unknown_source_and_oversize_are_refused_before_the_body(lab, webhook_to
     assert announce(lab, "saltcd/registry", 100 * 1048576, auth) == 413
     assert announce(lab, "saltcd/registry", 1048576 + 1, auth) == 413
     assert wait_counted(lab, "registry", "body larger than max_body_bytes", before) == before + 2
+
+
+def test_a_wrong_token_is_refused_before_the_body(lab):
+    """A sender without the token cannot make the engine hold a body: 401 on the headers."""
+    before = counted(lab, "registry", "unauthenticated: wrong credential in Authorization")
+    assert announce(lab, "saltcd/registry", 1048576, {"Authorization": "Bearer not-the-token"}) == 401
+    assert announce(lab, "saltcd/registry", 1000, {}) == 401  # no token at all
+    assert wait_counted(lab, "registry", "unauthenticated: wrong credential in Authorization", before) == before + 1
+
+
+def test_bodies_read_at_once_are_bounded_and_the_slots_come_back(lab, webhook_token, pushed):
+    """Senders that announce a body and stall hold a slot each; past the cap
+    the engine answers 503 at once, and once they go a real post gets through."""
+    auth = {"Authorization": f"Bearer {webhook_token}", "Content-Length": "1000"}
+    head = "".join(f"{k}: {v}\r\n" for k, v in auth.items())
+    stalled = []
+    try:
+        for _ in range(webhook_engine_cap()):
+            sock = socket.create_connection(("127.0.0.1", engine_port(lab)), timeout=10)
+            sock.sendall(f"POST /saltcd/registry HTTP/1.1\r\nHost: 127.0.0.1\r\n{head}\r\n".encode())
+            stalled.append(sock)
+        time.sleep(0.5)  # the engine has read every one's headers
+        assert announce(lab, "saltcd/registry", 1000, {"Authorization": auth["Authorization"]}) == 503
+    finally:
+        for sock in stalled:
+            sock.close()
+    time.sleep(0.5)
+    status, _ = post(lab, "saltcd/registry", pushed["ingress"][0].data["body"].encode(),
+                     {"Authorization": f"Bearer {webhook_token}"})
+    assert status == 200
+
+
+def webhook_engine_cap():
+    """The engine's MAX_IN_FLIGHT, read from its module."""
+    path = Path(__file__).resolve().parents[2] / "_engines" / "saltcd_webhook.py"
+    spec = importlib.util.spec_from_file_location("saltcd_webhook_cap", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.MAX_IN_FLIGHT
 
 
 def test_forged_and_replayed_ingress_events_from_a_minion_are_rejected(lab, pushed):

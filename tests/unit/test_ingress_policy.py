@@ -122,6 +122,27 @@ def test_a_source_without_credentials_is_a_config_error(raw_config):
         config.load(raw_config)
 
 
+def test_a_timestamp_header_needs_an_hmac_to_cover_it(raw_config):
+    from saltcd import config
+    raw_config["sources"]["registry"]["timestamp_header"] = "X-Timestamp"
+    with pytest.raises(config.ConfigError, match="saltcd:sources:registry:timestamp_header: needs `hmac_secret`"):
+        config.load(raw_config)
+    raw_config["sources"]["hub"]["timestamp_header"] = "X-Timestamp"
+    del raw_config["sources"]["registry"]["timestamp_header"]
+    assert config.load(raw_config).sources["hub"].timestamp_header == "X-Timestamp"
+
+
+def test_the_token_is_checked_on_the_headers_alone(settings):
+    from saltcd import ingress_auth
+    source = settings.sources["registry"]
+    ingress_auth.check_token(source, hashed_headers({"Authorization": f"Bearer {TOKEN}"}))
+    for headers, why in (({}, "missing Authorization header"),
+                         ({"Authorization": "Bearer nope"}, "wrong credential in Authorization")):
+        with pytest.raises(ingress_auth.Unauthenticated, match=why):
+            ingress_auth.check_token(source, hashed_headers(headers))
+    ingress_auth.check_token(settings.sources["hub"], hashed_headers({}))  # an HMAC source: nothing to check yet
+
+
 def test_every_push_must_be_signed(ctl, raw_config):
     from saltcd import ci_push, config
     secret = "p" * 32

@@ -21,9 +21,20 @@ def test_wiring_points_at_the_installed_state_tree_and_reactor(capsys):
                    "_modules/saltcd.py", "_states/saltcd_health.py"):
         assert (tree / served).is_file(), served
     reactions = {tag: files for entry in conf["reactor"] for tag, files in entry.items()}
-    assert set(reactions) == {"saltcd/ingress/*", "salt/netapi/hook/saltcd/*", "saltcd/push"}
+    assert set(reactions) == {"saltcd/ingress/*", "saltcd/push"}
     for files in reactions.values():
         assert all(os.path.isabs(f) and os.path.isfile(f) for f in files)
+
+
+def test_salt_api_hooks_are_wired_only_when_asked():
+    """A minion can fire salt/netapi/hook/... too: nothing reacts to it unless the
+    operator uses salt-api for webhooks."""
+    def reactions(conf):
+        return {tag for entry in conf["reactor"] for tag in entry}
+
+    assert "salt/netapi/hook/saltcd/*" not in reactions(master_config.wiring())
+    assert reactions(master_config.wiring(salt_api=True)) == {
+        "saltcd/ingress/*", "salt/netapi/hook/saltcd/*", "saltcd/push"}
 
 
 def test_wiring_needs_no_module_dirs():
