@@ -68,10 +68,11 @@ APPS = {
     "closed": (18063, {"environments": {"dev": {"windows": [
         f"* {(time.gmtime().tm_hour + 3) % 24:02d}:00-{(time.gmtime().tm_hour + 3) % 24:02d}:01 UTC"]}}}),
     # test_prepull.py: pulls ahead of the batches; a pull that fails (manual, so the
-    # test can break the registry between the push and the rollout). `early` keeps
-    # healthy for 2 s, as real apps do (5 s shipped): its pull ahead starts once the
-    # other minion has said what it runs, during batch 1, and needs that long to end.
-    "early": (18057, {"health": {"settle": 2}}),
+    # test can break the registry between the push and the rollout). `early` has the
+    # shipped settle (5 s): its pull ahead starts once the other minion has said what
+    # it runs, during batch 1, and needs that long to end when the machine is busy
+    # (with 2 s, one CI run saw the pull's return 0.5 s after batch 2 began).
+    "early": (18057, {"health": {"settle": 5}}),
     "pullfail": (18058, {"environments": {"dev": {"mode": "manual"}}}),
     # test_start_first.py: replaced behind each host's HAProxy (settle 5 catches the
     # `degrades` image before the switch), and a stop-first app under the same traffic.
