@@ -120,14 +120,16 @@ def _start_drain(ctl, app, env):
 
 def accept(tag, data):
     """
-    Take a push event (registry webhook, CI ``saltcd/push``, operator), persist
-    its requests and start their rollouts in the background. Called by the reactor.
+    Take a push event (registry webhook, a CI minion's ``saltcd/push``), persist
+    its requests and start their rollouts in the background. Called by the
+    reactor; by hand it only shows what an event would yield (a push not wrapped
+    as a minion's is refused: operators use ``deploy.rollout``).
 
     CLI Example:
 
     .. code-block:: bash
 
-        salt-run deploy.accept saltcd/push '{"repository": "127.0.0.1:5000/saltcd/web", "tag": "dev"}'
+        salt-run deploy.accept saltcd/push '{"id": "ci-1", "cmd": "_minion_event", "data": {...signed...}}'
     """
 
     def run(ctl):
