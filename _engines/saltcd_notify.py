@@ -35,7 +35,7 @@ def start(backoff=1.0):
     """Send the notifications of every rollout until the master stops this process.
 
     Reads `saltcd:notify` once (a change takes a master restart, like the rest
-    of the master config); with no endpoint configured it returns at once.
+    of the master config); with no endpoint configured, or an invalid one, it idles.
     """
     raw = (__opts__.get("saltcd") or {}).get("notify") or []
     try:

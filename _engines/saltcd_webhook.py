@@ -10,7 +10,8 @@ master's bus. This one checks each request at the door:
   is read (Content-Length); a chunked one is cut off at the cap;
 - the source's bearer token is checked before the body is read, its HMAC
   (ingress_auth) with the body, else 401; a timestamped HMAC seen before is a
-  replay (409); at most MAX_IN_FLIGHT bodies are read at once (else 503);
+  replay (409); at most MAX_IN_FLIGHT bodies per source are read at once
+  (else 503); any method but POST gets 405 before its body;
 - only then ONE event, ``saltcd/ingress/<source>``, with the body text, the
   time, a nonce and a MAC made with the master-local ingress key
   (saltcd.ingress_key): the runner checks that MAC, so a minion cannot forge
@@ -57,11 +58,12 @@ SAMPLES_PER_MINUTE = 3  # full records per source, reason and minute; the rest a
 BODY_TIMEOUT = 30
 IDLE_TIMEOUT = 60
 MAX_HEADER_BYTES = 64 * 1024
-# Posts whose bodies are being read at once: with max_body_bytes each, this
-# bounds what unauthenticated senders (an HMAC is checked only with the whole
-# body) can make the engine hold. A registry sends one notification at a time
-# per endpoint; more than this are answered 503 and retried by the registry.
-MAX_IN_FLIGHT = 64
+# Bodies read at once, per source: with max_body_bytes each, this bounds what
+# senders that stall can make the engine hold. Per source, because an HMAC
+# source's slots can be taken by anyone (its HMAC needs the whole body), a
+# token source's only by holders of its token (checked first). A registry
+# sends one notification at a time per endpoint.
+MAX_IN_FLIGHT = 16
 INVALID_CONFIG = "saltcd configuration invalid (the master's log says why)"
 
 
@@ -116,14 +118,13 @@ class Door:
     """What the handler needs: settings (None: invalid config), the ingress key,
     `fire(tag, data)`, `first_sighting(nonce, now, window)` and the counts."""
 
-    def __init__(self, settings, key, fire, first_sighting, rejections=None, error=None):
+    def __init__(self, settings, key, fire, first_sighting, rejections=None):
         self.settings = settings
         self.key = key
         self.fire = fire
         self.first_sighting = first_sighting
         self.rejections = rejections or Rejections()
-        self.error = error
-        self.in_flight = 0  # bodies being read (the IOLoop's thread only)
+        self.in_flight = {}  # source name -> bodies being read (the IOLoop's thread only)
         # One thread for the bus and the store: the IOLoop never blocks on them.
         self.worker = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="saltcd-webhook")
 
@@ -163,7 +164,7 @@ class Hook(tornado.web.RequestHandler):  # pylint: disable=abstract-method
     def _release(self):
         if self.counted:
             self.counted = False
-            self.door.in_flight -= 1
+            self.door.in_flight[self.source.name] -= 1
 
     def on_finish(self):
         self._release()
@@ -190,7 +191,9 @@ class Hook(tornado.web.RequestHandler):  # pylint: disable=abstract-method
         path = self.path_args[0] if self.path_args else ""
         name = path[len(PATH_PREFIX):] if path.startswith(PATH_PREFIX) else None
         if self.request.method != "POST":
-            return  # tornado answers 405
+            # At once: tornado would read the whole body before its own 405.
+            self._refuse(Refused(405, UNKNOWN_SOURCE, "only POST is accepted"))
+            return
         if not name or name not in settings.sources:
             self._refuse(Refused(404, UNKNOWN_SOURCE, "no webhook source is configured for this path"))
             return
@@ -209,16 +212,16 @@ class Hook(tornado.web.RequestHandler):  # pylint: disable=abstract-method
         except ingress_auth.Unauthenticated as exc:
             self._refuse(Refused(401, name, f"unauthenticated: {exc}"))
             return
-        if self.door.in_flight >= MAX_IN_FLIGHT:
+        if self.door.in_flight.get(name, 0) >= MAX_IN_FLIGHT:
             self._refuse(Refused(503, name, "too many posts in flight"))
             return
-        self.door.in_flight += 1
+        self.door.in_flight[name] = self.door.in_flight.get(name, 0) + 1
         self.counted = True
         # A chunked body without Content-Length: tornado drops the connection at the cap.
         self.request.connection.set_max_body_size(cap)
 
     def data_received(self, chunk):
-        if self.refused is not None or self._finished:
+        if self.refused is not None or self._finished or not self.counted:
             return  # refused: the rest of the body is not kept (the connection closes)
         self.size += len(chunk)
         if self.size > self.door.settings.max_body_bytes:
@@ -330,16 +333,16 @@ def start(address="127.0.0.1", port=8787, ssl_crt=None, ssl_key=None):
     key = ingress_key.load_or_create(opts["cachedir"])
     cache = salt_cache.cache_for(opts)
     try:
-        settings, error = binding.settings(opts), None
+        settings = binding.settings(opts)
     except config.ConfigError as exc:
-        # Fail closed but visibly: every post gets 503 with the reason.
+        # Fail closed but visibly: the log says why; every post gets 503 (INVALID_CONFIG).
         log.error("saltcd_webhook: invalid saltcd configuration, refusing every post: %s", exc)
-        settings, error = None, str(exc)
+        settings = None
     records = store.Store(cache)
     if settings is not None:
         records.configure(store.Limits.from_settings(settings))
     seen = nonces.NonceCache(cache, lock_dir=opts["cachedir"]).first_sighting
-    door = Door(settings, key, _Bus(opts).fire, first_sighting=seen, error=error)
+    door = Door(settings, key, _Bus(opts).fire, first_sighting=seen)
     ssl_options = {"certfile": ssl_crt, "keyfile": ssl_key} if ssl_crt and ssl_key else None
 
     async def main():

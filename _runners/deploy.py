@@ -122,14 +122,14 @@ def accept(tag, data):
     """
     Take a push event (registry webhook, a CI minion's ``saltcd/push``), persist
     its requests and start their rollouts in the background. Called by the
-    reactor; by hand it only shows what an event would yield (a push not wrapped
-    as a minion's is refused: operators use ``deploy.rollout``).
+    reactor with the event's tag and data; not meant to be run by hand (a push
+    not wrapped as a minion's is refused): operators use ``deploy.rollout``.
 
-    CLI Example:
+    CLI Example (what to run instead):
 
     .. code-block:: bash
 
-        salt-run deploy.accept saltcd/push '{"id": "ci-1", "cmd": "_minion_event", "data": {...signed...}}'
+        salt-run deploy.rollout app=web env=dev
     """
 
     def run(ctl):

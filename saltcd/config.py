@@ -612,6 +612,8 @@ class Settings:
     sources: dict = field(default_factory=dict)
     ci_minions: tuple = ()
     push_secret: str = field(default=None, repr=False)
+    # app -> its own push key (apps.<app>.push_secret), kept out of `apps` and of repr.
+    app_push_secrets: dict = field(default_factory=dict, repr=False)
     _deployments: dict = field(default_factory=dict, repr=False)
 
     def ci_allowed(self, minion, app):
@@ -626,7 +628,7 @@ class Settings:
             app = self.app_for_repository(references.parse_repository(str(repository)))
         except references.ReferenceError:
             app = None  # refused later for the reference; the global key checks the signature
-        return (self.apps[app]["push_secret"] if app else None) or self.push_secret
+        return self.app_push_secrets.get(app) or self.push_secret
 
     def deployment(self, app, env):
         """The Deployment of `app` in `env`; NotFound with a reason if there is none."""
@@ -747,10 +749,13 @@ def load(raw, resolve_secret=lambda value: value):
     top = _completed(_checked(raw, "", "saltcd", resolve_secret), "", "saltcd")
     _need(top["apps"], "saltcd:apps", "must define at least one app")
     environments = set(top["tag_environments"].values())
-    apps, deployments = {}, {}
+    apps, deployments, app_push_secrets = {}, {}, {}
     for name, app_raw in top["apps"].items():
         apps[name], app_deployments = _app(name, app_raw, environments, resolve_secret)
         deployments.update(app_deployments)
+        secret = apps[name].pop("push_secret", None)
+        if secret is not None:
+            app_push_secrets[name] = secret
     seen = {}
     for name, app in apps.items():
         other = seen.setdefault(app["repository"], name)
@@ -763,6 +768,7 @@ def load(raw, resolve_secret=lambda value: value):
         sources={name: _source(name, conf, resolve_secret) for name, conf in top["sources"].items()},
         ci_minions=top["ci_minions"],
         push_secret=top["push_secret"],
+        app_push_secrets=app_push_secrets,
         **{name: top[name] for name in ("push_window", "max_body_bytes", "history_keep",
                                         "history_days", "rejections_keep", "rejections_days")},
         _deployments=deployments,

@@ -181,7 +181,8 @@ def verify_push(secret, payload, now, window=DEFAULT_WINDOW):
     claims (claim_nonce) once it has also decided that the sender may push what it
     pushes: a refused push then does not use up the nonce of the real one."""
     if not secret:
-        raise Unauthenticated(f"no push_secret is configured, so every saltcd/push is refused: {HOW_TO_SIGN}")
+        raise Unauthenticated("no push_secret is configured for this push (neither `saltcd:push_secret` "
+                              f"nor its app's own), so it is refused: {HOW_TO_SIGN}")
     given = _given_signature_digest(payload)
     if given is None:
         raise Unauthenticated("missing signature (every saltcd/push must be signed)")

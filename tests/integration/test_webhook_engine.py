@@ -134,26 +134,50 @@ def test_a_wrong_token_is_refused_before_the_body(lab):
     assert wait_counted(lab, "registry", "unauthenticated: wrong credential in Authorization", before) == before + 1
 
 
+def stall(lab, count, headers):
+    """`count` connections that announce a 1000-byte POST to /saltcd/registry and send no body."""
+    head = "".join(f"{k}: {v}\r\n" for k, v in {**headers, "Content-Length": "1000"}.items())
+    socks = []
+    for _ in range(count):
+        sock = socket.create_connection(("127.0.0.1", engine_port(lab)), timeout=10)
+        sock.sendall(f"POST /saltcd/registry HTTP/1.1\r\nHost: 127.0.0.1\r\n{head}\r\n".encode())
+        socks.append(sock)
+    return socks
+
+
+def answered(sock):
+    """Did the engine answer this connection already (instead of waiting for its body)?"""
+    sock.settimeout(0.2)
+    try:
+        return bool(sock.recv(64))
+    except TimeoutError:
+        return False
+
+
 def test_bodies_read_at_once_are_bounded_and_the_slots_come_back(lab, webhook_token, pushed):
     """Senders that announce a body and stall hold a slot each; past the cap
-    the engine answers 503 at once, and once they go a real post gets through."""
-    auth = {"Authorization": f"Bearer {webhook_token}", "Content-Length": "1000"}
-    head = "".join(f"{k}: {v}\r\n" for k, v in auth.items())
-    stalled = []
-    try:
-        for _ in range(webhook_engine_cap()):
-            sock = socket.create_connection(("127.0.0.1", engine_port(lab)), timeout=10)
-            sock.sendall(f"POST /saltcd/registry HTTP/1.1\r\nHost: 127.0.0.1\r\n{head}\r\n".encode())
-            stalled.append(sock)
-        time.sleep(0.5)  # the engine has read every one's headers
-        assert announce(lab, "saltcd/registry", 1000, {"Authorization": auth["Authorization"]}) == 503
-    finally:
-        for sock in stalled:
-            sock.close()
-    time.sleep(0.5)
-    status, _ = post(lab, "saltcd/registry", pushed["ingress"][0].data["body"].encode(),
-                     {"Authorization": f"Bearer {webhook_token}"})
+    the engine answers 503 at once; once they go, every slot is free again."""
+    auth = {"Authorization": f"Bearer {webhook_token}"}
+    cap = webhook_engine_cap()
+    for _ in range(2):  # the second round finds all `cap` slots again
+        stalled = stall(lab, cap, auth)
+        try:
+            time.sleep(0.5)  # the engine has read every one's headers
+            assert not any(answered(sock) for sock in stalled)
+            assert announce(lab, "saltcd/registry", 1000, auth) == 503
+        finally:
+            for sock in stalled:
+                sock.close()
+        time.sleep(0.5)
+    status, _ = post(lab, "saltcd/registry", pushed["ingress"][0].data["body"].encode(), auth)
     assert status == 200
+
+
+def test_a_method_other_than_post_is_refused_before_its_body(lab):
+    """Not a way around the token check and the slot count: 405 on the headers."""
+    with socket.create_connection(("127.0.0.1", engine_port(lab)), timeout=10) as sock:
+        sock.sendall(b"PUT /saltcd/registry HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 1000000\r\n\r\n")
+        assert int(sock.recv(4096).split(b" ", 2)[1]) == 405
 
 
 def webhook_engine_cap():

@@ -116,7 +116,7 @@ def test_intake_wrapped_and_unwrapped_reach_the_same_check(cache):
 def test_intake_without_a_push_secret_refuses_the_masters_own_event_too(cache):
     settings = config.load(copy.deepcopy(RAW))
     verdict = intake.classify("saltcd/push", {"repository": REPO, "tag": "dev"}, settings, now=NOW, nonces=cache)
-    assert "no push_secret is configured" in verdict.rejected and verdict.requests == []
+    assert "no push_secret is configured for this push" in verdict.rejected and verdict.requests == []
 
 
 # -- the nonce cache --------------------------------------------------------------

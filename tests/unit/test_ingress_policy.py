@@ -174,6 +174,7 @@ def test_an_app_with_its_own_push_secret_takes_only_that_key(ctl, raw_config):
     shared, api_key = "p" * 32, "a" * 32
     raw_config["apps"]["api"]["push_secret"] = api_key
     ctl.settings = config.load({**raw_config, "push_secret": shared})
+    assert api_key not in repr(ctl.settings) and "push_secret" not in ctl.settings.apps["api"]
 
     def push(repository, key):
         return ctl.accept("saltcd/push", {"id": "ci-1", "cmd": "_minion_event",
@@ -184,6 +185,10 @@ def test_an_app_with_its_own_push_secret_takes_only_that_key(ctl, raw_config):
     assert ctl.records.pending("api", "dev") == [] and ctl.records.pending("web", "dev") == []
     assert [r["app"] for r in push(API, api_key)["accepted"]] == ["api"]
     assert [r["app"] for r in push(REPO, shared)["accepted"]] == ["web"]
+    # With no global key, only the app with its own key can be pushed.
+    ctl.settings = config.load(raw_config)
+    assert "no push_secret is configured for this push" in push(REPO, shared)["rejected"]
+    assert [r["app"] for r in push(API, api_key)["accepted"]] == ["api"]
 
 
 def test_a_refused_sender_does_not_use_up_the_nonce(ctl, raw_config):

@@ -35,7 +35,6 @@ class FakePuller:
         time.sleep(min(wait, 0.01))
         out = []
         for jid, minion in jobs.items():
-            assert self.jobs[jid][0] == minion, "asked for a pull this puller did not publish"
             if time.monotonic() >= self.jobs[jid][1]:
                 del self.jobs[jid]
                 # What the pull state sees: its data must still be served.
