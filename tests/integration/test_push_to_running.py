@@ -94,7 +94,7 @@ def test_ci_minion_event_triggers_the_same_rollout(lab):
     lab.ci_push("ci-1", {"repository": lab.repositories["ci"], "tag": "qa"}, secret=lab.push_secret)
     verdict = lab.wait_for("saltcd/rejected", start, timeout=60).data
     assert verdict["reason"] == "unauthenticated: signature does not match the payload", verdict
-    assert lab.container("qa-1", "ci") is None and lab.history("ci", "qa", limit=1)[0]["digest"] == digest
+    assert lab.container("qa-1", "ci") is None and lab.history("ci", "qa", limit=1)[0]["to_digest"] == digest
     start = time.time()
     lab.ci_push("ci-1", {"repository": lab.repositories["ci"], "tag": "qa"})
     outcome, data = wait_outcome(lab, "ci", "qa", start)

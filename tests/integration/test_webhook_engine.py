@@ -154,7 +154,7 @@ def answered(sock):
         return False
 
 
-def test_bodies_read_at_once_are_bounded_and_the_slots_come_back(lab, webhook_token, pushed):
+def test_bodies_read_at_once_are_bounded_and_the_slots_come_back(lab, webhook_token):
     """Senders that announce a body and stall hold a slot each; past the cap
     the engine answers 503 at once; once they go, every slot is free again."""
     auth = {"Authorization": f"Bearer {webhook_token}"}
@@ -169,8 +169,8 @@ def test_bodies_read_at_once_are_bounded_and_the_slots_come_back(lab, webhook_to
             for sock in stalled:
                 sock.close()
         time.sleep(0.5)
-    status, _ = post(lab, "saltcd/registry", pushed["ingress"][0].data["body"].encode(), auth)
-    assert status == 200
+    # Accepted at the door (a notification without events: it deploys nothing).
+    assert post(lab, "saltcd/registry", b'{"events": []}', auth)[0] == 200
 
 
 def test_a_method_other_than_post_is_refused_before_its_body(lab):
