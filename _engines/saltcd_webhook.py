@@ -8,8 +8,8 @@ master's bus. This one checks each request at the door:
 - ``POST /saltcd/<source>`` for a source of ``saltcd:sources``, else 404;
 - a body larger than ``saltcd:max_body_bytes`` is refused with 413 before it
   is read (Content-Length); a chunked one is cut off at the cap;
-- the source's bearer token is checked before the body is read, its HMAC
-  (ingress_auth) with the body, else 401; a timestamped HMAC seen before is a
+- the source's bearer token is checked on the headers (without it the body is
+  dropped as it comes, then 401), its HMAC (ingress_auth) with the body, else 401; a timestamped HMAC seen before is a
   replay (409); at most MAX_IN_FLIGHT bodies per source are read at once
   (else 503); any method but POST gets 405 before its body;
 - only then ONE event, ``saltcd/ingress/<source>``, with the body text, the
@@ -172,11 +172,18 @@ class Hook(tornado.web.RequestHandler):  # pylint: disable=abstract-method
     def on_connection_close(self):
         self._release()
 
-    def _refuse(self, refused):
-        """Answer now with the status; count the post; nothing else is kept."""
+    def _refuse(self, refused, answer_now=True):
+        """Count the post and answer with the status; nothing else is kept. With
+        `answer_now` False the answer waits for the end of the body, which
+        data_received drops as it comes: a client still sending a body of the
+        announced size reads its 401 instead of a reset connection."""
         self.refused = refused
         self.door.rejections.add(refused.source, refused.reason, time.time(),
                                  peer=self.request.remote_ip, path=self.request.path.lstrip("/"))
+        if answer_now:
+            self._answer(refused)
+
+    def _answer(self, refused):
         self.set_status(refused.status)
         self.set_header("Content-Type", "text/plain; charset=utf-8")
         self.finish(f"{refused.reason}{refused.detail}\n")
@@ -210,7 +217,7 @@ class Hook(tornado.web.RequestHandler):  # pylint: disable=abstract-method
         try:
             ingress_auth.check_token(self.source, ingress_auth.hashed_headers(dict(self.request.headers)))
         except ingress_auth.Unauthenticated as exc:
-            self._refuse(Refused(401, name, f"unauthenticated: {exc}"))
+            self._refuse(Refused(401, name, f"unauthenticated: {exc}"), answer_now=False)
             return
         if self.door.in_flight.get(name, 0) >= MAX_IN_FLIGHT:
             self._refuse(Refused(503, name, "too many posts in flight"))
@@ -231,7 +238,10 @@ class Hook(tornado.web.RequestHandler):  # pylint: disable=abstract-method
         self.chunks.append(chunk)
 
     async def post(self, path):  # pylint: disable=arguments-differ,unused-argument
-        if self.refused is not None or self._finished:
+        if self._finished:
+            return
+        if self.refused is not None:  # refused on its headers; its body is gone
+            self._answer(self.refused)
             return
         try:
             tag, envelope = await self._admit(b"".join(self.chunks))

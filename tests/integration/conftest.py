@@ -16,6 +16,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import docker
 import pytest
 
 from saltcd import ci_push, master_config
@@ -480,10 +481,12 @@ class Lab:
         """What the user would see with `docker inspect` on that host (None: no container)."""
         client = self.hosts[minion].client()
         try:
-            found = [c for c in client.containers.list(all=True) if c.name == app]
-            if not found:
-                return None
-            attrs = found[0].attrs
+            # By name: listing every container inspects each, and a retired one
+            # that saltcd's reaper removes meanwhile would fail the listing.
+            attrs = client.api.inspect_container(app)
+        except docker.errors.NotFound:
+            return None
+        else:
             return {"id": attrs["Id"], "image": attrs["Config"]["Image"],
                     "started_at": attrs["State"]["StartedAt"], "running": attrs["State"]["Running"]}
         finally:

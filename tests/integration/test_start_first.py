@@ -106,8 +106,10 @@ def retired(lab, minion, app):
     """Names of the app's containers on that host other than `<app>` and `<app>-next`."""
     client = lab.hosts[minion].client()
     try:
-        return [c.name for c in client.containers.list(all=True)
-                if c.name.startswith(f"{app}-") and c.name != f"{app}-next"]
+        # One listing call (the SDK's containers.list inspects each container,
+        # and fails on one the reaper removes meanwhile).
+        names = [name.lstrip("/") for c in client.api.containers(all=True) for name in c["Names"]]
+        return [n for n in names if n.startswith(f"{app}-") and n != f"{app}-next"]
     finally:
         client.close()
 

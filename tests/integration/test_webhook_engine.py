@@ -126,12 +126,20 @@ def test_unknown_source_and_oversize_are_refused_before_the_body(lab, webhook_to
     assert wait_counted(lab, "registry", "body larger than max_body_bytes", before) == before + 2
 
 
-def test_a_wrong_token_is_refused_before_the_body(lab):
-    """A sender without the token cannot make the engine hold a body: 401 on the headers."""
+def test_senders_without_the_token_take_no_slot(lab, webhook_token):
+    """A wrong token is refused on the headers: the body is dropped as it comes
+    (the 401 follows it), so stalled senders without the token never fill the
+    slots of the token's source."""
     before = counted(lab, "registry", "unauthenticated: wrong credential in Authorization")
-    assert announce(lab, "saltcd/registry", 1048576, {"Authorization": "Bearer not-the-token"}) == 401
-    assert announce(lab, "saltcd/registry", 1000, {}) == 401  # no token at all
-    assert wait_counted(lab, "registry", "unauthenticated: wrong credential in Authorization", before) == before + 1
+    stalled = stall(lab, webhook_engine_cap() + 4, {"Authorization": "Bearer not-the-token"})
+    try:
+        time.sleep(0.5)
+        assert post(lab, "saltcd/registry", b'{"events": []}', {"Authorization": f"Bearer {webhook_token}"})[0] == 200
+    finally:
+        for sock in stalled:
+            sock.close()
+    assert wait_counted(lab, "registry", "unauthenticated: wrong credential in Authorization", before) \
+        == before + webhook_engine_cap() + 4
 
 
 def stall(lab, count, headers):
