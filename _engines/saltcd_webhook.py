@@ -9,9 +9,10 @@ master's bus. This one checks each request at the door:
 - a body larger than ``saltcd:max_body_bytes`` is refused with 413 before it
   is read (Content-Length); a chunked one is cut off at the cap;
 - the source's bearer token is checked on the headers (without it the body is
-  dropped as it comes, then 401), its HMAC (ingress_auth) with the body, else 401; a timestamped HMAC seen before is a
-  replay (409); at most MAX_IN_FLIGHT bodies per source are read at once
-  (else 503); any method but POST gets 405 before its body;
+  dropped as it comes, then 401), its HMAC (ingress_auth) with the body, else
+  401; a timestamped HMAC seen before is a replay (409); at most MAX_IN_FLIGHT
+  bodies per source are read at once (else 503); any method but POST gets 405
+  before its body;
 - only then ONE event, ``saltcd/ingress/<source>``, with the body text, the
   time, a nonce and a MAC made with the master-local ingress key
   (saltcd.ingress_key): the runner checks that MAC, so a minion cannot forge
@@ -35,6 +36,7 @@ Salt finds this engine through saltcd's ``salt.loader`` entry point;
 """
 
 import asyncio
+import collections
 import concurrent.futures
 import logging
 import re
@@ -124,7 +126,7 @@ class Door:
         self.fire = fire
         self.first_sighting = first_sighting
         self.rejections = rejections or Rejections()
-        self.in_flight = {}  # source name -> bodies being read (the IOLoop's thread only)
+        self.in_flight = collections.Counter()  # source name -> bodies being read (IOLoop thread only)
         # One thread for the bus and the store: the IOLoop never blocks on them.
         self.worker = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="saltcd-webhook")
 
@@ -219,10 +221,10 @@ class Hook(tornado.web.RequestHandler):  # pylint: disable=abstract-method
         except ingress_auth.Unauthenticated as exc:
             self._refuse(Refused(401, name, f"unauthenticated: {exc}"), answer_now=False)
             return
-        if self.door.in_flight.get(name, 0) >= MAX_IN_FLIGHT:
+        if self.door.in_flight[name] >= MAX_IN_FLIGHT:
             self._refuse(Refused(503, name, "too many posts in flight"))
             return
-        self.door.in_flight[name] = self.door.in_flight.get(name, 0) + 1
+        self.door.in_flight[name] += 1
         self.counted = True
         # A chunked body without Content-Length: tornado drops the connection at the cap.
         self.request.connection.set_max_body_size(cap)

@@ -92,7 +92,6 @@ class Prepull:
                 with self.lock:
                     if not self.running and not self.queue:
                         break
-                with self.lock:
                     running = dict(self.running)
                 for jid, minion, outcome in self.puller.returns(running, wait=0.5):
                     self._ended(jid, minion, outcome)

@@ -425,7 +425,9 @@ class Lab:
         self.listener = listener
         self.push_secret = push_secret
         self.signatures = []  # every push signature a test made (test_zz_no_secrets_leak)
-        self.apps_config = APPS  # (port, policy) by app; the leak scan reads the apps' own secrets
+        # Apps with a push key of their own (the leak scan looks for these too).
+        self.app_push_secrets = {app: policy["push_secret"] for app, (_, policy) in APPS.items()
+                                 if "push_secret" in policy}
         self.master = master
         self.minions = minions
         self.hosts = hosts
@@ -439,9 +441,8 @@ class Lab:
 
     def push_key(self, repository):
         """The key a CI job signs pushes of `repository` with: its app's own, or the lab's."""
-        apps = [app for app, repo in self.repositories.items() if repo == repository and app in APPS]
-        return next((APPS[app][1]["push_secret"] for app in apps if "push_secret" in APPS[app][1]),
-                    self.push_secret)
+        app = next((app for app, repo in self.repositories.items() if repo == repository), None)
+        return self.app_push_secrets.get(app, self.push_secret)
 
     def signed(self, payload, timestamp=None, secret=None):
         """A `saltcd/push` payload as a CI job makes it (saltcd.ci_push: time, nonce,

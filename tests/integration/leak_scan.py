@@ -36,8 +36,7 @@ def needles(lab, webhook_token, push_secret, registry_users):
     """{what: secret value} for every secret the lab holds and every signature a test made."""
     found = {"webhook token": webhook_token, "push secret": push_secret,
              "notification bearer secret": Receivers.SECRET}
-    found.update({f"{app}'s own push secret": policy["push_secret"]
-                  for app, (_, policy) in lab.apps_config.items() if "push_secret" in policy})
+    found.update({f"{app}'s own push secret": secret for app, secret in lab.app_push_secrets.items()})
     found.update({f"registry password of {user}": u["password"] for user, u in registry_users.items()})
     for i, signature in enumerate(lab.signatures):
         found[f"push signature #{i}"] = signature

@@ -3,15 +3,15 @@ deploys; a wrong token, an unknown source or an oversize body is refused at
 the door (401/404/413), puts nothing on the bus and is counted in the store;
 a `saltcd/ingress/...` event a minion forges or replays is rejected."""
 
-import importlib.util
 import json
 import socket
 import time
 import urllib.error
 import urllib.request
-from pathlib import Path
 
 import pytest
+
+from tests import engines
 
 pytestmark = pytest.mark.integration
 
@@ -190,11 +190,7 @@ def test_a_method_other_than_post_is_refused_before_its_body(lab):
 
 def webhook_engine_cap():
     """The engine's MAX_IN_FLIGHT, read from its module."""
-    path = Path(__file__).resolve().parents[2] / "_engines" / "saltcd_webhook.py"
-    spec = importlib.util.spec_from_file_location("saltcd_webhook_cap", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.MAX_IN_FLIGHT
+    return engines.load("saltcd_webhook").MAX_IN_FLIGHT
 
 
 def test_forged_and_replayed_ingress_events_from_a_minion_are_rejected(lab, pushed):

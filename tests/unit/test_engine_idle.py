@@ -2,15 +2,13 @@
 once and idles: the master restarts an engine process that ends, so returning
 would log the same error again and again."""
 
-import importlib.util
 import logging
-from pathlib import Path
 
 import pytest
 
 from saltcd import binding
+from tests import engines
 
-ENGINES = Path(__file__).resolve().parents[2] / "_engines"
 BAD_APPS = {"apps": {"web": {"repository": "Not A Repository!"}}}
 
 
@@ -32,9 +30,7 @@ def sleeps(monkeypatch):
 
 
 def engine(name, opts):
-    spec = importlib.util.spec_from_file_location(f"{name}_under_test", ENGINES / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    module = engines.load(name)
     module.__opts__ = opts
     return module
 

@@ -210,14 +210,9 @@ def test_log_text_is_escaped():
 # The door: the saltcd_webhook engine's HTTP handler on loopback, in this process.
 
 def _load_engine():
-    import importlib.util
-    from pathlib import Path
+    from tests import engines
 
-    path = Path(__file__).resolve().parents[2] / "_engines" / "saltcd_webhook.py"
-    spec = importlib.util.spec_from_file_location("saltcd_webhook_under_test", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return engines.load("saltcd_webhook")
 
 
 @pytest.fixture
