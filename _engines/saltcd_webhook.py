@@ -118,13 +118,14 @@ class Rejections:
 
 class Door:
     """What the handler needs: settings (None: invalid config), the ingress key,
-    `fire(tag, data)`, `first_sighting(nonce, now, window)` and the counts."""
+    `fire(tag, data)`, the seen signatures (`nonces`: a saltcd.nonces.NonceCache)
+    and the counts."""
 
-    def __init__(self, settings, key, fire, first_sighting, rejections=None):
+    def __init__(self, settings, key, fire, nonces, rejections=None):
         self.settings = settings
         self.key = key
         self.fire = fire
-        self.first_sighting = first_sighting
+        self.nonces = nonces
         self.rejections = rejections or Rejections()
         self.in_flight = collections.Counter()  # source name -> bodies being read (IOLoop thread only)
         # One thread for the bus and the store: the IOLoop never blocks on them.
@@ -246,16 +247,33 @@ class Hook(tornado.web.RequestHandler):  # pylint: disable=abstract-method
             self._answer(self.refused)
             return
         try:
-            tag, envelope = await self._admit(b"".join(self.chunks))
+            tag, envelope, nonce = await self._admit(b"".join(self.chunks))
+            await self._fire(tag, envelope, nonce)
         except Refused as refused:
             self._refuse(refused)
             return
-        await self.door.in_worker(self.door.fire, tag, envelope)
         self.set_header("Content-Type", "text/plain; charset=utf-8")
         self.finish("accepted\n")
 
+    async def _fire(self, tag, envelope, nonce):
+        """Put the event on the bus; if the bus refuses it, nothing was accepted:
+        the signature's sighting is taken back, so that the sender's retry is
+        not a replay, and the answer is 503."""
+        try:
+            await self.door.in_worker(self.door.fire, tag, envelope)
+        except Exception as exc:  # pylint: disable=broad-except
+            log.warning("saltcd_webhook: the event bus refused a post from %s: %s", self.source.name,
+                        type(exc).__name__)
+            if nonce is not None:
+                try:
+                    await self.door.in_worker(self.door.nonces.forget, *nonce)
+                except Exception:  # pylint: disable=broad-except  # its retry is then a replay (409)
+                    log.exception("saltcd_webhook: could not take back a signature's sighting")
+            raise Refused(503, self.source.name, "event bus unavailable: not accepted, retry") from None
+
     async def _admit(self, body):
-        """(tag, event data) for an authenticated body, or raise Refused."""
+        """(tag, event data, (nonce, time) of a timestamped signature or None) for
+        an authenticated body, or raise Refused."""
         source, settings, now = self.source, self.door.settings, time.time()
         headers = dict(self.request.headers)
         timestamp = self.request.headers.get(source.timestamp_header) if source.timestamp_header else None
@@ -264,12 +282,13 @@ class Hook(tornado.web.RequestHandler):  # pylint: disable=abstract-method
             ingress_auth.check(source, data, now=now, window=settings.push_window)
         except ingress_auth.Unauthenticated as exc:
             raise Refused(401, source.name, f"unauthenticated: {exc}") from None
+        sighting = None
         if source.hmac_secret is not None and timestamp is not None:
             # A timestamped signature is valid for push_window: seen twice, it is a replay.
             signature = self.request.headers.get(source.signature_header, "")
-            nonce = ingress_auth.sha256_hex(signature)
+            sighting = (ingress_auth.sha256_hex(signature), now)
             try:
-                fresh = await self.door.in_worker(self.door.first_sighting, nonce, now, settings.push_window)
+                fresh = await self.door.in_worker(self.door.nonces.first_sighting, *sighting, settings.push_window)
             except Exception as exc:  # pylint: disable=broad-except  # nonces.Full, store errors
                 raise Refused(503, source.name, f"replay check failed: {type(exc).__name__}") from None
             if not fresh:
@@ -279,7 +298,7 @@ class Hook(tornado.web.RequestHandler):  # pylint: disable=abstract-method
         except UnicodeDecodeError:
             raise Refused(400, source.name, "body is not UTF-8") from None
         return (ingress_key.TAG_PREFIX + source.name,
-                ingress_key.envelope(self.door.key, source.name, text, now))
+                ingress_key.envelope(self.door.key, source.name, text, now), sighting)
 
 
 def make_app(door):
@@ -327,7 +346,8 @@ class _Bus:
                 if self.event is None:
                     self.event = salt.utils.event.get_master_event(self.opts, self.opts["sock_dir"],
                                                                    listen=False)
-                self.event.fire_event(data, tag)
+                if self.event.fire_event(data, tag) is False:  # could not connect to the bus
+                    raise ConnectionError("the master's event bus is not reachable")
                 return
             except Exception:  # pylint: disable=broad-except
                 if self.event is not None:
@@ -353,8 +373,7 @@ def start(address="127.0.0.1", port=8787, ssl_crt=None, ssl_key=None):
     records = store.Store(cache)
     if settings is not None:
         records.configure(store.Limits.from_settings(settings))
-    seen = nonces.NonceCache(cache, lock_dir=opts["cachedir"]).first_sighting
-    door = Door(settings, key, _Bus(opts).fire, first_sighting=seen)
+    door = Door(settings, key, _Bus(opts).fire, nonces.NonceCache(cache, lock_dir=opts["cachedir"]))
     ssl_options = {"certfile": ssl_crt, "keyfile": ssl_key} if ssl_crt and ssl_key else None
 
     async def main():

@@ -75,6 +75,13 @@ class NonceCache:
             self.cache.store(bank, nonce, {"seen": now})
             return True
 
+    def forget(self, nonce, now):
+        """Take back the sighting `first_sighting(nonce, now, ...)` recorded: the
+        payload was not acted on (the bus refused it), so its sender's retry must
+        not count as a replay."""
+        with _flock(self.lock_path):
+            self.cache.flush(f"{BANK}/{_bucket(now)}", nonce)
+
     def _prune(self, now, window):
         """Flush every bucket no replay can reach any more; return the others.
 

@@ -130,6 +130,13 @@ def test_nonces_are_pruned_by_whole_buckets(cache):
     assert len(cache.buckets()) == 1  # the first bucket is gone
 
 
+def test_a_forgotten_sighting_is_a_first_sighting_again(cache):
+    assert cache.first_sighting("c" * 20, NOW, 300)
+    cache.forget("c" * 20, NOW)
+    assert cache.first_sighting("c" * 20, NOW + 1, 300)
+    assert not cache.first_sighting("c" * 20, NOW + 2, 300)
+
+
 def test_a_full_bucket_fails_closed(cache, monkeypatch):
     monkeypatch.setattr(nonces, "MAX_PER_BUCKET", 3)
     for i in range(3):

@@ -11,7 +11,7 @@ from hypothesis import HealthCheck, given
 from hypothesis import settings as hsettings
 from hypothesis import strategies as st
 
-from saltcd import config, ingress_key, intake, notifications
+from saltcd import config, ingress_key, intake, nonces, notifications
 from saltcd.ingress_auth import hashed_headers, push_signature
 
 from .conftest import RAW, TOKEN
@@ -234,14 +234,14 @@ def door():
     settings = config.load(raw)
     records = Store(MemoryCache())
     records.configure(Limits.from_settings(settings))
-    fired, seen = [], set()
+    fired, bus = [], {"down": False}
 
-    def first_sighting(nonce, timestamp, window):
-        fresh = nonce not in seen
-        seen.add(nonce)
-        return fresh
+    def fire(tag, data):
+        if bus["down"]:
+            raise ConnectionError("the master's event bus is not reachable")
+        fired.append((tag, data))
 
-    gate = engine.Door(settings, KEY, lambda tag, data: fired.append((tag, data)), first_sighting=first_sighting)
+    gate = engine.Door(settings, KEY, fire, nonces.NonceCache(MemoryCache()))
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
@@ -262,7 +262,7 @@ def door():
     thread.start()
     assert ready.wait(10)
     try:
-        yield {"url": f"http://127.0.0.1:{port}", "port": port, "door": gate, "fired": fired,
+        yield {"url": f"http://127.0.0.1:{port}", "port": port, "door": gate, "fired": fired, "bus": bus,
                "records": records, "sha": hashlib.sha256}
     finally:
         loop.call_soon_threadsafe(loop.stop)
@@ -358,6 +358,25 @@ def test_a_timestamped_signature_is_accepted_once(door):
     stale = "sha256=" + hmac.new(b"stamp-secret", old.encode() + b"." + body, hashlib.sha256).hexdigest()
     status, text = _post(door["url"] + "/saltcd/stamped", body, {"X-Hub-Signature-256": stale, "X-Timestamp": old})
     assert status == 401 and "replay or clock skew" in text
+    assert len(door["fired"]) == 1
+
+
+def test_a_post_the_bus_refused_is_not_accepted_and_its_retry_is_not_a_replay(door):
+    import hashlib
+    import hmac
+    import time
+
+    body = b'{"events": []}'
+    stamp = str(int(time.time()))
+    signature = "sha256=" + hmac.new(b"stamp-secret", stamp.encode() + b"." + body, hashlib.sha256).hexdigest()
+    headers = {"X-Hub-Signature-256": signature, "X-Timestamp": stamp}
+    door["bus"]["down"] = True
+    status, text = _post(door["url"] + "/saltcd/stamped", body, headers)
+    assert (status, text) == (503, "event bus unavailable: not accepted, retry\n")
+    assert door["fired"] == []
+    door["bus"]["down"] = False
+    assert _post(door["url"] + "/saltcd/stamped", body, headers)[0] == 200  # the sender's retry
+    assert _post(door["url"] + "/saltcd/stamped", body, headers)[0] == 409  # and then it is a replay
     assert len(door["fired"]) == 1
 
 
