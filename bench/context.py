@@ -51,11 +51,11 @@ class Context:
             self.images[version] = app_image.build_and_push(self.state["build_docker_host"], base, version,
                                                             f"bench-{version}")
         for app in self.apps.values():
-            target = self._in_registry(app)
+            target = self.in_registry(app)
             for version, digest in self.images.items():
                 registry_http.copy_image(base, target, digest, version)
 
-    def _in_registry(self, app):
+    def in_registry(self, app):
         """The app's repository on the registry itself: copies go straight there,
         also for apps whose repository names the bench's throttling proxy."""
         return f"{self.state['registry']}/{app['repository'].split('/', 1)[1]}"
@@ -73,11 +73,11 @@ class Context:
             images = self.big_images.setdefault(size, {})
             base = f"{self.state['registry']}/bench/base{size}"
             for version in sorted({v for versions in versions_of.values() for v in versions} - set(images)):
-                images[version] = app_image.build_and_push(
-                    self.state["build_docker_host"], base, version, f"bench-{version}-{size}mb",
-                    behaviour="ignores-sigterm", filler_mb=size)
+                small = app_image.build_and_push(self.state["build_docker_host"], base, f"{version}-small",
+                                                 f"bench-{version}", behaviour="ignores-sigterm")
+                images[version] = registry_http.with_filler(base, small, version, size)
             for app, versions in versions_of.items():
-                target = self._in_registry(self.apps[app])
+                target = self.in_registry(self.apps[app])
                 for version in versions:
                     registry_http.copy_image(base, target, images[version], f"{version}{size}")
 
