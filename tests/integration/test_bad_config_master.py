@@ -5,14 +5,13 @@ process manager restarts an engine process that ends (it looks every 10 s), so
 an engine that returned would log its error again every 10 s."""
 
 import time
-import urllib.error
-import urllib.request
 from pathlib import Path
 
 import pytest
 
 from saltcd import master_config
 from tests.ports import free_port
+from tests.posting import post
 
 pytestmark = pytest.mark.integration
 
@@ -32,14 +31,8 @@ def bad_master(salt_factories):
         yield master, port
 
 
-def post(port):
-    request = urllib.request.Request(f"http://127.0.0.1:{port}/saltcd/registry", data=b"{}", method="POST",
-                                     headers={"Content-Type": "application/json"})
-    try:
-        with urllib.request.urlopen(request, timeout=10) as response:
-            return response.status, response.read().decode()
-    except urllib.error.HTTPError as exc:
-        return exc.code, exc.read().decode()
+def post_to(port):
+    return post(f"http://127.0.0.1:{port}/saltcd/registry", b"{}", {"Content-Type": "application/json"})
 
 
 def test_engines_say_once_what_is_wrong_and_stay_up(bad_master):
@@ -47,7 +40,7 @@ def test_engines_say_once_what_is_wrong_and_stay_up(bad_master):
     deadline, answer = time.monotonic() + 30, None
     while time.monotonic() < deadline:
         try:
-            answer = post(port)
+            answer = post_to(port)
             break
         except OSError:  # the engine is not listening yet
             time.sleep(0.5)

@@ -6,12 +6,10 @@ a `saltcd/ingress/...` event a minion forges or replays is rejected."""
 import json
 import socket
 import time
-import urllib.error
-import urllib.request
 
 import pytest
 
-from tests import engines
+from tests import engines, posting
 
 pytestmark = pytest.mark.integration
 
@@ -24,13 +22,8 @@ def engine_port(lab):
 
 def post(lab, path, body, headers):
     """(status, answer text) of one POST, as the registry would make it."""
-    request = urllib.request.Request(f"http://127.0.0.1:{engine_port(lab)}/{path}", data=body, method="POST",
-                                     headers={"Content-Type": "application/json", **headers})
-    try:
-        with urllib.request.urlopen(request, timeout=10) as response:
-            return response.status, response.read().decode()
-    except urllib.error.HTTPError as exc:
-        return exc.code, exc.read().decode()
+    return posting.post(f"http://127.0.0.1:{engine_port(lab)}/{path}", body,
+                        {"Content-Type": "application/json", **headers})
 
 
 def announce(lab, path, length, headers):

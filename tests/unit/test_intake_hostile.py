@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 
 from saltcd import config, ingress_key, intake, nonces, notifications
 from saltcd.ingress_auth import hashed_headers, push_signature
+from tests.posting import post
 
 from .conftest import RAW, TOKEN
 
@@ -270,21 +271,9 @@ def door():
         gate.worker.shutdown()
 
 
-def _post(url, body, headers):
-    import urllib.error
-    import urllib.request
-
-    request = urllib.request.Request(url, data=body, method="POST", headers=headers)
-    try:
-        with urllib.request.urlopen(request, timeout=10) as response:
-            return response.status, response.read().decode()
-    except urllib.error.HTTPError as exc:
-        return exc.code, exc.read().decode()
-
-
 def test_the_door_fires_one_signed_envelope_and_no_header(door):
     body = json.dumps({"events": []})
-    status, _ = _post(door["url"] + "/saltcd/registry", body.encode(), {"Authorization": f"Bearer {TOKEN}"})
+    status, _ = post(door["url"] + "/saltcd/registry", body.encode(), {"Authorization": f"Bearer {TOKEN}"})
     assert status == 200
     ((tag, data),) = door["fired"]
     assert tag == "saltcd/ingress/registry" and set(data) == {"body", "received", "nonce", "mac"}
@@ -308,7 +297,7 @@ SETTINGS_WITH_REGISTRY = config.load(json.loads(json.dumps(RAW)))
 ], ids=["wrong token", "no token", "unknown source", "oversize", "not UTF-8"])
 def test_the_door_refuses_fires_nothing_and_counts(door, path, headers, body, status, reason):
     for _ in range(5):
-        answer = _post(door["url"] + path, body, headers)
+        answer = post(door["url"] + path, body, headers)
         assert answer[0] == status and answer[1].startswith(reason), answer
     assert door["fired"] == []
     source = "(unknown)" if status == 404 else "registry"
@@ -352,11 +341,11 @@ def test_a_timestamped_signature_is_accepted_once(door):
     stamp = str(int(time.time()))
     signature = "sha256=" + hmac.new(b"stamp-secret", stamp.encode() + b"." + body, hashlib.sha256).hexdigest()
     headers = {"X-Hub-Signature-256": signature, "X-Timestamp": stamp}
-    assert _post(door["url"] + "/saltcd/stamped", body, headers)[0] == 200
-    assert _post(door["url"] + "/saltcd/stamped", body, headers)[0] == 409
+    assert post(door["url"] + "/saltcd/stamped", body, headers)[0] == 200
+    assert post(door["url"] + "/saltcd/stamped", body, headers)[0] == 409
     old = str(int(time.time()) - 3600)
     stale = "sha256=" + hmac.new(b"stamp-secret", old.encode() + b"." + body, hashlib.sha256).hexdigest()
-    status, text = _post(door["url"] + "/saltcd/stamped", body, {"X-Hub-Signature-256": stale, "X-Timestamp": old})
+    status, text = post(door["url"] + "/saltcd/stamped", body, {"X-Hub-Signature-256": stale, "X-Timestamp": old})
     assert status == 401 and "replay or clock skew" in text
     assert len(door["fired"]) == 1
 
@@ -371,12 +360,12 @@ def test_a_post_the_bus_refused_is_not_accepted_and_its_retry_is_not_a_replay(do
     signature = "sha256=" + hmac.new(b"stamp-secret", stamp.encode() + b"." + body, hashlib.sha256).hexdigest()
     headers = {"X-Hub-Signature-256": signature, "X-Timestamp": stamp}
     door["bus"]["down"] = True
-    status, text = _post(door["url"] + "/saltcd/stamped", body, headers)
+    status, text = post(door["url"] + "/saltcd/stamped", body, headers)
     assert (status, text) == (503, "event bus unavailable: not accepted, retry\n")
     assert door["fired"] == []
     door["bus"]["down"] = False
-    assert _post(door["url"] + "/saltcd/stamped", body, headers)[0] == 200  # the sender's retry
-    assert _post(door["url"] + "/saltcd/stamped", body, headers)[0] == 409  # and then it is a replay
+    assert post(door["url"] + "/saltcd/stamped", body, headers)[0] == 200  # the sender's retry
+    assert post(door["url"] + "/saltcd/stamped", body, headers)[0] == 409  # and then it is a replay
     assert len(door["fired"]) == 1
 
 
