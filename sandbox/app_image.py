@@ -9,7 +9,6 @@ No base image is pulled from anywhere: the build context holds
 from __future__ import annotations
 
 import logging
-import os
 import re
 import shutil
 import tempfile
@@ -71,16 +70,10 @@ class ImageError(RuntimeError):
     """Building, tagging or pushing the app image failed."""
 
 
-def _write_context(ctx: Path, version: str, behaviour: str, port: int, filler_mb: int = 0) -> None:
+def _write_context(ctx: Path, version: str, behaviour: str, port: int) -> None:
     shutil.copy2(BUSYBOX, ctx / "busybox")
     (ctx / "Dockerfile").write_text(DOCKERFILE.format(version=version, behaviour=behaviour, port=port))
     (ctx / "start.sh").write_text(START_SH.format(behaviour=behaviour))
-    if filler_mb:
-        # Random bytes: a layer no other image shares and no compression shrinks.
-        with open(ctx / "filler", "wb") as out:
-            for _ in range(filler_mb):
-                out.write(os.urandom(1 << 20))
-        (ctx / "Dockerfile").write_text((ctx / "Dockerfile").read_text() + "COPY filler /filler\n")
     www = ctx / "www"
     www.mkdir()
     (www / "version").write_text(version)
@@ -95,12 +88,8 @@ def build_and_push(
     behaviour: str = "healthy",
     port: int = 8080,
     auth_config: dict | None = None,
-    filler_mb: int = 0,
 ) -> str:
     """Build the app image as ``repository:tag`` on ``docker_url``, push it, return its digest.
-
-    ``filler_mb`` > 0 adds a layer of that many MB of random data (the bench's
-    realistic image sizes: unique, never shared, not compressible).
 
     ``auth_config`` ({"username", "password"}): credentials with push rights,
     sent with this push only (nothing is written to a docker config.json).
@@ -112,7 +101,7 @@ def build_and_push(
     ref = f"{repository}:{tag}"
     with closing(docker.DockerClient(base_url=docker_url, timeout=300)) as client:
         with tempfile.TemporaryDirectory(prefix="saltcd-app-") as tmp:
-            _write_context(Path(tmp), version, behaviour, int(port), int(filler_mb))
+            _write_context(Path(tmp), version, behaviour, int(port))
             log.info("building %s (version %s, %s)", ref, version, behaviour)
             try:
                 client.images.build(path=tmp, tag=ref, rm=True, forcerm=True, pull=False)

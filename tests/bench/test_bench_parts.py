@@ -180,3 +180,21 @@ def test_make_bench_leaves_scale_to_full_unless_named():
     assert "scale" not in bench_cli.chosen(None, full=False)
     assert bench_cli.chosen(None, full=True) == set(bench_cli.SCENARIOS)
     assert bench_cli.chosen("scale, fleet", full=False) == {"scale", "fleet"}
+
+
+def test_a_filler_layer_is_a_gzipped_tar_of_unique_random_bytes_with_its_diff_id():
+    import gzip
+    import hashlib
+    import io
+    import tarfile
+
+    from bench.registry_http import filler_layer
+
+    layer, diff_id = filler_layer(1)
+    plain = gzip.decompress(layer)
+    assert diff_id == "sha256:" + hashlib.sha256(plain).hexdigest()
+    with tarfile.open(fileobj=io.BytesIO(plain)) as tar:
+        [member] = tar.getmembers()
+        body = tar.extractfile(member).read()
+    assert (member.name, len(body)) == ("filler", 1 << 20)
+    assert filler_layer(1)[1] != diff_id  # random: no two layers are shared
