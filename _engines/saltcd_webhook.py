@@ -16,7 +16,9 @@ master's bus. This one checks each request at the door:
 - only then ONE event, ``saltcd/ingress/<source>``, with the body text, the
   time, a nonce and a MAC made with the master-local ingress key
   (saltcd.ingress_key): the runner checks that MAC, so a minion cannot forge
-  the event, and no header value ever reaches the bus.
+  the event, and no header value ever reaches the bus. If the bus refuses it,
+  503, and a timestamped signature's sighting is taken back (a retry is no
+  replay).
 
 Refused posts fire nothing and write nothing each: they are counted in memory
 and the counts (source, reason, minute), plus a few full records a minute,

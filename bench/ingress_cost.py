@@ -67,9 +67,8 @@ def serve(port, store_dir, cap):
     settings = bench_settings(cap)
     records.configure(store.Limits.from_settings(settings))
     fired = []
-    seen = nonces.NonceCache(records.cache, lock_dir=store_dir).first_sighting
     door = engine.Door(settings, ingress_key.load_or_create(store_dir), lambda tag, data: fired.append(tag),
-                       first_sighting=seen)
+                       nonces.NonceCache(records.cache, lock_dir=store_dir))
 
     async def main():
         engine.server(door, "127.0.0.1", port)

@@ -54,7 +54,8 @@ def _flock(path):
 
 
 class NonceCache:
-    """`first_sighting(nonce, now, window)`: True once per nonce, then False."""
+    """`first_sighting(nonce, now, window)`: True once per nonce, then False
+    (until `forget(nonce, now)` takes that sighting back)."""
 
     def __init__(self, cache, lock_dir=None):
         self.cache = cache

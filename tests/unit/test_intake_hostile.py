@@ -404,3 +404,26 @@ def test_the_ingress_key_is_created_once_and_private(tmp_path):
     key = ingress_key.load_or_create(str(tmp_path))
     assert len(key) == 32 and ingress_key.load_or_create(str(tmp_path)) == key
     assert stat.S_IMODE(os.stat(ingress_key.key_path(str(tmp_path))).st_mode) == 0o600
+
+
+def test_the_bus_is_tried_twice_and_a_refusal_is_raised_not_swallowed(monkeypatch):
+    import salt.utils.event
+
+    class Refusing:
+        """Salt's SaltEvent when it cannot connect: fire_event returns False."""
+        made, destroyed = 0, 0
+
+        def __init__(self):
+            Refusing.made += 1
+
+        def fire_event(self, data, tag):
+            return False
+
+        def destroy(self):
+            Refusing.destroyed += 1
+
+    monkeypatch.setattr(salt.utils.event, "get_master_event", lambda *args, **kwargs: Refusing())
+    bus = _load_engine()._Bus({"sock_dir": "/nonexistent"})
+    with pytest.raises(ConnectionError):
+        bus.fire("saltcd/ingress/registry", {"body": "{}"})
+    assert (Refusing.made, Refusing.destroyed) == (2, 2)
