@@ -299,8 +299,11 @@ class Controller:
         rollback is not undone) on two passes in a row: a push whose
         notification is merely in flight has been resolved by then. For a
         manual environment what saltcd heard of is the digest of the last push
-        it recorded (or rollout it resolved). Environments with queued work and
-        tags saltcd never resolved are left alone.
+        it recorded (or rollout it resolved). A tag saltcd never resolved is
+        compared with what the first pass found it at (its baseline; a tag not
+        there yet counts): what ran before saltcd watched is left alone, and a
+        first push whose notification was lost is caught like any other.
+        Environments with queued work are left alone.
         """
         made = []
         for dep in self.settings.deployments():
@@ -312,13 +315,22 @@ class Controller:
 
     def _reconcile_tag(self, dep, tag):
         app, env = dep.app, dep.env
-        resolved = self.records.resolved(app, env, tag)
-        if resolved is None or self.records.has_pending(app, env):
+        if self.records.has_pending(app, env):
             return None
         try:
             current = self._tag_digest(dep, tag)
+        except registry_client.TagNotFound:
+            current = store.ABSENT
         except registry_client.RegistryError as exc:
             log.info("saltcd: reconcile %s/%s: %s", app, env, exc)
+            return None
+        resolved = self.records.resolved(app, env, tag)
+        if resolved is None:
+            resolved = self.records.baseline(app, env, tag)
+            if resolved is None:  # the first pass: what is there now is not saltcd's to deploy
+                self.records.set_baseline(app, env, tag, current)
+                return None
+        if current == store.ABSENT:  # deleted, or not pushed yet: nothing to catch up with
             return None
         suspect = self.records.suspect(app, env, tag)
         if current == resolved or suspect != current:

@@ -44,6 +44,7 @@ KEEP_NEWEST = 10
 MAX_PAIRS_PER_MINUTE = 50
 OTHER = ("*", "other reasons")
 MAX_TEXT = 200
+ABSENT = "absent"  # a baseline: the tag did not exist at the registry yet
 
 
 def rejection(tag, source, reason, now=None):
@@ -313,7 +314,8 @@ class Store:
         """Replace the per-environment state record."""
         self.cache.store(self._bank("envs", app, env), "state", state)
 
-    # per tag: what saltcd last resolved, and a move it has seen once (reconcile)
+    # per tag: what saltcd last resolved, what reconcile first found it at, and a
+    # move it has seen once (reconcile)
     def resolved(self, app, env, tag):
         """The digest the last tag-driven rollout resolved `tag` to, or None."""
         return (self.cache.fetch(self._bank("tags", app, env), f"resolved.{tag}") or {}).get("digest")
@@ -321,6 +323,15 @@ class Store:
     def set_resolved(self, app, env, tag, digest):
         """Written by the drain; one key per writer, so reconcile never clobbers it."""
         self.cache.store(self._bank("tags", app, env), f"resolved.{tag}", {"digest": digest})
+
+    def baseline(self, app, env, tag):
+        """What reconcile's first pass found `tag` at (a digest, or ABSENT) while
+        saltcd had not resolved it yet; None before that pass."""
+        return (self.cache.fetch(self._bank("tags", app, env), f"baseline.{tag}") or {}).get("digest")
+
+    def set_baseline(self, app, env, tag, digest):
+        """Written by reconcile only, once per tag."""
+        self.cache.store(self._bank("tags", app, env), f"baseline.{tag}", {"digest": digest})
 
     def suspect(self, app, env, tag):
         """A digest reconcile saw the tag moved to on its previous pass, or None."""

@@ -1,5 +1,6 @@
 """A push whose notification never became a reaction is still deployed: the
-resume schedule finds the tag moved at the registry (reconcile)."""
+resume schedule finds the tag moved at the registry (reconcile), the first
+push of a tag too."""
 
 import json
 import time
@@ -72,6 +73,21 @@ def test_a_push_the_reactor_dropped_is_deployed_by_resume(lab):
     assert record["trigger"]["kind"] == "reconcile" and "without a notification" in record["note"]
     assert not [r for r in history if r.get("digest_hint") == second and r["trigger"]["kind"] == "registry"]
     assert first != second
+
+
+def test_a_first_push_the_reactor_dropped_is_deployed_by_resume(lab):
+    # lost:qa was never pushed: the pass before the push finds no tag (its baseline).
+    assert lab.run.run("deploy.resume").returncode == 0
+    dropped, first = _push_the_reactor_drops(lab, "qa", "1.0.0")
+
+    for _ in range(2):
+        assert lab.run.run("deploy.resume").returncode == 0
+    finished = lab.wait_for("saltcd/deploy/lost/qa/finished", dropped, timeout=180).data
+    assert finished["status"] == "succeeded" and finished["digest"] == first
+    running = lab.running_digests("lost")
+    assert {m: running[m] for m in lab.env_minions("qa")} == {m: first for m in lab.env_minions("qa")}
+    record = next(r for r in lab.history("lost", "qa") if r.get("to_digest") == first)
+    assert record["trigger"]["kind"] == "reconcile" and "without a notification" in record["note"]
 
 
 def test_a_lost_push_to_a_manual_environment_awaits_approval_with_its_digest(lab):

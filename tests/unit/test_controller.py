@@ -177,13 +177,19 @@ def _run_push(ctl, digest):
     return ctl.drain("web", "dev")["rollouts"][-1]
 
 
+def _made(requests, app="web", env="dev"):
+    """The requests reconcile made for one app/env (the fake registry moves every
+    app's tags at once, and apps saltcd never resolved are reconciled too)."""
+    return [r for r in requests if (r["app"], r["env"]) == (app, env)]
+
+
 def test_reconcile_queues_a_push_whose_notification_never_arrived(ctl):
     assert _run_push(ctl, NEW)["status"] == "succeeded"
     assert ctl.reconcile() == []                      # the tag is where saltcd left it
     lost = "sha256:" + "2" * 64
     ctl.resolve.digest = lost                         # pushed, but the notification was dropped
     assert ctl.reconcile() == []                      # first sighting: it may still be in flight
-    made = ctl.reconcile()
+    made = _made(ctl.reconcile())
     assert [(r["app"], r["env"], r["tag"], r["trigger"]["kind"]) for r in made] == [("web", "dev", "dev", "reconcile")]
     assert ctl.reconcile() == []                      # already queued: not twice
     record = ctl.drain("web", "dev")["rollouts"][-1]
@@ -210,6 +216,27 @@ def test_reconcile_skips_unreachable_registries_and_never_deployed_envs(ctl):
     assert _run_push(ctl, NEW)["status"] == "succeeded"
     ctl.resolve.digest = registry_client.RegistryError("registry down")
     assert ctl.reconcile() == [] and ctl.reconcile() == [] and ctl.records.pending("web", "dev") == []
+
+
+def test_reconcile_catches_a_first_push_whose_notification_never_arrived(ctl):
+    ctl.resolve.digest = registry_client.TagNotFound("not pushed yet")
+    assert ctl.reconcile() == []                      # the first pass: no tag yet (its baseline)
+    ctl.resolve.digest = NEW                          # the first push; its notification was dropped
+    assert ctl.reconcile() == []                      # first sighting: it may still be in flight
+    made = _made(ctl.reconcile())
+    assert [(r["tag"], r["digest_hint"], r["trigger"]["kind"]) for r in made] == [("dev", NEW, "reconcile")]
+    record = ctl.drain("web", "dev")["rollouts"][-1]
+    assert record["status"] == "succeeded" and record["to_digest"] == NEW
+
+
+def test_reconcile_leaves_what_the_tag_held_before_saltcd_watched_alone(ctl):
+    for _ in range(3):
+        assert ctl.reconcile() == []                  # NEW was there at the first pass: not saltcd's
+    assert ctl.records.pending("web", "dev") == [] and ctl.fleet.running["dev-1"] == OLD
+    moved = "sha256:" + "5" * 64
+    ctl.resolve.digest = moved                        # then a push whose notification was lost
+    assert ctl.reconcile() == []
+    assert [r["digest_hint"] for r in _made(ctl.reconcile())] == [moved]
 
 
 def test_reconcile_leaves_a_push_in_flight_alone(ctl):
@@ -412,7 +439,7 @@ def test_reconcile_records_a_lost_manual_push_as_awaiting_approval_once(manual):
     lost = "sha256:" + "6" * 64
     manual.resolve.digest = lost                                  # pushed; the notification was dropped
     assert manual.reconcile() == []                               # first sighting: may be in flight
-    made = manual.reconcile()
+    made = _made(manual.reconcile(), env="prod")
     assert [(r["env"], r["digest"], r["trigger"]["kind"]) for r in made] == [("prod", lost, "reconcile")]
     assert manual.reconcile() == [] and manual.reconcile() == []   # once per digest
     assert manual.records.pending("web", "prod") == [] and manual.fleet.running["prod-1"] == NEW
