@@ -24,7 +24,7 @@ from pathlib import Path
 
 import docker
 
-from bench import cpu
+from bench import cpu, ideal
 from bench.context import BenchError
 from bench.scenarios import converge, converge_all, where
 from bench.stats import cell, ratio, summary
@@ -65,15 +65,10 @@ def _preload(ctx, wanted):
     """Pull each app's image of {app: digest} on its targets straight from the
     registry, all at once (set-up, not timed): the converge that follows then
     finds every layer and moves nothing through the throttle."""
-    def pull(job):
-        minion, reference = job
-        with closing(docker.DockerClient(base_url=minion["docker_host"], timeout=300)) as client:
-            client.images.pull(reference)
-
-    jobs = [(minion, f"{ctx.in_registry(ctx.apps[app])}@{digest}")
+    jobs = [(minion["docker_host"], {"repository": ctx.in_registry(ctx.apps[app])}, digest)
             for app, digest in wanted.items() for minion in ctx.targets(app)]
     with ThreadPoolExecutor(max_workers=len(jobs) or 1) as pool:
-        list(pool.map(pull, jobs))
+        list(pool.map(lambda job: ideal.pull(*job), jobs))
 
 
 def _clear(ctx, app, images):

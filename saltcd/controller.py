@@ -324,18 +324,17 @@ class Controller:
         except registry_client.RegistryError as exc:
             log.info("saltcd: reconcile %s/%s: %s", app, env, exc)
             return None
-        resolved = self.records.resolved(app, env, tag)
-        if resolved is None:
-            resolved = self.records.baseline(app, env, tag)
-            if resolved is None:  # the first pass: what is there now is not saltcd's to deploy
-                self.records.set_baseline(app, env, tag, current)
-                return None
+        # What saltcd heard of for the tag; for a tag it never resolved, its baseline.
+        heard = self.records.resolved(app, env, tag) or self.records.baseline(app, env, tag)
+        if heard is None:  # the first pass: what is there now is not saltcd's to deploy
+            self.records.set_baseline(app, env, tag, current)
+            return None
         if current == store.ABSENT:  # deleted, or not pushed yet: nothing to catch up with
             return None
         suspect = self.records.suspect(app, env, tag)
-        if current == resolved or suspect != current:
+        if current == heard or suspect != current:
             # In step, or a first sighting: look again next pass.
-            new_suspect = None if current == resolved else current
+            new_suspect = None if current == heard else current
             if new_suspect != suspect:
                 self.records.set_suspect(app, env, tag, new_suspect)
             return None
