@@ -324,14 +324,18 @@ class Controller:
         except registry_client.RegistryError as exc:
             log.info("saltcd: reconcile %s/%s: %s", app, env, exc)
             return None
-        # What saltcd heard of for the tag; for a tag it never resolved, its baseline.
-        heard = self.records.resolved(app, env, tag) or self.records.baseline(app, env, tag)
+        # What saltcd heard of for the tag; for a tag it never resolved, its
+        # baseline (taken again when the app's repository changed: what the
+        # new repository held before saltcd watched it is not saltcd's either).
+        heard = self.records.resolved(app, env, tag) or self.records.baseline(app, env, tag, str(dep.repository))
         if heard is None:  # the first pass: what is there now is not saltcd's to deploy
-            self.records.set_baseline(app, env, tag, current)
-            return None
-        if current == store.ABSENT:  # deleted, or not pushed yet: nothing to catch up with
+            self.records.set_baseline(app, env, tag, str(dep.repository), current)
             return None
         suspect = self.records.suspect(app, env, tag)
+        if current == store.ABSENT:  # deleted, or not pushed yet: nothing to catch up with
+            if suspect is not None:
+                self.records.set_suspect(app, env, tag, None)
+            return None
         if current == heard or suspect != current:
             # In step, or a first sighting: look again next pass.
             new_suspect = None if current == heard else current
@@ -425,6 +429,10 @@ class Controller:
 
     def _supersede(self, older, newest):
         self._supersede_record(older, newest)
+        if not older.get("digest") and older.get("digest_hint"):
+            # saltcd heard of this push and chose the newer request: reconcile
+            # must not bring it back (over a rollback the operator ran meanwhile).
+            self.records.set_resolved(older["app"], older["env"], older["tag"], older["digest_hint"])
         self.records.drop_request(older["app"], older["env"], older["id"])
 
     def _supersede_record(self, older, newest):

@@ -324,14 +324,17 @@ class Store:
         """Written by the drain; one key per writer, so reconcile never clobbers it."""
         self.cache.store(self._bank("tags", app, env), f"resolved.{tag}", {"digest": digest})
 
-    def baseline(self, app, env, tag):
-        """What reconcile's first pass found `tag` at (a digest, or ABSENT) while
-        saltcd had not resolved it yet; None before that pass."""
-        return (self.cache.fetch(self._bank("tags", app, env), f"baseline.{tag}") or {}).get("digest")
+    def baseline(self, app, env, tag, repository):
+        """What reconcile's first pass found `tag` of `repository` at (a digest,
+        or ABSENT) while saltcd had not resolved it yet; None before that pass
+        or when it was taken in another repository."""
+        found = self.cache.fetch(self._bank("tags", app, env), f"baseline.{tag}") or {}
+        return found.get("digest") if found.get("repository") == repository else None
 
-    def set_baseline(self, app, env, tag, digest):
-        """Written by reconcile only, once per tag."""
-        self.cache.store(self._bank("tags", app, env), f"baseline.{tag}", {"digest": digest})
+    def set_baseline(self, app, env, tag, repository, digest):
+        """Written by reconcile only, once per tag and repository."""
+        self.cache.store(self._bank("tags", app, env), f"baseline.{tag}",
+                         {"digest": digest, "repository": repository})
 
     def suspect(self, app, env, tag):
         """A digest reconcile saw the tag moved to on its previous pass, or None."""

@@ -239,6 +239,51 @@ def test_reconcile_leaves_what_the_tag_held_before_saltcd_watched_alone(ctl):
     assert [r["digest_hint"] for r in _made(ctl.reconcile())] == [moved]
 
 
+def test_reconcile_takes_no_baseline_from_a_registry_that_did_not_answer(ctl):
+    ctl.resolve.digest = registry_client.RegistryError("401 unauthorized")
+    assert ctl.reconcile() == []                      # no answer: no baseline either
+    ctl.resolve.digest = NEW                          # what the tag held all along
+    for _ in range(3):
+        assert _made(ctl.reconcile()) == []
+    assert ctl.records.pending("web", "dev") == []
+
+
+def test_reconcile_takes_a_new_baseline_when_the_repository_changes(ctl, raw_config, tmp_path):
+    ctl.resolve.digest = registry_client.TagNotFound("a mistyped repository")
+    assert ctl.reconcile() == []                      # baseline: absent, in the old repository
+    raw_config["apps"]["web"]["repository"] = REPO + "-fixed"
+    fixed = Controller(config.load(raw_config), ctl.records, ctl.fleet, Recorder(), str(tmp_path),
+                       resolve=FakeRegistry(NEW), clock=FakeClock())
+    for _ in range(3):                                # NEW was in the fixed repository before
+        assert _made(fixed.reconcile()) == []
+    assert fixed.records.pending("web", "dev") == [] and fixed.fleet.running["dev-1"] == OLD
+
+
+def test_reconcile_leaves_a_deleted_tag_alone_and_forgets_what_it_saw_before(ctl):
+    assert _run_push(ctl, NEW)["status"] == "succeeded"
+    moved = "sha256:" + "6" * 64
+    ctl.resolve.digest = moved
+    assert ctl.reconcile() == []                      # seen once
+    ctl.resolve.digest = registry_client.TagNotFound("deleted")
+    assert ctl.reconcile() == [] and ctl.reconcile() == []
+    ctl.resolve.digest = moved                        # pushed again: a first sighting again
+    assert ctl.reconcile() == []
+    assert [r["digest_hint"] for r in _made(ctl.reconcile())] == [moved]
+
+
+def test_reconcile_does_not_bring_back_a_push_a_newer_request_superseded(ctl):
+    ctl.resolve.digest = registry_client.TagNotFound("not pushed yet")
+    assert ctl.reconcile() == []                      # baseline: absent
+    pushed = "sha256:" + "7" * 64
+    ctl.accept("salt/engines/hook/saltcd/registry", hook_event(digest=pushed))
+    ctl.request("web", "dev", kind="rollback", digest=OLD, reason="by hand, before the push ran")
+    ctl.resolve.digest = pushed
+    assert ctl.drain("web", "dev")["rollouts"][-1]["status"] == "unchanged"  # OLD runs already
+    assert [r["digest_hint"] for r in ctl.records.rollouts("web", "dev") if r["status"] == "superseded"] == [pushed]
+    assert _made(ctl.reconcile()) == [] and _made(ctl.reconcile()) == []
+    assert ctl.fleet.running["dev-1"] == OLD
+
+
 def test_reconcile_leaves_a_push_in_flight_alone(ctl):
     assert _run_push(ctl, NEW)["status"] == "succeeded"
     moved = "sha256:" + "4" * 64
