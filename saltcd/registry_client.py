@@ -34,7 +34,10 @@ DOCKER_HUB_API = "registry-1.docker.io"
 # The token spec: "When omitted, this defaults to 60 seconds."
 DEFAULT_TOKEN_LIFETIME = 60
 # Clients (each with its session and token) kept for reuse across rollouts.
-CACHE_SIZE = 32
+# Reconcile asks about every repository on every pass, in the same order: the
+# cache must hold them all, or each pass evicts what the next one needs first
+# (a new session, and a new token, for every repository).
+CACHE_SIZE = 256
 
 # Tests move this clock to let a token run out without waiting for it.
 _clock = time.monotonic
