@@ -13,6 +13,9 @@ master's bus. This one checks each request at the door:
   401; a timestamped HMAC seen before is a replay (409); at most MAX_IN_FLIGHT
   bodies per source are read at once (else 503); any method but POST gets 405
   before its body;
+- a body that parses and holds no tagged manifest push (blob pushes, pulls:
+  a registry sends a dozen with every push) is answered 200 and goes no
+  further, so it starts no runner;
 - only then ONE event, ``saltcd/ingress/<source>``, with the body text, the
   time, a nonce and a MAC made with the master-local ingress key
   (saltcd.ingress_key): the runner checks that MAC, so a minion cannot forge
@@ -250,12 +253,30 @@ class Hook(tornado.web.RequestHandler):  # pylint: disable=abstract-method
             return
         try:
             tag, envelope, nonce = await self._admit(b"".join(self.chunks))
-            await self._fire(tag, envelope, nonce)
+            if await self._deploys_nothing(envelope["body"]):
+                answer = notifications.NOTHING_TO_DEPLOY + "\n"
+            else:
+                await self._fire(tag, envelope, nonce)
+                answer = "accepted\n"
         except Refused as refused:
             self._refuse(refused)
             return
         self.set_header("Content-Type", "text/plain; charset=utf-8")
-        self.finish("accepted\n")
+        self.finish(answer)
+
+    async def _deploys_nothing(self, text):
+        """True when the body parses and holds no tagged manifest push: the
+        blob pushes and pulls a registry reports by the dozen with every push
+        (and with every reconcile pass) go no further, so none of them starts
+        a runner on the master. A body that does not parse goes on: the runner
+        refuses it and records why, as for any other."""
+        try:
+            parsed = await self.door.in_worker(notifications.PARSERS[self.source.format], text)
+        except Exception:  # pylint: disable=broad-except  # PayloadError, or a shape a parser missed
+            return False
+        if not parsed.pushes:
+            log.debug("saltcd_webhook: %s: nothing to deploy: %s", self.source.name, "; ".join(parsed.ignored)[:300])
+        return not parsed.pushes
 
     async def _fire(self, tag, envelope, nonce):
         """Put the event on the bus; if the bus refuses it, nothing was accepted:

@@ -3,8 +3,10 @@
 Posts go to 127.0.0.1 only, in bursts of BURST from WORKERS threads with a
 pause between bursts. The mix: pushes of the digest every app already runs
 (so rollouts are real but change nothing), the same envelope posted twice (a
-registry retry), and pulls and blob pushes that saltcd must ignore. A post is
-lost unless its reaction ran and each request it made ended in the history.
+registry retry), and pulls and blob pushes that saltcd must ignore (the
+webhook answers them itself: nothing to deploy). A post is lost unless the
+webhook answered it so, or its reaction ran and each request it made ended in
+the history; a push the webhook answered so is lost too.
 """
 
 import collections
@@ -19,6 +21,7 @@ from pathlib import Path
 from bench import cpu
 from bench.context import BenchError
 from bench.scenarios import converge_all
+from saltcd import notifications
 from sandbox import loopback
 
 APPS = ("m1b1", "m3b1", "m3b50", "m6b1")
@@ -61,18 +64,19 @@ def posts(count, registry, digest):
 
 
 def _post(url, token, body):
-    """POST one notification; its HTTP status (None when the webhook did not answer)."""
+    """POST one notification; (its HTTP status or None when the webhook did not
+    answer, whether it said there was nothing to deploy in it)."""
     request = urllib.request.Request(url, data=body, method="POST", headers={
         "Content-Type": "application/vnd.docker.distribution.events.v1+json",
         "Authorization": f"Bearer {token}"})
     try:
         with loopback.OPENER.open(request, timeout=30) as response:
-            response.read()
-            return response.status
+            text = response.read().decode("utf-8", "replace")
+            return response.status, text.strip() == notifications.NOTHING_TO_DEPLOY
     except urllib.error.HTTPError as exc:
-        return exc.code
+        return exc.code, False
     except (urllib.error.URLError, OSError):
-        return None
+        return None, False
 
 
 def _event_ids(body):
@@ -94,18 +98,18 @@ def run(ctx, count):
     mark = ctx.bus.mark()
     cpu_before = cpu.master_cpu(ctx.conf_dir)
     started = time.time()
-    statuses = []
+    answers = []
     with ThreadPoolExecutor(max_workers=WORKERS) as pool:
         for first in range(0, len(plan), BURST):
             burst = plan[first:first + BURST]
-            statuses += list(pool.map(lambda item: _post(ctx.state["webhook_url"], token, item[1]), burst))
+            answers += list(pool.map(lambda item: _post(ctx.state["webhook_url"], token, item[1]), burst))
             time.sleep(PAUSE)
     posted = time.time()
+    statuses = [status for status, _ in answers]
     accepted_posts = sum(1 for s in statuses if s == 200)
 
-    # Every post is one reaction: wait until each posted id reacted, or none did for IDLE s.
-    expected = collections.Counter(eid for (_, body), status in zip(plan, statuses) if status == 200
-                                   for eid in _event_ids(body))
+    # Every post the webhook passed on is one reaction: wait until each posted id reacted, or none did for IDLE s.
+    expected = _passed_on(plan, answers)
     deadline = time.monotonic() + REACTION_TIMEOUT
     last_change, missing = time.monotonic(), None
     read, reacted = mark, collections.Counter()
@@ -127,7 +131,7 @@ def run(ctx, count):
     reacted = max((at for at, _, _ in returns), default=None)
     cpu_used = cpu.delta(cpu_before, cpu.master_cpu(ctx.conf_dir))
     hooks = _hook_ids(events)
-    return _account(plan, statuses, returns, records, hooks, {
+    return _account(plan, answers, returns, records, hooks, {
         "posts": count, "accepted_http": accepted_posts,
         "refused_http": len(statuses) - accepted_posts,
         "post_seconds": round(posted - started, 3),
@@ -139,6 +143,13 @@ def run(ctx, count):
         "cpu_seconds": cpu_used,
         "cpu_ms_per_post": {role: round(1000 * used / count, 2) for role, used in cpu_used.items()},
     })
+
+
+def _passed_on(plan, answers):
+    """Event ids of the posts the webhook accepted and put on the bus (not those it
+    answered with nothing to deploy)."""
+    return collections.Counter(eid for (_, body), (status, nothing) in zip(plan, answers)
+                               if status == 200 and not nothing for eid in _event_ids(body))
 
 
 def _reacted_ids(returns, expected):
@@ -164,10 +175,12 @@ def _accept_returns(events):
     return out
 
 
-def _account(plan, statuses, returns, records, hooks, figures):
-    """Where every post went: ignored with a reason, or requests that ran or were superseded."""
-    expected = collections.Counter(eid for (_, body), status in zip(plan, statuses) if status == 200
-                                   for eid in _event_ids(body))
+def _account(plan, answers, returns, records, hooks, figures):
+    """Where every post went: answered with nothing to deploy, ignored with a
+    reason, or requests that ran or were superseded."""
+    expected = _passed_on(plan, answers)
+    at_door = collections.Counter(kind for (kind, _), (status, nothing) in zip(plan, answers)
+                                  if status == 200 and nothing)
     seen = collections.Counter()
     outcome = collections.Counter()
     request_ids = []
@@ -190,8 +203,11 @@ def _account(plan, statuses, returns, records, hooks, figures):
     no_reaction = sum((expected - seen).values())
     # Where a post without reaction was lost: before the bus, or between bus and reactor.
     never_on_bus = sum((expected - hooks).values())
-    lost = no_reaction + ended.get("missing", 0) + outcome["no_verdict"] + outcome["rejected"]
+    # A push (or its re-post) answered with nothing to deploy would never roll out.
+    pushes_at_door = at_door["push"] + at_door["duplicate"]
+    lost = no_reaction + ended.get("missing", 0) + outcome["no_verdict"] + outcome["rejected"] + pushes_at_door
     return {**figures, "kinds": dict(collections.Counter(kind for kind, _ in plan)),
+            "nothing_to_deploy_at_the_webhook": dict(at_door),
             "reactions": len(returns), "verdicts": dict(outcome), "requests": len(request_ids),
             "request_outcomes": dict(ended), "without_reaction": no_reaction,
             "without_reaction_but_on_the_bus": no_reaction - min(no_reaction, never_on_bus), "lost": lost}

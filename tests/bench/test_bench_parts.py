@@ -46,11 +46,30 @@ def test_accounting_finds_a_post_that_never_reacted_and_a_request_that_never_end
                (0.0, ids[1], {"accepted": [{"id": "r2"}], "ignored": [], "rejected": ""})]
     records = _Records({"m1b1": [{"request": "r1", "status": "unchanged"}]})
     hooks = throughput.collections.Counter(ids[0] + ids[1] + ids[2])  # all three reached the bus
-    result = throughput._account(plan, [200, 200, 200], returns, records, hooks, {})  # pylint: disable=protected-access
+    result = throughput._account(plan, [(200, False)] * 3, returns, records, hooks, {})  # pylint: disable=protected-access
     assert result["without_reaction"] == 1           # the third post
     assert result["without_reaction_but_on_the_bus"] == 1
     assert result["request_outcomes"] == {"unchanged": 1, "missing": 1}
     assert result["lost"] == 2
+
+
+def test_accounting_counts_pulls_the_webhook_answered_and_a_push_it_answered_so_as_lost():
+    plan = throughput.posts(10, "127.0.0.1:5000", DIGEST)
+    at_door = [kind in ("pull", "blob") for kind, _ in plan]
+    returns, history = [], {}
+    for number, ((kind, body), nothing) in enumerate(zip(plan, at_door)):
+        if not nothing:
+            request = f"r{number}"
+            returns.append((0.0, throughput._event_ids(body), {"accepted": [{"id": request}]}))  # pylint: disable=protected-access
+            history.setdefault("m1b1", []).append({"request": request, "status": "unchanged"})
+    hooks = throughput.collections.Counter(eid for _, ids, _ in returns for eid in ids)
+
+    def account(answers):
+        return throughput._account(plan, answers, returns, _Records(history), hooks, {})  # pylint: disable=protected-access
+
+    result = account([(200, nothing) for nothing in at_door])
+    assert result["lost"] == 0 and result["nothing_to_deploy_at_the_webhook"] == {"pull": 1, "blob": 1}
+    assert account([(200, nothing or kind == "push") for (kind, _), nothing in zip(plan, at_door)])["lost"] == 6
 
 
 def test_targets_say_which_holds():

@@ -271,8 +271,17 @@ def door():
         gate.worker.shutdown()
 
 
+def registry_event(action="push", media=MANIFEST, tag="dev", repository="saltcd/web"):
+    """One event of a distribution envelope, as the registry at 127.0.0.1:5000 sends it."""
+    return {"action": action, "target": {"mediaType": media, "repository": repository, "tag": tag,
+                                         "digest": "sha256:" + "d" * 64}, "request": {"host": "127.0.0.1:5000"}}
+
+
+PUSH_BODY = json.dumps({"events": [registry_event()]}).encode()
+
+
 def test_the_door_fires_one_signed_envelope_and_no_header(door):
-    body = json.dumps({"events": []})
+    body = PUSH_BODY.decode()
     status, _ = post(door["url"] + "/saltcd/registry", body.encode(), {"Authorization": f"Bearer {TOKEN}"})
     assert status == 200
     ((tag, data),) = door["fired"]
@@ -280,7 +289,25 @@ def test_the_door_fires_one_signed_envelope_and_no_header(door):
     assert data["body"] == body and TOKEN not in json.dumps(data)
     verdict = intake.classify(tag, data, SETTINGS_WITH_REGISTRY, now=data["received"] + 1, engine_key=KEY,
                               nonces=Nonces())
-    assert verdict.rejected is None and verdict.ignored == [] and verdict.requests == []
+    assert verdict.rejected is None and verdict.ignored == []
+    assert [(r["app"], r["env"]) for r in verdict.requests] == [("web", "dev")]
+
+
+@pytest.mark.parametrize("events", [
+    [],
+    [registry_event(action="pull")],
+    [registry_event(media="application/octet-stream", tag=None), registry_event(action="pull")],
+    [registry_event(tag=None)],
+], ids=["no events", "a pull", "a blob push and a pull", "a manifest push without a tag"])
+def test_a_notification_with_nothing_to_deploy_goes_no_further(door, events):
+    body = json.dumps({"events": events}).encode()
+    status, text = post(door["url"] + "/saltcd/registry", body, {"Authorization": f"Bearer {TOKEN}"})
+    assert (status, text) == (200, notifications.NOTHING_TO_DEPLOY + "\n")
+    assert door["fired"] == []
+    # With a push among them it goes on, and so does a body the runner must refuse (it says why).
+    for body in (json.dumps({"events": [*events, registry_event()]}).encode(), b'{"events": 1}'):
+        assert post(door["url"] + "/saltcd/registry", body, {"Authorization": f"Bearer {TOKEN}"})[0] == 200
+    assert len(door["fired"]) == 2
 
 
 SETTINGS_WITH_REGISTRY = config.load(json.loads(json.dumps(RAW)))
@@ -337,7 +364,7 @@ def test_a_timestamped_signature_is_accepted_once(door):
     import hmac
     import time
 
-    body = b'{"events": []}'
+    body = PUSH_BODY
     stamp = str(int(time.time()))
     signature = "sha256=" + hmac.new(b"stamp-secret", stamp.encode() + b"." + body, hashlib.sha256).hexdigest()
     headers = {"X-Hub-Signature-256": signature, "X-Timestamp": stamp}
@@ -355,7 +382,7 @@ def test_a_post_the_bus_refused_is_not_accepted_and_its_retry_is_not_a_replay(do
     import hmac
     import time
 
-    body = b'{"events": []}'
+    body = PUSH_BODY
     stamp = str(int(time.time()))
     signature = "sha256=" + hmac.new(b"stamp-secret", stamp.encode() + b"." + body, hashlib.sha256).hexdigest()
     headers = {"X-Hub-Signature-256": signature, "X-Timestamp": stamp}
