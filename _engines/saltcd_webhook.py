@@ -13,9 +13,9 @@ master's bus. This one checks each request at the door:
   401; a timestamped HMAC seen before is a replay (409); at most MAX_IN_FLIGHT
   bodies per source are read at once (else 503); any method but POST gets 405
   before its body;
-- a body that parses and holds no tagged manifest push (blob pushes, pulls:
-  a registry sends a dozen with every push) is answered 200 and goes no
-  further, so it starts no runner;
+- a body that parses and holds only blob pushes and pulls (a registry sends a
+  dozen with every push) is answered 200 and goes no further, so it starts
+  no runner;
 - only then ONE event, ``saltcd/ingress/<source>``, with the body text, the
   time, a nonce and a MAC made with the master-local ingress key
   (saltcd.ingress_key): the runner checks that MAC, so a minion cannot forge
@@ -71,6 +71,9 @@ MAX_HEADER_BYTES = 64 * 1024
 # token source's only by holders of its token (checked first). A registry
 # sends one notification at a time per endpoint.
 MAX_IN_FLIGHT = 16
+# Bodies up to this size are parsed at the door to drop pulls and blob pushes
+# (a registry's envelope is a few KB); larger ones go to the runner unparsed.
+PREPARSE_BYTES = 64 * 1024
 INVALID_CONFIG = "saltcd configuration invalid (the master's log says why)"
 
 
@@ -265,18 +268,25 @@ class Hook(tornado.web.RequestHandler):  # pylint: disable=abstract-method
         self.finish(answer)
 
     async def _deploys_nothing(self, text):
-        """True when the body parses and holds no tagged manifest push: the
-        blob pushes and pulls a registry reports by the dozen with every push
-        (and with every reconcile pass) go no further, so none of them starts
-        a runner on the master. A body that does not parse goes on: the runner
-        refuses it and records why, as for any other."""
+        """True when the body parses and holds nothing but routine items (blob
+        pushes and pulls, which a registry reports by the dozen with every push
+        and with every reconcile lookup): those go no further, so none of them
+        starts a runner on the master. Everything else goes on: a body that
+        does not parse (the runner refuses it and records why), an item the
+        runner logs as news (a manifest push without a tag), and a body over
+        PREPARSE_BYTES, which is no registry's envelope and would hold up the
+        worker thread that fires events."""
+        if len(text) > PREPARSE_BYTES:
+            return False
         try:
             parsed = await self.door.in_worker(notifications.PARSERS[self.source.format], text)
         except Exception:  # pylint: disable=broad-except  # PayloadError, or a shape a parser missed
             return False
-        if not parsed.pushes:
-            log.debug("saltcd_webhook: %s: nothing to deploy: %s", self.source.name, "; ".join(parsed.ignored)[:300])
-        return not parsed.pushes
+        routine = not parsed.pushes and all(reason.endswith(notifications.ROUTINE) for reason in parsed.ignored)
+        if routine:
+            log.debug("saltcd_webhook: %s: %d routine item(s), nothing to deploy", self.source.name,
+                      len(parsed.ignored))
+        return routine
 
     async def _fire(self, tag, envelope, nonce):
         """Put the event on the bus; if the bus refuses it, nothing was accepted:

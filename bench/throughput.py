@@ -6,7 +6,7 @@ pause between bursts. The mix: pushes of the digest every app already runs
 registry retry), and pulls and blob pushes that saltcd must ignore (the
 webhook answers them itself: nothing to deploy). A post is lost unless the
 webhook answered it so, or its reaction ran and each request it made ended in
-the history; a push the webhook answered so is lost too.
+the history; a push the webhook refused, did not answer or answered so is lost too.
 """
 
 import collections
@@ -181,6 +181,7 @@ def _account(plan, answers, returns, records, hooks, figures):
     expected = _passed_on(plan, answers)
     at_door = collections.Counter(kind for (kind, _), (status, nothing) in zip(plan, answers)
                                   if status == 200 and nothing)
+    refused = collections.Counter(kind for (kind, _), (status, _) in zip(plan, answers) if status != 200)
     seen = collections.Counter()
     outcome = collections.Counter()
     request_ids = []
@@ -203,9 +204,10 @@ def _account(plan, answers, returns, records, hooks, figures):
     no_reaction = sum((expected - seen).values())
     # Where a post without reaction was lost: before the bus, or between bus and reactor.
     never_on_bus = sum((expected - hooks).values())
-    # A push (or its re-post) answered with nothing to deploy would never roll out.
-    pushes_at_door = at_door["push"] + at_door["duplicate"]
-    lost = no_reaction + ended.get("missing", 0) + outcome["no_verdict"] + outcome["rejected"] + pushes_at_door
+    # A push (or its re-post) refused, unanswered or answered with nothing to
+    # deploy would never roll out (a registry would retry; this bench does not).
+    pushes_dropped = sum(counts["push"] + counts["duplicate"] for counts in (at_door, refused))
+    lost = no_reaction + ended.get("missing", 0) + outcome["no_verdict"] + outcome["rejected"] + pushes_dropped
     return {**figures, "kinds": dict(collections.Counter(kind for kind, _ in plan)),
             "nothing_to_deploy_at_the_webhook": dict(at_door),
             "reactions": len(returns), "verdicts": dict(outcome), "requests": len(request_ids),

@@ -26,7 +26,7 @@ MANIFEST_MEDIA_TYPES = frozenset(
 
 # Reasons for ignoring the events every push brings along (blobs, pulls).
 # The webhook engine's answer to a post that parses but holds no push to act on.
-NOTHING_TO_DEPLOY = "accepted: no tagged manifest push in it, nothing to deploy"
+NOTHING_TO_DEPLOY = "accepted: only pulls and blob pushes in it, nothing to deploy"
 NOT_A_MANIFEST = "not a manifest push"
 NOT_A_PUSH = "not a push"
 ROUTINE = (NOT_A_MANIFEST, NOT_A_PUSH)

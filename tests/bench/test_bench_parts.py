@@ -57,7 +57,7 @@ def test_accounting_counts_pulls_the_webhook_answered_and_a_push_it_answered_so_
     plan = throughput.posts(10, "127.0.0.1:5000", DIGEST)
     at_door = [kind in ("pull", "blob") for kind, _ in plan]
     returns, history = [], {}
-    for number, ((kind, body), nothing) in enumerate(zip(plan, at_door)):
+    for number, ((_, body), nothing) in enumerate(zip(plan, at_door)):
         if not nothing:
             request = f"r{number}"
             returns.append((0.0, throughput._event_ids(body), {"accepted": [{"id": request}]}))  # pylint: disable=protected-access
@@ -70,6 +70,8 @@ def test_accounting_counts_pulls_the_webhook_answered_and_a_push_it_answered_so_
     result = account([(200, nothing) for nothing in at_door])
     assert result["lost"] == 0 and result["nothing_to_deploy_at_the_webhook"] == {"pull": 1, "blob": 1}
     assert account([(200, nothing or kind == "push") for (kind, _), nothing in zip(plan, at_door)])["lost"] == 6
+    assert account([(503 if kind == "duplicate" else 200, nothing) for (kind, _), nothing
+                    in zip(plan, at_door)])["lost"] == 2
 
 
 def test_targets_say_which_holds():

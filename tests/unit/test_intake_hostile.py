@@ -264,7 +264,7 @@ def door():
     assert ready.wait(10)
     try:
         yield {"url": f"http://127.0.0.1:{port}", "port": port, "door": gate, "fired": fired, "bus": bus,
-               "records": records, "sha": hashlib.sha256}
+               "records": records, "sha": hashlib.sha256, "engine": engine}
     finally:
         loop.call_soon_threadsafe(loop.stop)
         thread.join(10)
@@ -297,17 +297,31 @@ def test_the_door_fires_one_signed_envelope_and_no_header(door):
     [],
     [registry_event(action="pull")],
     [registry_event(media="application/octet-stream", tag=None), registry_event(action="pull")],
-    [registry_event(tag=None)],
-], ids=["no events", "a pull", "a blob push and a pull", "a manifest push without a tag"])
-def test_a_notification_with_nothing_to_deploy_goes_no_further(door, events):
+], ids=["no events", "a pull", "a blob push and a pull"])
+def test_pulls_and_blob_pushes_go_no_further(door, events):
     body = json.dumps({"events": events}).encode()
     status, text = post(door["url"] + "/saltcd/registry", body, {"Authorization": f"Bearer {TOKEN}"})
     assert (status, text) == (200, notifications.NOTHING_TO_DEPLOY + "\n")
     assert door["fired"] == []
-    # With a push among them it goes on, and so does a body the runner must refuse (it says why).
-    for body in (json.dumps({"events": [*events, registry_event()]}).encode(), b'{"events": 1}'):
-        assert post(door["url"] + "/saltcd/registry", body, {"Authorization": f"Bearer {TOKEN}"})[0] == 200
-    assert len(door["fired"]) == 2
+
+
+@pytest.mark.parametrize("body", [
+    json.dumps({"events": [registry_event(action="pull"), registry_event()]}),
+    json.dumps({"events": [registry_event(repository="saltcd/nobody-deploys-it")]}),
+    json.dumps({"events": [registry_event(tag=None)]}),  # the runner logs it as news
+    '{"events": 1}',  # the runner refuses it and records why
+], ids=["a push among pulls", "a push no app deploys", "a manifest push without a tag", "does not parse"])
+def test_anything_but_pulls_and_blob_pushes_goes_on_to_the_runner(door, body):
+    status, text = post(door["url"] + "/saltcd/registry", body.encode(), {"Authorization": f"Bearer {TOKEN}"})
+    assert (status, text) == (200, "accepted\n")
+    assert [data["body"] for _, data in door["fired"]] == [body]
+
+
+def test_a_large_body_goes_on_unparsed(door, monkeypatch):
+    monkeypatch.setattr(door["engine"], "PREPARSE_BYTES", 100)
+    body = json.dumps({"events": [registry_event(action="pull")] * 3}).encode()
+    assert post(door["url"] + "/saltcd/registry", body, {"Authorization": f"Bearer {TOKEN}"}) == (200, "accepted\n")
+    assert len(door["fired"]) == 1
 
 
 SETTINGS_WITH_REGISTRY = config.load(json.loads(json.dumps(RAW)))
