@@ -303,14 +303,21 @@ class Controller:
         compared with what the first pass found it at (its baseline; a tag not
         there yet counts): what ran before saltcd watched is left alone, and a
         first push whose notification was lost is caught like any other.
-        Environments with queued work are left alone.
+        Environments with queued work are left alone. One pass at a time (a
+        `deploy.resume` by hand beside the schedule's skips it): two at once
+        would each count as a pass, and a push merely in flight would be taken
+        for a lost one.
         """
         made = []
-        for dep in self.settings.deployments():
-            for tag in sorted(t for t, env in self.settings.tag_environments.items() if env == dep.env):
-                request = self._reconcile_tag(dep, tag)
-                if request:
-                    made.append(request)
+        with locking.try_lock(locking.reconcile_lock_path(self.lock_dir)) as held:
+            if not held:
+                log.info("saltcd: another deploy.resume is reconciling; this one leaves it to that one")
+                return made
+            for dep in self.settings.deployments():
+                for tag in sorted(t for t, env in self.settings.tag_environments.items() if env == dep.env):
+                    request = self._reconcile_tag(dep, tag)
+                    if request:
+                        made.append(request)
         return made
 
     def _reconcile_tag(self, dep, tag):

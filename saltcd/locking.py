@@ -1,4 +1,5 @@
-"""One rollout per app and environment: an flock on a file in the master cachedir.
+"""One rollout per app and environment (and one reconcile pass): an flock on a
+file in the master cachedir.
 
 flock is released by the kernel when the holding process dies, so a crashed or
 killed rollout never leaves a stale lock behind. Each holder opens the file
@@ -13,6 +14,11 @@ import os
 def lock_path(cachedir, app, env):
     """The lock file of one app/env (names are validated before they get here)."""
     return os.path.join(cachedir, "saltcd", "locks", f"{app}.{env}.lock")
+
+
+def reconcile_lock_path(cachedir):
+    """The lock of reconcile's pass over every tag (not an app/env: no dot-less name is one)."""
+    return os.path.join(cachedir, "saltcd", "locks", "reconcile")
 
 
 @contextlib.contextmanager

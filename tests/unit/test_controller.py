@@ -284,6 +284,17 @@ def test_reconcile_does_not_bring_back_a_push_a_newer_request_superseded(ctl):
     assert ctl.fleet.running["dev-1"] == OLD
 
 
+def test_reconcile_runs_one_pass_at_a_time(ctl):
+    assert _run_push(ctl, NEW)["status"] == "succeeded"
+    moved = "sha256:" + "8" * 64
+    ctl.resolve.digest = moved
+    assert ctl.reconcile() == []                      # seen once
+    with locking.try_lock(locking.reconcile_lock_path(ctl.lock_dir)) as held:
+        assert held                                   # another deploy.resume's pass
+        assert ctl.reconcile() == []                  # not a second pass: it leaves it to that one
+    assert [r["digest_hint"] for r in _made(ctl.reconcile())] == [moved]
+
+
 def test_reconcile_leaves_a_push_in_flight_alone(ctl):
     assert _run_push(ctl, NEW)["status"] == "succeeded"
     moved = "sha256:" + "4" * 64
