@@ -323,8 +323,8 @@ def _user():
 def resume():
     """
     Start the rollouts of every app/env that has pending requests (after a master
-    restart, for instance), after queueing one for every auto environment whose
-    tag moved at the registry without saltcd hearing of it (a lost
+    restart, for instance); then queue and start one for every auto environment
+    whose tag moved at the registry without saltcd hearing of it (a lost
     notification; a manual environment's is recorded for approval instead).
     Requests held by a cooldown or a deploy window start here once their time
     has come. The shipped master config runs it every 30 s.
@@ -336,13 +336,7 @@ def resume():
         salt-run deploy.resume
     """
 
-    def run(ctl):
-        reconciled = [{k: r[k] for k in ("id", "app", "env", "tag", "reason")} for r in ctl.reconcile()]
-        pairs = ctl.due_pairs()
-        return {"reconciled": reconciled,
-                "started": [{"app": a, "env": e, **_start_drain(ctl, a, e)} for a, e in pairs]}
-
-    return _guarded(run)
+    return _guarded(lambda ctl: ctl.resume(lambda app, env: _start_drain(ctl, app, env)))
 
 
 def status(app=None, env=None):

@@ -286,6 +286,20 @@ class Controller:
                 return record["to_digest"], "the good digest before the current one"
         raise NotFound(f"{app}/{env} has no earlier good digest than {rollout.short(good)}")
 
+    def resume(self, start):
+        """`deploy.resume`: start every app/env whose queue may run now, then
+        reconcile, then start what reconcile queued. `start(app, env)` asks for
+        a drain and returns what to report. Due work goes first: a released or
+        interrupted rollout does not wait for the sweep over every tag at the
+        registry (reconcile leaves an app/env with queued work alone anyway)."""
+        started = {pair: start(*pair) for pair in self.due_pairs()}
+        reconciled = self.reconcile()
+        for pair in self.due_pairs():
+            if pair not in started:
+                started[pair] = start(*pair)
+        return {"reconciled": [{k: r[k] for k in ("id", "app", "env", "tag", "reason")} for r in reconciled],
+                "started": [{"app": app, "env": env, **what} for (app, env), what in started.items()]}
+
     def reconcile(self):
         """Queue a request for every auto environment whose tag moved at the registry
         without saltcd hearing of it, and record an awaiting-approval push (once

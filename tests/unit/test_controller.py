@@ -295,6 +295,33 @@ def test_reconcile_runs_one_pass_at_a_time(ctl):
     assert [r["digest_hint"] for r in _made(ctl.reconcile())] == [moved]
 
 
+def test_resume_starts_due_work_before_the_sweep_and_what_the_sweep_queued_after_it(ctl):
+    assert _run_push(ctl, NEW)["status"] == "succeeded"
+    moved = "sha256:" + "9" * 64
+    ctl.resolve.digest = moved
+    assert _made(ctl.reconcile()) == []               # web/dev seen moved once
+    ctl.request("web", "qa", reason="released by hand")  # due now
+    order, registry = [], ctl.resolve
+
+    def asked(repository, tag, settings):
+        order.append(("registry", tag))
+        return registry(repository, tag, settings)
+
+    def start(app, env):
+        order.append(("start", app, env))
+        return {"requested": f"{app}/{env}"}
+
+    ctl.resolve = asked
+    result = ctl.resume(start)
+    starts = [i for i, step in enumerate(order) if step[0] == "start"]
+    assert [order[i] for i in starts] == [("start", "web", "qa"), ("start", "web", "dev")]
+    assert starts[0] == 0 and starts[1] == len(order) - 1   # the sweep asked the registry in between
+    assert any(step[0] == "registry" for step in order[1:-1])
+    assert [(r["app"], r["env"]) for r in result["reconciled"]] == [("web", "dev")]
+    assert [(s["app"], s["env"], s["requested"]) for s in result["started"]] == [
+        ("web", "qa", "web/qa"), ("web", "dev", "web/dev")]
+
+
 def test_reconcile_leaves_a_push_in_flight_alone(ctl):
     assert _run_push(ctl, NEW)["status"] == "succeeded"
     moved = "sha256:" + "4" * 64
