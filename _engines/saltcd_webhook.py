@@ -282,11 +282,10 @@ class Hook(tornado.web.RequestHandler):  # pylint: disable=abstract-method
             parsed = await self.door.in_worker(notifications.PARSERS[self.source.format], text)
         except Exception:  # pylint: disable=broad-except  # PayloadError, or a shape a parser missed
             return False
-        routine = not parsed.pushes and all(reason.endswith(notifications.ROUTINE) for reason in parsed.ignored)
-        if routine:
+        if parsed.only_routine:
             log.debug("saltcd_webhook: %s: %d routine item(s), nothing to deploy", self.source.name,
                       len(parsed.ignored))
-        return routine
+        return parsed.only_routine
 
     async def _fire(self, tag, envelope, nonce):
         """Put the event on the bus; if the bus refuses it, nothing was accepted:

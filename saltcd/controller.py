@@ -79,7 +79,7 @@ class Controller:
                      request["repository"], request["tag"], verdict.source["origin"])
         for reason in verdict.ignored:
             # Blob pushes and pulls come by the dozen with every push: not news.
-            level = logging.DEBUG if reason.endswith(notifications.ROUTINE) else logging.INFO
+            level = logging.DEBUG if notifications.is_routine(reason) else logging.INFO
             log.log(level, "saltcd: ignored from %s: %s", verdict.source["origin"], reason)
         if verdict.rejected:
             log.warning("saltcd: rejected event %s from %s: %s", notifications.shown(tag, 120),
@@ -294,9 +294,10 @@ class Controller:
         registry (reconcile leaves an app/env with queued work alone anyway)."""
         started = {pair: start(*pair) for pair in self.due_pairs()}
         reconciled = self.reconcile()
-        for pair in self.due_pairs():
-            if pair not in started:
-                started[pair] = start(*pair)
+        if reconciled:  # else the queues are as the first walk found them
+            for pair in self.due_pairs():
+                if pair not in started:
+                    started[pair] = start(*pair)
         return {"reconciled": [{k: r[k] for k in ("id", "app", "env", "tag", "reason")} for r in reconciled],
                 "started": [{"app": app, "env": env, **what} for (app, env), what in started.items()]}
 

@@ -17,7 +17,7 @@ def lock_path(cachedir, app, env):
 
 
 def reconcile_lock_path(cachedir):
-    """The lock of reconcile's pass over every tag (not an app/env: no dot-less name is one)."""
+    """The lock of reconcile's pass over every tag (lock_path's names all have a dot)."""
     return os.path.join(cachedir, "saltcd", "locks", "reconcile")
 
 

@@ -25,11 +25,16 @@ MANIFEST_MEDIA_TYPES = frozenset(
 
 
 # Reasons for ignoring the events every push brings along (blobs, pulls).
-# The webhook engine's answer to a post that parses but holds no push to act on.
-NOTHING_TO_DEPLOY = "accepted: only pulls and blob pushes in it, nothing to deploy"
 NOT_A_MANIFEST = "not a manifest push"
 NOT_A_PUSH = "not a push"
 ROUTINE = (NOT_A_MANIFEST, NOT_A_PUSH)
+# The webhook engine's answer to a post that holds nothing but those.
+NOTHING_TO_DEPLOY = "accepted: only pulls and blob pushes in it, nothing to deploy"
+
+
+def is_routine(reason):
+    """Is this ignore reason one every push brings along (not news for the log)?"""
+    return reason.endswith(ROUTINE)
 
 
 class PayloadError(ValueError):
@@ -63,6 +68,11 @@ class Parsed:
 
     pushes: list = field(default_factory=list)
     ignored: list = field(default_factory=list)
+
+    @property
+    def only_routine(self):
+        """No push, and nothing ignored but what every push brings along."""
+        return not self.pushes and all(is_routine(reason) for reason in self.ignored)
 
 
 def json_object(body):
