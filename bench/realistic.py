@@ -165,6 +165,9 @@ def _one(ctx, app, digest, way, samples):
     return ctx.naive(app, digest, _naive_batch(ctx, app), update_mine=False)
 
 
+SALT_COST_APP = "m3b1"
+
+
 def salt_cost(ctx, rounds):
     """What a batch costs in Salt itself on 3 minions that already run the digest:
     a job round trip (test.ping), rendering saltcd.deploy (state.show_sls), a whole
@@ -175,7 +178,7 @@ def salt_cost(ctx, rounds):
     from bench import pillar_cost
     from saltcd import binding, salt_fleet
 
-    app = "m3b1"
+    app = SALT_COST_APP
     converge(ctx, app, ctx.images["a"])
     opts = salt.config.master_config(str(Path(ctx.conf_dir) / "master"))
     dep = binding.settings(opts).deployment(app, "dev")
@@ -205,13 +208,18 @@ def salt_cost(ctx, rounds):
     return out
 
 
+def fleet_apps(ctx, every_batch):
+    """The fleet shapes this sandbox has, at batch 25 % (and 10 % with every_batch)."""
+    return [app for app, (_, batch) in layout.FLEET_SHAPES.items()
+            if app in ctx.apps and (every_batch or batch == "25%")]
+
+
 def fleet(ctx, runs, every_batch=True):
     """Tiny-image rollouts over the dev fleet at batch 25 % (and 10 % with
     every_batch): wall time per batch, master CPU per minion, the master's peak
     memory, push -> first state run."""
     out = {}
-    apps = [app for app, (_, batch) in layout.FLEET_SHAPES.items()
-            if app in ctx.apps and (every_batch or batch == "25%")]
+    apps = fleet_apps(ctx, every_batch)
     converge_all(ctx, dict.fromkeys(apps, ctx.images["a"]))
     for app in apps:
         digest = ctx.images["a"]

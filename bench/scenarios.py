@@ -5,6 +5,10 @@ from bench.context import BenchError
 from bench.stats import ratio, summary
 
 MILESTONES = ("reaction", "handoff", "first_state_run_published", "first_state_executing", "finished")
+# The tiny-image apps each scenario rolls (bench/cli.py converges them all at once first).
+LATENCY_APPS = ("m1b1", "m3b1")
+NOOP_APP = "m3b1"
+SCALE_APPS = ("m3b1", "m3b34", "m6b1", "m6b34", "m9b1", "m9b34")
 
 
 def where(samples):
@@ -39,9 +43,8 @@ def _running_digest(ctx, app):
 def latency(ctx, runs):
     """Push -> reaction, hand-off, first state run, environment healthy; 1 and 3 minions."""
     out = {}
-    apps = ("m1b1", "m3b1")
-    converge_all(ctx, dict.fromkeys(apps, ctx.images["a"]))
-    for app in apps:
+    converge_all(ctx, dict.fromkeys(LATENCY_APPS, ctx.images["a"]))
+    for app in LATENCY_APPS:
         samples = []
         digest = ctx.images["a"]
         for _ in range(runs):
@@ -102,7 +105,7 @@ def overhead(ctx, runs, cases=OVERHEAD_CASES):
 
 def noop(ctx, runs):
     """The digest already running pushed again: time to "unchanged", and no restart."""
-    app = "m3b1"
+    app = NOOP_APP
     digest = ctx.images["a"]
     converge(ctx, app, digest)
     before = ctx.containers(app)
@@ -120,7 +123,7 @@ def noop(ctx, runs):
 def scale(ctx, runs):
     """Rollout wall time for 3, 6 and 9 minions at batch 1 and 34 %; master CPU per minion."""
     out = {}
-    for app in ("m3b1", "m3b34", "m6b1", "m6b34", "m9b1", "m9b34"):
+    for app in SCALE_APPS:
         if app not in ctx.apps:
             continue
         digest = ctx.images["a"]

@@ -7,7 +7,10 @@ start-first (the new container starts beside the old one and the host's
 HAProxy switches to it once it is healthy). Each goes through three
 rollouts: a good image (succeeds), an image that answers /health for 4 s and
 then exits (`dies`: rolled back) and one that exits at once (`crash`, never
-healthy: rolled back). The traffic generator (sandbox/traffic.py, a fresh
+healthy: rolled back). The two apps go through theirs at the same time
+(separate ports and locks): the scenario counts what clients saw, not how
+long it took, a rollout beside another is the harder test of that, and it
+halves the scenario's time. The traffic generator (sandbox/traffic.py, a fresh
 connection per request) sends GET /version to every minion's public address
 from before the push until a second after saltcd's `finished` event, and
 counts per host the requests served and failed and the longest gap between
@@ -15,6 +18,7 @@ two served ones.
 """
 
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 from bench import registry_http
 from bench.context import BASE_REPO, ROLLOUT_TIMEOUT, BenchError
@@ -94,6 +98,25 @@ def aggregate(samples, expected):
     }
 
 
+def _rounds(ctx, strategy, runs, bad, samples):
+    """One strategy's app through every case in turn, `runs` times (beside the other's)."""
+    app, current = STRATEGIES[strategy], ctx.images["a"]
+    for _ in range(runs):
+        for case, behaviour, expected in CASES:
+            digest = ctx.other(current) if behaviour is None else bad[behaviour]
+            sample = measured_rollout(ctx, app, digest)
+            samples[case][strategy].append(sample)
+            say(f"  zero_downtime {case} {strategy}: {sample['status']}, {sample['served']} served, "
+                f"{sample['failed']} failed, longest gap {sample['longest_gap']:.2f} s")
+            # What must run afterwards: the new image, or the old one again. A
+            # rollout that ended otherwise is recorded as it is; the next starts clean.
+            if expected == "succeeded":
+                current = digest
+            if sample["status"] != expected:
+                converge(ctx, app, current)
+            ctx.verify(app, current)
+
+
 def run(ctx, runs=1):
     """Every case for both strategies, `runs` times; results for bench/results.json."""
     missing = [app for app in STRATEGIES.values() if app not in ctx.apps]
@@ -106,28 +129,14 @@ def run(ctx, runs=1):
     bad = prepare_bad_images(ctx)
     # The first start-first deploy takes the port: not measured.
     converge_all(ctx, dict.fromkeys(STRATEGIES.values(), ctx.images["a"]))
-    current = dict.fromkeys(STRATEGIES, ctx.images["a"])
     samples = {case: {strategy: [] for strategy in STRATEGIES} for case, _, _ in CASES}
-    for number in range(runs):
-        order = list(STRATEGIES) if number % 2 == 0 else list(reversed(STRATEGIES))  # neither always first
-        for case, behaviour, expected in CASES:
-            for strategy in order:
-                app, before = STRATEGIES[strategy], current[strategy]
-                digest = ctx.other(before) if behaviour is None else bad[behaviour]
-                sample = measured_rollout(ctx, app, digest)
-                samples[case][strategy].append(sample)
-                say(f"  zero_downtime {case} {strategy}: {sample['status']}, {sample['served']} served, "
-                    f"{sample['failed']} failed, longest gap {sample['longest_gap']:.2f} s")
-                # What must run afterwards: the new image, or the old one again. A
-                # rollout that ended otherwise is recorded as it is; the next starts clean.
-                wanted = digest if expected == "succeeded" else before
-                if sample["status"] != expected:
-                    converge(ctx, app, wanted)
-                ctx.verify(app, wanted)
-                current[strategy] = wanted
+    with ThreadPoolExecutor(max_workers=len(STRATEGIES)) as pool:
+        for rounds in [pool.submit(_rounds, ctx, strategy, runs, bad, samples) for strategy in STRATEGIES]:
+            rounds.result()
     any_dep = settings["start-first"]
     return {
         "apps": STRATEGIES,
+        "side_by_side": True,  # both apps' rollouts at the same time (see the docstring)
         "minions": len(ctx.targets(STRATEGIES["start-first"])),
         "batch": any_dep.batch,
         "settle": any_dep.health.settle,
