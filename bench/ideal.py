@@ -25,9 +25,16 @@ class IdealError(RuntimeError):
     """A step of the ideal rollout failed (it has no rollback: it is a yardstick)."""
 
 
+# saltcd's gate (salt/_modules/saltcd.py, wait_healthy) waits FIRST_WAIT after a
+# failed probe, doubling up to the interval; the ideal polls the same way (a
+# unit test keeps the two schedules equal).
+FIRST_WAIT = 0.05
+
+
 def healthy(url, timeout, interval):
     """Poll url until it answers 200, as saltcd's gate does; False after timeout."""
     deadline = time.monotonic() + timeout
+    wait = min(FIRST_WAIT, interval)
     while True:
         try:
             with loopback.OPENER.open(url, timeout=2) as response:
@@ -35,9 +42,10 @@ def healthy(url, timeout, interval):
                     return True
         except (urllib.error.URLError, OSError):
             pass
-        if time.monotonic() + interval > deadline:
+        if time.monotonic() + wait > deadline:
             return False
-        time.sleep(interval)
+        time.sleep(wait)
+        wait = min(wait * 2, interval)
 
 
 def pull(docker_url, spec, digest):

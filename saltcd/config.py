@@ -337,7 +337,8 @@ KEYS = (
     Key(f"{APP}.health.status", "HTTP status that counts as healthy", 200,
         _integer_between(100, 599, "an HTTP status")),
     Key(f"{APP}.health.timeout", "seconds to become healthy", 30, _number(1)),
-    Key(f"{APP}.health.interval", "seconds between probes", 1, _number(0.1)),
+    Key(f"{APP}.health.interval", "seconds between probes (before the first answer the gate waits "
+        "0.05 s, doubling up to this)", 1, _number(0.1)),
     Key(f"{APP}.health.settle", "seconds it must then stay healthy (Swarm's `monitor` is 5 s)", 5,
         _number(0)),
     Key(f"{APP}.batch", '`2`, `"25%"` (rounded up), or a ramp `[1, "50%", "100%"]`', 1, _batch,

@@ -219,3 +219,41 @@ def test_a_filler_layer_is_a_gzipped_tar_of_unique_random_bytes_with_its_diff_id
         body = tar.extractfile(member).read()
     assert (member.name, len(body)) == ("filler", 1 << 20)
     assert filler_layer(1)[1] != diff_id  # random: no two layers are shared
+
+
+def test_the_ideal_waits_between_health_probes_as_saltcds_gate_does(monkeypatch):
+    import importlib.util  # pylint: disable=import-outside-toplevel
+    import itertools  # pylint: disable=import-outside-toplevel
+    import urllib.error  # pylint: disable=import-outside-toplevel
+    from pathlib import Path  # pylint: disable=import-outside-toplevel
+
+    from bench import ideal  # pylint: disable=import-outside-toplevel
+
+    spec = importlib.util.spec_from_file_location(
+        "saltcd_minion_for_ideal", Path(__file__).resolve().parents[2] / "salt" / "_modules" / "saltcd.py")
+    minion = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(minion)
+    slept, failures = [], iter(range(7))
+
+    class Clock:
+        @staticmethod
+        def monotonic():
+            return sum(slept)
+
+        @staticmethod
+        def sleep(seconds):
+            slept.append(seconds)
+
+    class Opener:
+        @staticmethod
+        def open(url, timeout):
+            if next(failures, None) is not None:
+                raise urllib.error.URLError("refused")
+            raise AssertionError("not reached: the test stops at its 7th failed probe")
+
+    monkeypatch.setattr(ideal, "time", Clock)
+    monkeypatch.setattr(ideal.loopback, "OPENER", Opener)
+    with pytest.raises(AssertionError, match="not reached"):
+        ideal.healthy("http://127.0.0.1:1/health", timeout=30, interval=0.5)
+    assert slept == list(itertools.islice(minion._waits_before_healthy(0.5), 7))  # pylint: disable=protected-access
+    assert slept[:5] == [0.05, 0.1, 0.2, 0.4, 0.5]
