@@ -6,6 +6,8 @@ import tempfile
 
 import pytest
 
+from tests import stale_runs
+
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
 
 
@@ -15,11 +17,19 @@ def repo_root():
 
 
 @pytest.fixture(scope="session")
-def salt_factories_default_root_dir():
+def swept():
+    """What an interrupted earlier run left running is stopped before anything
+    starts (tests/stale_runs.py); the folders it swept."""
+    return stale_runs.sweep()
+
+
+@pytest.fixture(scope="session")
+def salt_factories_default_root_dir(swept):
     """Where salt-factories puts its daemons' config, keys and logs: a folder of
     our own, removed at the end (its default, the temp dir itself, kept a
     folder per daemon from every run). Short, for unix socket paths."""
     root = pathlib.Path(tempfile.mkdtemp(prefix="scd-sf-", dir="/tmp"))
+    stale_runs.claim(root)
     yield root
     shutil.rmtree(root, ignore_errors=True)
 

@@ -25,6 +25,7 @@ from sandbox.engines import DockerHost
 from sandbox.proxy import HostProxy
 from sandbox.registry import LocalRegistry
 from sandbox.token_server import TokenServer
+from tests import stale_runs
 from tests.integration import leak_scan
 from tests.integration.notify_receiver import Receivers
 from tests.ports import free_port
@@ -150,12 +151,13 @@ def _all_started(parts, stop=lambda part: part.stop()):
 
 
 @pytest.fixture(scope="session")
-def lab_root():
+def lab_root(swept):
     reason = _missing_prerequisite()
     if reason:
         pytest.skip(reason)
     # Short: dockerd socket paths must stay under 107 bytes.
     root = Path(tempfile.mkdtemp(prefix="scd-it-", dir="/tmp"))
+    stale_runs.claim(root)
     yield root
     shutil.rmtree(root, ignore_errors=True)
 
@@ -184,6 +186,7 @@ def docker_hosts(lab_root, lab_minions):
     hosts = {m["id"]: DockerHost(m["id"], m["address"], lab_root / "hosts" / m["id"], m["index"])
              for m in lab_minions}
     hosts["builder"] = DockerHost("builder", f"127.0.0.{LAB_OCTET}", lab_root / "hosts" / "builder", LAB_OCTET)
+    stale_runs.record_docker_hosts(lab_root, hosts.values())
     with _all_started(hosts.values(), stop=lambda host: host.purge()):
         yield hosts
 

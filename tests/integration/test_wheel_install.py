@@ -27,6 +27,7 @@ import yaml
 from saltcd import master_config
 from sandbox import app_image, layout, loopback
 from sandbox.registry import LocalRegistry
+from tests import stale_runs
 from tests.ports import free_port
 
 pytestmark = pytest.mark.integration
@@ -39,8 +40,9 @@ CONTAINER = "scd-whl-app"
 
 
 @pytest.fixture(scope="module")
-def work_dir():
+def work_dir(swept):
     path = Path(tempfile.mkdtemp(prefix="scd-whl-", dir="/tmp"))  # short: unix socket paths
+    stale_runs.claim(path)
     yield path
     shutil.rmtree(path, ignore_errors=True)
 
