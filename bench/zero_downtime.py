@@ -18,7 +18,6 @@ two served ones.
 """
 
 import time
-from concurrent.futures import ThreadPoolExecutor
 
 from bench import registry_http
 from bench.context import BASE_REPO, ROLLOUT_TIMEOUT, BenchError
@@ -26,7 +25,7 @@ from bench.scenarios import converge, converge_all
 from bench.stats import summary
 from saltcd import config
 from sandbox import app_image, layout
-from sandbox.cli import say
+from sandbox.cli import run_parallel, say
 from sandbox.traffic import Traffic
 
 # (case, image behaviour or None for the other good image, the status saltcd must end with)
@@ -130,9 +129,7 @@ def run(ctx, runs=1):
     # The first start-first deploy takes the port: not measured.
     converge_all(ctx, dict.fromkeys(STRATEGIES.values(), ctx.images["a"]))
     samples = {case: {strategy: [] for strategy in STRATEGIES} for case, _, _ in CASES}
-    with ThreadPoolExecutor(max_workers=len(STRATEGIES)) as pool:
-        for rounds in [pool.submit(_rounds, ctx, strategy, runs, bad, samples) for strategy in STRATEGIES]:
-            rounds.result()
+    run_parallel(lambda strategy: _rounds(ctx, strategy, runs, bad, samples), STRATEGIES)
     any_dep = settings["start-first"]
     return {
         "apps": STRATEGIES,

@@ -2,7 +2,6 @@
 
 import pathlib
 import shutil
-import tempfile
 
 import pytest
 
@@ -28,8 +27,7 @@ def salt_factories_default_root_dir(swept):
     """Where salt-factories puts its daemons' config, keys and logs: a folder of
     our own, removed at the end (its default, the temp dir itself, kept a
     folder per daemon from every run). Short, for unix socket paths."""
-    root = pathlib.Path(tempfile.mkdtemp(prefix="scd-sf-", dir="/tmp"))
-    stale_runs.claim(root)
+    root = stale_runs.session_folder("scd-sf-")
     yield root
     shutil.rmtree(root, ignore_errors=True)
 

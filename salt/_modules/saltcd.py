@@ -207,7 +207,7 @@ def wait_healthy(url, container=None, timeout=30, interval=1, settle=0, status=2
     healthy_at = None
     first = None
     waits = _waits_before_healthy(interval)
-    # Bounded: every iteration sleeps (at least FIRST_WAIT, at most `interval`),
+    # Bounded: every iteration sleeps (FIRST_WAIT doubling, up to `interval`),
     # and the loop ends at `deadline` (or after `settle` once healthy).
     while True:
         down, mark = _container_problem(container, first)

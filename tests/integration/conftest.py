@@ -11,10 +11,8 @@ import json
 import os
 import secrets
 import shutil
-import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 
 import docker
 import pytest
@@ -156,8 +154,7 @@ def lab_root(swept):
     if reason:
         pytest.skip(reason)
     # Short: dockerd socket paths must stay under 107 bytes.
-    root = Path(tempfile.mkdtemp(prefix="scd-it-", dir="/tmp"))
-    stale_runs.claim(root)
+    root = stale_runs.session_folder("scd-it-")
     yield root
     shutil.rmtree(root, ignore_errors=True)
 

@@ -16,6 +16,7 @@ import pytest
 from sandbox.app_image import build_and_push, tag_and_push
 from sandbox.engines import DockerHost
 from sandbox.registry import LocalRegistry
+from tests import stale_runs
 from tests.ports import free_port
 
 pytestmark = [
@@ -119,9 +120,17 @@ def notifications():
 
 
 @pytest.fixture(scope="module")
-def registry(tmp_path_factory, notifications):
+def parts_folder(swept):
+    """This module's daemons' folder: a run killed before their teardown is swept by the next."""
+    folder = stale_runs.session_folder("scd-it-")
+    yield folder
+    shutil.rmtree(folder, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def registry(parts_folder, notifications):
     reg = LocalRegistry(
-        tmp_path_factory.mktemp("registry"),
+        parts_folder / "registry",
         port=free_port(),
         notify_url=notifications.url,
         notify_headers={"Authorization": TOKEN},
@@ -130,8 +139,9 @@ def registry(tmp_path_factory, notifications):
 
 
 @pytest.fixture(scope="module")
-def docker_host(tmp_path_factory):
-    host = DockerHost("t-1", HOST_ADDRESS, tmp_path_factory.mktemp("hosts") / "t-1", 61)
+def docker_host(parts_folder):
+    host = DockerHost("t-1", HOST_ADDRESS, parts_folder / "hosts" / "t-1", 61)
+    stale_runs.record_docker_hosts(parts_folder, [host])
     yield from started(host, host.purge)
 
 

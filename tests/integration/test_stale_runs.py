@@ -1,12 +1,11 @@
 """What an interrupted run left running is stopped by the next one
 (tests/stale_runs.py): a real dockerd with a container, and a real registry,
-left in a lab folder whose owner is gone, are stopped and the folder removed;
-a folder whose owner still runs is left alone."""
+left in a lab folder whose owner is gone, are stopped and the folder removed.
+Left alone: a folder whose owner still runs, one open to other users, one
+without an owner file, and a `tail -f` of a log in the swept folder."""
 
-import shutil
 import subprocess
 import sys
-import tempfile
 from contextlib import closing
 from pathlib import Path
 
@@ -25,21 +24,28 @@ ADDRESS, INDEX = "127.0.0.71", 71
 
 
 def _dead_pid():
-    """The pid of a process that has come and gone (an interrupted run's pytest)."""
+    """The pid of a process that has come and gone (an interrupted run's test process)."""
     proc = subprocess.Popen(["true"])
     proc.wait()
     return proc.pid
 
 
-def _folder():
-    return Path(tempfile.mkdtemp(prefix="scd-it-", dir="/tmp"))
+def _orphan(folder):
+    """Make folder look like the session folder of a run that is gone."""
+    (folder / stale_runs.OWNER).write_text(f"{_dead_pid()} 0\n", encoding="ascii")
+    return folder
 
 
-def test_an_interrupted_runs_daemons_are_stopped_and_its_folder_removed(lab_root):
-    stale, live = _folder(), _folder()
+def test_an_interrupted_runs_daemons_are_stopped_and_its_folder_removed(lab_root, tmp_path):
+    stale = stale_runs.session_folder("scd-it-", tmp=tmp_path)
+    live = stale_runs.session_folder("scd-it-", tmp=tmp_path)
+    open_to_all = _orphan(stale_runs.session_folder("scd-it-", tmp=tmp_path))
+    open_to_all.chmod(0o755)
+    no_owner = stale_runs.session_folder("scd-it-", tmp=tmp_path)
+    (no_owner / stale_runs.OWNER).unlink()
     host = DockerHost("stale-1", ADDRESS, stale / "hosts" / "stale-1", INDEX)
     registry = LocalRegistry(stale / "registry", port=free_port())
-    bystander = None
+    bystanders = []
     try:
         stale_runs.record_docker_hosts(stale, [host])
         host.start()
@@ -50,25 +56,24 @@ def test_an_interrupted_runs_daemons_are_stopped_and_its_folder_removed(lab_root
             container = client.containers.run(f"{repository}:v1", detach=True)
             container_pid = client.api.inspect_container(container.id)["State"]["Pid"]
         dockerd, registry_pid = host.pid, registry.pid
-        (stale / stale_runs.OWNER).write_text(f"{_dead_pid()}\n", encoding="ascii")
-        # A session still running: its folder and what names it stay.
-        stale_runs.claim(live)
-        bystander = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(300)", str(live / "x")],
-                                     start_new_session=True)
+        _orphan(stale)
+        # Someone reading a log of the stale run, and a process of a session still running.
+        for argv in (["tail", "-f", str(stale / "registry" / "registry.log")],
+                     [sys.executable, "-c", "import time; time.sleep(300)", str(live / "x")]):
+            bystanders.append(subprocess.Popen(argv, start_new_session=True, stdout=subprocess.DEVNULL))
 
-        swept = stale_runs.sweep()
+        swept = stale_runs.sweep(tmp=tmp_path)
 
-        assert stale in swept and live not in swept
+        assert swept == [stale]
         for what, pid in (("dockerd", dockerd), ("registry", registry_pid), ("container", container_pid)):
             assert not processes.alive(pid), f"the stale {what} (pid {pid}) still runs"
         assert not stale.exists()
         assert not Path("/sys/class/net", host.bridge).exists(), "the stale host's bridge is still there"
-        assert processes.alive(bystander.pid) and live.exists()
+        assert all(processes.alive(b.pid) for b in bystanders), "a process the sweep had no business with was stopped"
+        assert live.exists() and open_to_all.exists() and no_owner.exists()
     finally:
-        if bystander is not None:
+        for bystander in bystanders:
             bystander.kill()
             bystander.wait()
         registry.stop()
         host.purge()
-        shutil.rmtree(stale, ignore_errors=True)
-        shutil.rmtree(live, ignore_errors=True)

@@ -16,7 +16,6 @@ import signal
 import socket
 import subprocess
 import sys
-import tempfile
 import time
 import zipfile
 from pathlib import Path
@@ -41,8 +40,7 @@ CONTAINER = "scd-whl-app"
 
 @pytest.fixture(scope="module")
 def work_dir(swept):
-    path = Path(tempfile.mkdtemp(prefix="scd-whl-", dir="/tmp"))  # short: unix socket paths
-    stale_runs.claim(path)
+    path = stale_runs.session_folder("scd-whl-")  # in /tmp: short, for unix socket paths
     yield path
     shutil.rmtree(path, ignore_errors=True)
 
