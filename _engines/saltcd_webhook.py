@@ -282,10 +282,11 @@ class Hook(tornado.web.RequestHandler):  # pylint: disable=abstract-method
             parsed = await self.door.in_worker(notifications.PARSERS[self.source.format], text)
         except Exception:  # pylint: disable=broad-except  # PayloadError, or a shape a parser missed
             return False
-        if parsed.only_routine:
+        routine = parsed.only_routine
+        if routine:
             log.debug("saltcd_webhook: %s: %d routine item(s), nothing to deploy", self.source.name,
                       len(parsed.ignored))
-        return parsed.only_routine
+        return routine
 
     async def _fire(self, tag, envelope, nonce):
         """Put the event on the bus; if the bus refuses it, nothing was accepted:

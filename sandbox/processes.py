@@ -120,14 +120,28 @@ def argv(pid: int) -> list[str]:
     return [arg.decode(errors="replace") for arg in raw.split(b"\0") if arg]
 
 
-def is_zombie(pid: int) -> bool:
-    """True if pid has exited but was not reaped yet (or is gone already)."""
+def _stat(pid: int) -> list[str] | None:
+    """The fields of /proc/<pid>/stat after the command name (the first is the
+    state, field 3), or None when pid is gone."""
     try:
         stat = Path(f"/proc/{pid}/stat").read_text()
     except OSError:
-        return True
-    # The state follows the command name, which may itself hold ") ".
-    return stat.rsplit(")", 1)[1].split()[0] == "Z"
+        return None
+    # The command name, in parentheses, may itself hold ") ".
+    return stat.rsplit(")", 1)[1].split()
+
+
+def is_zombie(pid: int) -> bool:
+    """True if pid has exited but was not reaped yet (or is gone already)."""
+    fields = _stat(pid)
+    return fields is None or fields[0] == "Z"
+
+
+def start_time(pid: int) -> str | None:
+    """When pid started (clock ticks since boot, field 22), or None when it is gone:
+    with the pid, it names one process even after the pid is reused."""
+    fields = _stat(pid)
+    return fields[19] if fields else None
 
 
 def alive(pid: int) -> bool:

@@ -46,21 +46,12 @@ PROGRAMS = ("dockerd", "containerd", "containerd-shim-runc-v2", "runc", "docker-
 STOP_TIMEOUT = 10
 
 
-def _start_time(pid):
-    """When pid started (clock ticks since boot, /proc/<pid>/stat field 22), or None when it is gone."""
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except (OSError, IndexError):
-        return None
-    return fields[19]  # field 22 of the line; fields[0] here is field 3
-
-
 def session_folder(prefix, tmp=TMP):
     """A new temp folder for this session's daemons, marked as this process's."""
     if prefix not in PREFIXES:
         raise ValueError(f"{prefix!r} is not one of {PREFIXES}: a sweep would never find it")
     folder = Path(tempfile.mkdtemp(prefix=prefix, dir=tmp))
-    (folder / OWNER).write_text(f"{os.getpid()} {_start_time(os.getpid())}\n", encoding="ascii")
+    (folder / OWNER).write_text(f"{os.getpid()} {processes.start_time(os.getpid())}\n", encoding="ascii")
     return folder
 
 
@@ -91,7 +82,7 @@ def owner_alive(folder):
         pid = int(pid)
     except ValueError:
         return None
-    return processes.alive(pid) and _start_time(pid) == started
+    return processes.alive(pid) and processes.start_time(pid) == started
 
 
 def _folders(tmp):
