@@ -168,44 +168,91 @@ def _one(ctx, app, digest, way, samples):
 SALT_COST_APP = "m3b1"
 
 
-def salt_cost(ctx, rounds):
-    """What a batch costs in Salt itself on 3 minions that already run the digest:
-    a job round trip (test.ping), rendering saltcd.deploy (state.show_sls), a whole
-    no-change state.apply, and one pillar compile on the master (in-process)."""
-    import salt.client
-    import salt.config
+# What salt_cost times, from the bare job round trip to the whole no-change state run.
+SALT_CALLS = ("ping", "render", "apply_no_change")
 
+
+class SaltTimer:
+    """Salt calls timed from the master, as a batch makes them: one LocalClient,
+    the deploy data of `app` in the job's pillar (as salt_cost has always done;
+    saltcd itself serves it through its ext_pillar)."""
+
+    def __init__(self, ctx, app):
+        import salt.client
+        import salt.config
+
+        from saltcd import binding, salt_fleet
+
+        self.opts = salt.config.master_config(str(Path(ctx.conf_dir) / "master"))
+        self.pillar = binding.settings(self.opts).deployment(app, "dev").pillar(ctx.images["a"])
+        self.container = ctx.apps[app]["container"]
+        state = {"pillar": self.pillar, "queue": True}
+        # name -> (function, args, kwargs)
+        self.calls = {"ping": ("test.ping", [], {}),
+                      "render": ("state.show_sls", [salt_fleet.DEPLOY_SLS], state),
+                      "apply_no_change": ("state.apply", [salt_fleet.DEPLOY_SLS], state),
+                      "ask": ("saltcd.container", [self.container], {})}
+        self.local = salt.client.LocalClient(mopts=self.opts)
+
+    def seconds(self, name, minions):
+        """One call of `name` to `minions`, timed until every one has answered."""
+        fun, args, kwarg = self.calls[name]
+        began = time.perf_counter()
+        returns = self.local.cmd(minions, fun, args, tgt_type="list", timeout=60, kwarg=kwarg)
+        took = time.perf_counter() - began
+        if set(returns) != set(minions):
+            raise BenchError(f"{fun} on {minions}: only {sorted(returns)} answered")
+        return took
+
+    def close(self):
+        self.local.destroy()
+
+
+def salt_cost(ctx, rounds):
+    """What a batch costs in Salt itself on the 3 minions of SALT_COST_APP, which
+    already run the digest: a job round trip (test.ping), rendering saltcd.deploy
+    (state.show_sls), a whole no-change state.apply, each to all 3 and to one
+    (`one_minion`: the batch of the tiny-image target), and one pillar compile
+    on the master (in-process)."""
     from bench import pillar_cost
-    from saltcd import binding, salt_fleet
 
     app = SALT_COST_APP
     converge(ctx, app, ctx.images["a"])
-    opts = salt.config.master_config(str(Path(ctx.conf_dir) / "master"))
-    dep = binding.settings(opts).deployment(app, "dev")
     minions = [m["id"] for m in ctx.targets(app)]
-    pillar = dep.pillar(ctx.images["a"])
-    local = salt.client.LocalClient(mopts=opts)
-    times = {"ping": [], "render": [], "apply_no_change": []}
+    timer = SaltTimer(ctx, app)
+    times = {(key, len(batch)): [] for key in SALT_CALLS for batch in (minions, minions[:1])}
     try:
         for _ in range(rounds):
-            for key, fun, args in (("ping", "test.ping", []),
-                                   ("render", "state.show_sls", [salt_fleet.DEPLOY_SLS]),
-                                   ("apply_no_change", "state.apply", [salt_fleet.DEPLOY_SLS])):
-                kwarg = {} if fun == "test.ping" else {"pillar": pillar, "queue": True}
-                began = time.perf_counter()
-                returns = local.cmd(minions, fun, args, tgt_type="list", timeout=60, kwarg=kwarg)
-                times[key].append(time.perf_counter() - began)
-                if set(returns) != set(minions):
-                    raise BenchError(f"{fun} on {minions}: only {sorted(returns)} answered")
+            for batch in (minions, minions[:1]):
+                for key in SALT_CALLS:
+                    times[key, len(batch)].append(timer.seconds(key, batch))
     finally:
-        local.destroy()
-    out = {key: summary(values) for key, values in times.items()}
-    median = {key: statistics.median(values) for key, values in times.items()}
+        timer.close()
+    out = {key: summary(times[key, len(minions)]) for key in SALT_CALLS}
+    out["one_minion"] = {key: summary(times[key, 1]) for key in SALT_CALLS}
+    median = {key: statistics.median(times[key, len(minions)]) for key in SALT_CALLS}
     out["render_over_ping"] = round(median["render"] - median["ping"], 3)
     out["apply_over_render"] = round(median["apply_no_change"] - median["render"], 3)
-    _, override = pillar_cost.deploy_pillar.split(pillar)
-    out["pillar_compile_ms"] = pillar_cost._compile_ms(opts, minions[0], override)  # pylint: disable=protected-access
+    _, override = pillar_cost.deploy_pillar.split(timer.pillar)
+    out["pillar_compile_ms"] = pillar_cost._compile_ms(timer.opts, minions[0], override)  # pylint: disable=protected-access
     return out
+
+
+def salt_floor(results):
+    """The least saltcd / ideal any rollout that runs the deploy SLS as one Salt
+    job per batch can reach on the tiny-image target's case (batch 1 over 3
+    minions), from the same run's figures: the ideal's time, plus per batch a
+    rendered saltcd.deploy on one minion (a job, the pillar, the loaders and the
+    render, with no Docker work: what a state job pays before its states run).
+    None unless both `overhead` and `salt_cost` ran."""
+    over = (results.get("overhead") or {}).get("batch_1")
+    render = ((results.get("salt_cost") or {}).get("one_minion") or {}).get("render")
+    if not over or not render or not over["ideal"]["median"]:
+        return None
+    batches = over["minions"]  # batch 1: one batch a minion
+    ideal_s = over["ideal"]["median"]
+    return {"batches": batches, "render_one_minion": render["median"], "ideal": ideal_s,
+            "ratio": round((ideal_s + batches * render["median"]) / ideal_s, 3)}
 
 
 def fleet_apps(ctx, every_batch):
@@ -214,10 +261,19 @@ def fleet_apps(ctx, every_batch):
             if app in ctx.apps and (every_batch or batch == "25%")]
 
 
+# Rounds of the Salt calls timed on each fleet shape's first batch.
+FLEET_CALL_ROUNDS = 3
+
+
 def fleet(ctx, runs, every_batch=True):
     """Tiny-image rollouts over the dev fleet at batch 25 % (and 10 % with
     every_batch): wall time per batch, master CPU per minion, the master's peak
-    memory, push -> first state run."""
+    memory, push -> first state run. Then, on each shape's first batch (which
+    runs the digest by then), what Salt alone takes for it on this machine: the
+    question saltcd asks before the first state run (`saltcd.container`) and a
+    state job's part before its states run (saltcd.deploy rendered)."""
+    from saltcd import batches as batching
+
     out = {}
     apps = fleet_apps(ctx, every_batch)
     converge_all(ctx, dict.fromkeys(apps, ctx.images["a"]))
@@ -246,6 +302,15 @@ def fleet(ctx, runs, every_batch=True):
                     "master_cpu_per_minion": summary(cpu_per_minion),
                     "master_peak_pss_mb": summary(peaks),
                     "first_state_run_published": summary(first_state), "saltcd_where": where(samples)}
+        first = batching.plan_batches(sorted(m["id"] for m in ctx.targets(app)), ctx.apps[app]["batch"])[0]
+        timer = SaltTimer(ctx, app)
+        try:
+            out[app]["first_batch"] = len(first)
+            for name in ("ask", "render"):
+                out[app][f"{name}_first_batch"] = summary(
+                    [timer.seconds(name, first) for _ in range(FLEET_CALL_ROUNDS)])
+        finally:
+            timer.close()
     return out
 
 
@@ -267,14 +332,22 @@ def targets(results, check):
     fleet_results = results.get("fleet") or {}
     for sc in fleet_results.values():
         value = sc["first_state_run_published"]["median"]
+        asked = (sc.get("ask_first_batch") or {}).get("median")
+        context = {"why": f"asking the first batch's {sc['first_batch']} minion(s) what they run "
+                          f"(saltcd.container) alone takes {asked} s here"} if asked is not None else {}
         check(f"push -> first state run, {sc['minions']} minions batch {sc['batch']} (median)", value,
-              "< 1 s", value is not None and value < 1)
+              "< 1 s", value is not None and value < 1, **context)
     for batch in sorted({sc["batch"] for sc in fleet_results.values()}):
         same = sorted((sc for sc in fleet_results.values() if sc["batch"] == batch), key=lambda sc: sc["minions"])
         if len(same) > 1:
-            value = ratio(same[-1]["wall_per_batch"], same[0]["wall_per_batch"])
-            check(f"wall per batch, {same[-1]['minions']} / {same[0]['minions']} minions at batch {batch}",
-                  value, f"<= {FLAT}", value is not None and value <= FLAT)
+            small, large = same[0], same[-1]
+            value = ratio(large["wall_per_batch"], small["wall_per_batch"])
+            render = ratio(large.get("render_first_batch") or {}, small.get("render_first_batch") or {})
+            context = {"why": f"Salt's own state job part for a batch (saltcd.deploy rendered on its "
+                              f"{large['first_batch']} minions against {small['first_batch']}) grows "
+                              f"{render} x on this machine"} if render is not None else {}
+            check(f"wall per batch, {large['minions']} / {small['minions']} minions at batch {batch}",
+                  value, f"<= {FLAT}", value is not None and value <= FLAT, **context)
 
 
 def report_rows(results):
@@ -301,8 +374,10 @@ def report_rows(results):
                      f"stop_timeout {real['stop_timeout']} s (PID 1 ignores SIGTERM), settle {real['settle']} s"])
     cost = results.get("salt_cost")
     if cost:
-        for key in ("ping", "render", "apply_no_change"):
-            rows.append([f"Salt per batch, 3 minions: {key.replace('_', ' ')}", cell(cost[key]), ""])
+        shapes = [("3 minions", cost)] + ([("1 minion", cost["one_minion"])] if "one_minion" in cost else [])
+        for label, figures in shapes:
+            for key in SALT_CALLS:
+                rows.append([f"Salt per batch, {label}: {key.replace('_', ' ')}", cell(figures[key]), ""])
         rows.append(["Salt per batch: render - ping, no-change apply - render, pillar compile",
                      f"{cost['render_over_ping']} s / {cost['apply_over_render']} s / {cost['pillar_compile_ms']} ms",
                      ""])
@@ -312,4 +387,8 @@ def report_rows(results):
                      f"per batch {cell(sc['wall_per_batch'])}; master CPU/minion "
                      f"{cell(sc['master_cpu_per_minion'])}; peak memory (PSS) {cell(sc['master_peak_pss_mb'], 'MB')}; "
                      f"first state run {cell(sc['first_state_run_published'])}"])
+        if "first_batch" in sc:
+            rows.append([f"fleet {sc['minions']} minions, batch {sc['batch']}: Salt alone, first batch "
+                         f"of {sc['first_batch']}: asked, rendered", f"{cell(sc['ask_first_batch'])} / "
+                         f"{cell(sc['render_first_batch'])}", "saltcd.container / state.show_sls saltcd.deploy"])
     return rows
