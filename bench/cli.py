@@ -164,7 +164,7 @@ def run(ctx, args, only):
             log_dir=ctx.state.get("logs"))),
         "salt_cost": ((realistic.SALT_COST_APP,), lambda: realistic.salt_cost(ctx, max(2, args.runs))),
         "fleet": (realistic.fleet_apps(ctx, every_batch=args.full),
-                  lambda: realistic.fleet(ctx, max(1, args.runs // 2), every_batch=args.full)),
+                  lambda: realistic.fleet(ctx, max(1, args.runs // 2), every_batch=args.full, call_rounds=args.runs)),
     }
     # Set-up, not timed: every app's first rollout at once, so that their settle
     # waits overlap (zero_downtime's alone is half a minute) instead of adding up.

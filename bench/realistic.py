@@ -261,17 +261,14 @@ def fleet_apps(ctx, every_batch):
             if app in ctx.apps and (every_batch or batch == "25%")]
 
 
-# Rounds of the Salt calls timed on each fleet shape's first batch.
-FLEET_CALL_ROUNDS = 3
-
-
-def fleet(ctx, runs, every_batch=True):
+def fleet(ctx, runs, every_batch=True, call_rounds=3):
     """Tiny-image rollouts over the dev fleet at batch 25 % (and 10 % with
     every_batch): wall time per batch, master CPU per minion, the master's peak
     memory, push -> first state run. Then, on each shape's first batch (which
-    runs the digest by then), what Salt alone takes for it on this machine: the
-    question saltcd asks before the first state run (`saltcd.container`) and a
-    state job's part before its states run (saltcd.deploy rendered)."""
+    runs the digest by then), what Salt alone takes for it on this machine,
+    `call_rounds` times each: the question saltcd asks before the first state
+    run (`saltcd.container`) and a state job's part before its states run
+    (saltcd.deploy rendered)."""
     from saltcd import batches as batching
 
     out = {}
@@ -308,7 +305,7 @@ def fleet(ctx, runs, every_batch=True):
             out[app]["first_batch"] = len(first)
             for name in ("ask", "render"):
                 out[app][f"{name}_first_batch"] = summary(
-                    [timer.seconds(name, first) for _ in range(FLEET_CALL_ROUNDS)])
+                    [timer.seconds(name, first) for _ in range(call_rounds)])
         finally:
             timer.close()
     return out
