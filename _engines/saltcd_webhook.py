@@ -11,8 +11,8 @@ master's bus. This one checks each request at the door:
 - the source's bearer token is checked on the headers (without it the body is
   dropped as it comes, then 401), its HMAC (ingress_auth) with the body, else
   401; a timestamped HMAC seen before is a replay (409); at most MAX_IN_FLIGHT
-  bodies per source are read at once (else 503); any method but POST gets 405
-  before its body;
+  bodies per source are read at once, half of them from one address (else
+  503); any method but POST gets 405 before its body;
 - a body that parses and holds only blob pushes and pulls (a registry sends a
   dozen with every push) is answered 200 and goes no further, so it starts
   no runner;
@@ -43,6 +43,7 @@ Salt finds this engine through saltcd's ``salt.loader`` entry point;
 import asyncio
 import collections
 import concurrent.futures
+import ipaddress
 import logging
 import re
 import threading
@@ -71,6 +72,11 @@ MAX_HEADER_BYTES = 64 * 1024
 # token source's only by holders of its token (checked first). A registry
 # sends one notification at a time per endpoint.
 MAX_IN_FLIGHT = 16
+# Of those, what one sending address (an IPv6 /64) may hold: a sender that
+# stalls from one address leaves the other half to the registry. The address is
+# the connection's own (X-Forwarded-For is not trusted), so behind a proxy every
+# post shares the proxy's half.
+MAX_IN_FLIGHT_PER_ADDRESS = MAX_IN_FLIGHT // 2
 # Bodies up to this size are parsed at the door to drop pulls and blob pushes
 # (a registry's envelope is a few KB); larger ones go to the runner unparsed.
 PREPARSE_BYTES = 64 * 1024
@@ -135,7 +141,9 @@ class Door:
         self.fire = fire
         self.nonces = nonces
         self.rejections = rejections or Rejections()
-        self.in_flight = collections.Counter()  # source name -> bodies being read (IOLoop thread only)
+        # Bodies being read (IOLoop thread only): by source name, and by (source name, sender_address).
+        self.in_flight = collections.Counter()
+        self.in_flight_from = collections.Counter()
         # One thread for the bus and the store: the IOLoop never blocks on them.
         self.worker = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="saltcd-webhook")
 
@@ -155,6 +163,20 @@ class Refused(Exception):
 TOO_LARGE = "body larger than max_body_bytes"
 
 
+def sender_address(peer):
+    """The address a post's share of the slots is counted by: the peer's own, or
+    its /64 for IPv6 (one host is given a whole /64, so any of it is one sender)."""
+    try:
+        address = ipaddress.ip_address(peer)
+    except ValueError:
+        return str(peer)
+    if address.version == 6:
+        if address.ipv4_mapped is not None:
+            return str(address.ipv4_mapped)
+        return str(ipaddress.ip_network(f"{address}/64", strict=False))
+    return str(address)
+
+
 def _too_large(source, cap):
     """413, before the body is read (announced) or while it arrives (chunked)."""
     return Refused(413, source, TOO_LARGE, f" ({cap} bytes)")
@@ -170,12 +192,16 @@ class Hook(tornado.web.RequestHandler):  # pylint: disable=abstract-method
         self.chunks = []
         self.size = 0
         self.refused = None
-        self.counted = False  # counted in door.in_flight
+        self.counted = None  # (source name, sender address) while counted in door.in_flight*
 
     def _release(self):
         if self.counted:
-            self.counted = False
-            self.door.in_flight[self.source.name] -= 1
+            name, address = self.counted
+            self.counted = None
+            self.door.in_flight[name] -= 1
+            self.door.in_flight_from[name, address] -= 1
+            if not self.door.in_flight_from[name, address]:
+                del self.door.in_flight_from[name, address]  # no key left behind per address ever seen
 
     def on_finish(self):
         self._release()
@@ -230,11 +256,16 @@ class Hook(tornado.web.RequestHandler):  # pylint: disable=abstract-method
         except ingress_auth.Unauthenticated as exc:
             self._refuse(Refused(401, name, f"unauthenticated: {exc}"), answer_now=False)
             return
+        address = sender_address(self.request.remote_ip)
         if self.door.in_flight[name] >= MAX_IN_FLIGHT:
             self._refuse(Refused(503, name, "too many posts in flight"))
             return
+        if self.door.in_flight_from[name, address] >= MAX_IN_FLIGHT_PER_ADDRESS:
+            self._refuse(Refused(503, name, "too many posts in flight from one address"))
+            return
         self.door.in_flight[name] += 1
-        self.counted = True
+        self.door.in_flight_from[name, address] += 1
+        self.counted = (name, address)
         # A chunked body without Content-Length: tornado drops the connection at the cap.
         self.request.connection.set_max_body_size(cap)
 

@@ -136,24 +136,26 @@ def test_senders_without_the_token_take_no_slot(lab, webhook_token):
     assert wait_counted(lab, "registry", "unauthenticated: wrong credential in Authorization", expected) == expected
 
 
-def stall(lab, count, headers):
-    """`count` connections that announce a 1000-byte POST to /saltcd/registry and send no body."""
+def stall(lab, count, headers, address="127.0.0.1"):
+    """`count` connections from `address` that announce a 1000-byte POST to
+    /saltcd/registry and send no body."""
     head = "".join(f"{k}: {v}\r\n" for k, v in {**headers, "Content-Length": "1000"}.items())
     socks = []
     for _ in range(count):
-        sock = socket.create_connection(("127.0.0.1", engine_port(lab)), timeout=10)
+        sock = socket.create_connection(("127.0.0.1", engine_port(lab)), timeout=10, source_address=(address, 0))
         sock.sendall(f"POST /saltcd/registry HTTP/1.1\r\nHost: 127.0.0.1\r\n{head}\r\n".encode())
         socks.append(sock)
     return socks
 
 
 def hold_every_slot(lab, cap, headers, tries=5):
-    """`cap` stalled senders, none of them answered: every slot is held. A few
-    tries, because the lab's registry posts its own notifications (other tests'
-    pulls) and one of them may hold a slot for a moment; a slot that never
-    came back fails every try."""
+    """`cap` stalled senders, none of them answered: every slot is held, half
+    from 127.0.0.2 and half from 127.0.0.3 (one address holds at most half). A
+    few tries, because the lab's registry posts its own notifications (other
+    tests' pulls) and one of them may hold a slot for a moment; a slot that
+    never came back fails every try."""
     for _ in range(tries):
-        stalled = stall(lab, cap, headers)
+        stalled = stall(lab, cap // 2, headers, "127.0.0.2") + stall(lab, cap - cap // 2, headers, "127.0.0.3")
         time.sleep(0.5)  # the engine has read every one's headers
         if not any(answered(sock) for sock in stalled):
             return stalled
@@ -170,6 +172,25 @@ def answered(sock):
         return bool(sock.recv(64))
     except TimeoutError:
         return False
+
+
+def test_one_address_holds_at_most_half_the_slots(lab, webhook_token):
+    """A sender that stalls from one address gets 503 past its half, and the
+    registry (the lab's posts come from 127.0.0.1) is still heard."""
+    auth = {"Authorization": f"Bearer {webhook_token}"}
+    share = engines.load("saltcd_webhook").MAX_IN_FLIGHT_PER_ADDRESS
+    stalled = stall(lab, share, auth, "127.0.0.2")
+    try:
+        time.sleep(0.5)  # the engine has read every one's headers
+        assert not any(answered(sock) for sock in stalled)
+        (extra,) = stall(lab, 1, auth, "127.0.0.2")
+        stalled.append(extra)
+        extra.settimeout(10)
+        assert extra.recv(4096).startswith(b"HTTP/1.1 503")
+        assert post(lab, "saltcd/registry", b'{"events": []}', auth)[0] == 200
+    finally:
+        for sock in stalled:
+            sock.close()
 
 
 def test_bodies_read_at_once_are_bounded_and_the_slots_come_back(lab, webhook_token):

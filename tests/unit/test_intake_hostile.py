@@ -373,33 +373,32 @@ def test_a_chunked_body_over_the_cap_is_cut_off(door):
     assert door["fired"] == []
 
 
-def test_a_timestamped_signature_is_accepted_once(door):
+def _stamped(body, stamp=None):
+    """The headers of a post of `body` to the `stamped` source, signed for `stamp` (now)."""
     import hashlib
     import hmac
     import time
 
-    body = PUSH_BODY
-    stamp = str(int(time.time()))
+    stamp = str(int(time.time())) if stamp is None else stamp
     signature = "sha256=" + hmac.new(b"stamp-secret", stamp.encode() + b"." + body, hashlib.sha256).hexdigest()
-    headers = {"X-Hub-Signature-256": signature, "X-Timestamp": stamp}
+    return {"X-Hub-Signature-256": signature, "X-Timestamp": stamp}
+
+
+def test_a_timestamped_signature_is_accepted_once(door):
+    import time
+
+    body = PUSH_BODY
+    headers = _stamped(body)
     assert post(door["url"] + "/saltcd/stamped", body, headers)[0] == 200
     assert post(door["url"] + "/saltcd/stamped", body, headers)[0] == 409
-    old = str(int(time.time()) - 3600)
-    stale = "sha256=" + hmac.new(b"stamp-secret", old.encode() + b"." + body, hashlib.sha256).hexdigest()
-    status, text = post(door["url"] + "/saltcd/stamped", body, {"X-Hub-Signature-256": stale, "X-Timestamp": old})
+    status, text = post(door["url"] + "/saltcd/stamped", body, _stamped(body, str(int(time.time()) - 3600)))
     assert status == 401 and "replay or clock skew" in text
     assert len(door["fired"]) == 1
 
 
 def test_a_post_the_bus_refused_is_not_accepted_and_its_retry_is_not_a_replay(door):
-    import hashlib
-    import hmac
-    import time
-
     body = PUSH_BODY
-    stamp = str(int(time.time()))
-    signature = "sha256=" + hmac.new(b"stamp-secret", stamp.encode() + b"." + body, hashlib.sha256).hexdigest()
-    headers = {"X-Hub-Signature-256": signature, "X-Timestamp": stamp}
+    headers = _stamped(body)
     door["bus"]["down"] = True
     status, text = post(door["url"] + "/saltcd/stamped", body, headers)
     assert (status, text) == (503, "event bus unavailable: not accepted, retry\n")
@@ -408,6 +407,82 @@ def test_a_post_the_bus_refused_is_not_accepted_and_its_retry_is_not_a_replay(do
     assert post(door["url"] + "/saltcd/stamped", body, headers)[0] == 200  # the sender's retry
     assert post(door["url"] + "/saltcd/stamped", body, headers)[0] == 409  # and then it is a replay
     assert len(door["fired"]) == 1
+
+
+def _stall(port, address, count):
+    """`count` connections from `address` that announce a body to the `stamped`
+    source and send none of it (anyone can: the signature needs the body)."""
+    import socket
+
+    socks = []
+    for _ in range(count):
+        sock = socket.create_connection(("127.0.0.1", port), timeout=5, source_address=(address, 0))
+        sock.sendall(b"POST /saltcd/stamped HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 1000\r\n"
+                     b"X-Timestamp: 1\r\n\r\n")
+        socks.append(sock)
+    return socks
+
+
+def _answer(sock, wait):
+    """The first bytes the engine answered on `sock` within `wait` s, or b"" if it is still waiting."""
+    sock.settimeout(wait)
+    try:
+        return sock.recv(200)
+    except TimeoutError:
+        return b""
+
+
+def _signed_post(door, n):
+    """A post the registry would make to `stamped` (a body of its own, so never a replay)."""
+    body = b'{"events": []}' + b" " * n
+    return post(door["url"] + "/saltcd/stamped", body, _stamped(body))
+
+
+def test_a_sender_that_stalls_from_one_address_holds_half_of_an_hmac_sources_slots(door):
+    """An HMAC source's slots can be taken by anyone (its signature needs the
+    whole body). From one address, a sender that stalls holds half of them: the
+    registry, from its own address, is still heard. A second address can fill
+    the rest, and the source's bound holds; once they go, every slot is free."""
+    import time
+
+    engine, port = door["engine"], door["port"]
+    share = engine.MAX_IN_FLIGHT_PER_ADDRESS
+    held = _stall(port, "127.0.0.2", share)
+    try:
+        time.sleep(0.3)  # the engine has read every one's headers
+        assert [_answer(sock, 0.05) for sock in held] == [b""] * share
+        (extra,) = _stall(port, "127.0.0.2", 1)
+        held.append(extra)
+        assert _answer(extra, 5).startswith(b"HTTP/1.1 503")
+        assert _signed_post(door, 1)[0] == 200  # from 127.0.0.1
+        held += _stall(port, "127.0.0.3", engine.MAX_IN_FLIGHT - share)
+        time.sleep(0.3)
+        assert _signed_post(door, 2) == (503, "too many posts in flight\n")
+    finally:
+        for sock in held:
+            sock.close()
+    deadline = time.monotonic() + 5
+    while door["door"].in_flight_from and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert door["door"].in_flight_from == {} and door["door"].in_flight["stamped"] == 0
+    assert _signed_post(door, 3)[0] == 200
+    held = _stall(port, "127.0.0.2", share)  # the address's share is whole again
+    try:
+        assert [_answer(sock, 0.3) for sock in held] == [b""] * share
+    finally:
+        for sock in held:
+            sock.close()
+
+
+@pytest.mark.parametrize("peer, counted_as", [
+    ("127.0.0.2", "127.0.0.2"),
+    ("::ffff:127.0.0.2", "127.0.0.2"),
+    ("2001:db8:1:2:aaaa::1", "2001:db8:1:2::/64"),
+    ("2001:db8:1:2:ffff:ffff:ffff:ffff", "2001:db8:1:2::/64"),
+    ("not an address", "not an address"),
+])
+def test_a_sender_is_counted_by_its_address_or_its_ipv6_64(peer, counted_as):
+    assert _load_engine().sender_address(peer) == counted_as
 
 
 def test_an_engine_envelope_is_accepted_once_in_its_window_and_only_with_the_key():
