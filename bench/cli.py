@@ -63,8 +63,9 @@ def targets(results):
     if over:
         floor = realistic.salt_floor(results)
         context = {"salt_floor": floor, "why": (
-            f"the least a Salt state job per batch allows: {floor['ratio']} (the ideal's {floor['ideal']} s "
-            f"+ {floor['batches']} x {floor['render_one_minion']} s, saltcd.deploy rendered on one minion)")
+            f"the least a Salt state job per batch allows, estimated from medians: {floor['ratio']} (the "
+            f"ideal's {floor['ideal']} s + {floor['batches']} x {floor['render_one_minion']} s, saltcd.deploy "
+            "rendered on one minion)")
         } if floor else {}
         check("saltcd / ideal wall time, tiny image, batch 1 over 3 minions", over["saltcd_over_ideal"], "<= 1.35",
               over["saltcd_over_ideal"] is not None and over["saltcd_over_ideal"] <= 1.35, **context)
@@ -164,7 +165,8 @@ def run(ctx, args, only):
             log_dir=ctx.state.get("logs"))),
         "salt_cost": ((realistic.SALT_COST_APP,), lambda: realistic.salt_cost(ctx, max(2, args.runs))),
         "fleet": (realistic.fleet_apps(ctx, every_batch=args.full),
-                  lambda: realistic.fleet(ctx, max(1, args.runs // 2), every_batch=args.full, call_rounds=args.runs)),
+                  lambda: realistic.fleet(ctx, max(1, args.runs // 2), every_batch=args.full,
+                                          call_rounds=max(1, args.runs))),
     }
     # Set-up, not timed: every app's first rollout at once, so that their settle
     # waits overlap (zero_downtime's alone is half a minute) instead of adding up.

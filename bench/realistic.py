@@ -220,17 +220,18 @@ def salt_cost(ctx, rounds):
     converge(ctx, app, ctx.images["a"])
     minions = [m["id"] for m in ctx.targets(app)]
     timer = SaltTimer(ctx, app)
-    times = {(key, len(batch)): [] for key in SALT_CALLS for batch in (minions, minions[:1])}
+    shapes = {"all": minions, "one": minions[:1]}
+    times = {(key, shape): [] for key in SALT_CALLS for shape in shapes}
     try:
         for _ in range(rounds):
-            for batch in (minions, minions[:1]):
+            for shape, batch in shapes.items():
                 for key in SALT_CALLS:
-                    times[key, len(batch)].append(timer.seconds(key, batch))
+                    times[key, shape].append(timer.seconds(key, batch))
     finally:
         timer.close()
-    out = {key: summary(times[key, len(minions)]) for key in SALT_CALLS}
-    out["one_minion"] = {key: summary(times[key, 1]) for key in SALT_CALLS}
-    median = {key: statistics.median(times[key, len(minions)]) for key in SALT_CALLS}
+    out = {key: summary(times[key, "all"]) for key in SALT_CALLS}
+    out["one_minion"] = {key: summary(times[key, "one"]) for key in SALT_CALLS}
+    median = {key: statistics.median(times[key, "all"]) for key in SALT_CALLS}
     out["render_over_ping"] = round(median["render"] - median["ping"], 3)
     out["apply_over_render"] = round(median["apply_no_change"] - median["render"], 3)
     _, override = pillar_cost.deploy_pillar.split(timer.pillar)
@@ -239,20 +240,25 @@ def salt_cost(ctx, rounds):
 
 
 def salt_floor(results):
-    """The least saltcd / ideal any rollout that runs the deploy SLS as one Salt
-    job per batch can reach on the tiny-image target's case (batch 1 over 3
-    minions), from the same run's figures: the ideal's time, plus per batch a
-    rendered saltcd.deploy on one minion (a job, the pillar, the loaders and the
-    render, with no Docker work: what a state job pays before its states run).
-    None unless both `overhead` and `salt_cost` ran."""
+    """An estimate, from the same run's medians, of the least saltcd / ideal a
+    rollout that runs the deploy SLS as one Salt job per batch can reach on the
+    tiny-image target's case (batch 1 over 3 minions): the ideal's time, plus
+    per batch a rendered saltcd.deploy on one minion (a job, the pillar, the
+    loaders and the render, with no Docker work: what a state job pays before
+    its states run). It assumes the batches' Salt work does not overlap (each
+    batch's job starts when the one before has ended, as saltcd's do) and that
+    the SLS's Docker work is no quicker than the ideal's. None unless both
+    `overhead` and `salt_cost` ran."""
+    from saltcd import batches as batching
+
     over = (results.get("overhead") or {}).get("batch_1")
-    render = ((results.get("salt_cost") or {}).get("one_minion") or {}).get("render")
-    if not over or not render or not over["ideal"]["median"]:
+    render = (((results.get("salt_cost") or {}).get("one_minion") or {}).get("render") or {}).get("median")
+    if not over or render is None or not over["ideal"]["median"]:
         return None
-    batches = over["minions"]  # batch 1: one batch a minion
+    batches = len(batching.plan_batches(range(over["minions"]), over["batch"]))
     ideal_s = over["ideal"]["median"]
-    return {"batches": batches, "render_one_minion": render["median"], "ideal": ideal_s,
-            "ratio": round((ideal_s + batches * render["median"]) / ideal_s, 3)}
+    return {"batches": batches, "render_one_minion": render, "ideal": ideal_s,
+            "ratio": round((ideal_s + batches * render) / ideal_s, 3)}
 
 
 def fleet_apps(ctx, every_batch):
@@ -264,8 +270,8 @@ def fleet_apps(ctx, every_batch):
 def fleet(ctx, runs, every_batch=True, call_rounds=3):
     """Tiny-image rollouts over the dev fleet at batch 25 % (and 10 % with
     every_batch): wall time per batch, master CPU per minion, the master's peak
-    memory, push -> first state run. Then, on each shape's first batch (which
-    runs the digest by then), what Salt alone takes for it on this machine,
+    memory, push -> first state run. Then, on each shape's first batch, what
+    Salt alone takes for it on this machine,
     `call_rounds` times each: the question saltcd asks before the first state
     run (`saltcd.container`) and a state job's part before its states run
     (saltcd.deploy rendered)."""

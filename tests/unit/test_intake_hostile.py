@@ -424,12 +424,13 @@ def _stall(port, address, count):
 
 
 def _answer(sock, wait):
-    """The first bytes the engine answered on `sock` within `wait` s, or b"" if it is still waiting."""
+    """What the engine answered on `sock` within `wait` s (b"": it closed the
+    connection without an answer), or None while it still waits for the body."""
     sock.settimeout(wait)
     try:
-        return sock.recv(200)
+        return sock.recv(400)
     except TimeoutError:
-        return b""
+        return None
 
 
 def _signed_post(door, n):
@@ -450,10 +451,11 @@ def test_a_sender_that_stalls_from_one_address_holds_half_of_an_hmac_sources_slo
     held = _stall(port, "127.0.0.2", share)
     try:
         time.sleep(0.3)  # the engine has read every one's headers
-        assert [_answer(sock, 0.05) for sock in held] == [b""] * share
+        assert [_answer(sock, 0.05) for sock in held] == [None] * share
         (extra,) = _stall(port, "127.0.0.2", 1)
         held.append(extra)
-        assert _answer(extra, 5).startswith(b"HTTP/1.1 503")
+        answer = _answer(extra, 5)
+        assert answer.startswith(b"HTTP/1.1 503") and answer.endswith(b"too many posts in flight from one address\n")
         assert _signed_post(door, 1)[0] == 200  # from 127.0.0.1
         held += _stall(port, "127.0.0.3", engine.MAX_IN_FLIGHT - share)
         time.sleep(0.3)
@@ -468,7 +470,7 @@ def test_a_sender_that_stalls_from_one_address_holds_half_of_an_hmac_sources_slo
     assert _signed_post(door, 3)[0] == 200
     held = _stall(port, "127.0.0.2", share)  # the address's share is whole again
     try:
-        assert [_answer(sock, 0.3) for sock in held] == [b""] * share
+        assert [_answer(sock, 0.3) for sock in held] == [None] * share
     finally:
         for sock in held:
             sock.close()
