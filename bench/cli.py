@@ -61,14 +61,9 @@ def targets(results):
               value is not None and value < 1)
     over = (results.get("overhead") or {}).get("batch_1")
     if over:
-        floor = realistic.salt_floor(results)
-        context = {"salt_floor": floor, "why": (
-            f"the least a Salt state job per batch allows, estimated from medians: {floor['ratio']} (the "
-            f"ideal's {floor['ideal']} s + {floor['batches']} x {floor['render_one_minion']} s, saltcd.deploy "
-            "rendered on one minion)")
-        } if floor else {}
         check("saltcd / ideal wall time, tiny image, batch 1 over 3 minions", over["saltcd_over_ideal"], "<= 1.35",
-              over["saltcd_over_ideal"] is not None and over["saltcd_over_ideal"] <= 1.35, **context)
+              over["saltcd_over_ideal"] is not None and over["saltcd_over_ideal"] <= 1.35,
+              **realistic.floor_context(results))
     for label, over in (results.get("overhead") or {}).items():
         for key, what in (("saltcd_over_naive", "naive"), ("saltcd_over_naive_no_mine", "naive without mine refresh")):
             check(f"saltcd / {what} wall time, {label}", over[key], "<= 1.0",

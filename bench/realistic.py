@@ -29,6 +29,7 @@ from bench.context import BenchError
 from bench.scenarios import converge, converge_all, where
 from bench.stats import cell, ratio, summary
 from bench.throttle import ThrottleProcess
+from saltcd.batches import plan_batches
 from sandbox import layout
 
 WAYS = ("saltcd", "ideal", "ideal_parallel_pull", "naive")
@@ -84,10 +85,14 @@ def _clear(ctx, app, images):
         _forget(ctx, app, digest)
 
 
+def _first_batch(ctx, app):
+    """The minions of saltcd's first batch of `app`."""
+    return plan_batches([m["id"] for m in ctx.targets(app)], ctx.apps[app]["batch"])[0]
+
+
 def _naive_batch(ctx, app):
     """Salt's batch for the naive orchestrate: the size of saltcd's first batch."""
-    from saltcd.batches import plan_batches
-    return len(plan_batches([m["id"] for m in ctx.targets(app)], ctx.apps[app]["batch"])[0])
+    return len(_first_batch(ctx, app))
 
 
 def realistic(ctx, plan=PLAN, log_dir=None, ways=WAYS):
@@ -173,39 +178,51 @@ SALT_CALLS = ("ping", "render", "apply_no_change")
 
 
 class SaltTimer:
-    """Salt calls timed from the master, as a batch makes them: one LocalClient,
-    the deploy data of `app` in the job's pillar (as salt_cost has always done;
-    saltcd itself serves it through its ext_pillar)."""
+    """Salt calls timed from the master as a rollout makes them, through saltcd's
+    own fleet (salt_fleet.SaltFleet): its LocalClient, and its `inspect` for the
+    question saltcd asks before the first state run. A state call carries the
+    app's deploy data in the job's pillar (as salt_cost has always done; saltcd
+    itself serves it through its ext_pillar)."""
 
-    def __init__(self, ctx, app):
-        import salt.client
+    # The state functions timed, by name (each applies or renders saltcd.deploy).
+    STATE_CALLS = {"render": "state.show_sls", "apply_no_change": "state.apply"}
+
+    def __init__(self, ctx):
         import salt.config
 
         from saltcd import binding, salt_fleet
 
         self.opts = salt.config.master_config(str(Path(ctx.conf_dir) / "master"))
-        self.pillar = binding.settings(self.opts).deployment(app, "dev").pillar(ctx.images["a"])
-        self.container = ctx.apps[app]["container"]
-        state = {"pillar": self.pillar, "queue": True}
-        # name -> (function, args, kwargs)
-        self.calls = {"ping": ("test.ping", [], {}),
-                      "render": ("state.show_sls", [salt_fleet.DEPLOY_SLS], state),
-                      "apply_no_change": ("state.apply", [salt_fleet.DEPLOY_SLS], state),
-                      "ask": ("saltcd.container", [self.container], {})}
-        self.local = salt.client.LocalClient(mopts=self.opts)
+        self.settings = binding.settings(self.opts)
+        self.digest = ctx.images["a"]
+        self.fleet = salt_fleet.SaltFleet(self.opts)
+        self.sls = salt_fleet.DEPLOY_SLS
 
-    def seconds(self, name, minions):
-        """One call of `name` to `minions`, timed until every one has answered."""
-        fun, args, kwarg = self.calls[name]
+    def pillar(self, app):
+        """The deploy data of `app` on dev, for the digest every timed app runs first."""
+        return self.settings.deployment(app, "dev").pillar(self.digest)
+
+    def seconds(self, name, app, minions):
+        """One call of `name` (ping, render, apply_no_change, ask) to `minions`,
+        timed until every one has answered."""
+        state = {"pillar": self.pillar(app), "queue": True}
+        container = self.settings.deployment(app, "dev").container
         began = time.perf_counter()
-        returns = self.local.cmd(minions, fun, args, tgt_type="list", timeout=60, kwarg=kwarg)
+        if name == "ask":
+            returns = self.fleet.inspect(minions, container)
+        elif name == "ping":
+            returns = self.fleet.local.cmd(minions, "test.ping", [], tgt_type="list", timeout=60)
+        else:
+            returns = self.fleet.local.cmd(minions, self.STATE_CALLS[name], [self.sls], tgt_type="list",
+                                           timeout=60, kwarg=state)
         took = time.perf_counter() - began
-        if set(returns) != set(minions):
-            raise BenchError(f"{fun} on {minions}: only {sorted(returns)} answered")
+        answered = sorted(m for m, ret in returns.items() if ret is not None)
+        if answered != sorted(minions):
+            raise BenchError(f"{name} on {minions}: only {answered} answered")
         return took
 
     def close(self):
-        self.local.destroy()
+        self.fleet.close()
 
 
 def salt_cost(ctx, rounds):
@@ -219,14 +236,14 @@ def salt_cost(ctx, rounds):
     app = SALT_COST_APP
     converge(ctx, app, ctx.images["a"])
     minions = [m["id"] for m in ctx.targets(app)]
-    timer = SaltTimer(ctx, app)
+    timer = SaltTimer(ctx)
     shapes = {"all": minions, "one": minions[:1]}
     times = {(key, shape): [] for key in SALT_CALLS for shape in shapes}
     try:
         for _ in range(rounds):
             for shape, batch in shapes.items():
                 for key in SALT_CALLS:
-                    times[key, shape].append(timer.seconds(key, batch))
+                    times[key, shape].append(timer.seconds(key, app, batch))
     finally:
         timer.close()
     out = {key: summary(times[key, "all"]) for key in SALT_CALLS}
@@ -234,7 +251,7 @@ def salt_cost(ctx, rounds):
     median = {key: statistics.median(times[key, "all"]) for key in SALT_CALLS}
     out["render_over_ping"] = round(median["render"] - median["ping"], 3)
     out["apply_over_render"] = round(median["apply_no_change"] - median["render"], 3)
-    _, override = pillar_cost.deploy_pillar.split(timer.pillar)
+    _, override = pillar_cost.deploy_pillar.split(timer.pillar(app))
     out["pillar_compile_ms"] = pillar_cost._compile_ms(timer.opts, minions[0], override)  # pylint: disable=protected-access
     return out
 
@@ -249,16 +266,26 @@ def salt_floor(results):
     batch's job starts when the one before has ended, as saltcd's do) and that
     the SLS's Docker work is no quicker than the ideal's. None unless both
     `overhead` and `salt_cost` ran."""
-    from saltcd import batches as batching
-
     over = (results.get("overhead") or {}).get("batch_1")
     render = (((results.get("salt_cost") or {}).get("one_minion") or {}).get("render") or {}).get("median")
     if not over or render is None or not over["ideal"]["median"]:
         return None
-    batches = len(batching.plan_batches(range(over["minions"]), over["batch"]))
+    batches = len(plan_batches(range(over["minions"]), over["batch"]))
     ideal_s = over["ideal"]["median"]
     return {"batches": batches, "render_one_minion": render, "ideal": ideal_s,
             "ratio": round((ideal_s + batches * render) / ideal_s, 3)}
+
+
+def floor_context(results):
+    """What the tiny-image target carries: the floor (salt_floor) and a line that
+    says it, or nothing when the run has no floor."""
+    floor = salt_floor(results)
+    if not floor:
+        return {}
+    return {"salt_floor": floor, "why": (
+        f"the least a Salt state job per batch allows, estimated from medians: {floor['ratio']} (the ideal's "
+        f"{floor['ideal']} s + {floor['batches']} x {floor['render_one_minion']} s, saltcd.deploy rendered on "
+        "one minion)")}
 
 
 def fleet_apps(ctx, every_batch):
@@ -271,12 +298,9 @@ def fleet(ctx, runs, every_batch=True, call_rounds=3):
     """Tiny-image rollouts over the dev fleet at batch 25 % (and 10 % with
     every_batch): wall time per batch, master CPU per minion, the master's peak
     memory, push -> first state run. Then, on each shape's first batch, what
-    Salt alone takes for it on this machine,
-    `call_rounds` times each: the question saltcd asks before the first state
-    run (`saltcd.container`) and a state job's part before its states run
-    (saltcd.deploy rendered)."""
-    from saltcd import batches as batching
-
+    Salt alone takes for it on this machine, `call_rounds` times each: the
+    question saltcd asks before the first state run (SaltFleet.inspect) and a
+    state job's part before its states run (saltcd.deploy rendered)."""
     out = {}
     apps = fleet_apps(ctx, every_batch)
     converge_all(ctx, dict.fromkeys(apps, ctx.images["a"]))
@@ -305,15 +329,16 @@ def fleet(ctx, runs, every_batch=True, call_rounds=3):
                     "master_cpu_per_minion": summary(cpu_per_minion),
                     "master_peak_pss_mb": summary(peaks),
                     "first_state_run_published": summary(first_state), "saltcd_where": where(samples)}
-        first = batching.plan_batches(sorted(m["id"] for m in ctx.targets(app)), ctx.apps[app]["batch"])[0]
-        timer = SaltTimer(ctx, app)
-        try:
+    timer = SaltTimer(ctx)
+    try:
+        for app in apps:
+            first = _first_batch(ctx, app)
             out[app]["first_batch"] = len(first)
             for name in ("ask", "render"):
                 out[app][f"{name}_first_batch"] = summary(
-                    [timer.seconds(name, first) for _ in range(call_rounds)])
-        finally:
-            timer.close()
+                    [timer.seconds(name, app, first) for _ in range(call_rounds)])
+    finally:
+        timer.close()
     return out
 
 

@@ -253,17 +253,13 @@ def test_a_filler_layer_is_a_gzipped_tar_of_unique_random_bytes_with_its_diff_id
 
 
 def test_the_ideal_waits_between_health_probes_as_saltcds_gate_does(monkeypatch):
-    import importlib.util  # pylint: disable=import-outside-toplevel
     import itertools  # pylint: disable=import-outside-toplevel
     import urllib.error  # pylint: disable=import-outside-toplevel
-    from pathlib import Path  # pylint: disable=import-outside-toplevel
 
     from bench import ideal  # pylint: disable=import-outside-toplevel
+    from tests import salt_side  # pylint: disable=import-outside-toplevel
 
-    spec = importlib.util.spec_from_file_location(
-        "saltcd_minion_for_ideal", Path(__file__).resolve().parents[2] / "salt" / "_modules" / "saltcd.py")
-    minion = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(minion)
+    minion = salt_side.minion_module("saltcd")
     slept, failures = [], iter(range(7))
 
     class Clock:

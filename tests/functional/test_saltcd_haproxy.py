@@ -2,19 +2,17 @@
 and real HTTP servers on loopback: add a frontend, switch, drain, reload."""
 
 import http.server
-import importlib.util
 import shutil
 import threading
 import time
 import urllib.request
-from pathlib import Path
 
 import pytest
 
 from sandbox.proxy import HostProxy
+from tests import salt_side
 from tests.ports import free_port
 
-PATH = Path(__file__).resolve().parents[2] / "salt" / "_modules" / "saltcd_haproxy.py"
 ADDRESS = "127.0.0.97"
 
 pytestmark = pytest.mark.skipif(not shutil.which("haproxy"), reason="haproxy is not installed")
@@ -49,9 +47,7 @@ def proxy(tmp_path):
 
 @pytest.fixture
 def haproxy(proxy):
-    spec = importlib.util.spec_from_file_location("saltcd_haproxy_live", PATH)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    module = salt_side.minion_module("saltcd_haproxy")
     settings = proxy.minion_settings()
     module.__salt__ = {"config.get": lambda key, default=None: settings if key == "saltcd_proxy" else default}
     return module

@@ -9,11 +9,12 @@ import time
 
 import pytest
 
-from tests import engines, posting
+from tests import posting, salt_side
 
 pytestmark = pytest.mark.integration
 
 INGRESS_KEYS = {"body", "received", "nonce", "mac"}
+WEBHOOK = salt_side.engine("saltcd_webhook")  # its limits, read from the module
 
 
 def engine_port(lab):
@@ -178,7 +179,7 @@ def test_one_address_holds_at_most_half_the_slots(lab, webhook_token):
     """A sender that stalls from one address gets 503 past its half, and the
     registry (the lab's posts come from 127.0.0.1) is still heard."""
     auth = {"Authorization": f"Bearer {webhook_token}"}
-    share = engines.load("saltcd_webhook").MAX_IN_FLIGHT_PER_ADDRESS
+    share = WEBHOOK.MAX_IN_FLIGHT_PER_ADDRESS
     stalled = stall(lab, share, auth, "127.0.0.2")
     try:
         time.sleep(0.5)  # the engine has read every one's headers
@@ -220,7 +221,7 @@ def test_a_method_other_than_post_is_refused_before_its_body(lab):
 
 def webhook_engine_cap():
     """The engine's MAX_IN_FLIGHT, read from its module."""
-    return engines.load("saltcd_webhook").MAX_IN_FLIGHT
+    return WEBHOOK.MAX_IN_FLIGHT
 
 
 def test_forged_and_replayed_ingress_events_from_a_minion_are_rejected(lab, pushed):

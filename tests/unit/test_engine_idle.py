@@ -7,7 +7,7 @@ import logging
 import pytest
 
 from saltcd import binding
-from tests import engines
+from tests import salt_side
 
 BAD_APPS = {"apps": {"web": {"repository": "Not A Repository!"}}}
 
@@ -30,7 +30,7 @@ def sleeps(monkeypatch):
 
 
 def engine(name, opts):
-    module = engines.load(name)
+    module = salt_side.engine(name)
     module.__opts__ = opts
     return module
 

@@ -3,20 +3,15 @@ waits between probes before and after the app first answers, and that the
 timeout still ends it. The probe and the clock are faked; the gate itself runs
 against real containers in every integration test that deploys."""
 
-import importlib.util
-from pathlib import Path
-
 import pytest
 
-PATH = Path(__file__).resolve().parents[2] / "salt" / "_modules" / "saltcd.py"
+from tests import salt_side
 
 
 @pytest.fixture()
 def gate(monkeypatch):
     """The minion module, with a fake clock and a probe that answers from a script."""
-    spec = importlib.util.spec_from_file_location("saltcd_minion_under_test", PATH)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    module = salt_side.minion_module("saltcd")
 
     class Clock:
         now = 0.0

@@ -211,9 +211,9 @@ def test_log_text_is_escaped():
 # The door: the saltcd_webhook engine's HTTP handler on loopback, in this process.
 
 def _load_engine():
-    from tests import engines
+    from tests import salt_side
 
-    return engines.load("saltcd_webhook")
+    return salt_side.engine("saltcd_webhook")
 
 
 @pytest.fixture

@@ -1,20 +1,14 @@
 """The pure parts of the minion's HAProxy client (salt/_modules/saltcd_haproxy.py):
 the per-app config it writes, the commands it sends, and how it reads HAProxy's tables."""
 
-import importlib.util
-from pathlib import Path
-
 import pytest
 
-PATH = Path(__file__).resolve().parents[2] / "salt" / "_modules" / "saltcd_haproxy.py"
+from tests import salt_side
 
 
 @pytest.fixture(scope="module")
 def haproxy():
-    spec = importlib.util.spec_from_file_location("saltcd_haproxy_under_test", PATH)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return salt_side.minion_module("saltcd_haproxy")
 
 
 # `show servers state saltcd-web` of HAProxy 2.6 (columns cut after srv_port):
