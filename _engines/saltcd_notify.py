@@ -5,8 +5,10 @@ It listens for ``saltcd/deploy/<app>/<env>/started|finished`` and posts to the
 endpoints of ``saltcd:notify`` (Slack incoming webhooks, generic JSON
 webhooks) from its own thread and bounded queue: a slow or dead endpoint
 never holds up a rollout. What it sends comes from saltcd's rollout record,
-not from the event (which any minion could fire): see ``notify.Records``. Salt finds this engine through saltcd's
-``salt.loader`` entry point; ``python -m saltcd.master_config`` adds it:
+not from the event (which any minion could fire), once per rollout and kind,
+remembered in saltcd's store across restarts: see ``notify.Records``. Salt
+finds this engine through saltcd's ``salt.loader`` entry point;
+``python -m saltcd.master_config`` adds it:
 
 .. code-block:: yaml
 
@@ -18,7 +20,7 @@ import logging
 
 import salt.utils.event
 
-from saltcd import binding, notify, salt_cache, store
+from saltcd import binding, notify, salt_cache, sent_marks, store
 
 log = logging.getLogger(__name__)
 
@@ -46,7 +48,8 @@ def start(backoff=1.0):
     if not targets:
         binding.idle_engine(logging.DEBUG, "saltcd: no saltcd:notify endpoint configured; notify engine idle")
     notifier = notify.Notifier(targets, backoff=float(backoff))
-    records = notify.Records(store.Store(salt_cache.cache_for(__opts__)).rollout)
+    cache = salt_cache.cache_for(__opts__)
+    records = notify.Records(store.Store(cache).rollout, sent_marks.SentMarks(cache))
     with salt.utils.event.get_master_event(__opts__, __opts__["sock_dir"], listen=True) as bus:
         log.info("saltcd: notify engine sending to %d endpoint(s)", len(targets))
         while True:

@@ -24,4 +24,5 @@ def output(data, **kwargs):  # pylint: disable=unused-argument
         return text
     import salt.output  # pylint: disable=import-outside-toplevel
 
-    return salt.output.out_format(data, "nested", __opts__)
+    # Not one of saltcd's views, but it may still carry text minions reported.
+    return salt.output.out_format(views.scrub(data), "nested", __opts__)

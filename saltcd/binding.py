@@ -12,7 +12,7 @@ import typing
 import salt.utils.event
 import salt.utils.sdb
 
-from saltcd import config, controller, salt_cache, salt_fleet, store
+from saltcd import config, controller, notifications, salt_cache, salt_fleet, store
 
 log = logging.getLogger(__name__)
 
@@ -31,7 +31,8 @@ class Reporter:
             bus.fire_event(data, tag)
 
     def progress(self, text):
-        log.info("saltcd: %s", text)
+        # Progress lines carry what minions said (state comments): escaped for the log.
+        log.info("saltcd: %s", notifications.shown(text, 2000))
         if self.jid_event is not None:
             self.jid_event.fire_event({"message": text}, "progress")
 

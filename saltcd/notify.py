@@ -4,21 +4,28 @@ Configured under `saltcd:notify` (a list); sent by the `saltcd_notify` master
 engine from its own thread and bounded queue, so an endpoint that is slow,
 down or failing never holds up or fails a rollout: each message gets a few
 tries with backoff, then is dropped with a log line. The secret (`secret`, an
-sdb:// URI allowed) is sent as `Authorization: Bearer <secret>`; it is never
-logged, nor put in an event or a message.
+sdb:// URI allowed) is sent as `Authorization: Bearer <secret>`, over https
+only; it is never logged, nor put in an event or a message. A log line names
+an endpoint by its scheme and host only (a Slack webhook's secret is its path).
+No redirect is followed: a 3xx answer is a failed send.
 
 Any minion can put an event with a `saltcd/deploy/...` tag on the master's bus
 (`event.fire_master`), so an event is only the cue: a notification is sent
 only for a rollout saltcd itself recorded (`Records`), with the record's
-app, env, digest, outcome and reason, and at most once per rollout and kind.
+app, env, digest, outcome and reason, and at most once per rollout and kind
+(the marks are in saltcd's store: an engine restart forgets none). Its text,
+part of which minions reported, is shown through views.clean, and a Slack
+message's is escaped, so that it cannot mention a channel or plant a link.
 """
 
+import ipaddress
 import json
 import logging
 import queue
 import threading
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from dataclasses import dataclass, field
 
@@ -29,8 +36,6 @@ log = logging.getLogger(__name__)
 EVENTS = ("started", "failed", "rolled_back", "finished")
 FORMATS = ("slack", "json")
 QUEUE_SIZE = 200
-# How many (rollout, kind) pairs `Records` remembers to send each only once.
-REMEMBERED = 2000
 
 
 class NotifyConfigError(ValueError):
@@ -48,8 +53,29 @@ class Target:
     timeout: float = 5
     retries: int = 2
 
-    def __str__(self):  # for log lines: never the secret, nor a URL's query (tokens live there)
-        return self.url.split("?", 1)[0]
+    def __str__(self):
+        """Scheme and host (and port) for log lines: a URL's path and query may be its secret."""
+        return origin(self.url)
+
+
+def origin(url):
+    """`https://hooks.slack.com` of a URL: scheme, host, port; no user, path or query."""
+    parts = urllib.parse.urlsplit(url)
+    host = parts.hostname or "-"
+    host = f"[{host}]" if ":" in host else host
+    try:
+        port = f":{parts.port}" if parts.port else ""
+    except ValueError:  # a port that is no number: not shown
+        port = ""
+    return f"{parts.scheme}://{host}{port}"
+
+
+def _loopback(url):
+    """Is the URL's host a loopback address, written as one (a name may resolve anywhere)?"""
+    try:
+        return ipaddress.ip_address(urllib.parse.urlsplit(url).hostname or "").is_loopback
+    except ValueError:
+        return False
 
 
 def targets(raw, key="saltcd:notify", resolve_secret=lambda value: value):
@@ -65,8 +91,15 @@ def targets(raw, key="saltcd:notify", resolve_secret=lambda value: value):
         if unknown:
             raise NotifyConfigError(f"{where}: unknown keys {sorted(unknown, key=str)}")
         url = entry.get("url")
-        if not (isinstance(url, str) and url.startswith(("http://", "https://"))):
+        if not (isinstance(url, str) and url.startswith(("http://", "https://"))
+                and urllib.parse.urlsplit(url).hostname):
             raise NotifyConfigError(f"{where}:url: must be an http:// or https:// URL")
+        # A bearer secret over plain http is readable on the path. Only to a
+        # loopback address (a relay on the master itself, the test lab) does it
+        # never leave the host, so there plain http is allowed.
+        if entry.get("secret") is not None and not url.startswith("https://") and not _loopback(url):
+            raise NotifyConfigError(f"{where}:url: an endpoint with a `secret` must use https:// "
+                                    "(plain http only to a loopback address)")
         fmt = entry.get("format", Target.format)
         if fmt not in FORMATS:
             raise NotifyConfigError(f"{where}:format: must be one of {FORMATS}, got {fmt!r}")
@@ -110,34 +143,38 @@ class Records:
     """Turns a `saltcd/deploy/<app>/<env>/started|finished` event into the data
     of its notification, taken from saltcd's own rollout record, or None.
 
-    `find(app, env, rollout_id)` is the store's lookup (store.Store.rollout).
+    `find(app, env, rollout_id)` is the store's lookup (store.Store.rollout);
+    `marks` remembers what was sent (sent_marks.SentMarks, in the store).
     None, with a warning, when no such rollout was recorded for that app and
     env (a forged or stray event), when a `finished` event names a rollout
-    still running, or when that rollout's notification of that kind was
-    already sent (a replayed event)."""
+    still running, or when the rollout is too old to be news; None when that
+    rollout's notification of that kind was already sent (a replayed event,
+    also across a restart of the engine)."""
 
-    def __init__(self, find):
+    def __init__(self, find, marks):
         self.find = find
-        self.sent = {}  # (rollout id, step) -> None, oldest first
+        self.marks = marks
 
-    def data(self, tag, event):
+    def data(self, tag, event, now=None):
         parts = tag.split("/")
         if len(parts) != 5 or parts[4] not in ("started", "finished") or not isinstance(event, dict):
             return None
         app, env, step = parts[2], parts[3], parts[4]
         record = self.find(app, env, event.get("rollout"))
-        if not record:
+        if not record or (record.get("app"), record.get("env")) != (app, env):
             log.warning("saltcd: %s names no rollout saltcd recorded: no notification", tag)
             return None
         if step == "finished" and record.get("status") in (None, "running", "planned"):
             log.warning("saltcd: %s for rollout %s, which has not finished: no notification", tag, record["id"])
             return None
-        if (record["id"], step) in self.sent:
+        if self.marks.stale(record["id"], now):
+            log.warning("saltcd: %s for rollout %s, which is too old to notify: no notification", tag, record["id"])
+            return None
+        if self.marks.sent(app, env, record["id"], step):
             log.info("saltcd: %s for rollout %s was already notified", tag, record["id"])
             return None
-        self.sent[(record["id"], step)] = None
-        while len(self.sent) > REMEMBERED:
-            del self.sent[next(iter(self.sent))]
+        # Marked before it is sent: at most once, even if the engine stops in between.
+        self.marks.mark(app, env, record["id"], step, now)
         data = {"app": app, "env": env, "digest": record.get("to_digest"), "rollout": record["id"],
                 "minions": record.get("minions") or []}
         if step == "finished":
@@ -155,9 +192,18 @@ def message(kind, tag, data):
     if not reason:
         reason = (f"rolling out to {', '.join(data.get('minions') or [])}" if kind == "started"
                   else "every minion healthy" if kind == "finished" else status)
-    return {"event": kind, "app": app, "env": env, "digest": digest, "short": views.short(digest),
-            "outcome": status, "reason": " ".join(str(reason).split())[:300],
-            "rollout": data.get("rollout")}
+    fields = {"event": kind, "app": app, "env": env, "digest": digest, "short": views.short(digest),
+              "outcome": status, "reason": str(reason), "rollout": data.get("rollout")}
+    # Minions reported part of this text (state comments): shown like everywhere else.
+    fields = {key: views.clean(value) if isinstance(value, str) else value for key, value in fields.items()}
+    fields["reason"] = " ".join(fields["reason"].split())[:300]  # one short line
+    return fields
+
+
+def slack_escaped(text):
+    """Slack's escaping of message text: `<!channel>` or `<http://x|click>` in a
+    reason shows as typed, never as a mention or a link."""
+    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
 
 
 def body(target, msg):
@@ -167,22 +213,37 @@ def body(target, msg):
                 "failed": ":x:"}[msg["event"]]
         text = (f"{icon} saltcd {msg['app']}/{msg['env']} {msg['event']}: {msg['short']} "
                 f"({msg['outcome']}) {msg['reason']} [rollout {msg['rollout']}]")
-        return {"text": text}
+        return {"text": slack_escaped(text)}
     return msg
 
 
+class _NoRedirect(urllib.request.HTTPRedirectHandler):
+    """Follow no redirect: the message (and its bearer secret) goes to the
+    configured endpoint or nowhere. urllib then raises the 3xx as HTTPError."""
+
+    def redirect_request(self, req, fp, code, msg, headers, newurl):
+        return None
+
+
+# urllib's usual handlers (proxies from the environment, https with certificate
+# checks) but one that follows no redirect.
+_OPENER = urllib.request.build_opener(_NoRedirect)
+
+
 def send(target, payload):
-    """POST `payload` as JSON once; True on a 2xx answer."""
+    """POST `payload` as JSON once; True on a 2xx answer (a redirect is a failure, not followed)."""
     request = urllib.request.Request(target.url, data=json.dumps(payload).encode(), method="POST",
                                      headers={"Content-Type": "application/json",
                                               "User-Agent": "saltcd-notify"})
     if target.secret:
         request.add_header("Authorization", f"Bearer {target.secret}")
     try:
-        with urllib.request.urlopen(request, timeout=target.timeout) as answer:  # noqa: S310 (http(s) only)
+        with _OPENER.open(request, timeout=target.timeout) as answer:
             return 200 <= answer.status < 300
     except urllib.error.HTTPError as exc:
-        log.warning("saltcd: notification to %s answered %s", target, exc.code)
+        exc.close()
+        redirect = " (a redirect: not followed)" if 300 <= exc.code < 400 else ""
+        log.warning("saltcd: notification to %s answered %s%s", target, exc.code, redirect)
     except (OSError, ValueError) as exc:
         log.warning("saltcd: notification to %s failed: %s", target, type(exc).__name__)
     return False

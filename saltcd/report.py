@@ -1,6 +1,8 @@
 """A rollout as one self-contained HTML page (deploy.report).
 
-Inline CSS and SVG, no external asset, every value from a record HTML-escaped.
+Inline CSS and SVG, no external asset, every value from a record cleaned of
+control characters (views.clean: minions report some of that text) and
+HTML-escaped. The page is private to the master's user (0600).
 The timeline is as fine-grained as the record: one bar per batch step (batch,
 rollback, or any later kind such as a watch) per minion, from the step's start
 to its end, coloured by its result. Below it: per-minion results, and the
@@ -28,7 +30,8 @@ vertical-align:middle;margin:0 .3em 0 1em}svg text{font-size:12px;font-family:ui
 
 
 def _e(value):
-    return html.escape("-" if value is None else str(value), quote=True)
+    """A record's value fit for the page: cleaned (views.clean), then HTML-escaped."""
+    return html.escape(views.clean("-" if value is None else value), quote=True)
 
 
 def newest_run(records):
@@ -141,12 +144,20 @@ def page(record, history=(), now=None):
 
 
 def write(path, record, history=()):
-    """Write the page to `path` atomically (its folder is made if missing)."""
+    """Write the page to `path` atomically, readable by the master's user only
+    (its folder is made, 0700, if missing)."""
     folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
+    os.makedirs(folder, mode=0o700, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=folder, suffix=".html.tmp")
-    with os.fdopen(fd, "w", encoding="utf-8") as out:
-        out.write(page(record, list(history)))
-    os.chmod(tmp, 0o644)
-    os.replace(tmp, path)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as out:
+            # The page shows the environment's minions, digests and failures:
+            # 0600 before it gets its name, whatever mkstemp's default.
+            os.fchmod(out.fileno(), 0o600)
+            out.write(page(record, list(history)))
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
     return path

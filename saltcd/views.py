@@ -4,9 +4,16 @@ Pure functions of the runner's return values (no Salt imports), so they are
 tested as they are and the `saltcd` outputter (_output/saltcd_out.py) is a thin
 shell. Records are read defensively: a missing key shows as `-`, never a crash,
 so older records and newer fields both render.
+
+Records hold text minions reported (state comments, digests, ids): it is data,
+never terminal control. `clean` is the one place that makes such text fit to
+show, and every view (these functions, deploy.watch, the HTML report, the
+notifications) shows it through `clean`; the public functions here clean what
+they are given (`_cleaned`) before they add colours of their own.
 """
 
 import datetime
+import functools
 import re
 import time
 
@@ -15,6 +22,59 @@ BAD = ("failed", "rolled_back", "paused", "interrupted")
 
 _CODES = {"green": "\033[32m", "red": "\033[31m", "yellow": "\033[33m", "dim": "\033[2m",
           "bold": "\033[1m", "reset": "\033[0m"}
+
+
+# Terminal escape sequences, 7-bit and 8-bit: CSI (`ESC [` ... final byte, e.g.
+# colours, clear screen); OSC, DCS, SOS, PM, APC (`ESC ]` ... up to BEL or ST, e.g.
+# a window title, a hyperlink; unterminated: to the end); any other ESC with its
+# intermediates and final byte, or a lone ESC.
+_ESCAPES = re.compile(
+    r"(?:\x1b\[|\x9b)[0-?]*[ -/]*[@-~]?"
+    r"|(?:\x1b[\]PX^_]|[\x90\x98\x9d-\x9f]).*?(?:\x07|\x1b\\|\x9c|\Z)"
+    r"|\x1b[ -/]*[0-~]?",
+    re.DOTALL,
+)
+# Line breaks and tabs become one space: a shown value stays on its line.
+_BREAKS = re.compile(r"[\t\n\v\f\r\x85\u2028\u2029]+")
+# What is left of C0 and C1 controls (NUL, backspace, BEL, ...), DEL, and the
+# bidirectional overrides that make a line read otherwise than it is.
+_CONTROLS = re.compile(r"[\x00-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
+
+
+def clean(value):
+    """`value` as text fit to show on one line: escape sequences and control
+    characters removed, line breaks flattened to a space."""
+    text = value if isinstance(value, str) else str(value)
+    return _CONTROLS.sub("", _BREAKS.sub(" ", _ESCAPES.sub("", text)))
+
+
+def scrub(data):
+    """`data` (a record, a runner return) with `clean` applied to every string in it, keys too.
+
+    A key that cleaning would turn into another one (`dev-2\\x1b[8m` next to
+    `dev-2`) is shown as its repr instead: no minion's line hides another's."""
+    if isinstance(data, str):
+        return clean(data)
+    if isinstance(data, dict):
+        shown = {}
+        # Keys that are clean already come first (a stable sort): they keep their names.
+        for key in sorted(data, key=lambda k: isinstance(k, str) and clean(k) != k):
+            name = scrub(key)
+            shown[clean(repr(key)) if name in shown else name] = scrub(data[key])
+        return shown
+    if isinstance(data, (list, tuple)):
+        return [scrub(item) for item in data]
+    return data
+
+
+def _cleaned(function):
+    """`function` shown only cleaned data: its positional arguments go through `scrub`."""
+
+    @functools.wraps(function)
+    def shown(*args, **kwargs):
+        return function(*(scrub(arg) for arg in args), **kwargs)
+
+    return shown
 
 
 class Paint:
@@ -106,6 +166,7 @@ def _minion_row(minion, info, now):
     return [minion, short(info.get("digest")), running, health, age]
 
 
+@_cleaned
 def status_text(status, paint=None, now=None):
     """One table per app and environment; environments with nothing deployed and
     nothing pending one line each."""
@@ -179,6 +240,7 @@ def who(record):
     return f"{trigger}, approved by {approved}" if approved else trigger
 
 
+@_cleaned
 def history_line(record, paint=None, now=None):
     """One rollout in one line: when, trigger and who, from -> to, batches, duration, outcome."""
     paint = paint or Paint()
@@ -189,6 +251,7 @@ def history_line(record, paint=None, now=None):
             f"{paint.outcome(record.get('status', '-'))}" + (f": {reason}" if reason else ""))
 
 
+@_cleaned
 def batch_lines(record, paint=None):
     """Per batch, per minion: from -> to, replaced or not, healthy or why not."""
     paint = paint or Paint()
@@ -201,6 +264,7 @@ def batch_lines(record, paint=None):
     return lines
 
 
+@_cleaned
 def minion_line(minion, result, paint=None):
     paint = paint or Paint()
     ok = result.get("ok")
@@ -210,6 +274,7 @@ def minion_line(minion, result, paint=None):
     return f"{minion}: {short(result.get('from'))} -> {short(result.get('to'))} {changed}, {state}{why}"
 
 
+@_cleaned
 def history_text(records, detail=False, paint=None, now=None):
     """deploy.history: newest first, one line each; `detail` adds the batches."""
     paint = paint or Paint()
@@ -225,6 +290,7 @@ def history_text(records, detail=False, paint=None, now=None):
     return "\n".join(lines)
 
 
+@_cleaned
 def rollout_text(record, paint=None, now=None):
     """The summary a rollout, rollback, approve or promote ends with (its
     progress lines were shown while it ran)."""
@@ -253,33 +319,54 @@ def rollout_text(record, paint=None, now=None):
     return "\n".join(lines)
 
 
-def watch_line(tag, data, paint=None):
-    """A `saltcd/deploy/<app>/<env>/<step>` event as a progress line (deploy.watch)."""
-    paint = paint or Paint()
-    step = tag.rsplit("/", 1)[-1]
-    where = f"{data.get('app', '-')}/{data.get('env', '-')}"
-    if step == "started":
-        return f"{where}: rollout {data.get('rollout', '-')} started -> {short(data.get('digest'))} " \
-               f"on {', '.join(data.get('minions') or [])}"
-    if step in ("batch", "rollback"):
-        verdict = "healthy" if data.get("healthy") else paint("red", "failed")
-        lines = [f"{where} {step} {data.get('number', '?')}: {verdict}"]
-        lines += ["  " + minion_line(m, r, paint) for m, r in sorted((data.get("minions") or {}).items())]
-        return "\n".join(lines)
-    if step == "finished":
-        reason = data.get("reason")
-        return f"{where}: {paint.outcome(data.get('status', '-'))}" + (f": {reason}" if reason else "")
-    if step == "rolled_back":
-        return None  # the `finished` line that follows says it
-    extra = data.get("reason") or data.get("status") or ""
-    return f"{where}: {step}" + (f": {extra}" if extra else "")
+def _step_lines(where, entry, paint):
+    """One batch or rollback step of a record: its verdict, then a line per minion."""
+    minions = entry.get("minions") or {}
+    healthy = all((result or {}).get("ok") for result in minions.values())
+    lines = [f"{where} {entry.get('kind', 'batch')} {entry.get('number', '?')}: "
+             f"{'healthy' if healthy else paint('red', 'failed')}"]
+    return lines + ["  " + minion_line(m, r or {}, paint) for m, r in sorted(minions.items())]
+
+
+def _record_parts(record, paint):
+    """(key, lines) of each part of a rollout record, in the order they happen:
+    its start, each batch or rollback step, the watch after the last batch, its end."""
+    where = f"{record.get('app', '-')}/{record.get('env', '-')}"
+    if record.get("minions"):
+        yield "started", [f"{where}: rollout {record.get('id', '-')} started -> {short(record.get('to_digest'))} "
+                          f"on {', '.join(map(str, record['minions']))}"]
+    for index, entry in enumerate(record.get("batches") or []):
+        yield f"step {index}", _step_lines(where, entry, paint)
+    watched = record.get("watch")
+    if isinstance(watched, dict):
+        problems = "; ".join(f"{m} {p}" for m, p in sorted((watched.get("problems") or {}).items()))
+        yield "watch", [f"{where}: watch after the last batch: {watched.get('outcome', '-')}"
+                        + (f": {problems}" if problems else "")]
+    status = record.get("status")
+    if status not in (None, "running"):
+        reason = record.get("reason")
+        yield "end", [f"{where}: {paint.outcome(status)}" + (f": {reason}" if reason else "")]
+
+
+@_cleaned
+def record_lines(record, shown, paint=None):
+    """deploy.watch's progress lines of `record` that are not in `shown` yet.
+
+    `shown` is a set this adds to, so a record read again yields only what is
+    new: the lines come from saltcd's record, never from an event's data."""
+    lines = []
+    for key, part in _record_parts(record, paint or Paint()):
+        if key not in shown:
+            shown.add(key)
+            lines += part
+    return lines
 
 
 VIEWS = {
     "status": lambda data, paint, opts: status_text(data, paint),
     "history": lambda data, paint, opts: history_text(data, opts.get("detail"), paint),
     "rollout": lambda data, paint, opts: rollout_text(data, paint),
-    "report": lambda data, paint, opts: (f"report written: {data['path']}" if isinstance(data, dict)
+    "report": lambda data, paint, opts: (f"report written: {clean(data['path'])}" if isinstance(data, dict)
                                          and data.get("path") else rollout_text(data, paint)),
 }
 
@@ -291,7 +378,8 @@ def render(shown, paint=None):
     if not isinstance(shown, dict):
         return None
     if shown.get("suffix") == "progress" and isinstance(shown.get("event"), dict):
-        return str(shown["event"].get("message", ""))
+        # A rollout's progress lines carry minions' state comments.
+        return clean(shown["event"].get("message", ""))
     view = VIEWS.get(shown.get("view"))
     if view is None or "shown" not in shown:
         return None

@@ -1,6 +1,7 @@
 """The HTML page of a rollout (saltcd.report)."""
 
 import re
+import stat
 import time
 
 from saltcd import report
@@ -45,3 +46,27 @@ def test_the_page_holds_minions_digests_outcome_and_history(tmp_path):
 def test_newest_run_skips_records_without_batches():
     assert report.newest_run([{"id": "s", "status": "superseded"}, _record()])["id"] == "r2"
     assert report.newest_run([]) is None
+
+
+def test_the_page_is_private_to_the_master_user(tmp_path):
+    path = tmp_path / "reports" / "r.html"
+    path.parent.mkdir()
+    path.write_text("an older page")
+    path.chmod(0o644)
+    report.write(str(path), _record())
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600  # also when it replaces a page readable by all
+    report.write(str(tmp_path / "new" / "r.html"), _record())
+    assert stat.S_IMODE((tmp_path / "new" / "r.html").stat().st_mode) == 0o600
+    assert stat.S_IMODE((tmp_path / "new").stat().st_mode) == 0o700
+    assert sorted(p.name for p in path.parent.iterdir()) == ["r.html"]  # no temporary file left
+
+
+def test_minion_text_on_the_page_is_text_only(tmp_path):
+    hostile = "Unhealthy: \x1b[2J\x1b]0;pwned\x07 <!channel>"
+    record = _record()
+    record["batches"][0]["minions"]["dev-2"]["comment"] = hostile
+    record["reason"] = f"batch 1 failed on dev-2 ({hostile})"
+    report.write(str(tmp_path / "r.html"), record, [record])
+    text = (tmp_path / "r.html").read_text()
+    assert "\x1b" not in text and "\x07" not in text and "pwned" not in text
+    assert "FAILED: Unhealthy:  &lt;!channel&gt;</td>" in text

@@ -96,13 +96,58 @@ def test_render_dispatches_marked_returns_and_progress_events():
     assert views.render({"a": 1}) is None
 
 
-def test_watch_lines():
-    data = {"app": "web", "env": "dev", "rollout": "r1", "number": 1, "healthy": True,
-            "minions": {"dev-1": {"from": OLD, "to": NEW, "ok": True, "changed": True}}}
-    assert views.watch_line("saltcd/deploy/web/dev/batch", data).splitlines() == [
+def test_watch_lines_come_from_the_record_each_part_once():
+    shown = set()
+    running = _record(status="running", batches=_record()["batches"][:1])
+    assert views.record_lines(running, shown) == [
+        "web/dev: rollout 20261126T220000.000000Z-abcdef started -> sha256:bbbbbbbbbbbb on dev-1, dev-2",
         "web/dev batch 1: healthy", "  dev-1: sha256:aaaaaaaaaaaa -> sha256:bbbbbbbbbbbb replaced, healthy"]
-    assert views.watch_line("saltcd/deploy/web/dev/finished", {"app": "web", "env": "dev", "status": "succeeded"}) \
-        == "web/dev: succeeded"
+    assert views.record_lines(running, shown) == []  # read again, nothing new
+    ended = _record(status="failed", reason="1 minion(s) failed: dev-2",
+                    watch={"outcome": "failed", "problems": {"dev-1": "container exited (exit code 1)"}})
+    assert views.record_lines(ended, shown) == [
+        "web/dev batch 2: failed",
+        "    dev-2: sha256:aaaaaaaaaaaa -> sha256:bbbbbbbbbbbb replaced, FAILED (not healthy within 10 s)"[2:],
+        "web/dev: watch after the last batch: failed: dev-1 container exited (exit code 1)",
+        "web/dev: failed: 1 minion(s) failed: dev-2"]
+
+
+HOSTILE = "Unhealthy: \x1b[2J\x1b]0;pwned\x07 <!channel>"
+
+
+def test_clean_removes_escape_sequences_and_control_characters():
+    assert views.clean("a\x1b[31;1mred\x1b[0m b") == "ared b"  # CSI
+    assert views.clean("t\x1b]0;title\x07x \x1b]8;;http://evil\x1b\\link") == "tx link"  # OSC, BEL or ST
+    assert views.clean("x\x1b]0;never ends") == "x"
+    assert views.clean("lone\x1b") == "lone" and views.clean("\x1b\nline \x1bc reset") == " line  reset"
+    assert views.clean("c1 \x9b2J\x9d0;t\x9c \x85next \x90dcs\x9cend") == "c1   next end"
+    assert views.clean("over\rwrite back\x08\x08space\x00\x7f") == "over write backspace"
+    assert views.clean("one\r\ntwo\n\tthree") == "one two three"
+    assert views.clean("\u202eevil\u202c ok") == "evil ok"
+    assert views.clean("<!channel> ünïcode & sha256:ab") == "<!channel> ünïcode & sha256:ab"
+    assert views.clean(None) == "None"
+
+
+def test_minion_text_is_shown_as_text_in_every_view():
+    record = _record(status="rolled_back", reason=f"batch 2 failed on dev-2 ({HOSTILE})", failed_minions=["dev-2"])
+    record["batches"][1]["minions"]["dev-2"]["comment"] = HOSTILE
+    record["batches"][1]["minions"]["dev-2\x1b[8m"] = {"from": OLD, "to": NEW + "\x1b]0;x\x07", "ok": False}
+    status = {"web": {"dev": {"last_good": NEW, "converged": False, "mode": "auto",
+                              "pending": [{"tag": "dev", "trigger": "registry", "reason": HOSTILE}],
+                              "minions": {"dev-1\x1b[2J": {"digest": NEW, "running": True, "healthy": True,
+                                                           "container_id": "\x1b]0;pwned\x07"}}}}}
+    texts = [views.history_text([record], detail=True, now=NOW), views.rollout_text(record),
+             views.status_text(status, now=NOW), "\n".join(views.record_lines(record, set())),
+             views.render({"outputter": "saltcd", "view": "history", "shown": [record], "detail": True}),
+             views.render({"suffix": "progress", "event": {"message": f"  dev-2: {HOSTILE}\nforged line"}})]
+    for text in texts:
+        assert "\x1b" not in text and "\x07" not in text and "pwned" not in text, text
+    assert "    dev-2: sha256:aaaaaaaaaaaa -> sha256:bbbbbbbbbbbb replaced, FAILED (Unhealthy:  <!channel>)" in texts[0]
+    assert "    'dev-2\\x1b[8m': sha256:aaaaaaaaaaaa -> sha256:bbbbbbbbbbbb unchanged, FAILED" in texts[0]  # no hiding
+    assert "<!channel>" in texts[1] and "dev-1[2J" not in texts[2] and "  dev-1  " in texts[2]
+    assert texts[-1] == "  dev-2: Unhealthy:  <!channel> forged line"
+    # Colours of saltcd's own still come through.
+    assert "\033[31mFAILED\033[0m (Unhealthy:  <!channel>)" in views.history_text([record], True, views.Paint(True))
 
 
 def test_age_from_docker_started_at():
@@ -116,4 +161,3 @@ def test_triggers_read_as_kind_and_origin():
     assert views.trigger_text({"kind": "registry", "origin": "saltcd/ingress/registry"}) == \
         "registry (saltcd/ingress/registry)"
     assert views.trigger_text({"kind": "operator", "origin": "alice"}) == "operator (alice)"
-    assert views.watch_line("saltcd/deploy/web/dev/rolled_back", {"app": "web", "env": "dev"}) is None
