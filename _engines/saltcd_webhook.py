@@ -6,6 +6,8 @@ the bearer token, bodies up to Tornado's 100 MB, authenticated or not) on the
 master's bus. This one checks each request at the door:
 
 - ``POST /saltcd/<source>`` for a source of ``saltcd:sources``, else 404;
+- from an address of the source's ``allow_from`` (if it lists any), else
+  403 before the body is read;
 - a body larger than ``saltcd:max_body_bytes`` is refused with 413 before it
   is read (Content-Length); a chunked one is cut off at the cap;
 - the source's bearer token is checked on the headers (without it the body is
@@ -13,15 +15,22 @@ master's bus. This one checks each request at the door:
   401; a timestamped HMAC seen before is a replay (409); at most MAX_IN_FLIGHT
   bodies per source are read at once, half of them from one address (else
   503); any method but POST gets 405 before its body;
-- a body that parses and holds only blob pushes and pulls (a registry sends a
-  dozen with every push) is answered 200 and goes no further, so it starts
-  no runner;
-- only then ONE event, ``saltcd/ingress/<source>``, with the body text, the
-  time, a nonce and a MAC made with the master-local ingress key
-  (saltcd.ingress_key): the runner checks that MAC, so a minion cannot forge
-  the event, and no header value ever reaches the bus. If the bus refuses it,
-  503, and a timestamped signature's sighting is taken back (a retry is no
-  replay).
+- every body is parsed here (its source's format, in a thread of its own):
+  one that does not parse is refused (400, with the parser's reason); one
+  that holds only blob pushes and pulls (a registry sends a dozen with every
+  push) is answered 200 and goes no further, so it starts no runner; one
+  that announces a tagged push of a repository its source may not announce
+  (``repositories``) has that push taken out and counted as refused, and is
+  answered 200 (``ignored: ...``) if nothing else is left: a registry retries
+  a refused notification forever and holds back every later one meanwhile;
+- only then ONE event, ``saltcd/ingress/<source>``, with what saltcd uses of
+  the body (its pushes: repository, tag, digest, media type; the reasons for
+  what it ignored, bounded), the time, a nonce and a MAC made with the
+  master-local ingress key (saltcd.ingress_key): the runner checks that MAC,
+  so a minion cannot forge the event, and checks every field again. Neither
+  the body nor any header value ever reaches the bus, the reactor or the job
+  cache. If the bus refuses it, 503, and a timestamped signature's sighting
+  is taken back (a retry is no replay).
 
 Refused posts fire nothing and write nothing each: they are counted in memory
 and the counts (source, reason, minute), plus a few full records a minute,
@@ -52,7 +61,7 @@ import time
 import tornado.httpserver
 import tornado.web
 
-from saltcd import ingress_auth, ingress_key, notifications, store
+from saltcd import ingress_auth, ingress_key, intake, notifications, store
 
 log = logging.getLogger(__name__)
 
@@ -77,14 +86,17 @@ MAX_IN_FLIGHT = 16
 # the connection's own (X-Forwarded-For is not trusted), so behind a proxy every
 # post shares the proxy's half.
 MAX_IN_FLIGHT_PER_ADDRESS = MAX_IN_FLIGHT // 2
-# Bodies up to this size are parsed at the door to drop pulls and blob pushes
-# (a registry's envelope is a few KB); larger ones go to the runner unparsed.
-PREPARSE_BYTES = 64 * 1024
 INVALID_CONFIG = "saltcd configuration invalid (the master's log says why)"
 
 
 def __virtual__():
     return __virtualname__
+
+
+def counted_reason(reason):
+    """A reason as it is counted: numbers in it (ages, sizes, indexes, addresses)
+    as N, or every post would be its own key."""
+    return re.sub(r"(?<![\w-])[0-9]+", "N", reason)
 
 
 class Rejections:
@@ -100,8 +112,7 @@ class Rejections:
     def add(self, source, reason, now, peer=None, path=None):
         """Count one refused post; keep it in full if it is among the first few this minute."""
         minute = int(now // 60) * 60
-        # Numbers in a reason (ages, sizes) would make every post its own key.
-        key = (source, re.sub(r"(?<![\w-])[0-9]+", "N", reason), minute)
+        key = (source, counted_reason(reason), minute)
         with self._lock:
             self._counts[key] = self._counts.get(key, 0) + 1
             seen = self._sampled.get(key, 0)
@@ -146,9 +157,21 @@ class Door:
         self.in_flight_from = collections.Counter()
         # One thread for the bus and the store: the IOLoop never blocks on them.
         self.worker = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="saltcd-webhook")
+        # Another for parsing bodies (up to max_body_bytes each), so that a big
+        # one holds up neither the events of others nor the rejection counts.
+        self.parser = concurrent.futures.ThreadPoolExecutor(max_workers=1,
+                                                            thread_name_prefix="saltcd-webhook-parse")
 
     async def in_worker(self, function, *args):
         return await asyncio.get_running_loop().run_in_executor(self.worker, function, *args)
+
+    async def in_parser(self, function, *args):
+        return await asyncio.get_running_loop().run_in_executor(self.parser, function, *args)
+
+    def shutdown(self):
+        """Stop the threads (tests and benches; the master ends the engine's process)."""
+        self.worker.shutdown()
+        self.parser.shutdown()
 
 
 class Refused(Exception):
@@ -161,6 +184,7 @@ class Refused(Exception):
 
 
 TOO_LARGE = "body larger than max_body_bytes"
+NOT_FROM_ALLOWED = "sender address not in the source's allow_from"
 
 
 def sender_address(peer):
@@ -242,6 +266,10 @@ class Hook(tornado.web.RequestHandler):  # pylint: disable=abstract-method
             self._refuse(Refused(404, UNKNOWN_SOURCE, "no webhook source is configured for this path"))
             return
         self.source = settings.sources[name]
+        if not self.source.allows_sender(self.request.remote_ip):
+            # At once, before the size and the credential: nothing of this sender is read.
+            self._refuse(Refused(403, name, NOT_FROM_ALLOWED))
+            return
         cap = settings.max_body_bytes
         length = self.request.headers.get("Content-Length")
         try:
@@ -286,11 +314,23 @@ class Hook(tornado.web.RequestHandler):  # pylint: disable=abstract-method
             self._answer(self.refused)
             return
         try:
-            tag, envelope, nonce = await self._admit(b"".join(self.chunks))
-            if await self._deploys_nothing(envelope["body"]):
+            text, now = self._admit(b"".join(self.chunks))
+            parsed = await self._parsed(text)
+            dropped = self._drop_unannounced(parsed)
+            if dropped and not parsed.pushes:
+                answer = f"ignored: {dropped}\n"
+            elif parsed.only_routine:
+                # Blob pushes and pulls, which a registry reports by the dozen with
+                # every push and every reconcile lookup: none starts a runner.
+                log.debug("saltcd_webhook: %s: %d routine item(s), nothing to deploy", self.source.name,
+                          len(parsed.ignored))
                 answer = notifications.NOTHING_TO_DEPLOY + "\n"
             else:
-                await self._fire(tag, envelope, nonce)
+                nonce = await self._first_sighting(now)
+                name = self.source.name
+                data = ingress_key.reduced(parsed)  # all that goes on of the body
+                await self._fire(ingress_key.TAG_PREFIX + name,
+                                 ingress_key.envelope(self.door.key, name, data, now), nonce)
                 answer = "accepted\n"
         except Refused as refused:
             self._refuse(refused)
@@ -298,26 +338,42 @@ class Hook(tornado.web.RequestHandler):  # pylint: disable=abstract-method
         self.set_header("Content-Type", "text/plain; charset=utf-8")
         self.finish(answer)
 
-    async def _deploys_nothing(self, text):
-        """True when the body parses and holds nothing but routine items (blob
-        pushes and pulls, which a registry reports by the dozen with every push
-        and with every reconcile lookup): those go no further, so none of them
-        starts a runner on the master. Everything else goes on: a body that
-        does not parse (the runner refuses it and records why), an item the
-        runner logs as news (a manifest push without a tag), and a body over
-        PREPARSE_BYTES, which is no registry's envelope and would hold up the
-        worker thread that fires events."""
-        if len(text) > PREPARSE_BYTES:
-            return False
+    async def _parsed(self, text):
+        """The body parsed in its source's format (notifications.Parsed), or
+        Refused 400 with the parser's reason: a body that does not parse goes
+        no further than the door."""
         try:
-            parsed = await self.door.in_worker(notifications.PARSERS[self.source.format], text)
-        except Exception:  # pylint: disable=broad-except  # PayloadError, or a shape a parser missed
-            return False
-        routine = parsed.only_routine
-        if routine:
-            log.debug("saltcd_webhook: %s: %d routine item(s), nothing to deploy", self.source.name,
-                      len(parsed.ignored))
-        return routine
+            return await self.door.in_parser(notifications.PARSERS[self.source.format], text)
+        except notifications.PayloadError as exc:
+            raise Refused(400, self.source.name, str(exc)) from None
+        except RecursionError:
+            raise Refused(400, self.source.name, "payload nested too deeply") from None
+        except Exception as exc:  # pylint: disable=broad-except
+            # A shape a parser missed: refused all the same; the log says which.
+            log.warning("saltcd_webhook: %s: parser failed: %s", self.source.name,
+                        notifications.shown(f"{type(exc).__name__}: {exc}"))
+            raise Refused(400, self.source.name, f"malformed payload ({type(exc).__name__})") from None
+
+    def _drop_unannounced(self, parsed):
+        """Take the pushes of repositories the source may not announce (`repositories`)
+        out of `parsed`, each counted as a refusal; return the last reason, or None.
+
+        Refused, but answered 200 when nothing else is in the post: a registry
+        retries a refused notification until it is accepted and sends nothing
+        else to the endpoint meanwhile (distribution 2.8 and 3), so one push of
+        another repository would stop every later notification."""
+        kept, reason = [], None
+        for push in parsed.pushes:
+            try:
+                intake.check_announced(self.source, [push])
+            except intake.NotAllowed as exc:
+                reason = str(exc)
+                self.door.rejections.add(self.source.name, reason, time.time(), peer=self.request.remote_ip,
+                                         path=self.request.path.lstrip("/"))
+                continue
+            kept.append(push)
+        parsed.pushes = kept
+        return reason
 
     async def _fire(self, tag, envelope, nonce):
         """Put the event on the bus; if the bus refuses it, nothing was accepted:
@@ -335,34 +391,46 @@ class Hook(tornado.web.RequestHandler):  # pylint: disable=abstract-method
                     log.exception("saltcd_webhook: could not take back a signature's sighting")
             raise Refused(503, self.source.name, "event bus unavailable: not accepted, retry") from None
 
-    async def _admit(self, body):
-        """(tag, event data, (nonce, time) of a timestamped signature or None) for
-        an authenticated body, or raise Refused."""
+    def _timestamp(self):
+        """The clear value of the source's timestamp header, or None."""
+        header = self.source.timestamp_header
+        return self.request.headers.get(header) if header else None
+
+    def _admit(self, body):
+        """(body text, the time it was received) for an authenticated body, or
+        raise Refused."""
         source, settings, now = self.source, self.door.settings, time.time()
         headers = dict(self.request.headers)
-        timestamp = self.request.headers.get(source.timestamp_header) if source.timestamp_header else None
-        data = {"body": body, **ingress_auth.hashed_headers(headers), "timestamp": timestamp}
+        data = {"body": body, **ingress_auth.hashed_headers(headers), "timestamp": self._timestamp()}
         try:
             ingress_auth.check(source, data, now=now, window=settings.push_window)
         except ingress_auth.Unauthenticated as exc:
             raise Refused(401, source.name, f"unauthenticated: {exc}") from None
-        sighting = None
-        if source.hmac_secret is not None and timestamp is not None:
-            # A timestamped signature is valid for push_window: seen twice, it is a replay.
-            signature = self.request.headers.get(source.signature_header, "")
-            sighting = (ingress_auth.sha256_hex(signature), now)
-            try:
-                fresh = await self.door.in_worker(self.door.nonces.first_sighting, *sighting, settings.push_window)
-            except Exception as exc:  # pylint: disable=broad-except  # nonces.Full, store errors
-                raise Refused(503, source.name, f"replay check failed: {type(exc).__name__}") from None
-            if not fresh:
-                raise Refused(409, source.name, "unauthenticated: signature seen before: a replay")
         try:
             text = body.decode("utf-8")
         except UnicodeDecodeError:
             raise Refused(400, source.name, "body is not UTF-8") from None
-        return (ingress_key.TAG_PREFIX + source.name,
-                ingress_key.envelope(self.door.key, source.name, text, now), sighting)
+        return text, now
+
+    async def _first_sighting(self, now):
+        """(nonce, time) of a timestamped signature, seen now for the first time,
+        or None for a source without one; Refused 409 for a replay. Asked only
+        of a post about to be fired: one refused or ignored for what it holds
+        (400, or pushes its source may not announce) does not use up its
+        signature, so its retry after a fix is no replay."""
+        if self.source.hmac_secret is None or self._timestamp() is None:
+            return None
+        # A timestamped signature is valid for push_window: seen twice, it is a replay.
+        signature = self.request.headers.get(self.source.signature_header, "")
+        sighting = (ingress_auth.sha256_hex(signature), now)
+        try:
+            fresh = await self.door.in_worker(self.door.nonces.first_sighting, *sighting,
+                                              self.door.settings.push_window)
+        except Exception as exc:  # pylint: disable=broad-except  # nonces.Full, store errors
+            raise Refused(503, self.source.name, f"replay check failed: {type(exc).__name__}") from None
+        if not fresh:
+            raise Refused(409, self.source.name, "unauthenticated: signature seen before: a replay")
+        return sighting
 
 
 def make_app(door):

@@ -1,4 +1,5 @@
-"""What a post costs the saltcd_webhook engine, by kind: accepted, wrong token,
+"""What a post costs the saltcd_webhook engine, by kind: accepted, a body that
+does not parse, a body of about max_body_bytes parsed at the door, wrong token,
 unknown source, oversize (Content-Length over max_body_bytes), and a body over
 the cap sent without a length (chunked).
 
@@ -112,6 +113,17 @@ def envelope_body():
     return json.dumps({"events": [event] * 4}).encode()  # ~1.2 KB, like a registry's
 
 
+def pulls_body(cap):
+    """An envelope of pulls only, just under `cap` bytes: the most the door parses
+    for one post (answered with nothing to deploy)."""
+    event = {"action": "pull", "target": {
+        "mediaType": "application/vnd.docker.distribution.manifest.v2+json",
+        "repository": "saltcd/web", "digest": "sha256:" + "a" * 64, "size": 525},
+        "request": {"host": "127.0.0.1:5000", "method": "GET"}}
+    count = (cap - 32) // (len(json.dumps(event)) + 2)
+    return json.dumps({"events": [event] * count}).encode()
+
+
 def post(port, path, body, headers, send_all=True, chunked=False):
     """One POST on a fresh connection: (status or error text, seconds, bytes sent)."""
     start = time.perf_counter()
@@ -206,6 +218,7 @@ def main(argv=None):
     try:
         assert child.stdout.readline().strip() == "ready"
         good = envelope_body()
+        pulls = pulls_body(args.cap)
         auth = {"Authorization": f"Bearer {TOKEN}", "Content-Type": "application/json"}
         wrong = {"Authorization": "Bearer " + secrets.token_urlsafe(24), "Content-Type": "application/json"}
         big = secrets.token_bytes(args.cap * 2)
@@ -213,6 +226,10 @@ def main(argv=None):
         n = args.posts
         rows = [
             measure(port, child.pid, store_dir, "accepted (1.2 KB, right token)", n, "saltcd/registry", good, auth),
+            measure(port, child.pid, store_dir, "does not parse (1.2 KB, right token)", n, "saltcd/registry",
+                    good[:-2], auth),
+            measure(port, child.pid, store_dir, f"{len(pulls) >> 10} KiB of pulls, parsed at the door",
+                    max(n // 10, 5), "saltcd/registry", pulls, auth),
             measure(port, child.pid, store_dir, "wrong token (1.2 KB)", n, "saltcd/registry", good, wrong),
             measure(port, child.pid, store_dir, "unknown source", n, "saltcd/nope", good, auth),
             measure(port, child.pid, store_dir, "oversize: Content-Length 100 MB, body not sent", n,

@@ -79,14 +79,19 @@ def _post(url, token, body):
         return None, False
 
 
-def _event_ids(body):
-    """The notification event ids inside a posted body (bytes or str)."""
-    if isinstance(body, bytes):
-        body = body.decode()
+def _posted(body):
+    """The repositories a posted body (bytes) pushes, one per push. Posts are
+    matched to reactions by these, with their counts: the webhook hands on only
+    the pushes it parsed out (no event ids), and each post is one event."""
     try:
-        return [e.get("id") for e in json.loads(body).get("events", [])]
-    except (ValueError, AttributeError):
+        return [str(push.repository) for push in notifications.parse_distribution(body).pushes]
+    except notifications.PayloadError:
         return []
+
+
+def _handed(pushes):
+    """The repositories of the pushes an ingress event or a reaction carries."""
+    return [p.get("repository") for p in pushes or [] if isinstance(p, dict)]
 
 
 def run(ctx, count):
@@ -108,7 +113,7 @@ def run(ctx, count):
     statuses = [status for status, _ in answers]
     accepted_posts = sum(1 for s in statuses if s == 200)
 
-    # Every post the webhook passed on is one reaction: wait until each posted id reacted, or none did for IDLE s.
+    # Every post the webhook passed on is one reaction: wait until each post's pushes reacted, or none did for IDLE s.
     expected = _passed_on(plan, answers)
     deadline = time.monotonic() + REACTION_TIMEOUT
     last_change, missing = time.monotonic(), None
@@ -146,32 +151,32 @@ def run(ctx, count):
 
 
 def _passed_on(plan, answers):
-    """Event ids of the posts the webhook accepted and put on the bus (not those it
-    answered with nothing to deploy)."""
-    return collections.Counter(eid for (_, body), (status, nothing) in zip(plan, answers)
-                               if status == 200 and not nothing for eid in _event_ids(body))
+    """Pushed repositories of the posts the webhook accepted and put on the bus
+    (not those it answered with nothing to deploy), counted."""
+    return collections.Counter(repo for (_, body), (status, nothing) in zip(plan, answers)
+                               if status == 200 and not nothing for repo in _posted(body))
 
 
 def _reacted_ids(returns, expected):
-    """Event ids of the bench's posts that have a finished reaction."""
-    return collections.Counter(eid for _, ids, _ in returns for eid in ids if eid in expected)
+    """Pushed repositories of the bench's posts that have a finished reaction, counted."""
+    return collections.Counter(repo for _, repos, _ in returns for repo in repos if repo in expected)
 
 
 def _hook_ids(events):
-    """Event ids of every notification the webhook engine put on the bus."""
-    return collections.Counter(eid for e in events if e.tag.startswith("saltcd/ingress/")
-                               for eid in _event_ids(e.data.get("body", b"")))
+    """Pushed repositories of every event the webhook engine put on the bus, counted."""
+    return collections.Counter(repo for e in events if e.tag.startswith("saltcd/ingress/")
+                               for repo in _handed(e.data.get("pushes")))
 
 
 def _accept_returns(events):
-    """[(when, event ids of the body, the runner's return)] of every deploy.accept reaction."""
+    """[(when, repositories its pushes name, the runner's return)] of every deploy.accept reaction."""
     out = []
     for event in events:
         if event.tag.startswith("salt/run/") and event.tag.endswith("/ret") \
                 and event.data.get("fun") == "runner.deploy.accept":
             args = event.data.get("fun_args") or []
-            body = next((a.get("data", {}).get("body") for a in args if isinstance(a, dict) and "data" in a), "")
-            out.append((event.at, _event_ids(body), event.data.get("return") or {}))
+            data = next((a.get("data") for a in args if isinstance(a, dict) and "data" in a), None) or {}
+            out.append((event.at, _handed(data.get("pushes")), event.data.get("return") or {}))
     return out
 
 

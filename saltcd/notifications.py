@@ -55,11 +55,13 @@ def shown(value, limit=200):
 
 @dataclass(frozen=True)
 class Push:
-    """A tag that was pushed: the repository (host/path), the tag, maybe its digest."""
+    """A tag that was pushed: the repository (host/path), the tag, maybe its digest
+    and the manifest's media type (when the format says)."""
 
     repository: references.Repository
     tag: str
     digest: str = None
+    media_type: str = None
 
 
 @dataclass
@@ -98,13 +100,17 @@ def json_object(body):
     return value
 
 
-def _push(repository, tag, digest=None, default_registry="docker.io"):
-    """Build a Push after checking every part against the reference grammar."""
+def _push(repository, tag, digest=None, media_type=None, default_registry="docker.io"):
+    """Build a Push after checking every part against the reference grammar (and
+    a media type against the manifest types)."""
     repo = references.parse_repository(repository, default_registry)
+    if media_type is not None and (not isinstance(media_type, str) or media_type not in MANIFEST_MEDIA_TYPES):
+        raise references.ReferenceError(f"not a manifest media type: {shown(media_type, 80)!r}")
     return Push(
         repository=repo,
         tag=references.parse_tag(tag),
         digest=references.parse_digest(digest) if digest is not None else None,
+        media_type=media_type,
     )
 
 
@@ -148,7 +154,7 @@ def parse_distribution(body):
             path = target.get("repository")
             if not isinstance(path, str):
                 raise references.ReferenceError("target.repository missing")
-            parsed.pushes.append(_push(f"{host}/{path}", target["tag"], target.get("digest")))
+            parsed.pushes.append(_push(f"{host}/{path}", target["tag"], target.get("digest"), media))
         except references.ReferenceError as exc:
             raise PayloadError(f"event {index}: {exc}") from None
     return parsed

@@ -123,14 +123,23 @@ class EventWatcher:
 
 
 def _print_hook(data: dict) -> None:
-    """A registry notification reached the webhook: show its deploy triggers."""
-    try:
-        parsed = notifications.parse_distribution(data.get("body", b""))
-    except notifications.PayloadError as exc:
-        say(f"  webhook: unreadable notification ({exc})")
-        return
-    for push in parsed.pushes:
-        say(f"  registry -> webhook: manifest push {push.repository}:{push.tag} ({short(push.digest)})")
+    """A registry notification reached the webhook: show its deploy triggers
+    (the saltcd_webhook engine's event carries the pushes it parsed out of the
+    body; salt-api's, the body itself)."""
+    if "pushes" in data:
+        pushes = [(p.get("repository"), p.get("tag"), p.get("digest")) for p in data["pushes"] or []
+                  if isinstance(p, dict)]
+    else:
+        try:
+            parsed = notifications.parse_distribution(data.get("body", b""))
+        except notifications.PayloadError as exc:
+            say(f"  webhook: unreadable notification ({exc})")
+            return
+        pushes = [(push.repository, push.tag, push.digest) for push in parsed.pushes]
+    for repository, tag, digest in pushes:  # any minion can fire the tag: shown, not trusted
+        digest = short(digest if isinstance(digest, str) else None)
+        say(f"  registry -> webhook: manifest push {notifications.shown(str(repository), 120)}:"
+            f"{notifications.shown(str(tag), 130)} ({notifications.shown(digest, 40)})")
 
 
 def _print_deploy_event(name: str, suffix: str, data: dict) -> None:

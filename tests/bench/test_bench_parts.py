@@ -41,7 +41,7 @@ class _Records:
 
 def test_accounting_finds_a_post_that_never_reacted_and_a_request_that_never_ended():
     plan = throughput.posts(3, "127.0.0.1:5000", DIGEST)
-    ids = [throughput._event_ids(body) for _, body in plan]  # pylint: disable=protected-access
+    ids = [throughput._posted(body) for _, body in plan]  # pylint: disable=protected-access
     returns = [(0.0, ids[0], {"accepted": [{"id": "r1"}], "ignored": [], "rejected": ""}),
                (0.0, ids[1], {"accepted": [{"id": "r2"}], "ignored": [], "rejected": ""})]
     records = _Records({"m1b1": [{"request": "r1", "status": "unchanged"}]})
@@ -60,7 +60,7 @@ def test_accounting_counts_pulls_the_webhook_answered_and_a_push_it_answered_so_
     for number, ((_, body), nothing) in enumerate(zip(plan, at_door)):
         if not nothing:
             request = f"r{number}"
-            returns.append((0.0, throughput._event_ids(body), {"accepted": [{"id": request}]}))  # pylint: disable=protected-access
+            returns.append((0.0, throughput._posted(body), {"accepted": [{"id": request}]}))  # pylint: disable=protected-access
             history.setdefault("m1b1", []).append({"request": request, "status": "unchanged"})
     hooks = throughput.collections.Counter(eid for _, ids, _ in returns for eid in ids)
 

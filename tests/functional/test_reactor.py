@@ -1,5 +1,7 @@
-"""The registry reactor SLS rendered by Salt's own renderers: the hand-off carries
-the body intact and header values only as digests."""
+"""The registry reactor SLS rendered by Salt's own renderers: from the
+saltcd_webhook engine, only the reduced data (pushes, reasons, MAC) is handed
+on, never a body; from salt-api's hook, the body intact and header values only
+as digests."""
 
 import hashlib
 
@@ -26,6 +28,36 @@ def test_reactor_passes_body_and_only_digests_of_headers(repo_root):
     assert handed["header_names"] == ["Authorization", "Content-Type"]
     assert handed["header_sha256"][0] == hashlib.sha256(b"Bearer s3cret").hexdigest()
     assert handed["minion_fields"] == []
+
+
+def test_reactor_hands_on_only_the_engine_s_reduced_data(repo_root):
+    """What the reaction's arguments (salt/run/<jid>/new, the job cache) hold for
+    an engine event: the pushes and reasons as the MAC covers them, no body."""
+    from saltcd import ingress_key, intake, notifications
+    from tests.unit.test_ingress_reduced import KEY, Nonces, settings
+
+    body = ('{"events": [{"id": "e-7f3a", "action": "push", "target": {"mediaType": '
+            '"application/vnd.docker.distribution.manifest.v2+json", "repository": "saltcd/web", "tag": "1.0", '
+            '"digest": "sha256:' + "d" * 64 + '"}, "request": {"host": "127.0.0.1:5000", "useragent": "ua-x"}}, '
+            '{"action": "pull"}]}')
+    event = ingress_key.envelope(KEY, "registry", ingress_key.reduced(notifications.parse_distribution(body)))
+    opts = salt.config.master_config(None)
+    renderers = salt.loader.render(opts, {})
+    high = salt.template.compile_template(
+        str(repo_root / "reactor" / "registry_push.sls"), renderers, opts["renderer"],
+        opts["renderer_blacklist"], opts["renderer_whitelist"],
+        tag="saltcd/ingress/registry", data={**event, "_stamp": "2026-11-26T00:00:00"})
+    (reaction,) = high.values()
+    handed = reaction["runner.deploy.accept"][0]["args"][1]["data"]
+    assert {k: handed[k] for k in ("pushes", "ignored", "received", "nonce", "mac")} == {
+        k: event[k] for k in ("pushes", "ignored", "received", "nonce", "mac")}
+    assert handed["pushes"][0]["tag"] == "1.0"  # YAML kept it text
+    assert handed["body"] is None and handed["header_names"] == [] and handed["minion_fields"] == []
+    assert not [text for text in ("e-7f3a", "useragent", "ua-x", "events") if text in repr(high)]
+    # ...and the runner takes it: the MAC still matches after the YAML hand-off.
+    verdict = intake.classify("saltcd/ingress/registry", handed, settings(), now=event["received"] + 1,
+                              engine_key=KEY, nonces=Nonces())
+    assert verdict.rejected is None and verdict.ignored[0] == "event 1 (pull): not a push"
 
 
 def _render_ci(repo_root, data):

@@ -2,7 +2,6 @@
 resume schedule finds the tag moved at the registry (reconcile), the first
 push of a tag too."""
 
-import json
 import time
 
 import pytest
@@ -13,14 +12,10 @@ import salt.utils.master
 pytestmark = pytest.mark.integration
 
 
-def _is_push_of(body, digest):
-    """True if a registry notification body announces the manifest push of `digest`."""
-    text = body.decode() if isinstance(body, bytes) else str(body or "")
-    try:
-        events = json.loads(text).get("events", [])
-    except (ValueError, AttributeError):
-        return False
-    return any(e.get("action") == "push" and (e.get("target") or {}).get("digest") == digest for e in events)
+def _is_push_of(pushes, digest):
+    """True if the pushes a `saltcd/ingress/...` event carries (what the webhook
+    engine parsed out of the registry's notification) include the push of `digest`."""
+    return any(isinstance(p, dict) and p.get("digest") == digest for p in pushes or [])
 
 
 def set_reactor_leader(lab, value):
@@ -46,7 +41,7 @@ def _push_the_reactor_drops(lab, env, version):
         digest = lab.push("lost", env, version)
         deadline = time.time() + 30
         while time.time() < deadline and not [e for e in lab.events("saltcd/ingress/registry", dropped)
-                                              if _is_push_of(e.data.get("body"), digest)]:
+                                              if _is_push_of(e.data.get("pushes"), digest)]:
             time.sleep(0.5)
         assert time.time() < deadline, "the push notification never reached the master"
         time.sleep(2)

@@ -1,19 +1,29 @@
 """The saltcd_webhook engine on a real master: a registry push through HTTP
-deploys; a wrong token, an unknown source or an oversize body is refused at
-the door (401/404/413), puts nothing on the bus and is counted in the store;
-a `saltcd/ingress/...` event a minion forges or replays is rejected."""
+deploys, and only what saltcd uses of its notification (the pushes) crosses
+the bus, the reaction and the job cache, never the body; a wrong token, an
+unknown source, an oversize body, a sender outside `allow_from` or a push of a
+repository the source may not announce is refused at the door
+(401/404/413/403, or 200 `ignored:`), puts nothing on the bus and is counted in the store; a
+`saltcd/ingress/...` event a minion forges or replays is rejected."""
 
+import http.client
 import json
 import socket
 import time
+from pathlib import Path
 
 import pytest
 
+from saltcd import notifications
 from tests import posting, salt_side
 
 pytestmark = pytest.mark.integration
 
-INGRESS_KEYS = {"body", "received", "nonce", "mac"}
+INGRESS_KEYS = {"pushes", "ignored", "received", "nonce", "mac"}
+# In every notification distribution sends (request.useragent, source.instanceID),
+# as JSON text: in nothing saltcd makes of one.
+BODY_ONLY = ('"useragent"', '"instanceID"')
+MANIFEST = "application/vnd.docker.distribution.manifest.v2+json"
 WEBHOOK = salt_side.engine("saltcd_webhook")  # its limits, read from the module
 
 
@@ -34,6 +44,16 @@ def announce(lab, path, length, headers):
     with socket.create_connection(("127.0.0.1", engine_port(lab)), timeout=10) as sock:
         sock.sendall(("\r\n".join(lines) + "\r\n\r\n").encode())
         return int(sock.recv(4096).split(b" ", 2)[1])
+
+
+def post_from(lab, address, path, body, headers):
+    """The status of one POST sent from `address` (a loopback address of its own)."""
+    connection = http.client.HTTPConnection("127.0.0.1", engine_port(lab), timeout=10, source_address=(address, 0))
+    try:
+        connection.request("POST", f"/{path}", body=body, headers={"Content-Type": "application/json", **headers})
+        return connection.getresponse().status
+    finally:
+        connection.close()
 
 
 def counted(lab, source, reason):
@@ -69,8 +89,9 @@ def pushed(lab, webhook_token):
     start = time.time()
     digest = lab.push("door", "dev", "1.0.0")
     finished = lab.wait_for("saltcd/deploy/door/dev/finished", start).data
-    ingress = [e for e in lab.events("saltcd/ingress/registry", start) if digest in e.data.get("body", "")]
-    return {"digest": digest, "finished": finished, "ingress": ingress}
+    ingress = [e for e in lab.events("saltcd/ingress/registry", start)
+               if digest in [p.get("digest") for p in e.data.get("pushes") or []]]
+    return {"digest": digest, "finished": finished, "ingress": ingress, "start": start}
 
 
 def test_a_push_through_the_engine_deploys_and_no_header_reaches_the_bus(lab, pushed, webhook_token):
@@ -79,12 +100,76 @@ def test_a_push_through_the_engine_deploys_and_no_header_reaches_the_bus(lab, pu
     assert pushed["ingress"], "no saltcd/ingress/registry event carried the push"
     for event in pushed["ingress"]:
         assert set(event.data) - {"_stamp"} == INGRESS_KEYS
-        assert isinstance(event.data["body"], str)
+        assert [{k: v for k, v in p.items() if k != "media_type"} for p in event.data["pushes"]] == [
+            {"repository": lab.repositories["door"], "tag": "dev", "digest": pushed["digest"]}]
+        assert event.data["pushes"][0]["media_type"] in notifications.MANIFEST_MEDIA_TYPES
+        assert not [text for text in BODY_ONLY if text in json.dumps(event.data)]
     record = lab.history("door", "dev", limit=1)[0]
     assert record["trigger"] == {"kind": "registry", "origin": "saltcd/ingress/registry"}
     # Salt's own webhook engine is gone: no raw hook event, no token on the bus.
     assert lab.events("salt/engines/hook/*", 0.0) == []
     assert not [e for e in events_since(lab, 0.0) if webhook_token in json.dumps(e.data, default=str)]
+
+
+def test_no_notification_body_reaches_the_reaction_or_the_job_cache(lab, pushed):
+    """The reaction's arguments (salt/run/<jid>/new, kept in the job cache) are
+    the pushes the engine parsed out, with its MAC: no registry notification
+    text is in them, nor anywhere in the master's job cache."""
+    deadline, reactions = time.time() + 60, []
+    while time.time() < deadline and not reactions:
+        reactions = [e for e in lab.events("salt/run/*/new", pushed["start"])
+                     if e.data.get("fun") == "runner.deploy.accept" and pushed["digest"] in json.dumps(e.data)]
+        time.sleep(0.5)
+    assert reactions, "no deploy.accept reaction carried the push"
+    for event in reactions:
+        (handed,) = [a["data"] for a in event.data["fun_args"] if isinstance(a, dict) and "data" in a]
+        assert handed["body"] is None and handed["pushes"] == pushed["ingress"][0].data["pushes"]
+        assert not [text for text in BODY_ONLY if text in json.dumps(event.data)]
+    found = []
+    for path in Path(lab.master.config["cachedir"], "jobs").rglob("*"):
+        try:
+            blob = path.read_bytes() if path.is_file() else b""
+        except FileNotFoundError:  # a temporary file renamed away meanwhile
+            continue
+        found += [f"{path}: {text}" for text in BODY_ONLY if text.encode() in blob]
+    assert found == []
+
+
+def test_a_sender_outside_allow_from_gets_403_before_its_body(lab, webhook_token):
+    """`fenced` takes posts from 127.0.0.2 only: from 127.0.0.1 the answer is
+    403 on the headers (the announced body is never sent) and is counted."""
+    reason = "sender address not in the source's allow_from"
+    auth = {"Authorization": f"Bearer {webhook_token}"}
+    before, start = counted(lab, "fenced", reason), time.time()
+    assert announce(lab, "saltcd/fenced", 1000, auth) == 403
+    assert post(lab, "saltcd/fenced", b'{"events": []}', auth) == (403, reason + "\n")
+    assert post_from(lab, "127.0.0.2", "saltcd/fenced", b'{"events": []}', auth) == 200
+    assert wait_counted(lab, "fenced", reason, before + 2) == before + 2
+    assert lab.events("saltcd/ingress/fenced", start) == []
+
+
+def test_a_push_of_a_repository_the_source_may_not_announce_is_refused_and_deploys_nothing(
+        lab, pushed, webhook_token):
+    """`listed` may announce one repository no app deploys: a push of `door`
+    through it is refused at the door (counted; answered 200, or the registry
+    would hold back every later notification), fires nothing, deploys nothing."""
+    repository = lab.repositories["door"]
+    reason = f"source 'listed' may not announce repository '{repository}' (not in its `repositories`)"
+    history = [r["id"] for r in lab.history("door", "dev")]
+    before, start = counted(lab, "listed", WEBHOOK.counted_reason(reason)), time.time()
+    host, path = repository.split("/", 1)
+    body = json.dumps({"events": [{"action": "push", "target": {
+        "mediaType": MANIFEST, "repository": path, "tag": "dev", "digest": "sha256:" + "e" * 64},
+        "request": {"host": host}}]}).encode()
+    assert post(lab, "saltcd/listed", body, {"Authorization": f"Bearer {webhook_token}"}) == (
+        200, f"ignored: {reason}\n")
+    assert wait_counted(lab, "listed", WEBHOOK.counted_reason(reason), before + 1) == before + 1
+    assert any(r["reason"] == reason for r in lab.run.run("deploy.rejections", "limit=100").data["recent"])
+    time.sleep(2)
+    assert lab.events("saltcd/ingress/listed", start) == []
+    assert not [e for e in events_since(lab, start) if "e" * 64 in json.dumps(e.data, default=str)]
+    assert [r["id"] for r in lab.history("door", "dev")] == history
+    assert set(lab.running_digests("door").values()) >= {pushed["digest"]}
 
 
 def test_wrong_token_is_refused_at_the_door_counted_and_nothing_is_fired(lab):

@@ -105,7 +105,9 @@ def assert_verdict(verdict):
 
 
 def engine_event(source, body):
-    return ingress_key.envelope(KEY, source, body, now=NOW)
+    """The event the engine fires for `body` (what its source's parser keeps of it)."""
+    fmt = SETTINGS.sources[source].format if source in SETTINGS.sources else "distribution"
+    return ingress_key.envelope(KEY, source, ingress_key.reduced(notifications.PARSERS[fmt](body)), now=NOW)
 
 
 @RUNS
@@ -118,18 +120,41 @@ def test_any_body_through_salt_api_hook_gives_a_verdict(fmt, body):
 @RUNS
 @given(fmt=st.sampled_from(FORMATS), body=bodies)
 def test_any_body_from_the_webhook_engine_gives_a_verdict(fmt, body):
+    """What the door makes of any body (its parser's pushes and reasons, or a
+    refusal there) the runner takes as it is, with no other reason to refuse it."""
     text = body.decode("utf-8", "replace") if isinstance(body, bytes) else body
-    verdict = intake.classify(f"saltcd/ingress/src-{fmt}", engine_event(f"src-{fmt}", text), SETTINGS,
-                              now=NOW + 1, engine_key=KEY, nonces=Nonces())
+    try:
+        data = engine_event(f"src-{fmt}", text)
+    except notifications.PayloadError:
+        return  # refused at the door (400): nothing is fired
+    verdict = intake.classify(f"saltcd/ingress/src-{fmt}", data, SETTINGS, now=NOW + 1, engine_key=KEY,
+                              nonces=Nonces())
     assert_verdict(verdict)
-    if verdict.rejected:
-        assert not verdict.rejected.startswith("unauthenticated"), verdict.rejected
+    assert verdict.rejected is None, verdict.rejected
+
+
+push_fields = st.fixed_dictionaries({"repository": field, "tag": field, "digest": field, "media_type": field})
 
 
 @RUNS
 @given(fmt=st.sampled_from(FORMATS),
-       envelope=st.dictionaries(st.sampled_from(["body", "received", "nonce", "mac", "cmd", "id",
-                                                 "minion_fields", "headers"]), event_values, max_size=6))
+       pushes=st.lists(push_fields | event_values, max_size=3),
+       ignored=st.lists(st.text(max_size=30) | event_values, max_size=3))
+def test_any_reduced_data_with_the_engine_s_mac_gives_a_verdict(fmt, pushes, ignored):
+    """The MAC proves the engine made the envelope, not that it is right: every
+    field is checked again, and whatever it holds ends in a Verdict."""
+    try:
+        data = ingress_key.envelope(KEY, f"src-{fmt}", {"pushes": pushes, "ignored": ignored}, now=NOW)
+    except (TypeError, ValueError):
+        return  # not JSON's (bytes, odd keys): the engine cannot make it
+    assert_verdict(intake.classify(f"saltcd/ingress/src-{fmt}", data, SETTINGS, now=NOW + 1, engine_key=KEY,
+                                   nonces=Nonces()))
+
+
+@RUNS
+@given(fmt=st.sampled_from(FORMATS),
+       envelope=st.dictionaries(st.sampled_from(["pushes", "ignored", "received", "nonce", "mac", "cmd", "id",
+                                                 "minion_fields", "headers", "body"]), event_values, max_size=7))
 def test_forged_engine_envelopes_are_rejected(fmt, envelope):
     verdict = intake.classify(f"saltcd/ingress/src-{fmt}", envelope, SETTINGS, now=NOW, engine_key=KEY,
                               nonces=Nonces())
@@ -231,6 +256,9 @@ def door():
     engine = _load_engine()
     raw = json.loads(json.dumps(RAW))
     raw["sources"]["stamped"] = {"hmac_secret": "stamp-secret", "timestamp_header": "X-Timestamp"}
+    # Posts come from 127.0.0.1 here: `fenced` refuses them, `listed` announces only `api`.
+    raw["sources"]["fenced"] = {"token": TOKEN, "allow_from": ["10.0.0.0/8", "::1/128"]}
+    raw["sources"]["listed"] = {"token": TOKEN, "repositories": ["127.0.0.1:5000/saltcd/api"]}
     raw["max_body_bytes"] = 4096
     settings = config.load(raw)
     records = Store(MemoryCache())
@@ -268,7 +296,7 @@ def door():
     finally:
         loop.call_soon_threadsafe(loop.stop)
         thread.join(10)
-        gate.worker.shutdown()
+        gate.shutdown()
 
 
 def registry_event(action="push", media=MANIFEST, tag="dev", repository="saltcd/web"):
@@ -280,13 +308,18 @@ def registry_event(action="push", media=MANIFEST, tag="dev", repository="saltcd/
 PUSH_BODY = json.dumps({"events": [registry_event()]}).encode()
 
 
+ENVELOPE_KEYS = {"pushes", "ignored", "received", "nonce", "mac"}
+
+
 def test_the_door_fires_one_signed_envelope_and_no_header(door):
     body = PUSH_BODY.decode()
     status, _ = post(door["url"] + "/saltcd/registry", body.encode(), {"Authorization": f"Bearer {TOKEN}"})
     assert status == 200
     ((tag, data),) = door["fired"]
-    assert tag == "saltcd/ingress/registry" and set(data) == {"body", "received", "nonce", "mac"}
-    assert data["body"] == body and TOKEN not in json.dumps(data)
+    assert tag == "saltcd/ingress/registry" and set(data) == ENVELOPE_KEYS
+    assert data["pushes"] == [{"repository": "127.0.0.1:5000/saltcd/web", "tag": "dev",
+                               "digest": "sha256:" + "d" * 64, "media_type": MANIFEST}]
+    assert data["ignored"] == [] and TOKEN not in json.dumps(data)
     verdict = intake.classify(tag, data, SETTINGS_WITH_REGISTRY, now=data["received"] + 1, engine_key=KEY,
                               nonces=Nonces())
     assert verdict.rejected is None and verdict.ignored == []
@@ -305,23 +338,46 @@ def test_pulls_and_blob_pushes_go_no_further(door, events):
     assert door["fired"] == []
 
 
-@pytest.mark.parametrize("body", [
-    json.dumps({"events": [registry_event(action="pull"), registry_event()]}),
-    json.dumps({"events": [registry_event(repository="saltcd/nobody-deploys-it")]}),
-    json.dumps({"events": [registry_event(tag=None)]}),  # the runner logs it as news
-    '{"events": 1}',  # the runner refuses it and records why
-], ids=["a push among pulls", "a push no app deploys", "a manifest push without a tag", "does not parse"])
-def test_anything_but_pulls_and_blob_pushes_goes_on_to_the_runner(door, body):
+@pytest.mark.parametrize("body, pushes, ignored", [
+    (json.dumps({"events": [registry_event(action="pull"), registry_event()]}),
+     ["127.0.0.1:5000/saltcd/web"], ["event 0 (pull): not a push"]),
+    (json.dumps({"events": [registry_event(repository="saltcd/nobody-deploys-it")]}),
+     ["127.0.0.1:5000/saltcd/nobody-deploys-it"], []),
+    (json.dumps({"events": [registry_event(tag=None)]}), [],  # the runner logs it as news
+     ["event 0: manifest push without a tag"]),
+], ids=["a push among pulls", "a push no app deploys", "a manifest push without a tag"])
+def test_anything_but_pulls_and_blob_pushes_goes_on_to_the_runner(door, body, pushes, ignored):
+    """...as the pushes and reasons the door parsed out of it: never the body."""
     status, text = post(door["url"] + "/saltcd/registry", body.encode(), {"Authorization": f"Bearer {TOKEN}"})
     assert (status, text) == (200, "accepted\n")
-    assert [data["body"] for _, data in door["fired"]] == [body]
+    ((_, data),) = door["fired"]
+    assert set(data) == ENVELOPE_KEYS
+    assert not [word for word in ('"events"', '"request"', '"action"') if word in json.dumps(data)]
+    assert ([p["repository"] for p in data["pushes"]], data["ignored"]) == (pushes, ignored)
 
 
-def test_a_large_body_goes_on_unparsed(door, monkeypatch):
-    monkeypatch.setattr(door["engine"], "PREPARSE_BYTES", 100)
-    body = json.dumps({"events": [registry_event(action="pull")] * 3}).encode()
-    assert post(door["url"] + "/saltcd/registry", body, {"Authorization": f"Bearer {TOKEN}"}) == (200, "accepted\n")
-    assert len(door["fired"]) == 1
+def test_a_large_body_is_parsed_at_the_door_too(door):
+    """Every body the door accepts is parsed there (nothing goes on unparsed):
+    one of max_body_bytes holding only pulls deploys nothing and fires nothing."""
+    event = json.dumps(registry_event(action="pull"))
+    count = (door["door"].settings.max_body_bytes - 20) // (len(event) + 2)
+    body = json.dumps({"events": [registry_event(action="pull")] * count}).encode()
+    assert len(body) > door["door"].settings.max_body_bytes * 0.9
+    status, text = post(door["url"] + "/saltcd/registry", body, {"Authorization": f"Bearer {TOKEN}"})
+    assert (status, text) == (200, notifications.NOTHING_TO_DEPLOY + "\n")
+    assert door["fired"] == []
+
+
+def test_the_reasons_carried_on_are_bounded_news_first(door):
+    """A body with many ignored items fires IGNORED_KEPT reasons, the news
+    among them first, and one line that counts the rest."""
+    kept = ingress_key.IGNORED_KEPT
+    events = [{"action": "pull"}] * (kept + 5) + [registry_event(tag=None)]
+    body = json.dumps({"events": events}).encode()
+    assert post(door["url"] + "/saltcd/registry", body, {"Authorization": f"Bearer {TOKEN}"})[0] == 200
+    ((_, data),) = door["fired"]
+    assert data["ignored"][0] == f"event {kept + 5}: manifest push without a tag"
+    assert len(data["ignored"]) == kept + 1 and data["ignored"][-1] == "6 more ignored item(s) not listed"
 
 
 SETTINGS_WITH_REGISTRY = config.load(json.loads(json.dumps(RAW)))
@@ -335,18 +391,84 @@ SETTINGS_WITH_REGISTRY = config.load(json.loads(json.dumps(RAW)))
      "no webhook source is configured for this path"),
     ("/saltcd/registry", {"Authorization": f"Bearer {TOKEN}"}, b"x" * 5000, 413, "body larger than max_body_bytes"),
     ("/saltcd/registry", {"Authorization": f"Bearer {TOKEN}"}, b"\xff\xfe", 400, "body is not UTF-8"),
-], ids=["wrong token", "no token", "unknown source", "oversize", "not UTF-8"])
+    ("/saltcd/registry", {"Authorization": f"Bearer {TOKEN}"}, b'{"events": 1}', 400,
+     "envelope has no `events` list"),
+    ("/saltcd/registry", {"Authorization": f"Bearer {TOKEN}"}, b"[" * 2000 + b"]" * 2000, 400,
+     "body is JSON nested too deeply"),
+    ("/saltcd/registry", {"Authorization": f"Bearer {TOKEN}"},
+     json.dumps({"events": [registry_event(repository="../../etc")]}).encode(), 400,
+     "event 0: invalid repository path '../../etc'"),
+    ("/saltcd/fenced", {"Authorization": f"Bearer {TOKEN}"}, b"{}", 403,
+     "sender address not in the source's allow_from"),
+], ids=["wrong token", "no token", "unknown source", "oversize", "not UTF-8", "does not parse", "deep JSON",
+        "invalid repository", "sender not in allow_from"])
 def test_the_door_refuses_fires_nothing_and_counts(door, path, headers, body, status, reason):
     for _ in range(5):
         answer = post(door["url"] + path, body, headers)
         assert answer[0] == status and answer[1].startswith(reason), answer
     assert door["fired"] == []
-    source = "(unknown)" if status == 404 else "registry"
+    source = "(unknown)" if status == 404 else path.rsplit("/", 1)[1]
+    counted = door["engine"].counted_reason(reason)  # numbers in it are counted as N
     counts = door["door"].rejections.flush(door["records"])
-    assert {k[:2]: n for k, n in counts.items()} == {(source, reason): 5}
+    assert {k[:2]: n for k, n in counts.items()} == {(source, counted): 5}
     assert [r["reason"] for r in door["records"].rejections()] == [reason] * 3  # a few in full, the rest counted
     assert [(r["source"], r["reason"], r["count"]) for r in door["records"].rejection_counts()] == [
-        (source, reason, 5)]
+        (source, counted, 5)]
+
+
+def test_a_sender_outside_allow_from_is_answered_403_before_its_body(door):
+    import socket
+
+    with socket.create_connection(("127.0.0.1", door["port"]), timeout=10) as sock:
+        sock.sendall(b"POST /saltcd/fenced HTTP/1.1\r\nHost: x\r\nContent-Length: 4000\r\n"
+                     + f"Authorization: Bearer {TOKEN}\r\n\r\n".encode())
+        answer = sock.recv(4096)
+    assert answer.startswith(b"HTTP/1.1 403") and answer.endswith(b"sender address not in the source's allow_from\n")
+    assert door["fired"] == [] and door["door"].in_flight["fenced"] == 0
+
+
+def test_a_repository_the_source_may_not_announce_is_refused_but_answered_200(door):
+    """Counted as refused and never fired, but answered 200: a registry retries a
+    refused notification forever and holds back every later one meanwhile."""
+    reason = "source 'listed' may not announce repository '127.0.0.1:5000/saltcd/web' (not in its `repositories`)"
+    for _ in range(5):
+        assert post(door["url"] + "/saltcd/listed", PUSH_BODY, {"Authorization": f"Bearer {TOKEN}"}) == (
+            200, f"ignored: {reason}\n")
+    assert door["fired"] == []
+    counts = door["door"].rejections.flush(door["records"])
+    assert {k[:2]: n for k, n in counts.items()} == {("listed", door["engine"].counted_reason(reason)): 5}
+    # With a push it may announce beside it, that one goes on alone.
+    both = json.dumps({"events": [registry_event(repository="saltcd/web"),
+                                  registry_event(repository="saltcd/api")]}).encode()
+    assert post(door["url"] + "/saltcd/listed", both, {"Authorization": f"Bearer {TOKEN}"}) == (200, "accepted\n")
+    ((_, data),) = door["fired"]
+    assert [p["repository"] for p in data["pushes"]] == ["127.0.0.1:5000/saltcd/api"]
+
+
+def test_a_listed_repository_is_announced(door):
+    body = json.dumps({"events": [registry_event(repository="saltcd/api")]}).encode()
+    assert post(door["url"] + "/saltcd/listed", body, {"Authorization": f"Bearer {TOKEN}"}) == (200, "accepted\n")
+    ((tag, data),) = door["fired"]
+    verdict = intake.classify(tag, data, config.load({**json.loads(json.dumps(RAW)), "sources": {
+        "listed": {"token": TOKEN, "repositories": ["127.0.0.1:5000/saltcd/api"]}}}),
+        now=data["received"] + 1, engine_key=KEY, nonces=Nonces())
+    assert [(r["app"], r["env"]) for r in verdict.requests] == [("api", "dev")]
+
+
+def test_a_post_refused_for_what_it_holds_does_not_use_up_its_signature(door):
+    """What a post holds (400, a repository its source may not announce) is
+    decided before a timestamped signature is claimed: the same post, once it
+    may be accepted, is not a replay."""
+    import dataclasses
+
+    body, sources = PUSH_BODY, door["door"].settings.sources
+    headers = _stamped(body)
+    stamped = sources["stamped"]
+    sources["stamped"] = dataclasses.replace(stamped, repositories=frozenset())  # announces nothing
+    assert post(door["url"] + "/saltcd/stamped", body, headers)[1].startswith("ignored: ")
+    sources["stamped"] = stamped  # the operator lists it; the registry retries
+    assert post(door["url"] + "/saltcd/stamped", body, headers)[0] == 200
+    assert post(door["url"] + "/saltcd/stamped", body, headers)[0] == 409
 
 
 def test_the_door_answers_413_before_reading_an_announced_body(door):
@@ -504,7 +626,7 @@ def test_an_engine_envelope_is_accepted_once_in_its_window_and_only_with_the_key
                                engine_key=None, nonces=Nonces()).rejected,
                intake.classify(tag, engine_event("src-distribution", body), SETTINGS, now=NOW,
                                engine_key=KEY).rejected,
-               intake.classify(tag, {**engine_event("src-distribution", body), "body": body.replace("dev", "qa")},
+               intake.classify(tag, {**data, "pushes": [{**data["pushes"][0], "tag": "qa"}]},
                                SETTINGS, now=NOW, engine_key=KEY, nonces=Nonces()).rejected]
     assert reasons == ["unauthenticated: nonce seen before: a replay",
                        "unauthenticated: envelope is 301 s old, outside push_window (300 s): a replay",
@@ -543,5 +665,5 @@ def test_the_bus_is_tried_twice_and_a_refusal_is_raised_not_swallowed(monkeypatc
     monkeypatch.setattr(salt.utils.event, "get_master_event", lambda *args, **kwargs: Refusing())
     bus = _load_engine()._Bus({"sock_dir": "/nonexistent"})
     with pytest.raises(ConnectionError):
-        bus.fire("saltcd/ingress/registry", {"body": "{}"})
+        bus.fire("saltcd/ingress/registry", {"pushes": [], "ignored": []})
     assert (Refusing.made, Refusing.destroyed) == (2, 2)
