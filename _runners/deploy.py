@@ -233,14 +233,16 @@ def rollback(app, env):
     return _guarded(run)
 
 
-def approve(app, env, digest=None, force=False):
+def approve(app, env, digest=None, force=False, request=None):
     """
-    Deploy the newest push waiting in a manual environment (prod by default),
-    exactly the digest the registry had when it was pushed (``deploy.status``
-    shows it), recording who approved it; older waiting pushes are recorded as
-    superseded. Refused when the tag has moved since, unless ``digest=`` names
-    the one to deploy (a waiting push's digest or the tag's digest now); and
-    outside the deploy windows unless ``force=True``.
+    Deploy the push waiting in a manual environment (prod by default), exactly
+    the digest the registry had when it was pushed (``deploy.status`` shows
+    it), recording who approved it; the other waiting pushes are recorded as
+    superseded. With several pushes waiting it is refused (and lists them)
+    unless ``request=`` (a push's id) or ``digest=`` says which. Refused when
+    the tag has moved since, unless ``digest=`` names the one to deploy (a
+    waiting push's digest or the tag's digest now); and outside the deploy
+    windows unless ``force=True``.
 
     CLI Example:
 
@@ -248,11 +250,12 @@ def approve(app, env, digest=None, force=False):
 
         salt-run deploy.approve app=web env=prod
         salt-run deploy.approve app=web env=prod digest=sha256:0123...
+        salt-run deploy.approve app=web env=prod request=20261126T093633.123456Z-1a2b3c
     """
 
     def run(ctl):
-        request = ctl.approve(app, env, user=_user(), digest=digest, force=_flag(force))
-        return _own_rollout(ctl.drain(app, env), request)
+        approved = ctl.approve(app, env, user=_user(), digest=digest, force=_flag(force), request=request)
+        return _own_rollout(ctl.drain(app, env), approved)
 
     return _guarded(run)
 
@@ -385,7 +388,8 @@ def watch(app, env, timeout=1800):
     """
     Follow the running (or else the next) rollout of ``app``/``env`` from any
     shell: its progress as batches complete, then its outcome; the exit code is
-    non-zero unless it succeeded. Gives up after ``timeout`` seconds.
+    non-zero unless it succeeded. Gives up after ``timeout`` seconds. What it
+    shows is read from saltcd's rollout record; the events are only the cue.
 
     CLI Example:
 
@@ -395,59 +399,21 @@ def watch(app, env, timeout=1800):
     """
     import salt.utils.event  # pylint: disable=import-outside-toplevel
 
+    from saltcd import follow  # pylint: disable=import-outside-toplevel
+
     def run(ctl):
         ctl.settings.deployment(app, env)  # unknown app/env: a clear error
         prefix = f"saltcd/deploy/{app}/{env}/"
-        deadline = time.time() + float(timeout)
         with salt.utils.event.get_master_event(__opts__, __opts__["sock_dir"], listen=True) as bus:
             bus.connect_pub()  # subscribed before the store is read: no step falls in between
-            running = ctl.records.running_rollouts(app, env)
-            mine = running[-1]["id"] if running else None
-            if mine:
-                ctl.reporter.progress(f"{app}/{env}: attached to rollout {mine} "
-                                      f"(started {views.when(running[-1].get('started'))})")
-                for line in views.batch_lines(running[-1]):
-                    ctl.reporter.progress(line)
-            else:
-                ctl.reporter.progress(f"{app}/{env}: no rollout running; waiting for the next one")
-            checked = time.time()
-            while time.time() < deadline:
-                event = bus.get_event(wait=1, tag=prefix, full=True, auto_reconnect=True)
-                data = (event or {}).get("data") or {}
-                if event and data.get("rollout") and (mine is None or data["rollout"] == mine):
-                    step = event["tag"].rsplit("/", 1)[-1]
-                    if step in ("superseded", "waiting"):
-                        continue  # not a rollout running
-                    # Any minion can fire a saltcd/deploy event: follow only a rollout
-                    # saltcd recorded, and end only when its record says it ended
-                    # (the store is read to adopt a rollout and at its end, not per line).
-                    record = None
-                    if mine is None or step in ("finished", "interrupted"):
-                        record = ctl.records.rollout(app, env, data["rollout"])
-                        if record is None or (step == "finished" and record.get("status") == "running"):
-                            continue
-                    mine = data["rollout"]
-                    line = views.watch_line(event["tag"], data)
-                    if line:
-                        ctl.reporter.progress(line)
-                    if step in ("finished", "interrupted"):
-                        return _watched(ctl, app, env, mine, record)
-                elif mine and time.time() - checked > 5:
-                    # A lost event must not keep us here: the record says when it ended.
-                    checked = time.time()
-                    record = ctl.records.rollout(app, env, mine)
-                    if record and record.get("status") != "running":
-                        return _watched(ctl, app, env, mine, record)
-        return _nonzero({"status": "timeout", "app": app, "env": env, "rollout": mine,
-                         "reason": f"no outcome within {timeout} s; the rollout goes on"})
+            record = follow.follow(lambda: bus.get_event(wait=1, tag=prefix, full=True, auto_reconnect=True),
+                                   ctl.records, ctl.reporter.progress, app, env, float(timeout))
+        if record is None or record.get("status") == "running":
+            return _nonzero({"status": "timeout", "app": app, "env": env, "rollout": record and record["id"],
+                             "reason": f"no outcome within {timeout} s; the rollout goes on"})
+        return record if record.get("status") in _GOOD else _nonzero(record)
 
     return _guarded(run)
-
-
-def _watched(ctl, app, env, rollout_id, record=None):
-    record = record or ctl.records.rollout(app, env, rollout_id) or {
-        "id": rollout_id, "app": app, "env": env, "status": "unknown"}
-    return record if record.get("status") in _GOOD else _nonzero(record)
 
 
 def report(app, env, rollout=None, path=None, limit=20):  # pylint: disable=redefined-outer-name

@@ -8,7 +8,9 @@ deploy state's `defaults.yaml` are generated from there (see
 `saltcd:apps:web:health:port`.
 """
 
+import dataclasses
 import functools
+import ipaddress
 import re
 import types
 from dataclasses import dataclass, field
@@ -24,6 +26,14 @@ HOST_RE = re.compile(r"^[A-Za-z0-9.:\[\]-]+$")
 TGT_TYPES = ("glob", "pcre", "list", "grain", "grain_pcre", "pillar", "compound", "nodegroup")
 RESTART_POLICIES = ("no", "always", "unless-stopped", "on-failure")
 MODES = ("auto", "manual")
+# What reconcile does with a tag that moved at the registry without a
+# notification saltcd trusted (see Controller.reconcile).
+DRIFT = ("deploy", "record", "ignore")
+# Targets a minion can match itself into: grains (and the IP addresses of
+# `S@`) are what the minion reports about itself, so a minion that sets its own
+# grain would join the environment and receive its deploy data and secrets.
+MINION_CHOSEN_TGT_TYPES = ("grain", "grain_pcre")
+MINION_CHOSEN_COMPOUND_RE = re.compile(r"(?:^|[\s(])(?:not\s+)?([GPS])@")
 # How a minion replaces its container (see salt/_states/saltcd_release.py).
 STRATEGIES = ("stop-first", "start-first")
 
@@ -125,6 +135,28 @@ def _repository(value, key):
         raise ConfigError(f"{key}: {exc}") from None
 
 
+def _networks(value, key):
+    """A non-empty list of CIDRs (IPv4 or IPv6; a bare address is its /32 or /128)."""
+    _need(isinstance(value, list) and value, key,
+          "must be a non-empty list of networks (CIDR), e.g. [10.0.0.0/8, \"2001:db8::/32\"]; "
+          "leave it out to allow any address")
+    networks = []
+    for index, text in enumerate(value):
+        _need(isinstance(text, str), f"{key}:{index}", f"must be a network as text, got {text!r}")
+        try:
+            networks.append(ipaddress.ip_network(text))
+        except ValueError as exc:  # a typo, or host bits set (10.0.0.1/8): say so, guess nothing
+            raise ConfigError(f"{key}:{index}: {exc}") from None
+    return tuple(networks)
+
+
+def _repositories(value, key):
+    """A non-empty list of repository references, parsed like an app's."""
+    _need(isinstance(value, list) and value, key,
+          "must be a non-empty list of repositories; leave it out to allow any app's")
+    return frozenset(_repository(name, f"{key}:{index}") for index, name in enumerate(value))
+
+
 def _container(value, key):
     _need(isinstance(value, str) and CONTAINER_RE.fullmatch(value), key,
           f"invalid container name {value!r}")
@@ -204,6 +236,17 @@ def _target(value, key):
     return value
 
 
+def minion_chosen(target, tgt_type):
+    """Why a minion could match `target` by what it says about itself, or None."""
+    if tgt_type in MINION_CHOSEN_TGT_TYPES:
+        return f"tgt_type {tgt_type} matches on grains, which each minion sets for itself"
+    found = MINION_CHOSEN_COMPOUND_RE.search(target) if tgt_type == "compound" else None
+    if found:
+        return (f"compound target uses {found.group(1)}@, which matches on what each minion "
+                "reports about itself (grains, its addresses)")
+    return None
+
+
 # ---------------------------------------------------------------------------
 # The table.
 
@@ -272,6 +315,13 @@ KEYS = (
     Key("sources.<source>.timestamp_header", "header carrying the send time (Unix seconds), for "
         "senders that sign it: the HMAC then covers `<timestamp>.<body>`, and a request older than "
         "`push_window` is a replay", None, _text),
+    Key("sources.<source>.allow_from", "networks (CIDR, IPv4/IPv6) a post may come from; the "
+        "saltcd_webhook engine answers any other sender 403 before reading its body", None, _networks,
+        shown="any address"),
+    Key("sources.<source>.repositories", "repositories the source may announce; a post with a "
+        "tagged manifest push of any other is refused and counted at the door (answered 200: a registry "
+        "holds back every later notification while it retries a refused one)", None, _repositories,
+        shown="any app's (a push no app deploys is ignored)"),
     Key("max_body_bytes", "largest webhook body accepted; a larger one is refused before it is "
         "decoded or stored", 1048576, _integer_between(1024, 64 * 1048576, "a byte count")),
     Key("ci_minions", "minion ids allowed to fire `saltcd/push`", [], _minion_ids),
@@ -288,7 +338,8 @@ KEYS = (
     Key("rejections_days", "days rejection records and counts are kept", 30, _number(1)),
     Key("notify", "rollout notifications, sent by the `saltcd_notify` engine: a list of "
         "`{url, format: json|slack, events: [started, failed, rolled_back, finished], secret, timeout, "
-        "retries}`; `secret` (sdb:// allowed) is sent as `Authorization: Bearer <secret>`; "
+        "retries}`; `secret` (sdb:// allowed) is sent as `Authorization: Bearer <secret>` and needs an "
+        "`https://` URL (or a numeric loopback address); redirects are never followed; "
         "defaults: format `json`, every event, timeout 5 s, 2 retries", [], _notify),
     Key("registries", "how to reach each registry host (the digest lookup)", {}, _mapping,
         shown="https, anonymous"),
@@ -366,6 +417,12 @@ KEYS = (
     Key(f"{APP}.windows", "when auto rollouts may start, e.g. `[\"Mon-Fri 09:00-17:00 Europe/Berlin\"]` "
         "(days, local time range, IANA zone; UTC when left out)", [], _windows, per_env=True,
         shown="any time"),
+    Key(f"{APP}.drift", "what `deploy.resume` does when the environment's tag moved at the registry "
+        "without a notification saltcd trusted: `deploy` it, `record` it (a push waiting for "
+        "`deploy.approve` and an `awaiting_approval` event) or `ignore` it",
+        None, _one_of(DRIFT), per_env=True,
+        shown="`record` for an app with its own `push_secret` when no webhook source is "
+              "configured, else `deploy`"),
     Key(f"{APP}.ci_minions", "extra CI minion ids for this app", [], _minion_ids),
     Key(f"{APP}.push_secret", "this app's own HMAC key for `saltcd/push`, used instead of "
         "`push_secret`: a CI job given only this key can push only this app (≥ 16 characters; "
@@ -374,6 +431,9 @@ KEYS = (
     Key(f"{ENV}.target", "Salt target of the environment's minions", REQUIRED, _target),
     Key(f"{ENV}.tgt_type", "how `target` matches: " + ", ".join(f"`{t}`" for t in TGT_TYPES), "glob",
         _one_of(TGT_TYPES)),
+    Key(f"{ENV}.allow_minion_chosen_target", "allow a target a minion can match itself into "
+        "(`grain`, `grain_pcre`, or `G@`/`P@`/`S@` in a compound): such a minion joins the "
+        "environment and receives its deploy data and secrets", False, _boolean),
 )
 
 
@@ -507,6 +567,8 @@ class Deployment:
     # None: derived (the properties below), so one place says how.
     batch_timeout: float = None
     watch: float = None
+    drift: str = "deploy"  # load() derives the default (see the key table)
+    allow_minion_chosen_target: bool = False
 
     @property
     def batch_deadline(self):
@@ -594,6 +656,25 @@ class Source:
     hmac_secret: str = field(default=None, repr=False)
     signature_header: str = "X-Hub-Signature-256"
     timestamp_header: str = None
+    # None: any sender address / any repository (what no app deploys is ignored).
+    allow_from: tuple = None
+    repositories: frozenset = None
+
+    def allows_sender(self, address):
+        """May a post come from `address` (the connection's peer, text)?"""
+        if self.allow_from is None:
+            return True
+        try:
+            peer = ipaddress.ip_address(address)
+        except ValueError:
+            return False  # not an IP peer (a Unix socket): not on any listed network
+        if peer.version == 6 and peer.ipv4_mapped is not None:
+            peer = peer.ipv4_mapped  # a dual-stack socket's view of an IPv4 sender
+        return any(peer in network for network in self.allow_from)
+
+    def may_announce(self, repository):
+        """May this source announce pushes of `repository` (a references.Repository)?"""
+        return self.repositories is None or repository in self.repositories
 
 
 @dataclass(frozen=True)
@@ -678,6 +759,11 @@ def _deployment(app, env, app_present, app_settings, raw_env, key, resolve_secre
                                                    and ":" in values["ports"][0].split("/")[0]),
           f"{key}:strategy", "start-first needs exactly one port, `\"host:container\"`, for the "
           f"proxy to publish (the app has {list(values['ports'])})")
+    if not values["allow_minion_chosen_target"]:
+        why = minion_chosen(values["target"], values["tgt_type"])
+        _need(why is None, f"{key}:target", f"{why}: a minion could put itself into this environment "
+              "and receive its deploy data; target by minion id, pillar or nodegroup, or set "
+              "allow_minion_chosen_target: true")
     wanted = set(Deployment.__dataclass_fields__) - {"app", "env"}
     return Deployment(app=app, env=env, **{name: values[name] for name in wanted})
 
@@ -740,6 +826,13 @@ def _source(name, raw, resolve_secret):
     return Source(name=name, **conf)
 
 
+def _default_drift(own_push_secret, webhook_sources):
+    """An app pushed only by signed CI pushes records drift: a moved tag then
+    came from someone who could write to the registry but held no push key.
+    With a webhook source, registry write access is deploy access anyway."""
+    return "record" if own_push_secret and not webhook_sources else "deploy"
+
+
 def load(raw, resolve_secret=lambda value: value):
     """Validate the `saltcd:` mapping of the master config into Settings.
 
@@ -757,6 +850,10 @@ def load(raw, resolve_secret=lambda value: value):
         secret = apps[name].pop("push_secret", None)
         if secret is not None:
             app_push_secrets[name] = secret
+    for pair, dep in deployments.items():
+        if dep.drift is None:
+            deployments[pair] = dataclasses.replace(dep, drift=_default_drift(
+                pair[0] in app_push_secrets, bool(top["sources"])))
     seen = {}
     for name, app in apps.items():
         other = seen.setdefault(app["repository"], name)

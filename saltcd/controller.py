@@ -10,6 +10,8 @@ import logging
 import time
 
 from saltcd import (
+    deploy_pillar,
+    holder,
     ingress_key,
     intake,
     locking,
@@ -22,10 +24,15 @@ from saltcd import (
     windows,
 )
 from saltcd.errors import NotFound, SaltcdError
+from saltcd.notifications import shown
 
 log = logging.getLogger(__name__)
 
 MAX_DRAIN_ROUNDS = 20
+# Pushes kept waiting for approval per environment: whoever can push the tag (or
+# post to a token webhook) could otherwise fill the store. Past it the oldest
+# are superseded; approval never picks among several without being told which.
+MAX_AWAITING = 20
 # Requests a person made on purpose: cooldown and windows never hold them in the
 # queue (the window was checked, or overridden with force, when they were made).
 OPERATOR_KINDS = ("operator", "rollback", "promote")
@@ -57,6 +64,18 @@ class Controller:
     def _tag_digest(self, dep, tag):
         """The digest `tag` of dep's repository has at its registry now (RegistryError if unknown)."""
         return self.resolve(dep.repository, tag, self.settings.registry(dep.repository.registry))
+
+    def _confirm_signed(self, dep, digest):
+        """Raise RegistryError unless the registry has `digest` under dep's repository
+        (a CI job's key may sign any digest; only this repository's may deploy)."""
+        try:
+            found = self.resolve(dep.repository, digest, self.settings.registry(dep.repository.registry))
+        except registry_client.TagNotFound:
+            raise registry_client.RegistryError(
+                f"{dep.repository} has no manifest {rollout.short(digest)} at its registry") from None
+        if found != digest:
+            raise registry_client.RegistryError(
+                f"the registry answered {rollout.short(found)} for {rollout.short(digest)}")
 
     def _lock(self, app, env):
         return locking.lock_path(self.lock_dir, app, env)
@@ -104,6 +123,12 @@ class Controller:
         needs `digest=`.
         """
         dep = self.settings.deployment(request["app"], request["env"])
+        if request.get("signed_digest"):
+            # CI signed this digest: it is what waits (the rollout confirms the
+            # registry has it), and what saltcd heard of for the tag.
+            request["digest_error"] = None
+            self.records.set_resolved(request["app"], request["env"], request["tag"], request["digest"])
+            return
         try:
             request["digest"] = self._tag_digest(dep, request["tag"])
             request["digest_error"] = None
@@ -115,10 +140,24 @@ class Controller:
                         request["app"], request["env"], exc)
 
     def _await_approval(self, request):
-        """Keep a push of a manual environment for `deploy.approve`, and say so."""
+        """Keep a push of a manual environment for `deploy.approve`, and say so;
+        once per digest (a push of a digest already waiting adds nothing), and at
+        most MAX_AWAITING per environment (the oldest are superseded).
+
+        Returns False when the push was a duplicate and nothing was recorded."""
+        app, env = request["app"], request["env"]
+        waiting = self.records.awaiting(app, env)
+        if request.get("digest") and any(w.get("digest") == request["digest"] for w in waiting):
+            log.info("saltcd: %s/%s: %s is already waiting for approval", app, env,
+                     rollout.short(request["digest"]))
+            return False
         self.records.add_awaiting(request)
-        self.reporter.fire(rollout.deploy_tag(request["app"], request["env"], "awaiting_approval"),
-                           _awaiting_view(request))
+        for older in waiting[:max(len(waiting) + 1 - MAX_AWAITING, 0)]:
+            self.records.drop_awaiting(app, env, older["id"])
+            self._supersede_record(older, request, reason=f"more than {MAX_AWAITING} pushes were "
+                                                          "waiting for approval: the oldest gave way")
+        self.reporter.fire(rollout.deploy_tag(app, env, "awaiting_approval"), _awaiting_view(request))
+        return True
 
     def check_window(self, app, env, force=False, now=None):
         """Refuse an operator's rollout while `env`'s windows are closed, unless `force`."""
@@ -189,31 +228,48 @@ class Controller:
         self.records.add_request(request)
         return request
 
-    def approve(self, app, env, user, digest=None, force=False):
-        """Release the newest push waiting in a manual environment, pinned to the digest
-        the registry had when it was pushed (older waiting pushes: superseded).
+    def approve(self, app, env, user, digest=None, force=False, request=None):
+        """Release a push waiting in a manual environment, pinned to the digest
+        the registry had when it was pushed (the other waiting pushes: superseded).
 
+        With one push waiting, that one; with several, only the one named by
+        `request=` (its id) or `digest=`: whoever can push the tag must not be
+        able to slip a newer push in between the review and the approval.
         Refused when the tag has moved since (or can't be checked), unless
-        `digest=` names what to deploy: one of the waiting pushes' digests or
-        the tag's digest at the registry now (see _approved_digest).
+        `digest=` or `request=` names what to deploy (see _approved_digest).
         """
         self.check_window(app, env, force)
         waiting = self.records.awaiting(app, env)
         if not waiting:
             raise NotFound(f"no push of {app} is waiting for approval in {env}")
-        chosen, note = self._approved_digest(app, env, waiting, digest)
-        # The push the approved digest came with (the newest, unless digest= names an older one).
-        newest = next((w for w in reversed(waiting) if w.get("digest") == chosen), waiting[-1])
+        if request is not None:
+            chosen_push = next((w for w in waiting if w["id"] == str(request)), None)
+            if chosen_push is None:
+                raise Refused(f"no push {shown(request, 60)!r} is waiting for approval in {app}/{env}; "
+                              f"waiting: {_candidates(waiting)}")
+            if chosen_push.get("digest") is None and digest is None:
+                raise Refused(f"the digest of push {chosen_push['id']} is unknown "
+                              f"({chosen_push.get('digest_error')}); review the image and approve with "
+                              f"digest=sha256:...")
+            chosen, note = (chosen_push["digest"], f" (request={chosen_push['id']})") if digest is None \
+                else self._approved_digest(app, env, [chosen_push], digest)
+        else:
+            if digest is None and len(waiting) > 1:
+                raise Refused(f"{len(waiting)} pushes of {app} are waiting for approval in {env}: "
+                              f"{_candidates(waiting)}; approve one with request=<id> or digest=<digest>")
+            chosen, note = self._approved_digest(app, env, waiting, digest)
+            chosen_push = next((w for w in reversed(waiting) if w.get("digest") == chosen), waiting[-1])
         for older in waiting:
-            if older["id"] != newest["id"]:
+            if older["id"] != chosen_push["id"]:
                 self.records.drop_awaiting(app, env, older["id"])
-                self._supersede_record(older, newest)
-        newest.update({"approved_by": user, "approved": time.time(), "awaiting_approval": False,
-                       "pushed_digest": newest.get("digest"), "digest": chosen,
-                       "reason": f"approved by {user}: {rollout.short(chosen)}{note}"})
-        self.records.add_request(newest)
-        self.records.drop_awaiting(app, env, newest["id"])
-        return newest
+                self._supersede_record(older, chosen_push, reason=f"{user} approved "
+                                       f"{rollout.short(chosen)} (push {chosen_push['id']}) instead")
+        chosen_push.update({"approved_by": user, "approved": time.time(), "awaiting_approval": False,
+                            "pushed_digest": chosen_push.get("digest"), "digest": chosen,
+                            "reason": f"approved by {user}: {rollout.short(chosen)}{note}"})
+        self.records.add_request(chosen_push)
+        self.records.drop_awaiting(app, env, chosen_push["id"])
+        return chosen_push
 
     def _approved_digest(self, app, env, waiting, digest):
         """The digest an approval deploys, with a note, or Refused with the reason.
@@ -225,6 +281,9 @@ class Controller:
         which record where it came from.
         """
         newest = waiting[-1]
+        if newest.get("signed_digest") and not digest:
+            # What CI signed is what was reviewed, wherever the tag went since.
+            return newest["digest"], " (signed by CI)"
         dep = self.settings.deployment(app, env)
         try:
             current, unreachable = self._tag_digest(dep, newest["tag"]), None
@@ -318,7 +377,10 @@ class Controller:
         compared with what the first pass found it at (its baseline; a tag not
         there yet counts): what ran before saltcd watched is left alone, and a
         first push whose notification was lost is caught like any other.
-        Environments with queued work are left alone. One pass at a time (a
+        Environments with queued work are left alone. What a moved tag does is
+        the environment's `drift`: `deploy` it (auto environments), `record` it
+        as a push waiting for approval (always so in manual ones), or `ignore`
+        it: a tag nobody announced is the registry pusher's word alone. One pass at a time (a
         `deploy.resume` by hand beside the schedule's skips it): two at once
         would each count as a pass, and a push merely in flight would be taken
         for a lost one.
@@ -329,6 +391,8 @@ class Controller:
                 log.info("saltcd: another deploy.resume is reconciling; this one leaves it to that one")
                 return made
             for dep in self.settings.deployments():
+                if dep.drift == "ignore":
+                    continue
                 for tag in sorted(t for t, env in self.settings.tag_environments.items() if env == dep.env):
                     request = self._reconcile_tag(dep, tag)
                     if request:
@@ -372,24 +436,25 @@ class Controller:
                         "trigger": {"kind": "reconcile", "origin": "deploy.resume"},
                         "reason": f"{tag} moved to {rollout.short(current)} at the registry "
                                   f"without a notification reaching saltcd"})
-        if dep.mode == "manual":
+        if dep.mode == "manual" or dep.drift == "record":
+            # Nobody vouched for this digest: a person decides (drift: record).
             return self._reconciled_awaiting(request, current)
         self.records.add_request(request)
         log.warning("saltcd: %s/%s: %s", app, env, request["reason"])
         return request
 
     def _reconciled_awaiting(self, request, digest):
-        """A manual environment's lost push: wait for approval, as if it had arrived.
+        """A moved tag of a manual environment (or one whose drift is `record`):
+        wait for approval, as if its push had arrived.
 
         Recorded once per digest: the digest becomes what saltcd heard of for
         the tag, and one already waiting is not recorded twice.
         """
         app, env = request["app"], request["env"]
         self.records.set_resolved(app, env, request["tag"], digest)
-        if any(w.get("digest") == digest for w in self.records.awaiting(app, env)):
-            return None
         request.update({"awaiting_approval": True, "digest": digest, "digest_error": None})
-        self._await_approval(request)
+        if not self._await_approval(request):
+            return None
         log.warning("saltcd: %s/%s: %s; awaiting approval", app, env, request["reason"])
         return request
 
@@ -441,11 +506,14 @@ class Controller:
         self.reporter.progress(f"{request['app']}/{request['env']}: waiting: {held['reason']}")
 
     def _mark_interrupted(self, app, env):
-        """Records still `running` while we hold the lock belong to a dead process."""
+        """Records still `running` while we hold the lock belong to a dead process;
+        the deploy data it published (and could not withdraw) goes with them."""
         for record in self.records.running_rollouts(app, env):
             record.update({"status": "interrupted", "ended": time.time(),
                            "reason": "the process running it stopped (master restart?)"})
             self.records.save_rollout(record)
+            deploy_pillar.DeployPillar(self.records.cache).withdraw_rollout(
+                record.get("minions") or [], app, record["id"])
             self.reporter.fire(rollout.deploy_tag(app, env, "interrupted"),
                                {"rollout": record["id"], "app": app, "env": env})
 
@@ -457,11 +525,10 @@ class Controller:
             self.records.set_resolved(older["app"], older["env"], older["tag"], older["digest_hint"])
         self.records.drop_request(older["app"], older["env"], older["id"])
 
-    def _supersede_record(self, older, newest):
+    def _supersede_record(self, older, newest, reason="a newer push arrived before this one ran"):
         record = self._new_record(older)
         record.update({"status": "superseded", "ended": time.time(),
-                       "superseded_by": newest["id"],
-                       "reason": "a newer push arrived before this one ran"})
+                       "superseded_by": newest["id"], "reason": reason})
         self.records.save_rollout(record)
         self.reporter.fire(rollout.deploy_tag(older["app"], older["env"], "superseded"),
                            {"rollout": record["id"], "request": older["id"], "superseded_by": newest["id"],
@@ -478,6 +545,7 @@ class Controller:
             "tag": request["tag"],
             "digest_hint": request.get("digest_hint"),
             "pinned": request.get("digest"),
+            "signed_digest": bool(request.get("signed_digest")),
             "approved_by": request.get("approved_by"),
             "note": request.get("reason"),
             "received": request.get("received"),
@@ -488,15 +556,20 @@ class Controller:
         app, env = request["app"], request["env"]
         deployment = self.settings.deployment(app, env)
         record = self._new_record(request)
+        record["holder"] = holder.current()  # whose deploy data the minions may be served
         try:
             # A pinned request (a rollback) needs no registry: the digest was
             # deployed before and is on the minions or in the registry by digest.
+            # A digest CI signed is confirmed: it must be this repository's.
             digest = request.get("digest") or self._tag_digest(deployment, request["tag"])
+            if request.get("signed_digest"):
+                self._confirm_signed(deployment, digest)
         except registry_client.RegistryError as exc:
             # A plan that can't name its digest is no plan: failed (non-zero) in test mode too.
+            what = "signed digest refused" if request.get("signed_digest") else "digest not resolved"
             record.update({"status": "failed", "ended": time.time(),
                            "to_digest": None,
-                           "reason": f"digest not resolved, nothing changed: {exc}"})
+                           "reason": f"{what}, nothing changed: {exc}"})
             if not test:
                 self.records.save_rollout(record)
                 self.records.drop_request(app, env, request["id"])
@@ -507,7 +580,7 @@ class Controller:
         last_good = self.records.env_state(app, env).get("last_good")
         run = None
         try:
-            if not request.get("digest") and not test:
+            if (not request.get("digest") or request.get("signed_digest")) and not test:
                 self.records.set_resolved(app, env, request["tag"], digest)
             hint = request.get("digest_hint")
             if hint and hint != digest:
@@ -612,6 +685,14 @@ class Controller:
             view.update(held)
             view["runs_at"] = _when(held["not_before"]) if held["not_before"] else None
         return view
+
+
+def _candidates(waiting):
+    """The pushes waiting for approval, one phrase each, for a refusal."""
+    return "; ".join(
+        f"request={w['id']} digest={w.get('digest') or 'unknown'} "
+        f"pushed {_when(w['received']) if w.get('received') else '?'} "
+        f"by {w['trigger'].get('kind')} {shown(w['trigger'].get('origin'), 60)}" for w in waiting)
 
 
 def _awaiting_view(request):

@@ -13,15 +13,25 @@ The pulls ahead of the batches (saltcd.prepull) serve a minion its entry in
 the same way from the start of its pull until the pull returns or its batch
 takes the entry over, and withdraw it when the rollout ends.
 
+An entry cannot outlive its rollout: it names the rollout and the process
+running it (saltcd.holder), and is served only while that rollout is
+recorded as running and that process lives. A drain killed mid-batch cannot
+withdraw what it published; its entries stop being served at once, and are
+removed when the next drain marks the rollout interrupted (withdraw_rollout).
+
 App environment values may be `sdb://profile/key` (resolved on the master when
 the pillar is built, strictly: an unresolved URI is an error, never a value)
 or come from the minion's own pillar under `saltcd_environment:<app>`.
 """
 
+from saltcd import holder, store
+
 BANK = "saltcd/pillar"
 PILLAR_KEY = "saltcd_deploy"
 ENV_PILLAR_KEY = "saltcd_environment"
 SELECTOR_KEYS = ("app", "env", "digest")
+# What ties an entry to its rollout: checked on the master, never sent to the minion.
+OWNER_KEYS = ("rollout", "holder")
 
 
 class UnresolvedSecret(ValueError):
@@ -63,13 +73,24 @@ class DeployPillar:
             if current and all(current.get(k) == data[k] for k in SELECTOR_KEYS):
                 self.cache.flush(_bank(minion), data["app"])
 
+    def withdraw_rollout(self, minions, app, rollout_id):
+        """Take back every entry of `app` that rollout `rollout_id` published (an
+        interrupted rollout's, which its own process can no longer withdraw)."""
+        for minion in minions:
+            current = self.cache.fetch(_bank(minion), app)
+            if current and current.get("rollout") == rollout_id:
+                self.cache.flush(_bank(minion), app)
+
     def entries(self, minion):
-        """{app: entry} published for `minion` (empty for a minion not in a batch)."""
+        """{app: entry} published for `minion` by a rollout that still runs
+        (empty for a minion not in a batch)."""
         bank = _bank(minion)
+        records = store.Store(self.cache)
         out = {}
         for app in self.cache.list(bank):
             entry = self.cache.fetch(bank, app)
-            if entry:
+            if entry and records.is_running(app, entry.get("env"), entry.get("rollout")) \
+                    and holder.alive(entry.get("holder")):
                 out[app] = entry
         return out
 
@@ -102,6 +123,7 @@ def build(entries, pillar, resolve):
         return {}
     deploy = {}
     for app, entry in entries.items():
+        entry = {key: value for key, value in entry.items() if key not in OWNER_KEYS}
         deploy[app] = {**entry, "environment": resolved_environment(
             app, entry.get("environment") or {}, pillar, resolve)}
     return {PILLAR_KEY: deploy}

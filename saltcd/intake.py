@@ -1,8 +1,9 @@
 """From an event on the master's bus to deploy requests.
 
 Two doors lead in: a registry webhook (tag `saltcd/ingress/<source>` from
-the saltcd_webhook engine, which authenticated the request at the door and
-vouches for the event with a MAC made with a master-local key; or
+the saltcd_webhook engine, which authenticated the request at the door,
+reduced its body to the pushes in it (checked again here) and vouches for
+the event with a MAC made with a master-local key; or
 `salt/netapi/hook/...` from salt-api, with header digests), and a CI job's
 `salt-call event.send saltcd/push {...}`, signed with the push secret (its
 app's own, or the global one), which arrives wrapped with the sending minion's
@@ -23,7 +24,7 @@ import logging
 import time
 from dataclasses import dataclass, field
 
-from saltcd import ingress_auth, ingress_key, notifications, store
+from saltcd import ingress_auth, ingress_key, notifications, references, store
 from saltcd.errors import NotFound
 
 log = logging.getLogger(__name__)
@@ -99,6 +100,36 @@ def _hook_body(data, settings):
     return body
 
 
+def _engine_parsed(data):
+    """The Parsed of an engine envelope (its MAC checked), every field checked
+    again against the reference grammar: the MAC proves who reduced the body,
+    not that the reduction was right."""
+    parsed = notifications.Parsed()
+    for index, item in enumerate(data["pushes"]):
+        if not isinstance(item, dict) or set(item) != set(ingress_key.PUSH_FIELDS):
+            raise notifications.PayloadError(f"push {index}: not a push of the saltcd_webhook engine")
+        try:
+            parsed.pushes.append(notifications._push(*(item[k] for k in ingress_key.PUSH_FIELDS)))  # pylint: disable=protected-access
+        except references.ReferenceError as exc:
+            raise notifications.PayloadError(f"push {index}: {exc}") from None
+    # The engine keeps IGNORED_KEPT and one line counting the rest.
+    for reason in data["ignored"][:ingress_key.IGNORED_KEPT + 1]:
+        if not isinstance(reason, str):
+            raise notifications.PayloadError("ignored: not a list of reasons")
+        parsed.ignored.append(shown(reason))
+    return parsed
+
+
+def check_announced(webhook, pushes):
+    """Raise NotAllowed at the first push of a repository that `webhook` (a
+    config.Source) may not announce (its `repositories`). The engine's door
+    and the runner both ask this."""
+    for push in pushes:
+        if not webhook.may_announce(push.repository):
+            raise NotAllowed(f"source {webhook.name!r} may not announce repository "
+                             f"'{shown(str(push.repository), 120)}' (not in its `repositories`)")
+
+
 def _parse_hook(tag, data, settings, now, engine_key, nonces):
     """A webhook event (engine envelope or salt-api hook) -> Parsed, or raise."""
     present = _minion_fields(data)
@@ -107,16 +138,25 @@ def _parse_hook(tag, data, settings, now, engine_key, nonces):
             f"hook event carries minion fields {present}: fired by a minion, not the webhook")
     webhook = _webhook_source(tag, settings)
     if tag.startswith(INGRESS_PREFIX):
-        # The engine checked the source's credential at the door; the MAC
-        # proves this event is the engine's, the nonce that it is new.
+        # The engine checked the source's address and credential at the door
+        # and reduced the body to its pushes; the MAC proves this event is
+        # the engine's, the nonce that it is new.
         try:
             ingress_key.verify(engine_key, webhook.name, data, now, settings.push_window,
                                nonces.first_sighting if nonces else None)
         except ingress_key.Forged as exc:
             raise ingress_auth.Unauthenticated(str(exc)) from None
+        parsed = _engine_parsed(data)
     else:
+        if webhook.allow_from is not None:
+            # salt-api's event names no sender address: fail closed.
+            raise NotAllowed(f"source {webhook.name!r} has `allow_from`, which salt-api's hook event "
+                             "cannot be checked against (it carries no sender address): post to "
+                             "the saltcd_webhook engine")
         ingress_auth.check(webhook, data, now=now, window=settings.push_window)
-    return notifications.PARSERS[webhook.format](_hook_body(data, settings))
+        parsed = notifications.PARSERS[webhook.format](_hook_body(data, settings))
+    check_announced(webhook, parsed.pushes)
+    return parsed
 
 
 def _parse(tag, data, source, settings, now=None, nonces=None, engine_key=None):
@@ -192,7 +232,7 @@ def classify(tag, data, settings, now=None, nonces=None, engine_key=None):
         except NotFound as exc:
             verdict.ignored.append(str(exc))
             continue
-        verdict.requests.append({
+        request = {
             "id": store.new_id(now),
             "app": app,
             "env": env,
@@ -202,7 +242,13 @@ def classify(tag, data, settings, now=None, nonces=None, engine_key=None):
             "trigger": source,
             "received": now,
             "awaiting_approval": deployment.mode == "manual",
-        })
+        }
+        if source["kind"] == "ci" and push.digest:
+            # The signature covers the digest: it is a pin, not a hint. The
+            # rollout deploys exactly it (once the registry confirms it has it
+            # under this repository), wherever the tag points by then.
+            request.update({"digest": push.digest, "signed_digest": True})
+        verdict.requests.append(request)
     return verdict
 
 

@@ -69,12 +69,18 @@ def system_ca():
 def resolve_digest(repository, tag, settings):
     """Return the digest `repository:tag` has at its registry, or raise RegistryError.
 
+    `tag` may also be a digest (`sha256:...`): then the answer is that digest
+    if the registry has a manifest of it under `repository` (TagNotFound if
+    not), which is how a digest signed by CI is confirmed before it deploys.
     `repository` is a references.Repository, `settings` a config.Registry (scheme,
     credentials, timeout, ca_file, client_cert/client_key). Clients are cached per
     (registry, path, settings), so a Bearer token is reused while it is valid.
     """
     try:
-        references.parse_tag(tag)
+        if str(tag).startswith("sha256:"):
+            references.parse_digest(tag)
+        else:
+            references.parse_tag(tag)
     except references.ReferenceError as exc:
         raise RegistryError(f"not asking registry {repository.registry}: {exc}") from None
     return _client(repository, settings).resolve(tag)
@@ -195,8 +201,9 @@ class _Client:
             except requests.HTTPError as exc:
                 status = exc.response.status_code if exc.response is not None else "?"
                 if status == 404:
+                    at = "@" if tag.startswith("sha256:") else ":"
                     raise TagNotFound(
-                        f"{self.repository}:{tag} does not exist at registry {self.name}") from None
+                        f"{self.repository}{at}{tag} does not exist at registry {self.name}") from None
                 raise RegistryError(f"registry {self.name} answered HTTP {status}") from None
             except requests.RequestException as exc:
                 raise self._failed(exc) from None

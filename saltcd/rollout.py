@@ -97,6 +97,13 @@ class Rollout:
             self.reporter.fire(*finished_event(self.record))
         return self.record
 
+    def _pillar(self, digest):
+        """The deploy data of `digest`, tied to this rollout and the process running
+        it: the ext_pillar serves it only while both last (saltcd.deploy_pillar)."""
+        pillar = self.deployment.pillar(digest)
+        pillar["saltcd"].update(rollout=self.record["id"], holder=self.record.get("holder"))
+        return pillar
+
     # pulling ahead (saltcd.prepull)
     def _start_prepull(self, plan):
         """Start pulling on the minions of batch 2 on that will change (batch 1's
@@ -105,7 +112,7 @@ class Rollout:
         later = [m for step in plan[1:] for m, what in sorted(step["minions"].items()) if what["change"]]
         if not dep.prepull or not later or not hasattr(self.fleet, "puller"):
             return
-        self.prepull = prepull.Prepull(lambda: self.fleet.puller(dep.pillar(self.digest)), later,
+        self.prepull = prepull.Prepull(lambda: self.fleet.puller(self._pillar(self.digest)), later,
                                        dep.prepull, dep.state_timeout, self.record,
                                        notify=lambda minion, result: self._event("pulled", minion=minion, **result))
         self.record["prepull"] = self.prepull.report()
@@ -232,7 +239,7 @@ class Rollout:
         started = time.time()
         if self.prepull is not None:
             self.prepull.claim(batch)  # the batch owns these minions' deploy data now
-        results = self.fleet.apply(batch, dep.pillar(digest), dep.state_timeout, False,
+        results = self.fleet.apply(batch, self._pillar(digest), dep.state_timeout, False,
                                    limit=dep.batch_deadline, published=published)
         minions = {}
         for minion in batch:

@@ -286,6 +286,11 @@ class Store:
                 self.cache.flush(bank, key)  # a stale index entry
         return records
 
+    def is_running(self, app, env, rollout_id):
+        """True while rollout `rollout_id` of app/env is recorded as `running`
+        (lists the index's keys, reads no record)."""
+        return bool(rollout_id) and str(rollout_id) in self.cache.list(self._bank("running", app, env))
+
     def rollout(self, app, env, rollout_id):
         """One rollout record by its id (None when there is none, or the id is not one)."""
         if not ID_RE.fullmatch(str(rollout_id)):

@@ -14,6 +14,8 @@ import time
 from pathlib import Path
 from typing import Callable, Iterable
 
+from saltcd import holder
+
 log = logging.getLogger(__name__)
 
 
@@ -121,14 +123,8 @@ def argv(pid: int) -> list[str]:
 
 
 def _stat(pid: int) -> list[str] | None:
-    """The fields of /proc/<pid>/stat after the command name (the first is the
-    state, field 3), or None when pid is gone."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    # The command name, in parentheses, may itself hold ") ".
-    return stat.rsplit(")", 1)[1].split()
+    """The fields of /proc/<pid>/stat after the command name (saltcd.holder reads them)."""
+    return holder.stat_fields(pid)
 
 
 def is_zombie(pid: int) -> bool:
@@ -140,8 +136,7 @@ def is_zombie(pid: int) -> bool:
 def start_time(pid: int) -> str | None:
     """When pid started (clock ticks since boot, field 22), or None when it is gone:
     with the pid, it names one process even after the pid is reused."""
-    fields = _stat(pid)
-    return fields[19] if fields else None
+    return holder.start_time(pid)
 
 
 def alive(pid: int) -> bool:

@@ -84,6 +84,10 @@ APPS = {
     "stall": (18035, {"batch_timeout": 20}),
     # test_watch.py: an image that dies 4 s after it starts, with the shipped settle and watch.
     "dies": (18034, {}),
+    # test_fail_closed.py: a drain killed in its (one) batch's settle; a signed digest
+    # deployed while the tag points elsewhere.
+    "orphan": (18033, {"batch": "100%", "health": {"settle": 15}}),
+    "pinned": (18032, {}),
     # Per-environment secrets that must reach only their environment's minions.
     "secrets": (18050, {"environments": {
         "dev": {"environment": {"PORT": "8080", "APP_TOKEN": "dev-only-" + secrets.token_hex(12)}},
@@ -337,6 +341,10 @@ def salt_master(salt_factories, repo_root, registry, repositories, webhook_port,
     saltcd["registries"].update(auth_registries_config)
     # A Docker Hub style source: same bearer token (a proxy would add it).
     saltcd["sources"]["hub"] = {"format": "dockerhub", "token": webhook_token}
+    # test_webhook_engine.py: a source that takes posts from 127.0.0.2 only, and
+    # one that may announce one repository no app deploys.
+    saltcd["sources"]["fenced"] = {"token": webhook_token, "allow_from": ["127.0.0.2/32"]}
+    saltcd["sources"]["listed"] = {"token": webhook_token, "repositories": [f"{registry.host}/saltcd/listed-only"]}
     saltcd["notify"] = notify_receivers.config()
     overrides = {
         # salt_api: the lab checks that path's refusals too (a hook a minion forges).

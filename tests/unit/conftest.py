@@ -25,7 +25,7 @@ RAW = {
         },
         "api": {
             "repository": "127.0.0.1:5000/saltcd/api",
-            "environments": {"dev": {"target": "G@role:api", "tgt_type": "compound"}},
+            "environments": {"dev": {"target": "I@role:api", "tgt_type": "compound"}},
         },
     },
 }

@@ -1,0 +1,43 @@
+"""Which process runs a rollout, told apart from a later process that got its pid.
+
+A rollout's deploy data is served to minions only while the process that runs
+it lives (saltcd.deploy_pillar): a drain killed mid-batch leaves its record
+`running` until the next drain of that app/env marks it interrupted, and its
+entries must not outlive it meanwhile. The pid with its start time (clock
+ticks since boot, /proc/<pid>/stat field 22) names one process even after
+the pid is reused. Both live on the master that runs the drain.
+"""
+
+import os
+
+
+def stat_fields(pid):
+    """The fields of /proc/<pid>/stat after the command name (the first is the
+    state, field 3), or None when pid is gone."""
+    try:
+        with open(f"/proc/{int(pid)}/stat", encoding="ascii", errors="replace") as handle:
+            stat = handle.read()
+    except (OSError, ValueError):
+        return None
+    # The command name, in parentheses, may itself hold ") ".
+    return stat.rsplit(")", 1)[1].split()
+
+
+def start_time(pid):
+    """When pid started (clock ticks since boot), or None when it is gone."""
+    fields = stat_fields(pid)
+    return fields[19] if fields else None
+
+
+def current():
+    """This process: {"pid", "started"}."""
+    pid = os.getpid()
+    return {"pid": pid, "started": start_time(pid)}
+
+
+def alive(holder):
+    """True if the process `holder` (from current()) still runs (a zombie does not)."""
+    if not isinstance(holder, dict) or holder.get("started") is None:
+        return False
+    fields = stat_fields(holder.get("pid"))
+    return bool(fields) and fields[0] != "Z" and fields[19] == holder["started"]
