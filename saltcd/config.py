@@ -15,7 +15,9 @@ import re
 import types
 from dataclasses import dataclass, field
 
-from saltcd import batches, notifications, notify, references, rollout, windows
+import salt.utils.minions
+
+from saltcd import batches, container_spec, notifications, notify, references, rollout, windows
 from saltcd.errors import NotFound, SaltcdError
 
 NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
@@ -33,7 +35,10 @@ DRIFT = ("deploy", "record", "ignore")
 # `S@`) are what the minion reports about itself, so a minion that sets its own
 # grain would join the environment and receive its deploy data and secrets.
 MINION_CHOSEN_TGT_TYPES = ("grain", "grain_pcre")
-MINION_CHOSEN_COMPOUND_RE = re.compile(r"(?:^|[\s(])(?:not\s+)?([GPS])@")
+# Compound engines that match on what the minion reports (grains, grain PCRE,
+# its IP addresses, and 3008's resources, which the minion filters itself).
+MINION_CHOSEN_ENGINES = ("G", "P", "S", "T")
+COMPOUND_OPERATORS = ("and", "or", "not")
 # How a minion replaces its container (see salt/_states/saltcd_release.py).
 STRATEGIES = ("stop-first", "start-first")
 
@@ -231,6 +236,14 @@ def _notify(value, key):
     return value
 
 
+def _container_options(value, key):
+    """`options:`: docker_container.running's own options, checked with dockermod's table."""
+    try:
+        return container_spec.checked(value)
+    except container_spec.SpecError as exc:
+        raise ConfigError(f"{key}:{exc.option}: {exc}" if exc.option else f"{key}: {exc}") from None
+
+
 def _target(value, key):
     _need(isinstance(value, str) and value, key, "must be a Salt target string")
     return value
@@ -240,10 +253,18 @@ def minion_chosen(target, tgt_type):
     """Why a minion could match `target` by what it says about itself, or None."""
     if tgt_type in MINION_CHOSEN_TGT_TYPES:
         return f"tgt_type {tgt_type} matches on grains, which each minion sets for itself"
-    found = MINION_CHOSEN_COMPOUND_RE.search(target) if tgt_type == "compound" else None
-    if found:
-        return (f"compound target uses {found.group(1)}@, which matches on what each minion "
-                "reports about itself (grains, its addresses)")
+    if tgt_type != "compound":
+        return None
+    # Word by word as Salt's compound matcher reads them, each parsed by Salt's
+    # own parse_target (which also knows delimiters: `G|@role|web` is a grain match).
+    for word in target.split():
+        word = word.lstrip("(").rstrip(")")
+        if not word or word in COMPOUND_OPERATORS:
+            continue
+        engine = salt.utils.minions.parse_target(word).get("engine")
+        if engine in MINION_CHOSEN_ENGINES:
+            return (f"compound target uses {engine}@, which matches on what each minion "
+                    "reports about itself (grains, its addresses, its resources)")
     return None
 
 
@@ -359,6 +380,12 @@ KEYS = (
     Key(f"{APP}.ports", '`["host:container", …]`', [], _ports),
     Key(f"{APP}.environment", "container environment variables", {}, _environment_vars,
         per_env=True),
+    Key(f"{APP}.options", "the rest of the container: `docker_container.running`'s own options "
+        "(binds, volumes, networks with aliases, command, entrypoint, user, working_dir, labels, "
+        "mem_limit, log_driver/log_opt, extra_hosts, cap_add, read_only, tmpfs, sysctls, dns, ...), "
+        "checked with dockermod's translation table when the config loads; an environment's "
+        "options are merged over the app's, option by option; a change rolls out like a new digest",
+        {}, _container_options, per_env=True),
     Key(f"{APP}.restart_policy", "docker restart policy: " + ", ".join(f"`{p}`" for p in RESTART_POLICIES),
         "unless-stopped",
         _one_of(RESTART_POLICIES)),
@@ -421,8 +448,8 @@ KEYS = (
         "without a notification saltcd trusted: `deploy` it, `record` it (a push waiting for "
         "`deploy.approve` and an `awaiting_approval` event) or `ignore` it",
         None, _one_of(DRIFT), per_env=True,
-        shown="`record` for an app with its own `push_secret` when no webhook source is "
-              "configured, else `deploy`"),
+        shown="`record` for an app no webhook source may announce (see `sources.<source>.repositories`), "
+              "else `deploy`"),
     Key(f"{APP}.ci_minions", "extra CI minion ids for this app", [], _minion_ids),
     Key(f"{APP}.push_secret", "this app's own HMAC key for `saltcd/push`, used instead of "
         "`push_secret`: a CI job given only this key can push only this app (≥ 16 characters; "
@@ -568,6 +595,7 @@ class Deployment:
     batch_timeout: float = None
     watch: float = None
     drift: str = "deploy"  # load() derives the default (see the key table)
+    options: dict = field(default_factory=dict)
     allow_minion_chosen_target: bool = False
 
     @property
@@ -585,13 +613,28 @@ class Deployment:
         """Seconds the environment is watched after the last batch (default: the settle)."""
         return self.health.settle if self.watch is None else self.watch
 
-    def pillar(self, digest):
+    def spec(self):
+        """What the container is, beside its image: the release is digest + spec."""
+        spec = {name: getattr(self, name) for name in container_spec.FIELDS}
+        spec["ports"] = list(spec["ports"])
+        spec["options"] = self.options
+        return spec
+
+    @property
+    def spec_id(self):
+        """The fingerprint of spec(), the label `io.saltcd.spec` on its containers."""
+        return container_spec.fingerprint(self.spec())
+
+    def pillar(self, digest, spec=None):
         """The pillar the deploy SLS reads: everything it needs, nothing else.
 
+        `spec` (a spec() of before, to roll back to) replaces the app's own.
         Not published as is: SaltFleet.apply serves `saltcd` to the batch's
         minions through the `saltcd` ext_pillar and puts only its app, env and
         digest in the job (saltcd.deploy_pillar.split).
         """
+        spec = spec or self.spec()
+        spec_id = container_spec.fingerprint(spec)
         return {
             # dockermod sends `docker.ps` to the Salt mine after every container
             # call: five master round trips per replace, about 1.7 s a minion on
@@ -604,10 +647,12 @@ class Deployment:
                 "image": self.repository.pinned(digest),
                 "digest": digest,
                 "container": self.container,
-                "ports": list(self.ports),
-                "environment": dict(self.environment),
-                "restart_policy": self.restart_policy,
-                "stop_timeout": self.stop_timeout,
+                "ports": list(spec["ports"]),
+                "environment": dict(spec["environment"]),
+                "restart_policy": spec["restart_policy"],
+                "stop_timeout": spec["stop_timeout"],
+                "options": container_spec.with_label(spec["options"], spec_id),
+                "spec": spec_id,
                 "strategy": self.strategy,
                 "drain": self.drain,
                 "health": {
@@ -625,7 +670,7 @@ class Deployment:
 
 # The app keys the deploy state reads from the pillar above; its defaults.yaml
 # holds their defaults (generated by saltcd.config_reference).
-STATE_KEYS = ("ports", "environment", "restart_policy", "stop_timeout", "strategy", "drain",
+STATE_KEYS = ("ports", "environment", "options", "restart_policy", "stop_timeout", "strategy", "drain",
               "health")
 
 
@@ -826,11 +871,13 @@ def _source(name, raw, resolve_secret):
     return Source(name=name, **conf)
 
 
-def _default_drift(own_push_secret, webhook_sources):
-    """An app pushed only by signed CI pushes records drift: a moved tag then
-    came from someone who could write to the registry but held no push key.
-    With a webhook source, registry write access is deploy access anyway."""
-    return "record" if own_push_secret and not webhook_sources else "deploy"
+def _default_drift(repository, sources):
+    """An app no webhook source may announce is deployed by signed pushes and
+    operators only: a moved tag then came from someone who could write to the
+    registry but held no push key, so it is recorded for a person to approve.
+    With a source that announces it, registry write access is deploy access
+    anyway, and catching a lost notification up is what drift is for."""
+    return "deploy" if any(source.may_announce(repository) for source in sources.values()) else "record"
 
 
 def load(raw, resolve_secret=lambda value: value):
@@ -850,10 +897,10 @@ def load(raw, resolve_secret=lambda value: value):
         secret = apps[name].pop("push_secret", None)
         if secret is not None:
             app_push_secrets[name] = secret
+    sources = {name: _source(name, conf, resolve_secret) for name, conf in top["sources"].items()}
     for pair, dep in deployments.items():
         if dep.drift is None:
-            deployments[pair] = dataclasses.replace(dep, drift=_default_drift(
-                pair[0] in app_push_secrets, bool(top["sources"])))
+            deployments[pair] = dataclasses.replace(dep, drift=_default_drift(dep.repository, sources))
     seen = {}
     for name, app in apps.items():
         other = seen.setdefault(app["repository"], name)
@@ -863,7 +910,7 @@ def load(raw, resolve_secret=lambda value: value):
         apps=apps,
         tag_environments=top["tag_environments"],
         registries=_registries(top["registries"], resolve_secret),
-        sources={name: _source(name, conf, resolve_secret) for name, conf in top["sources"].items()},
+        sources=sources,
         ci_minions=top["ci_minions"],
         push_secret=top["push_secret"],
         app_push_secrets=app_push_secrets,

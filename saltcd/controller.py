@@ -247,6 +247,9 @@ class Controller:
             if chosen_push is None:
                 raise Refused(f"no push {shown(request, 60)!r} is waiting for approval in {app}/{env}; "
                               f"waiting: {_candidates(waiting)}")
+            if chosen_push.get("digest") and digest and digest != chosen_push["digest"]:
+                raise Refused(f"push {chosen_push['id']} carries {chosen_push['digest']}, not {shown(digest, 80)}: "
+                              f"approve it with request= alone, or another digest with digest= alone")
             if chosen_push.get("digest") is None and digest is None:
                 raise Refused(f"the digest of push {chosen_push['id']} is unknown "
                               f"({chosen_push.get('digest_error')}); review the image and approve with "
@@ -264,6 +267,11 @@ class Controller:
                 self.records.drop_awaiting(app, env, older["id"])
                 self._supersede_record(older, chosen_push, reason=f"{user} approved "
                                        f"{rollout.short(chosen)} (push {chosen_push['id']}) instead")
+        if chosen != chosen_push.get("digest"):
+            # The operator chose another image than the push carried: theirs, not
+            # the pusher's (and no longer what CI signed).
+            chosen_push.update({"signed_digest": False, "pushed_by": chosen_push["trigger"],
+                                "trigger": {"kind": "operator", "origin": user}})
         chosen_push.update({"approved_by": user, "approved": time.time(), "awaiting_approval": False,
                             "pushed_digest": chosen_push.get("digest"), "digest": chosen,
                             "reason": f"approved by {user}: {rollout.short(chosen)}{note}"})
@@ -586,8 +594,11 @@ class Controller:
             if hint and hint != digest:
                 record["note"] = (f"event said {rollout.short(hint)}, registry says {rollout.short(digest)}: "
                                   "registry wins")
+            if not test:
+                self.records.save_spec(app, env, deployment.spec_id, deployment.spec())
             run = rollout.Rollout(deployment, digest, self.fleet, self.reporter, record, save=save,
-                                  last_good=last_good, clock=self.clock)
+                                  last_good=last_good, clock=self.clock,
+                                  specs=lambda spec_id: self.records.spec(app, env, spec_id))
             result = run.run(test=test)
         except rollout.Interrupted as exc:
             self._abandon(run, record)

@@ -8,7 +8,10 @@ ticks since boot, /proc/<pid>/stat field 22) names one process even after
 the pid is reused. Both live on the master that runs the drain.
 """
 
+import logging
 import os
+
+log = logging.getLogger(__name__)
 
 
 def stat_fields(pid):
@@ -30,9 +33,15 @@ def start_time(pid):
 
 
 def current():
-    """This process: {"pid", "started"}."""
+    """This process: {"pid", "started"} ("started" None where /proc cannot be read:
+    then no minion is served this process's deploy data, and the log says why)."""
     pid = os.getpid()
-    return {"pid": pid, "started": start_time(pid)}
+    started = start_time(pid)
+    if started is None:
+        log.error("saltcd: cannot read /proc/%s/stat: the deploy pillar serves a rollout's data only "
+                  "while its process is known to run, so this rollout's batches will get none "
+                  "(saltcd needs Linux /proc, readable by the master's user)", pid)
+    return {"pid": pid, "started": started}
 
 
 def alive(holder):

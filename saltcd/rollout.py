@@ -24,7 +24,7 @@ A reporter provides `fire(tag, data)` (events) and `progress(text)`.
 import math
 import time
 
-from saltcd import batches, prepull
+from saltcd import batches, container_spec, prepull
 
 REJECTED_TAG = "saltcd/rejected"
 NO_ANSWER = "no answer within the timeout"
@@ -65,8 +65,13 @@ class Rollout:
     """Run one rollout and keep its record (a plain dict, saved through `save`)."""
 
     def __init__(self, deployment, digest, fleet, reporter, record, save=lambda record: None,
-                 last_good=None, clock=time):
+                 last_good=None, clock=time, specs=lambda spec_id: None):
         self.deployment = deployment
+        # The release is digest + spec; `specs(id)` finds an earlier spec (to say
+        # what changed, and to roll back to it), None when it is not known.
+        self.spec = deployment.spec()
+        self.spec_id = deployment.spec_id
+        self.specs = specs
         self.clock = clock  # monotonic() and sleep() of the watch; tests pass a fake
         # Where a minion goes back to when it ran nothing (or this digest) before.
         self.last_good = last_good
@@ -77,8 +82,20 @@ class Rollout:
         self.save = save
         self.prepull = None  # the pulls ahead while they run (saltcd.prepull)
         self.record.update(
-            {"to_digest": digest, "status": "running", "batches": [], "failed_minions": []}
+            {"to_digest": digest, "to_spec": self.spec_id, "status": "running", "batches": [],
+             "failed_minions": []}
         )
+
+    def _current(self, info):
+        """Does this inspected container run this rollout's release (digest and spec)?"""
+        return runs(info, self.digest, self.spec_id)
+
+    def _why(self, info):
+        """Why a minion changes: a new digest, or the spec (with what changed in it)."""
+        if not runs(info, self.digest):
+            return "new digest"
+        return "spec changed: " + ", ".join(
+            container_spec.changes(self.specs(info.get("spec")) if info.get("spec") else None, self.spec))
 
     # helpers
     def _event(self, suffix, **data):
@@ -97,10 +114,11 @@ class Rollout:
             self.reporter.fire(*finished_event(self.record))
         return self.record
 
-    def _pillar(self, digest):
-        """The deploy data of `digest`, tied to this rollout and the process running
-        it: the ext_pillar serves it only while both last (saltcd.deploy_pillar)."""
-        pillar = self.deployment.pillar(digest)
+    def _pillar(self, digest, spec=None):
+        """The deploy data of `digest` (with `spec`, else the app's own), tied to this
+        rollout and the process running it: the ext_pillar serves it only while
+        both last (saltcd.deploy_pillar)."""
+        pillar = self.deployment.pillar(digest, spec)
         pillar["saltcd"].update(rollout=self.record["id"], holder=self.record.get("holder"))
         return pillar
 
@@ -148,7 +166,9 @@ class Rollout:
                         "from": (before.get(minion) or {}).get("digest"),
                         "to": self.digest,
                         "answered": before.get(minion) is not None,
-                        "change": not runs(before.get(minion), self.digest),
+                        "change": not self._current(before.get(minion)),
+                        **({"why": self._why(before.get(minion))}
+                           if not self._current(before.get(minion)) else {}),
                     }
                     for minion in batch
                 },
@@ -174,13 +194,13 @@ class Rollout:
         first = batches.plan_batches(minions, dep.batch)[0]
         before = self.fleet.inspect(first, dep.container)
         rest = [m for m in minions if m not in first]
-        if rest and (test or all(runs(before.get(m), self.digest) for m in first)):
+        if rest and (test or all(self._current(before.get(m)) for m in first)):
             before.update(self.fleet.inspect(rest, dep.container))
             rest = []
         self._learn(minions, before)
         if test:
             return self._finish("planned")
-        if all(runs(before.get(m), self.digest) for m in minions):
+        if all(self._current(before.get(m)) for m in minions):
             self.reporter.progress(
                 f"{dep.app}/{dep.env}: every minion already runs {short(self.digest)}; nothing to do")
             return self._finish("unchanged")
@@ -209,6 +229,7 @@ class Rollout:
     def _learn(self, minions, before):
         """Record what each minion runs (as far as asked) and the plan that follows."""
         self.record["from_digests"] = {m: (before.get(m) or {}).get("digest") for m in minions}
+        self.record["from_specs"] = {m: (before.get(m) or {}).get("spec") for m in minions}
         self.record["plan"] = self.plan(minions, before)
 
     def _begin(self):
@@ -230,16 +251,16 @@ class Rollout:
             self._begin()
         return ask
 
-    def _run_batch(self, step, digest, kind="batch", published=None):
-        """Apply one batch and gate on its health; record and report the results
-        (`published`: see `_ask_the_rest`)."""
+    def _run_batch(self, step, digest, kind="batch", published=None, spec=None):
+        """Apply one batch (of `digest` with `spec`, else the app's) and gate on its
+        health; record and report the results (`published`: see `_ask_the_rest`)."""
         dep = self.deployment
         batch = sorted(step["minions"])
         self.reporter.progress(f"{dep.app}/{dep.env} {kind} {step['number']}: {', '.join(batch)} -> {short(digest)}")
         started = time.time()
         if self.prepull is not None:
             self.prepull.claim(batch)  # the batch owns these minions' deploy data now
-        results = self.fleet.apply(batch, self._pillar(digest), dep.state_timeout, False,
+        results = self.fleet.apply(batch, self._pillar(digest, spec), dep.state_timeout, False,
                                    limit=dep.batch_deadline, published=published)
         minions = {}
         for minion in batch:
@@ -319,6 +340,19 @@ class Rollout:
         """Stop where we are: the changed minions keep the new digest, for a person to look at."""
         return self._finish("paused", reason + "; paused, nothing rolled back")
 
+    def _previous_release(self, info):
+        """(digest, spec id) a minion goes back to, or None: what it ran before, or
+        the last good digest (with the current spec) when it ran nothing, or only
+        this rollout's digest with no earlier spec to go back to."""
+        previous, spec_id = info.get("digest"), info.get("spec")
+        if previous and previous != self.digest:
+            return previous, spec_id
+        if previous and spec_id and spec_id != self.spec_id:
+            return previous, spec_id  # a spec-only rollout: the same digest, the spec before
+        if self.last_good and self.last_good != self.digest:
+            return self.last_good, None
+        return None
+
     def _rollback(self, before, reason):
         """Give every minion touched by this rollout its previous digest back, gated."""
         # A minion that never answered cannot be reached to roll it back either:
@@ -330,30 +364,34 @@ class Rollout:
         self.record["unreachable"] = sorted(unreachable)
         if unreachable:
             reason += f"; not answering, left as they are: {', '.join(sorted(unreachable))}"
-        by_digest, nowhere = {}, []
+        by_release, nowhere = {}, []
         for minion in touched:
-            previous = (before.get(minion) or {}).get("digest")
-            if not previous or previous == self.digest:
-                previous = self.last_good
-            if previous and previous != self.digest:
-                by_digest.setdefault(previous, []).append(minion)
+            release = self._previous_release(before.get(minion) or {})
+            if release:
+                by_release.setdefault(release, []).append(minion)
             else:
                 nowhere.append(minion)
         if nowhere:
             reason += f"; no earlier good digest for {', '.join(sorted(nowhere))}"
+        unknown = sorted({s for _, s in by_release if s and self.specs(s) is None})
+        if unknown:
+            reason += f"; earlier spec(s) {', '.join(unknown)} not known, rolled back with the current one"
+        # What each minion went back to: the history's answer to "which release, exactly".
+        self.record["rolled_back_to"] = {m: {"digest": previous, "spec": spec_id or None}
+                                         for (previous, spec_id), ms in by_release.items() for m in ms}
         still_failed = []
-        for previous, minions in sorted(by_digest.items()):
+        for (previous, spec_id), minions in sorted(by_release.items(), key=lambda item: tuple(map(str, item[0]))):
+            spec = self.specs(spec_id) if spec_id else None
             for number, batch in enumerate(batches.plan_batches(minions, self.deployment.batch), 1):
-                step = {"number": number,
-                        "minions": {m: {"from": self.digest, "to": previous} for m in batch}}
-                still_failed.extend(self._run_batch(step, previous, kind="rollback")["failed"])
+                step = {"number": number, "minions": {m: {"from": self.digest, "to": previous} for m in batch}}
+                still_failed.extend(self._run_batch(step, previous, kind="rollback", spec=spec)["failed"])
         self.record["rollback_failed"] = still_failed + sorted(nowhere)
         status = "rolled_back" if not self.record["rollback_failed"] else "failed"
-        self._event("rolled_back", status=status, minions=sorted(m for ms in by_digest.values() for m in ms),
+        self._event("rolled_back", status=status, minions=sorted(m for ms in by_release.values() for m in ms),
                     failed=still_failed, reason=reason)
         if still_failed:
             reason += f"; rollback failed on {', '.join(still_failed)}"
-        elif by_digest:
+        elif by_release:
             reason += "; rolled back"
         return self._finish(status, reason)
 
@@ -390,6 +428,8 @@ def watch_problem(first, now):
     return None
 
 
-def runs(info, digest):
-    """True if the inspected container runs `digest` and is up."""
-    return bool(info) and info.get("digest") == digest and bool(info.get("running"))
+def runs(info, digest, spec=None):
+    """True if the inspected container runs `digest` (with the spec fingerprinted
+    `spec`, if given) and is up."""
+    return (bool(info) and info.get("digest") == digest and bool(info.get("running"))
+            and (spec is None or info.get("spec") == spec))

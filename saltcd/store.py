@@ -7,6 +7,7 @@ Banks (one key per record, every write atomic per key on the localfs driver):
 - `saltcd/running/<app>/<env>`: an index, one empty key per rollout still `running`
 - `saltcd/envs/<app>/<env>`: key `state`, the last digest that completed a rollout
 - `saltcd/awaiting/<app>/<env>`: pushes to manual environments, waiting for approval
+- `saltcd/specs/<app>/<env>`: container specs by fingerprint (the newest 20)
 - `saltcd/audit/rejected`: the newest rejected events in full (source, reason, time;
   never a secret)
 - `saltcd/audit/counts`: rejections counted per minute, source and reason; key
@@ -45,6 +46,9 @@ MAX_PAIRS_PER_MINUTE = 50
 OTHER = ("*", "other reasons")
 MAX_TEXT = 200
 ABSENT = "absent"  # a baseline: the tag did not exist at the registry yet
+# Container specs kept per app/env (a rollback needs the one before; a few more
+# let a plan say what changed against a minion left behind).
+SPECS_KEPT = 20
 
 
 def rejection(tag, source, reason, now=None):
@@ -318,6 +322,22 @@ class Store:
     def set_env_state(self, app, env, state):
         """Replace the per-environment state record."""
         self.cache.store(self._bank("envs", app, env), "state", state)
+
+    # container specs by fingerprint: what a rollout's plan compares with, and what a
+    # rollback restores (values as configured: sdb:// URIs stay URIs)
+    def save_spec(self, app, env, spec_id, spec, now=None):
+        """Keep `spec` under its fingerprint (the newest SPECS_KEPT per app/env)."""
+        bank = self._bank("specs", app, env)
+        self.cache.store(bank, spec_id, {"spec": spec, "saved": time.time() if now is None else now})
+        kept = sorted(((self.cache.fetch(bank, key) or {}).get("saved", 0), key) for key in self.cache.list(bank))
+        for _, key in kept[:-SPECS_KEPT]:
+            self.cache.flush(bank, key)
+
+    def spec(self, app, env, spec_id):
+        """The spec kept under `spec_id`, or None."""
+        if not spec_id:
+            return None
+        return (self.cache.fetch(self._bank("specs", app, env), str(spec_id)) or {}).get("spec")
 
     # per tag: what saltcd last resolved, what reconcile first found it at, and a
     # move it has seen once (reconcile)

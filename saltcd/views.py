@@ -308,7 +308,7 @@ def rollout_text(record, paint=None, now=None):
     if status == "planned":
         for step in record.get("plan") or []:
             for minion, item in sorted((step.get("minions") or {}).items()):
-                change = "change" if item.get("change") else "already there"
+                change = (item.get("why") or "change") if item.get("change") else "already there"
                 lines.append(f"  batch {step.get('number', '?')}: {minion}: {short(item.get('from'))} -> "
                              f"{short(item.get('to'))} ({change})")
     else:

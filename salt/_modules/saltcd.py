@@ -25,6 +25,8 @@ from salt.exceptions import CommandExecutionError
 # (tests/unit/test_minion_module.py) keeps it that way. It is an execution
 # module only so that the sync the runner already does brings it along.
 GRAMMAR = "saltcd_references"
+# The label saltcd puts the container spec's fingerprint in (saltcd.container_spec.SPEC_LABEL).
+SPEC_LABEL = "io.saltcd.spec"
 
 
 def __virtual__():
@@ -80,7 +82,8 @@ def _repo_digest(image_id, image_ref):
 
 def container(name):
     """
-    Describe container ``name``: exists, running, digest, id, started_at, exit code.
+    Describe container ``name``: exists, running, digest, spec (the fingerprint
+    saltcd labelled it with), id, started_at, exit code.
 
     CLI Example:
 
@@ -98,10 +101,13 @@ def container(name):
     image_ref = (info.get("Config") or {}).get("Image")
     pinned = _parsed(image_ref) if image_ref else None
     digest = (pinned or {}).get("digest") or _repo_digest(info.get("Image"), image_ref)
+    labels = (info.get("Config") or {}).get("Labels") or {}
     return {
         "exists": True,
         "running": bool(state.get("Running")),
         "digest": digest,
+        # The fingerprint of the spec it was created with (None: not by saltcd, or before specs).
+        "spec": labels.get(SPEC_LABEL),
         "image": image_ref,
         "id": info.get("Id"),
         "started_at": state.get("StartedAt"),

@@ -31,6 +31,8 @@ log = logging.getLogger(__name__)
 
 NEXT_SUFFIX = "-next"
 RETIRED_INFIX = "-retired-"
+# The label of the spec fingerprint (saltcd.container_spec.SPEC_LABEL; a unit test keeps them equal).
+SPEC_LABEL = "io.saltcd.spec"
 # Run in a session of its own (it outlives the state run): stop a retired
 # container within its stop timeout, then remove it. argv: docker URL (empty:
 # the environment's), container, stop timeout.
@@ -99,12 +101,41 @@ def _summary(info):
     return {"id": info["Id"], "digest": described.get("digest")}
 
 
-def _runs(info, image):
+def _runs(info, image, options=None):
+    """Does the container run `image`, created with the spec `options` carry (its label)?"""
     if not info:
         return False
     digest = image.rsplit("@", 1)[1] if "@" in image else None
-    config_image = (info.get("Config") or {}).get("Image") or ""
+    config = info.get("Config") or {}
+    config_image = config.get("Image") or ""
+    wanted = ((options or {}).get("labels") or {}).get(SPEC_LABEL)
+    if wanted is not None and (config.get("Labels") or {}).get(SPEC_LABEL) != wanted:
+        return False
     return config_image == image or (digest is not None and config_image.endswith("@" + digest))
+
+
+def _networks(options):
+    """[(network, settings)] of `networks:` as docker_container.running takes it."""
+    found = []
+    given = options.get("networks") or []
+    for item in ([{k: v} for k, v in given.items()] if isinstance(given, dict) else given):
+        if isinstance(item, str):
+            found.append((item, {}))
+        else:
+            (network, settings), = item.items()
+            found.append((network, dict(settings or {})))
+    return found
+
+
+def _create(image, name, port_binding, environment, restart_policy, stop_timeout, options):
+    """Create `name` with the app's options, on its networks (with their aliases)."""
+    options = dict(options or {})
+    networks = _networks(options)
+    options.pop("networks", None)
+    __salt__["docker.create"](image, name=name, port_bindings=port_binding, environment=environment or {},
+                              restart_policy=restart_policy, stop_timeout=int(stop_timeout), **options)
+    for network, settings in networks:
+        __salt__["docker.connect_container_to_network"](name, network, **settings)
 
 
 def _free_port(host):
@@ -157,13 +188,16 @@ def _finish(name, next_name, old_slot, drain, stop_timeout, notes):
 
 
 def start_first(name, image, ports, environment=None, restart_policy="unless-stopped", stop_timeout=10,
-                drain=10, health=None):
+                drain=10, health=None, options=None):
     """
     Replace container ``name`` with ``image`` start-first, behind the host's HAProxy
-    (see the module's docstring and ``_start_first``).
+    (see the module's docstring and ``_start_first``). ``options``: the app's
+    docker_container.running options (binds, networks with aliases, command, ...),
+    which the new container is created with.
     """
     try:
-        return _start_first(name, image, ports, environment, restart_policy, stop_timeout, drain, health)
+        return _start_first(name, image, ports, environment, restart_policy, stop_timeout, drain, health,
+                            options or {})
     except CommandExecutionError as exc:
         # Docker or HAProxy refused something. Unless HAProxy already routes to
         # the new container, it goes: what served before keeps serving.
@@ -179,7 +213,7 @@ def start_first(name, image, ports, environment=None, restart_policy="unless-sto
                 "comment": f"start-first replacement of {name} failed: {exc}"}
 
 
-def _start_first(name, image, ports, environment, restart_policy, stop_timeout, drain, health):
+def _start_first(name, image, ports, environment, restart_policy, stop_timeout, drain, health, options):
     """
     Replace container ``name`` with ``image`` start-first, behind the host's HAProxy.
 
@@ -223,7 +257,7 @@ def _start_first(name, image, ports, environment, restart_policy, stop_timeout, 
 
     current_address = _private_address(current, container_port) if current else None
     running = bool(current and (current.get("State") or {}).get("Running"))
-    if _runs(current, image) and running and current_address and not _holds_public_port(current, public_port):
+    if _runs(current, image, options) and running and current_address and not _holds_public_port(current, public_port):
         if routed == current_address:
             ret["result"] = True
             ret["comment"] = " ".join([f"{name} runs {image} and HAProxy routes to it", *notes])
@@ -259,9 +293,8 @@ def _start_first(name, image, ports, environment, restart_policy, stop_timeout, 
         # restarted container a new ephemeral port, and HAProxy would go on
         # routing to the old one.
         private_port = _free_port(conf["upstream_host"])
-        __salt__["docker.create"](
-            image, name=next_name, port_bindings=f"{conf['upstream_host']}:{private_port}:{container_port}",
-            environment=environment or {}, restart_policy=restart_policy, stop_timeout=int(stop_timeout))
+        _create(image, next_name, f"{conf['upstream_host']}:{private_port}:{container_port}", environment,
+                restart_policy, stop_timeout, options)
         __salt__["docker.start"](next_name)
     except (CommandExecutionError, OSError) as exc:
         _remove(next_name, stop_timeout)

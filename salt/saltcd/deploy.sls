@@ -27,6 +27,7 @@ saltcd-deploy-saltcd_release-start_first:
     - environment: {{ deploy.environment|json }}
     - restart_policy: {{ deploy.restart_policy|json }}
     - stop_timeout: {{ deploy.stop_timeout|json }}
+    - options: {{ deploy.options|json }}
     - drain: {{ deploy.drain|json }}
     - health: {{ deploy.health|json }}
     - require:
@@ -47,6 +48,11 @@ saltcd-deploy-docker_container-running:
     - environment: {{ deploy.environment|json }}
     - restart_policy: {{ deploy.restart_policy|json }}
     - shutdown_timeout: {{ deploy.stop_timeout|json }}
+{#- The app's `options`, as docker_container.running takes them (saltcd's spec
+    label among the labels: a container on an older spec is replaced). #}
+{%- for option, value in deploy.options|dictsort %}
+    - {{ option }}: {{ value|json }}
+{%- endfor %}
     - require:
       - docker_image: saltcd-deploy-docker_image-present
 {%- set replaced = {'docker_container': 'saltcd-deploy-docker_container-running'} %}

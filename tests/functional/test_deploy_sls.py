@@ -39,3 +39,17 @@ def test_health_state_under_test_changes_nothing(caller, repo_root):
     ret = caller.cmd("state.single", "saltcd_health.passing", "http://127.0.0.1:9/health", test=True)
     (result,) = ret.values()
     assert result["result"] is None and "Would wait" in result["comment"]
+
+
+def test_the_apps_options_reach_docker_container_running_with_the_spec_label(caller, example_config):
+    example_config["apps"]["web"]["options"] = {
+        "binds": ["/srv/web/uploads:/uploads:rw"], "command": "serve --port 8080", "mem_limit": "256m",
+        "networks": [{"backend": {"aliases": ["web"]}}], "labels": {"team": "web"}}
+    deployment = config.load(example_config).deployment("web", "dev")
+    low = caller.cmd("state.show_sls", "saltcd.deploy", pillar=deployment.pillar(DIGEST))
+    assert isinstance(low, dict), low
+    running = low["saltcd-deploy-docker_container-running"]["docker_container"]
+    for option in ({"binds": ["/srv/web/uploads:/uploads:rw"]}, {"command": "serve --port 8080"},
+                   {"mem_limit": "256m"}, {"networks": [{"backend": {"aliases": ["web"]}}]},
+                   {"labels": {"team": "web", "io.saltcd.spec": deployment.spec_id}}):
+        assert option in running, option

@@ -30,6 +30,15 @@ def test_start_first_replaces_through_saltcd_release_and_checks_the_route(caller
         item["require"] for item in health if "require" in item]
 
 
+def test_start_first_creates_the_new_container_with_the_apps_options(caller, example_config):
+    example_config["apps"]["web"]["options"] = {"binds": ["/srv/web:/data"], "networks": ["backend"]}
+    deployment = config.load(example_config).deployment("web", "prod")
+    low = caller.cmd("state.show_sls", "saltcd.deploy", pillar=deployment.pillar(DIGEST))
+    release = low["saltcd-deploy-saltcd_release-start_first"]["saltcd_release"]
+    assert {"options": {"binds": ["/srv/web:/data"], "networks": ["backend"],
+                        "labels": {"io.saltcd.spec": deployment.spec_id}}} in release
+
+
 def test_start_first_state_refuses_more_than_one_published_port(caller):
     caller.cmd("saltutil.sync_all")
     ret = caller.cmd("state.single", "saltcd_release.start_first", "web",

@@ -31,6 +31,12 @@ from tests.ports import free_port
 # The `ci` app's own push key: pushes of it are signed with this, not the lab's push_secret.
 CI_APP_PUSH_SECRET = secrets.token_urlsafe(24)
 
+def volume_options(app):
+    """test_real_apps.py's container options: a named volume and a bind-mounted
+    config file (`{lab_root}`, the lab's folder, is filled in by salt_master)."""
+    return {"binds": [f"saltcd-{app}-data:/data", "{lab_root}/config/" + app + ".conf:/etc/app.conf:ro"]}
+
+
 # Apps of the lab: name -> (host port, policy). Each test owns the apps it deploys.
 APPS = {
     "web": (18080, {}),
@@ -88,6 +94,10 @@ APPS = {
     # deployed while the tag points elsewhere.
     "orphan": (18033, {"batch": "100%", "health": {"settle": 15}}),
     "pinned": (18032, {}),
+    # test_real_apps.py: apps with a named volume and a bind-mounted config file
+    # ({lab_root} is the lab's folder), stop-first and start-first.
+    "vol": (18031, {"options": volume_options("vol")}),
+    "volsf": (18030, {"strategy": "start-first", "drain": 1, "options": volume_options("volsf")}),
     # Per-environment secrets that must reach only their environment's minions.
     "secrets": (18050, {"environments": {
         "dev": {"environment": {"PORT": "8080", "APP_TOKEN": "dev-only-" + secrets.token_hex(12)}},
@@ -319,13 +329,16 @@ def notify_receivers():
 
 @pytest.fixture(scope="session")
 def salt_master(salt_factories, repo_root, registry, repositories, webhook_port, webhook_token,
-                push_secret, auth_repositories, auth_registries_config, notify_receivers):
+                push_secret, auth_repositories, auth_registries_config, notify_receivers, lab_root):
     apps = {}
     for app, (port, policy) in APPS.items():
         apps[app] = layout.app_config(repositories[app], port, health_timeout=10,
                                        settle=None if app in SHIPPED_SETTLE else 0,
                                        state_timeout=60)
-        apps[app].update({k: v for k, v in policy.items() if k not in ("health", "environments")})
+        apps[app].update({k: v for k, v in policy.items() if k not in ("health", "environments", "options")})
+        if "options" in policy:
+            apps[app]["options"] = {name: [value.format(lab_root=lab_root) for value in values]
+                                    for name, values in policy["options"].items()}
         apps[app]["health"].update(policy.get("health", {}))
         for env, overrides in policy.get("environments", {}).items():
             apps[app]["environments"][env].update(overrides)

@@ -30,8 +30,26 @@ class MemoryCache:
         return sorted(names)
 
 
+class AnySpec:
+    """The spec of a container the test did not deploy: it counts as current (equal
+    to any fingerprint), so tests about digests need not model specs, and as
+    unknown where a rollback looks for the spec to go back to (falsy)."""
+
+    def __eq__(self, other):
+        return True
+
+    def __bool__(self):
+        return False
+
+    def __hash__(self):
+        return 0
+
+    def __repr__(self):
+        return "AnySpec()"
+
+
 class FakeFleet:
-    """Minions that each run one container; `bad` digests never become healthy,
+    """Minions that each run one container; `bad` digests (or spec fingerprints) never become healthy,
     `dies` digests pass the gate and then exit (seen by `status`), `slow` ones
     outlive the batch deadline (a stalled pull)."""
 
@@ -45,6 +63,7 @@ class FakeFleet:
         self.limits = []  # the wall-clock limit of each apply
         self.status_calls = 0
         self.calls = []  # ("inspect" | "apply", minions) in call order
+        self.specs = {}  # minion -> spec fingerprint its container was created with (else AnySpec)
 
     def targets(self, target, tgt_type):
         prefix = target.rstrip("*")
@@ -54,7 +73,7 @@ class FakeFleet:
         self.calls.append(("inspect", list(minions)))
         return {m: None if m in self.silent else
                 {"exists": self.running[m] is not None, "running": self.running[m] is not None,
-                 "digest": self.running[m]} for m in minions}
+                 "digest": self.running[m], "spec": self.specs.get(m, AnySpec())} for m in minions}
 
     def apply(self, minions, pillar, timeout, test=False, limit=None, published=None):
         digest = pillar["saltcd"]["digest"]
@@ -73,9 +92,11 @@ class FakeFleet:
                 out[minion] = {"ok": False, "changed": False, "timed_out": True,
                                "comment": f"batch_timeout of {limit:g} s exceeded: state run stopped on the minion"}
                 continue
-            changed = self.running[minion] != digest
+            spec = pillar["saltcd"].get("spec")
+            changed = self.running[minion] != digest or self.specs.get(minion, AnySpec()) != spec
             self.running[minion] = digest
-            ok = digest not in self.bad
+            self.specs[minion] = spec
+            ok = digest not in self.bad and spec not in self.bad  # a bad digest, or a bad spec
             out[minion] = {"ok": ok, "changed": changed, "comment": "Healthy" if ok else "Unhealthy: 404"}
         return out
 

@@ -7,7 +7,7 @@ import re
 import pytest
 import yaml
 
-from saltcd import config, config_reference, notifications, rollout
+from saltcd import config, config_reference, container_spec, notifications, rollout
 from sandbox import layout
 
 ROOT = pathlib.Path(__file__).parents[2]
@@ -29,6 +29,9 @@ def test_state_defaults_are_what_an_app_without_those_keys_deploys(raw_config):
     digest = "sha256:" + "1" * 64
     for env in ("dev", "prod"):
         pillar = config.load(raw_config).deployment("api", env).pillar(digest)["saltcd"]
+        # A rollout's containers carry the spec's label; a hand-applied state's none.
+        assert pillar["options"] == container_spec.with_label({}, pillar["spec"])
+        pillar["options"] = {}
         assert {k: pillar[k] for k in config.STATE_KEYS} == config_reference.state_defaults()
 
 

@@ -75,6 +75,25 @@ def test_approval_refuses_to_choose_between_two_waiting_pushes(prod):
     assert len(superseded) == 1 and "alice approved" in superseded[0]["reason"]
 
 
+def test_an_approval_of_another_digest_is_the_operators_not_the_ci_minions(prod):
+    prod.accept("saltcd/push", from_ci(signed(tag="prod", digest=D1)))
+    prod.resolve.push(D2)
+    approved = prod.approve("web", "prod", user="alice", digest=D2)        # the tag's digest now
+    assert approved["signed_digest"] is False and approved["trigger"] == {"kind": "operator", "origin": "alice"}
+    record = prod.drain("web", "prod")["rollouts"][-1]
+    assert (record["to_digest"], record["signed_digest"], record["trigger"]["kind"]) == (D2, False, "operator")
+
+
+def test_request_and_a_different_digest_are_refused_together(prod):
+    prod.accept(HOOK, hook_event(tag="prod", digest=D1))
+    first = prod.records.awaiting("web", "prod")[0]["id"]
+    prod.resolve.push(D2)
+    prod.accept(HOOK, hook_event(tag="prod", digest=D2))
+    with pytest.raises(controller.Refused, match=f"push {first} carries {D1}"):
+        prod.approve("web", "prod", user="alice", request=first, digest=D2)
+    assert len(prod.records.awaiting("web", "prod")) == 2 and prod.records.pending("web", "prod") == []
+
+
 def test_approval_by_request_id(prod):
     prod.accept(HOOK, hook_event(tag="prod", digest=D1))
     first = prod.records.awaiting("web", "prod")[0]["id"]
@@ -169,6 +188,14 @@ def test_drift_of_an_app_with_its_own_key_and_no_webhook_source_is_recorded(raw_
     assert ctl.approve("web", "dev", user="alice")["digest"] == D2  # a person decides
 
 
+def test_drift_is_recorded_for_an_app_the_sources_may_not_announce(raw_config):
+    raw_config["sources"]["registry"]["repositories"] = ["127.0.0.1:5000/saltcd/api"]
+    raw_config["sources"]["hub"]["repositories"] = ["127.0.0.1:5000/saltcd/api"]
+    settings = config.load(raw_config)
+    assert settings.deployment("web", "dev").drift == "record"       # no source announces web
+    assert settings.deployment("api", "dev").drift == "deploy"
+
+
 def test_drift_ignore_leaves_a_moved_tag_alone(raw_config, tmp_path):
     raw_config["apps"]["web"]["environments"]["dev"]["drift"] = "ignore"
     ctl = _controller(raw_config, tmp_path, FakeFleet({"dev-1": OLD}), Registry(D1))
@@ -188,6 +215,8 @@ def test_drift_must_be_one_of_its_choices(raw_config):
     ("role:web", "grain"), ("role:w.*", "grain_pcre"), ("G@role:web", "compound"),
     ("web* and G@env:prod", "compound"), ("L@a,b or (P@os:Deb.*)", "compound"),
     ("S@10.0.0.0/8", "compound"), ("web* and not G@x:y", "compound"),
+    # Salt's delimiter forms are grain matches all the same.
+    ("G|@role|web", "compound"), ("web* and G:@role:web", "compound"), ("P;@os;Deb.*", "compound"),
 ])
 def test_targets_a_minion_can_join_are_refused(raw_config, target, tgt_type):
     raw_config["apps"]["web"]["environments"]["prod"].update({"target": target, "tgt_type": tgt_type})

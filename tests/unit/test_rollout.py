@@ -125,7 +125,8 @@ def test_plan_changes_nothing(settings):
     assert result["status"] == "planned" and fleet.applied == []
     assert [sorted(step["minions"]) for step in result["plan"]] == [["qa-1", "qa-2"], ["qa-3"]]
     assert result["plan"][0]["minions"]["qa-2"]["change"] is False
-    assert result["plan"][0]["minions"]["qa-1"] == {"from": OLD, "to": NEW, "answered": True, "change": True}
+    assert result["plan"][0]["minions"]["qa-1"] == {"from": OLD, "to": NEW, "answered": True, "change": True,
+                                                    "why": "new digest"}
 
 
 def test_unhealthy_batch_rolls_back_and_later_batches_untouched(settings):

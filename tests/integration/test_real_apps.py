@@ -1,0 +1,58 @@
+"""Real applications on real parts (issue 24): an app's `options` reach Docker
+(a named volume, a bind-mounted config file, saltcd's spec label), and the
+data in its volume survives a stop-first rollout, a start-first switch and a
+rollback; the new container sees the bind-mounted file."""
+
+import time
+
+import pytest
+
+from .test_safe_rollouts import DEV, deploy_good, outcome
+
+pytestmark = pytest.mark.integration
+
+
+def _exec(lab, minion, app, *argv):
+    """Run argv in the app's container on `minion` (as `docker exec` would): its output."""
+    client = lab.hosts[minion].client()
+    try:
+        code, output = client.containers.get(app).exec_run(list(argv))
+    finally:
+        client.close()
+    assert code == 0, (argv, output)
+    return output.decode().strip()
+
+
+def _mounts(lab, minion, app):
+    client = lab.hosts[minion].client()
+    try:
+        attrs = client.api.inspect_container(app)
+    finally:
+        client.close()
+    return attrs["HostConfig"]["Binds"], attrs["Config"]["Labels"]
+
+
+@pytest.mark.parametrize("app", ["vol", "volsf"])  # stop-first, start-first
+def test_volume_data_survives_a_rollout_and_a_rollback(lab, lab_root, app):
+    config_file = lab_root / "config" / f"{app}.conf"
+    config_file.parent.mkdir(exist_ok=True)
+    config_file.write_text("setting=1\n")
+    deploy_good(lab, app, "1.0.0")
+    for minion in DEV:
+        binds, labels = _mounts(lab, minion, app)
+        assert f"saltcd-{app}-data:/data" in binds and f"{config_file}:/etc/app.conf:ro" in binds
+        assert labels.get("io.saltcd.spec") == lab.history(app, "dev", limit=1)[0]["to_spec"]
+        _exec(lab, minion, app, "sh", "-c", f"echo kept-on-{minion} > /data/kept")
+    config_file.write_text("setting=2\n")  # what the next container must see
+    second = deploy_good(lab, app, "1.0.1")
+    for minion in DEV:
+        assert lab.running_digests(app)[minion] == second
+        assert _exec(lab, minion, app, "cat", "/data/kept") == f"kept-on-{minion}"
+        assert _exec(lab, minion, app, "cat", "/etc/app.conf") == "setting=2"
+    start = time.time()
+    lab.push(app, "dev", "1.0.2", behaviour="unhealthy")
+    data = outcome(lab, app, start)
+    assert data["status"] == "rolled_back", data
+    for minion in DEV:
+        assert lab.running_digests(app)[minion] == second
+        assert _exec(lab, minion, app, "cat", "/data/kept") == f"kept-on-{minion}"
