@@ -16,6 +16,7 @@ the environment's minions (deploy it once first).
 """
 
 import argparse
+import contextlib
 import json
 import statistics
 import sys
@@ -26,7 +27,7 @@ import salt.client
 import salt.config
 import salt.pillar
 
-from saltcd import binding, deploy_pillar, salt_fleet
+from saltcd import binding, deploy_pillar, holder, salt_fleet, store
 
 
 def _timed(call):
@@ -42,6 +43,23 @@ def _ok(returns, minions):
         raise RuntimeError(f"state.apply failed: {bad}")
 
 
+@contextlib.contextmanager
+def _as_a_rollout(opts, dep, digest):
+    """dep's deploy pillar for `digest` as a rollout of this process publishes it:
+    the ext_pillar serves an entry only while its rollout is recorded as running
+    and its process lives. The stand-in record is gone again after the block."""
+    records = store.Store(salt.cache.factory(opts))
+    record = {"id": store.new_id(), "app": dep.app, "env": dep.env, "status": "running",
+              "trigger": {"kind": "operator", "origin": "bench.pillar_cost"}}
+    records.save_rollout(record)
+    pillar = dep.pillar(digest)
+    pillar["saltcd"].update(rollout=record["id"], holder=holder.current())
+    try:
+        yield pillar
+    finally:
+        records.discard_rollout(dep.app, dep.env, record["id"])
+
+
 def _compile_ms(opts, minion, override, rounds=20):
     times = []
     for _ in range(rounds):
@@ -50,6 +68,40 @@ def _compile_ms(opts, minion, override, rounds=20):
         elapsed, _ = _timed(pillar.compile_pillar)
         times.append(elapsed * 1000)
     return round(statistics.median(times), 2)
+
+
+def _measure_rounds(opts, fleet, minions, pillar, rounds, timeout):
+    """The rounds of `measure`, with `pillar` served as a rollout's."""
+    local = fleet.local
+    out = {"minions": minions, "rounds": rounds,
+           "override_s": [], "ext_pillar_s": [], "refresh_pillar_s": []}
+    for _ in range(rounds):
+        # Before: everything in the published job.
+        elapsed, returns = _timed(lambda: local.cmd(
+            minions, "state.apply", [salt_fleet.DEPLOY_SLS], tgt_type="list", timeout=timeout,
+            full_return=True, kwarg={"pillar": pillar, "queue": True, "test": False}))
+        _ok(returns, minions)
+        out["override_s"].append(round(elapsed, 3))
+        # Now: the entry in the store, the selector in the job.
+        elapsed, outcomes = _timed(lambda: fleet.apply(minions, pillar, timeout))
+        if not all(o and o["ok"] for o in outcomes.values()):
+            raise RuntimeError(f"state.apply failed: {outcomes}")
+        out["ext_pillar_s"].append(round(elapsed, 3))
+        elapsed, _ = _timed(lambda: local.cmd(minions, "saltutil.refresh_pillar", [], tgt_type="list",
+                                              timeout=timeout, kwarg={"wait": True}))
+        out["refresh_pillar_s"].append(round(elapsed, 3))
+    for key in ("override_s", "ext_pillar_s", "refresh_pillar_s"):
+        out[key.replace("_s", "_median_s")] = round(statistics.median(out[key]), 3)
+    # The ext_pillar's own share: a pillar compile on the master, in-process.
+    data, override = deploy_pillar.split(pillar)
+    entries = deploy_pillar.DeployPillar(salt.cache.factory(opts))
+    out["compile_without_entry_ms"] = _compile_ms(opts, minions[0], override)
+    entries.publish(minions[:1], data)
+    try:
+        out["compile_with_entry_ms"] = _compile_ms(opts, minions[0], override)
+    finally:
+        entries.withdraw(minions[:1], data)
+    return out
 
 
 def measure(opts, app, env, rounds=5, timeout=120):
@@ -63,36 +115,9 @@ def measure(opts, app, env, rounds=5, timeout=120):
         digest = next(iter({i["digest"] for i in fleet.inspect(minions, dep.container).values() if i}), None)
         if not digest:
             raise RuntimeError(f"{app}/{env} runs nothing yet: deploy it once first")
-        pillar = dep.pillar(digest)
-        local = fleet.local
-        out = {"app": app, "env": env, "minions": minions, "rounds": rounds,
-               "override_s": [], "ext_pillar_s": [], "refresh_pillar_s": []}
-        for _ in range(rounds):
-            # Before: everything in the published job.
-            elapsed, returns = _timed(lambda: local.cmd(
-                minions, "state.apply", [salt_fleet.DEPLOY_SLS], tgt_type="list", timeout=timeout,
-                full_return=True, kwarg={"pillar": pillar, "queue": True, "test": False}))
-            _ok(returns, minions)
-            out["override_s"].append(round(elapsed, 3))
-            # Now: the entry in the store, the selector in the job.
-            elapsed, outcomes = _timed(lambda: fleet.apply(minions, pillar, timeout))
-            if not all(o and o["ok"] for o in outcomes.values()):
-                raise RuntimeError(f"state.apply failed: {outcomes}")
-            out["ext_pillar_s"].append(round(elapsed, 3))
-            elapsed, _ = _timed(lambda: local.cmd(minions, "saltutil.refresh_pillar", [], tgt_type="list",
-                                                  timeout=timeout, kwarg={"wait": True}))
-            out["refresh_pillar_s"].append(round(elapsed, 3))
-        for key in ("override_s", "ext_pillar_s", "refresh_pillar_s"):
-            out[key.replace("_s", "_median_s")] = round(statistics.median(out[key]), 3)
-        # The ext_pillar's own share: a pillar compile on the master, in-process.
-        data, override = deploy_pillar.split(pillar)
-        entries = deploy_pillar.DeployPillar(salt.cache.factory(opts))
-        out["compile_without_entry_ms"] = _compile_ms(opts, minions[0], override)
-        entries.publish(minions[:1], data)
-        try:
-            out["compile_with_entry_ms"] = _compile_ms(opts, minions[0], override)
-        finally:
-            entries.withdraw(minions[:1], data)
+        with _as_a_rollout(opts, dep, digest) as pillar:
+            out = _measure_rounds(opts, fleet, minions, pillar, rounds, timeout)
+        out.update({"app": app, "env": env})
         return out
     finally:
         fleet.close()

@@ -295,6 +295,12 @@ class Store:
         (lists the index's keys, reads no record)."""
         return bool(rollout_id) and str(rollout_id) in self.cache.list(self._bank("running", app, env))
 
+    def discard_rollout(self, app, env, rollout_id):
+        """Forget one rollout record entirely (a benchmark's stand-in: saltcd's own
+        history only ever shrinks by pruning)."""
+        self.cache.flush(self._bank("running", app, env), rollout_id)
+        self.cache.flush(self._bank("rollouts", app, env), rollout_id)
+
     def rollout(self, app, env, rollout_id):
         """One rollout record by its id (None when there is none, or the id is not one)."""
         if not ID_RE.fullmatch(str(rollout_id)):
