@@ -41,6 +41,8 @@ MINION_CHOSEN_ENGINES = ("G", "P", "S", "T")
 COMPOUND_OPERATORS = ("and", "or", "not")
 # How a minion replaces its container (see salt/_states/saltcd_release.py).
 STRATEGIES = ("stop-first", "start-first")
+# How a container's health is probed (salt/_modules/saltcd.py: health_probe).
+HEALTH_CHECKS = ("http", "tcp", "command", "docker", "running")
 
 class ConfigError(SaltcdError, ValueError):
     """The saltcd configuration is invalid; the message names the key."""
@@ -193,6 +195,15 @@ def _health_path(value, key):
     _need(isinstance(value, str) and value.startswith("/") and " " not in value, key,
           f"must be an absolute URL path, got {value!r}")
     return value
+
+
+def _health_command(value, key):
+    """A command for `docker exec`: a string, or a list of arguments (kept as a list)."""
+    if isinstance(value, str) and value.strip():
+        return value
+    _need(isinstance(value, list) and value and all(isinstance(a, str) and a for a in value), key,
+          "must be a command string or a non-empty list of arguments")
+    return list(value)
 
 
 def _host(value, key):
@@ -408,6 +419,12 @@ KEYS = (
         "calls)", False, _boolean),
     Key(f"{APP}.health", "how a minion decides its container is healthy", {}, _mapping,
         per_env=True),
+    Key(f"{APP}.health.check", "how: `http` (GET `path` on `host`:`port`, expect `status`), `tcp` (a "
+        "connection to `host`:`port` is accepted), `command` (`command` run in the container exits "
+        "0), `docker` (the image's own HEALTHCHECK says healthy), `running` (the container runs and "
+        "does not restart, for `settle`)", "http", _one_of(HEALTH_CHECKS)),
+    Key(f"{APP}.health.command", "`check: command`: the command run in the container (`docker exec`), "
+        "a string or a list of arguments", None, _health_command),
     Key(f"{APP}.health.path", "URL path probed", "/health", _health_path),
     Key(f"{APP}.health.port", "the published (host) port probed", 8080, _port),
     Key(f"{APP}.health.host", "address probed (a minion's grain `saltcd:health_host` wins)",
@@ -563,6 +580,8 @@ class Health:
     interval: float
     settle: float
     status: int
+    check: str = "http"
+    command: object = None  # a string or a list of arguments (check: command)
 
 
 @dataclass(frozen=True)
@@ -656,6 +675,8 @@ class Deployment:
                 "strategy": self.strategy,
                 "drain": self.drain,
                 "health": {
+                    "check": self.health.check,
+                    "command": self.health.command,
                     "path": self.health.path,
                     "port": self.health.port,
                     "host": self.health.host,
@@ -799,6 +820,8 @@ def _deployment(app, env, app_present, app_settings, raw_env, key, resolve_secre
             values[name] = _layered(spec, app_present.get(name, MISSING),
                                     env_present.get(name, MISSING), app, env)
     values["health"] = Health(**values["health"])
+    _need(values["health"].check != "command" or values["health"].command, f"{key}:health:command",
+          "is required with `check: command`")
     # The host's proxy owns the published address; the container gets a private one.
     _need(values["strategy"] != "start-first" or (len(values["ports"]) == 1
                                                    and ":" in values["ports"][0].split("/")[0]),

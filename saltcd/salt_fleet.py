@@ -167,7 +167,10 @@ class SaltFleet:
     @_master_required
     def status(self, minions, container, health):
         """{minion: container info with a health probe} (None: no answer)."""
-        return self._query(minions, "saltcd.status", [container, health.port, health.path, health.host])
+        args = [container, health.port, health.path, health.host]
+        if health.check != "http":  # named (Salt's __kwarg__ form); an http check asks as before
+            args.append({"__kwarg__": True, "check": health.check, "command": health.command})
+        return self._query(minions, "saltcd.status", args)
 
     @_master_required
     def apply(self, minions, pillar, timeout, test=False, limit=None, published=None):

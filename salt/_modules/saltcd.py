@@ -12,8 +12,11 @@ CLI Example:
     salt 'dev-*' saltcd.container web
 """
 
+import shlex
+import socket
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 
 from salt.exceptions import CommandExecutionError
@@ -139,12 +142,89 @@ def probe(url, timeout=2, status=200):
             "seconds": round(time.monotonic() - started, 3)}
 
 
-def status(name, port, path="/health", host="127.0.0.1", timeout=2):
+def health_probe(check, url, container=None, status=200, command=None, timeout=2):
     """
-    The container ``name`` and one probe of its health URL, in one call.
+    One probe of a container's health, by ``check``: ``http`` (GET ``url``,
+    expect ``status``), ``tcp`` (a connection to ``url``'s host and port is
+    accepted), ``command`` (``command`` run in ``container`` exits 0),
+    ``docker`` (the image's own HEALTHCHECK says healthy), ``running``
+    (``container`` runs). Returns ``{"healthy", "status", "error", "seconds"}``.
 
-    The URL is built here because the address a minion's published ports answer
-    on is the minion's business: grain ``saltcd:health_host`` overrides ``host``.
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt '*' saltcd.health_probe tcp tcp://127.0.0.1:6379
+        salt '*' saltcd.health_probe command '' container=web command='["sh", "-c", "test -f /tmp/ready"]'
+    """
+    started = time.monotonic()
+    if check == "http":
+        return probe(url, timeout=timeout, status=status)
+    if check not in _PROBES:
+        raise CommandExecutionError(f"unknown health check {str(check)[:40]!r}")
+    healthy, code, error = _PROBES[check](url, container, command, timeout)
+    return {"healthy": healthy, "status": code, "error": error, "seconds": round(time.monotonic() - started, 3)}
+
+
+def _tcp(url, container, command, timeout):  # pylint: disable=unused-argument
+    parsed = urllib.parse.urlsplit(url)
+    try:
+        with socket.create_connection((parsed.hostname, parsed.port), timeout=timeout):
+            return True, None, None
+    except OSError as exc:
+        return False, None, f"{parsed.hostname}:{parsed.port}: {exc.strerror or exc}"
+
+
+def _command(url, container, command, timeout):  # pylint: disable=unused-argument
+    text = command if isinstance(command, str) else shlex.join(command or [])
+    try:
+        code = __salt__["docker.retcode"](container, text, ignore_retcode=True)
+    except CommandExecutionError as exc:
+        return False, None, str(exc)[:200]
+    return code == 0, code, None if code == 0 else f"`{text[:80]}` exited {code}"
+
+
+def _docker(url, container, command, timeout):  # pylint: disable=unused-argument
+    try:
+        health = ((__salt__["docker.inspect_container"](container).get("State") or {}).get("Health")) or {}
+    except CommandExecutionError as exc:
+        return False, None, str(exc)[:200]
+    if not health:
+        return False, None, "the image has no HEALTHCHECK"
+    return health.get("Status") == "healthy", health.get("Status"), None
+
+
+def _running(url, container, command, timeout):  # pylint: disable=unused-argument
+    # The gate already fails on an exited or restarted container (_container_problem).
+    try:
+        state = __salt__["docker.inspect_container"](container).get("State") or {}
+    except CommandExecutionError as exc:
+        return False, None, str(exc)[:200]
+    return bool(state.get("Running")), None, None if state.get("Running") else "container not running"
+
+
+_PROBES = {"tcp": _tcp, "command": _command, "docker": _docker, "running": _running}
+
+
+def health_url(check, port, path="/health", host="127.0.0.1"):
+    """
+    Where ``check`` probes: ``http://host:port/path`` or ``tcp://host:port``
+    (grain ``saltcd:health_host`` overrides ``host``: the address a minion's
+    published ports answer on is the minion's business).
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt '*' saltcd.health_url http 8080 /health
+    """
+    host = (__grains__.get("saltcd") or {}).get("health_host", host)
+    return f"tcp://{host}:{int(port)}" if check == "tcp" else f"http://{host}:{int(port)}{path}"
+
+
+def status(name, port, path="/health", host="127.0.0.1", timeout=2, check="http", command=None):
+    """
+    The container ``name`` and one probe of its health (``check``), in one call.
 
     CLI Example:
 
@@ -152,12 +232,11 @@ def status(name, port, path="/health", host="127.0.0.1", timeout=2):
 
         salt '*' saltcd.status web 8080 /health
     """
-    host = (__grains__.get("saltcd") or {}).get("health_host", host)
-    url = f"http://{host}:{int(port)}{path}"
+    url = health_url(check, port, path, host)
     info = container(name)
     info["health_url"] = url
-    info["health"] = probe(url, timeout=timeout) if info["running"] else {
-        "healthy": False, "status": None, "error": "container not running"}
+    info["health"] = health_probe(check, url, container=name, command=command, timeout=timeout) \
+        if info["running"] else {"healthy": False, "status": None, "error": "container not running"}
     return info
 
 
@@ -196,11 +275,13 @@ def _waits_before_healthy(interval):
         wait = min(wait * 2, float(interval))
 
 
-def wait_healthy(url, container=None, timeout=30, interval=1, settle=0, status=200):
+def wait_healthy(url, container=None, timeout=30, interval=1, settle=0, status=200, check="http",
+                 command=None):
     """
-    Wait until ``url`` answers ``status``, then stay healthy for ``settle`` s;
-    fail fast when ``container`` has exited. The health gate of both deploy
-    strategies. Returns ``{"healthy": bool, "comment": text}``.
+    Wait until the container is healthy by ``check`` (``url`` answers
+    ``status``, by default; see ``health_probe``), then stay healthy for
+    ``settle`` s; fail fast when ``container`` has exited. The health gate of
+    both deploy strategies. Returns ``{"healthy": bool, "comment": text}``.
 
     CLI Example:
 
@@ -220,7 +301,8 @@ def wait_healthy(url, container=None, timeout=30, interval=1, settle=0, status=2
         if down:
             return {"healthy": False, "comment": f"Unhealthy: {down}"}
         first = first or mark
-        last = probe(url, timeout=min(float(interval) + 1, 5), status=status)
+        last = health_probe(check, url, container=container, status=status, command=command,
+                            timeout=min(float(interval) + 1, 5))
         now = time.monotonic()
         if last["healthy"]:
             healthy_at = healthy_at or now
@@ -233,7 +315,8 @@ def wait_healthy(url, container=None, timeout=30, interval=1, settle=0, status=2
                     "comment": (f"Unhealthy: became unhealthy {now - healthy_at:.1f}s after "
                                 f"first passing (status {last['status']}, {last['error']})")}
         elif now >= deadline:
+            what = f"{url} did not answer {status}" if check == "http" else f"the {check} check did not pass"
             return {"healthy": False,
-                    "comment": (f"Unhealthy: {url} did not answer {status} within {timeout}s "
+                    "comment": (f"Unhealthy: {what} within {timeout}s "
                                 f"(last: status {last['status']}, {last['error']})")}
         time.sleep(float(interval) if healthy_at is not None else next(waits))

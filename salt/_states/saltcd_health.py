@@ -22,19 +22,24 @@ def __virtual__():
     return "saltcd_health"
 
 
-def passing(name, container=None, timeout=30, interval=1, settle=0, status=200):
+def passing(name, container=None, timeout=30, interval=1, settle=0, status=200, check="http", command=None):
     """
-    Wait until ``name`` (a URL) answers ``status``, then stay healthy for ``settle`` s.
+    Wait until the container is healthy by ``check`` (by default ``name``, a URL,
+    answers ``status``; ``tcp``: ``name`` is ``tcp://host:port``; ``command``,
+    ``docker``, ``running``: see ``saltcd.health_probe``), then stay healthy for
+    ``settle`` s.
     """
     ret = {"name": name, "changes": {}, "result": False, "comment": ""}
     if __opts__["test"]:
         ret["result"] = None
-        ret["comment"] = f"Would wait up to {timeout}s for {name} to answer {status}"
+        what = f"{name} to answer {status}" if check == "http" else f"{container or name} to pass its {check} check"
+        ret["comment"] = f"Would wait up to {timeout}s for {what}"
         return ret
     # The probe loop is the minion module's (saltcd.wait_healthy): the
     # start-first state gates a new container with the very same loop.
     gate = __salt__["saltcd.wait_healthy"](name, container=container, timeout=timeout,
-                                           interval=interval, settle=settle, status=status)
+                                           interval=interval, settle=settle, status=status, check=check,
+                                           command=command)
     ret["result"] = gate["healthy"]
     ret["comment"] = gate["comment"]
     return ret

@@ -230,7 +230,8 @@ def _start_first(name, image, ports, environment, restart_policy, stop_timeout, 
         ``{path, timeout, interval, settle, status}`` of the gate.
     """
     ret = {"name": name, "changes": {}, "result": False, "comment": ""}
-    health = {"path": "/health", "timeout": 30, "interval": 1, "settle": 0, "status": 200, **(health or {})}
+    health = {"path": "/health", "timeout": 30, "interval": 1, "settle": 0, "status": 200, "check": "http",
+              "command": None, **(health or {})}
     conf = __salt__["saltcd_haproxy.settings"]()
     try:
         public_port, container_port = _public_mapping(ports)
@@ -303,10 +304,11 @@ def _start_first(name, image, ports, environment, restart_policy, stop_timeout, 
     # Where it listens is what it was created with (a container that exits at
     # once still fails below, in its gate).
     address = f"{conf['upstream_host']}:{private_port}"
-    url = f"http://{address}{health['path']}"
+    url = f"tcp://{address}" if health["check"] == "tcp" else f"http://{address}{health['path']}"
     gate = __salt__["saltcd.wait_healthy"](url, container=next_name, timeout=health["timeout"],
                                            interval=health["interval"], settle=health["settle"],
-                                           status=health["status"])
+                                           status=health["status"], check=health["check"],
+                                           command=health["command"])
     if not gate["healthy"]:
         _remove(next_name, stop_timeout)
         ret["comment"] = (f"{next_name} failed its health gate, removed it; {name} keeps serving. "

@@ -67,5 +67,7 @@ saltcd-deploy-saltcd_health-passing:
     - interval: {{ deploy.health.interval|json }}
     - settle: {{ public_settle|json }}
     - status: {{ deploy.health.status|json }}
+    - check: {{ deploy.health.check|json }}
+    - command: {{ deploy.health.command|json }}
     - require:
       - {{ replaced|json }}

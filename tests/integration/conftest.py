@@ -98,6 +98,10 @@ APPS = {
     # ({lab_root} is the lab's folder), stop-first and start-first.
     "vol": (18031, {"options": volume_options("vol")}),
     "volsf": (18030, {"strategy": "start-first", "drain": 1, "options": volume_options("volsf")}),
+    # test_real_apps.py: health checks besides HTTP.
+    "tcpcheck": (18029, {"health": {"check": "tcp"}}),
+    "cmdcheck": (18028, {"health": {"check": "command", "command": [
+        "wget", "-q", "-O", "/dev/null", "http://127.0.0.1:8080/health"]}}),
     # Per-environment secrets that must reach only their environment's minions.
     "secrets": (18050, {"environments": {
         "dev": {"environment": {"PORT": "8080", "APP_TOKEN": "dev-only-" + secrets.token_hex(12)}},

@@ -56,3 +56,19 @@ def test_volume_data_survives_a_rollout_and_a_rollback(lab, lab_root, app):
     for minion in DEV:
         assert lab.running_digests(app)[minion] == second
         assert _exec(lab, minion, app, "cat", "/data/kept") == f"kept-on-{minion}"
+
+
+@pytest.mark.parametrize("app, bad", [
+    ("tcpcheck", "crash"),         # a connection to the published port: a crashed app refuses it
+    ("cmdcheck", "unhealthy"),     # `wget` of /health inside the container: a 500 fails it
+])
+def test_health_checks_besides_http_gate_the_batch(lab, app, bad):
+    good = deploy_good(lab, app, "1.0.0")
+    start = time.time()
+    lab.push(app, "dev", "1.0.1", behaviour=bad)
+    data = outcome(lab, app, start)
+    assert data["status"] == "rolled_back" and data["failed"] == ["dev-1"], data
+    assert {m: lab.running_digests(app)[m] for m in DEV} == {m: good for m in DEV}
+    record = lab.history(app, "dev", limit=1)[0]
+    (comment,) = [r["comment"] for b in record["batches"] if b["kind"] == "batch" for r in b["minions"].values()]
+    assert "Unhealthy" in comment, comment

@@ -142,3 +142,15 @@ class FakeClock:
     def sleep(self, seconds):
         self.slept.append(seconds)
         self.now += seconds
+
+
+class Nonces:
+    """A NonceCache stand-in: first sighting once per nonce."""
+
+    def __init__(self):
+        self.seen = set()
+
+    def first_sighting(self, nonce, timestamp, window):
+        fresh = nonce not in self.seen
+        self.seen.add(nonce)
+        return fresh

@@ -12,6 +12,7 @@ from saltcd import config, ingress_key, intake, notifications
 from saltcd.ingress_auth import hashed_headers
 
 from .conftest import RAW, TOKEN
+from .fakes import Nonces
 
 KEY = b"k" * 32
 NOW = 1_800_000_000.0
@@ -20,18 +21,6 @@ DIGEST = "sha256:" + "d" * 64
 MANIFEST = "application/vnd.docker.distribution.manifest.v2+json"
 WEB = "127.0.0.1:5000/saltcd/web"
 GOOD = {"repository": WEB, "tag": "dev", "digest": DIGEST, "media_type": MANIFEST}
-
-
-class Nonces:
-    """A NonceCache stand-in: first sighting once per nonce."""
-
-    def __init__(self):
-        self.seen = set()
-
-    def first_sighting(self, nonce, timestamp, window):
-        fresh = nonce not in self.seen
-        self.seen.add(nonce)
-        return fresh
 
 
 def settings(**source):

@@ -16,6 +16,7 @@ from saltcd.ingress_auth import hashed_headers, push_signature
 from tests.posting import post
 
 from .conftest import RAW, TOKEN
+from .fakes import Nonces
 
 KEY = b"k" * 32
 NOW = 1_800_000_000.0
@@ -35,16 +36,6 @@ SECRET = "push-secret-of-the-test-0123"
 SIGNED = config.load({**json.loads(json.dumps(RAW)), "push_secret": SECRET})
 
 
-class Nonces:
-    """A NonceCache stand-in: first sighting once per nonce."""
-
-    def __init__(self):
-        self.seen = set()
-
-    def first_sighting(self, nonce, timestamp, window):
-        fresh = nonce not in self.seen
-        self.seen.add(nonce)
-        return fresh
 
 # JSON as a parser sees it, and Python values as an event may carry them
 # (msgpack: bytes, non-string keys, tuples).
