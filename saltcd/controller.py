@@ -88,12 +88,17 @@ class Controller:
         verdict = intake.classify(tag, data, self.settings,
                                   nonces=nonces.NonceCache(self.records.cache, lock_dir=self.lock_dir),
                                   engine_key=ingress_key.load(self.lock_dir))
+        accepted = []
         for request in verdict.requests:
             if request["awaiting_approval"]:
                 self._record_pushed_digest(request)
-                self._await_approval(request)
+                if not self._await_approval(request):
+                    verdict.ignored.append(f"{request['app']}/{request['env']}: "
+                                           f"{rollout.short(request['digest'])} is already waiting for approval")
+                    continue
             else:
                 self.records.add_request(request)
+            accepted.append(request)
             log.info("saltcd: accepted %s/%s %s:%s from %s", request["app"], request["env"],
                      request["repository"], request["tag"], verdict.source["origin"])
         for reason in verdict.ignored:
@@ -108,7 +113,7 @@ class Controller:
             self.reporter.fire(rollout.REJECTED_TAG, rejection)
         return {
             "accepted": [{k: r[k] for k in ("id", "app", "env", "tag", "awaiting_approval")}
-                         for r in verdict.requests],
+                         for r in accepted],
             "ignored": verdict.ignored,
             "rejected": verdict.rejected,
             "source": verdict.source,

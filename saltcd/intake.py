@@ -37,6 +37,10 @@ INGRESS_PREFIX = ingress_key.TAG_PREFIX
 SOURCE_PREFIX = "saltcd/"
 CI_TAG = "saltcd/push"
 MINION_FIELDS = ("cmd", "id")
+# Requests one event may make: a registry batches a few events per envelope,
+# and each push becomes a request (and, superseded, a record), so a body full
+# of pushes must not become thousands of them.
+MAX_PUSHES = 50
 
 
 # Event text in log lines and reasons goes through this (escapes newlines & co).
@@ -218,7 +222,10 @@ def classify(tag, data, settings, now=None, nonces=None, engine_key=None):
         verdict.rejected = f"malformed payload ({type(exc).__name__})"
         return verdict
     verdict.ignored.extend(parsed.ignored)
-    for push in parsed.pushes:
+    if len(parsed.pushes) > MAX_PUSHES:
+        verdict.ignored.append(f"{len(parsed.pushes) - MAX_PUSHES} push(es) past the first {MAX_PUSHES} "
+                               "of one event")
+    for push in parsed.pushes[:MAX_PUSHES]:
         app = settings.app_for_repository(push.repository)
         env = settings.env_for_tag(push.tag)
         if app is None:

@@ -3,14 +3,17 @@ signature or an approval is required (issue 23): approvals release the push
 that was reviewed, a signed digest is a pin, drift is the operator's choice,
 waiting pushes are bounded, and targets a minion can join are refused."""
 
+import json
 import os
 
 import pytest
 
-from saltcd import config, controller, deploy_pillar, errors, registry_client
+from saltcd import config, controller, deploy_pillar, errors, intake, registry_client
 from saltcd.controller import Controller
+from saltcd.ingress_auth import hashed_headers
 from saltcd.store import Store
 
+from .conftest import TOKEN
 from .fakes import FakeClock, FakeFleet, MemoryCache, Recorder
 from .test_controller import OLD, PUSH_SECRET, REPO, from_ci, hook_event, signed
 
@@ -107,9 +110,10 @@ def test_approval_by_request_id(prod):
 
 # 4. Waiting pushes are de-duplicated per digest and capped.
 def test_a_digest_waits_once_and_the_waiting_list_is_capped(prod, monkeypatch):
-    for _ in range(3):
-        prod.accept(HOOK, hook_event(tag="prod", digest=D1))
+    verdicts = [prod.accept(HOOK, hook_event(tag="prod", digest=D1)) for _ in range(3)]
     assert [w["digest"] for w in prod.records.awaiting("web", "prod")] == [D1]
+    assert [len(v["accepted"]) for v in verdicts] == [1, 0, 0]
+    assert f"web/prod: {D1[:19]} is already waiting for approval" in verdicts[1]["ignored"]
     monkeypatch.setattr(controller, "MAX_AWAITING", 3)
     digests = ["sha256:" + f"{n:064x}" for n in range(2, 7)]
     for digest in digests:
@@ -274,3 +278,15 @@ def test_a_rollout_ties_its_deploy_data_to_itself_and_its_process(dev):
     record = dev.drain("web", "dev")["rollouts"][-1]
     assert {(s["rollout"], s["holder"]["pid"]) for s in seen} == {(record["id"], os.getpid())}
     assert record["holder"]["started"] == seen[0]["holder"]["started"] is not None
+
+
+def test_one_event_makes_at_most_max_pushes_requests(dev, monkeypatch):
+    monkeypatch.setattr(intake, "MAX_PUSHES", 3)
+    events = [{"action": "push", "target": {"mediaType": "application/vnd.docker.distribution.manifest.v2+json",
+                                            "repository": "saltcd/web", "tag": "dev",
+                                            "digest": "sha256:" + f"{n:064x}"},
+               "request": {"host": "127.0.0.1:5000"}} for n in range(10)]
+    body = json.dumps({"events": events}).encode()
+    verdict = dev.accept(HOOK, {"body": body, **hashed_headers({"Authorization": f"Bearer {TOKEN}"})})
+    assert len(verdict["accepted"]) == 3 and "7 push(es) past the first 3 of one event" in verdict["ignored"]
+    assert len(dev.records.pending("web", "dev")) == 3
