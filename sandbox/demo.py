@@ -157,6 +157,10 @@ def _print_deploy_event(name: str, suffix: str, data: dict) -> None:
         say(f"  {name} pulled ahead on {data.get('minion')}: {outcome}")
     elif suffix == "awaiting_approval":
         say(f"  {name} awaiting approval: {short(data.get('digest'))} (`salt-run deploy.approve` deploys it)")
+    elif suffix == "watch":
+        problems = "; ".join(f"{m} {what}" for m, what in sorted((data.get("problems") or {}).items()))
+        say(f"  {name} watched for {data.get('seconds')} s after the last batch: {data.get('outcome')}"
+            + (f" ({problems})" if problems else ""))
     elif suffix == "finished":
         reason = f" ({data['reason']})" if data.get("reason") else ""
         say(f"  {name} finished: {data.get('status')}{reason}")
