@@ -417,6 +417,15 @@ KEYS = (
         "minion's own `docker.update_mine` setting wins; on minions with `multiprocessing: False` "
         "dockermod caches the value per process, so saltcd's `false` also holds for later docker "
         "calls)", False, _boolean),
+    Key(f"{APP}.hooks", "release hooks: one-off containers of the new digest with the app's "
+        "environment and options, on one minion of the environment", {}, _mapping, per_env=True),
+    Key(f"{APP}.hooks.before", "command run once before batch 1 (a migration): exit 0, or the "
+        "rollout ends `failed` with nothing replaced", None, _health_command),
+    Key(f"{APP}.hooks.after", "command run once after the last batch (a smoke test): a failure "
+        "applies `on_failure`", None, _health_command),
+    Key(f"{APP}.hooks.timeout", "seconds a hook may run; then it is stopped and fails", 600, _number(1)),
+    Key(f"{APP}.hooks.minion", "the minion that runs the hooks", None, _text,
+        shown="the first minion of batch 1"),
     Key(f"{APP}.health", "how a minion decides its container is healthy", {}, _mapping,
         per_env=True),
     Key(f"{APP}.health.check", "how: `http` (GET `path` on `host`:`port`, expect `status`), `tcp` (a "
@@ -615,6 +624,7 @@ class Deployment:
     watch: float = None
     drift: str = "deploy"  # load() derives the default (see the key table)
     options: dict = field(default_factory=dict)
+    hooks: dict = field(default_factory=dict)  # before, after, timeout, minion
     allow_minion_chosen_target: bool = False
 
     @property
@@ -671,6 +681,8 @@ class Deployment:
                 "restart_policy": spec["restart_policy"],
                 "stop_timeout": spec["stop_timeout"],
                 "options": container_spec.with_label(spec["options"], spec_id),
+                "hooks": {**{kind: self.hooks.get(kind) for kind in rollout.HOOK_KINDS},
+                          "timeout": self.hooks.get("timeout")},
                 "spec": spec_id,
                 "strategy": self.strategy,
                 "drain": self.drain,

@@ -27,6 +27,7 @@ import time
 from saltcd import batches, container_spec, prepull
 
 REJECTED_TAG = "saltcd/rejected"
+HOOK_KINDS = ("before", "after")  # release hooks, in the order a rollout runs them
 NO_ANSWER = "no answer within the timeout"
 
 
@@ -198,6 +199,9 @@ class Rollout:
             before.update(self.fleet.inspect(rest, dep.container))
             rest = []
         self._learn(minions, before)
+        hook_minion = dep.hooks.get("minion") or first[0]
+        self.record["hooks"] = {kind: {"command": dep.hooks[kind], "minion": hook_minion}
+                                for kind in HOOK_KINDS if dep.hooks.get(kind)}
         if test:
             return self._finish("planned")
         if all(self._current(before.get(m)) for m in minions):
@@ -207,6 +211,9 @@ class Rollout:
         self.save(self.record)
         if not rest:
             self._begin()
+        problem = self._hook("before", hook_minion, minions)
+        if problem:
+            return self._finish("failed", f"before hook failed on {hook_minion}: {problem}; nothing replaced")
         budget = failure_budget(dep.max_failures, len(minions))
         for number in range(len(self.record["plan"])):
             # The plan is read afresh each batch: `_ask_the_rest` completes it during the first.
@@ -222,9 +229,37 @@ class Rollout:
             if len(self.record["failed_minions"]) > budget and FAILURE_POLICIES[dep.on_failure]:
                 return self._stop("watch after the last batch: " + "; ".join(
                     f"{m} {what}" for m, what in sorted(problems.items())), before)
+        if len(self.record["failed_minions"]) <= budget:
+            problem = self._hook("after", hook_minion, minions)
+            if problem:
+                reason = f"after hook failed on {hook_minion}: {problem}"
+                if FAILURE_POLICIES[dep.on_failure]:
+                    return self._stop(reason, before)
+                return self._finish("failed", reason)
         failed = self.record["failed_minions"]
         status = "failed" if len(failed) > budget else "succeeded"
         return self._finish(status, f"{len(failed)} minion(s) failed: {', '.join(failed)}" if failed else None)
+
+    def _hook(self, kind, minion, minions):
+        """Run release hook `kind` on `minion` if the app has one: None when it passed
+        (or there is none), else why it failed. Recorded and announced either way."""
+        if kind not in self.record.get("hooks", {}):
+            return None
+        if minion not in minions:
+            problem = f"{minion} is not a minion of {self.deployment.env}"
+            outcome = None
+        else:
+            self.reporter.progress(f"{self.deployment.app}/{self.deployment.env}: {kind} hook on {minion}")
+            started = time.time()
+            outcome = self.fleet.hook(minion, self._pillar(self.digest), kind, self.deployment.hooks["timeout"])
+            problem = None if outcome and outcome.get("ok") else (
+                (outcome or {}).get("comment") or NO_ANSWER)
+            self.record["hooks"][kind].update(seconds=round(time.time() - started, 3))
+        self.record["hooks"][kind].update(ok=problem is None, comment=(outcome or {}).get("comment") or problem)
+        self.save(self.record)
+        self._event("hook", kind=kind, minion=minion, ok=problem is None,
+                    comment=self.record["hooks"][kind]["comment"])
+        return problem
 
     def _learn(self, minions, before):
         """Record what each minion runs (as far as asked) and the plan that follows."""

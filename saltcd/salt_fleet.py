@@ -16,6 +16,7 @@ log = logging.getLogger(__name__)
 
 DEPLOY_SLS = "saltcd.deploy"
 PULL_SLS = "saltcd.pull"
+HOOK_SLS = "saltcd.hook"
 QUICK_TIMEOUT = 15
 # Seconds to wait for minions to answer `saltutil.term_job` at a batch's deadline.
 STOP_TIMEOUT = 5
@@ -159,6 +160,13 @@ class SaltFleet:
             returns.update(self._ask(lacking, fun, args))
         return {m: _dict_return(ret) for m, ret in returns.items()}
 
+    def hook(self, minion, pillar, kind, timeout):
+        """Run release hook `kind` (before, after) on `minion`: a one-off container of
+        the pillar's image (saltcd.hook), given up on `timeout` s past its own
+        limit. {"ok", "comment"}; None when the minion did not answer."""
+        return self.apply([minion], pillar, timeout + 60, limit=timeout + 60, sls=HOOK_SLS,
+                          selector={"hook": kind})[minion]
+
     @_master_required
     def inspect(self, minions, container):
         """{minion: container info} for minions that answered; absent ones: None."""
@@ -173,8 +181,10 @@ class SaltFleet:
         return self._query(minions, "saltcd.status", args)
 
     @_master_required
-    def apply(self, minions, pillar, timeout, test=False, limit=None, published=None):
-        """Apply the deploy SLS; {minion: outcome} with None for minions that did not answer.
+    def apply(self, minions, pillar, timeout, test=False, limit=None, published=None, sls=DEPLOY_SLS,
+              selector=None):
+        """Apply the deploy SLS (or `sls`, with `selector` added to the job's
+        selector); {minion: outcome} with None for minions that did not answer.
 
         `timeout` is Salt's: how long a minion may stay silent before it counts
         as not answering (it is asked with `saltutil.find_job` meanwhile).
@@ -196,11 +206,12 @@ class SaltFleet:
         saltcd.deploy_pillar).
         """
         data, override = deploy_pillar.split(pillar)
+        override["saltcd"].update(selector or {})
         entries = deploy_pillar.DeployPillar(salt_cache.cache_for(self.opts))
         entries.publish(minions, data)
         try:
             jid, returns, overdue = self._run_until(
-                minions, "state.apply", [DEPLOY_SLS], {"pillar": override, "queue": True, "test": test},
+                minions, "state.apply", [sls], {"pillar": override, "queue": True, "test": test},
                 timeout, limit, published)
             stopped = self._stop_job(jid, overdue) if overdue else {}
         finally:

@@ -166,13 +166,28 @@ def health_probe(check, url, container=None, status=200, command=None, timeout=2
     return {"healthy": healthy, "status": code, "error": error, "seconds": round(time.monotonic() - started, 3)}
 
 
+# A connection that is not closed within this time counts as accepted by the app.
+TCP_HOLD = 0.3
+
+
 def _tcp(url, container, command, timeout):  # pylint: disable=unused-argument
+    """Accepted and not closed at once: Docker's userland proxy accepts every
+    connection to a published port and closes it when nothing listens behind."""
     parsed = urllib.parse.urlsplit(url)
     try:
-        with socket.create_connection((parsed.hostname, parsed.port), timeout=timeout):
-            return True, None, None
+        with socket.create_connection((parsed.hostname, parsed.port), timeout=timeout) as sock:
+            sock.settimeout(TCP_HOLD)
+            try:
+                closed = sock.recv(1) == b""
+            except socket.timeout:
+                closed = False  # open and silent: a server that waits for its client
+            except OSError:
+                closed = True  # reset
     except OSError as exc:
         return False, None, f"{parsed.hostname}:{parsed.port}: {exc.strerror or exc}"
+    if closed:
+        return False, None, f"{parsed.hostname}:{parsed.port}: closed at once (nothing listens behind it?)"
+    return True, None, None
 
 
 def _command(url, container, command, timeout):  # pylint: disable=unused-argument

@@ -24,6 +24,7 @@ import logging
 import socket
 import subprocess
 import sys
+import time
 
 from salt.exceptions import CommandExecutionError, SaltInvocationError
 
@@ -132,7 +133,9 @@ def _create(image, name, port_binding, environment, restart_policy, stop_timeout
     options = dict(options or {})
     networks = _networks(options)
     options.pop("networks", None)
-    __salt__["docker.create"](image, name=name, port_bindings=port_binding, environment=environment or {},
+    if port_binding:
+        options["port_bindings"] = port_binding
+    __salt__["docker.create"](image, name=name, environment=environment or {},
                               restart_policy=restart_policy, stop_timeout=int(stop_timeout), **options)
     for network, settings in networks:
         __salt__["docker.connect_container_to_network"](name, network, **settings)
@@ -185,6 +188,58 @@ def _finish(name, next_name, old_slot, drain, stop_timeout, notes):
         __salt__["saltcd_haproxy.retire"](name, old_slot)
     _retire(name, stop_timeout, notes)
     __salt__["docker.rename"](next_name, name)
+
+
+# A hook's output kept in its comment (and so in the rollout's record).
+HOOK_LINES = 20
+HOOK_POLL = 0.5
+
+
+def hook(name, image, command, environment=None, options=None, timeout=600):
+    """
+    Run ``command`` once in a new container ``name`` of ``image`` with the app's
+    ``environment`` and ``options`` (its volumes and networks: a migration sees
+    what the app sees), wait for it to exit (at most ``timeout`` s), remove it.
+    The command replaces the image's entrypoint (a list is run as it is, a
+    string with ``/bin/sh -c``). Passes when it exits 0; the comment ends with
+    its last lines of output.
+    """
+    ret = {"name": name, "changes": {}, "result": False, "comment": ""}
+    shown = command if isinstance(command, str) else " ".join(command)
+    if __opts__["test"]:
+        ret["result"] = None
+        ret["comment"] = f"Would run `{shown}` in a one-off container of {image}"
+        return ret
+    options = {k: v for k, v in (options or {}).items() if k != "labels"}  # not one of the app's containers
+    # What the hook says is all that runs: the image's ENTRYPOINT (a server's
+    # start script, often) would take the command as its arguments.
+    argv = ["/bin/sh", "-c", command] if isinstance(command, str) else list(command)
+    options.update(entrypoint=argv[:1], command=argv[1:])
+    _remove(name, 10)  # what an interrupted run left
+    try:
+        _create(image, name, None, environment, "no", 10, options)
+        __salt__["docker.start"](name)
+        deadline = time.monotonic() + float(timeout)
+        # Bounded: one look per HOOK_POLL until it exits or `timeout` has passed.
+        # (Not docker.state: it keeps its first answer for the whole state run.)
+        while (state := __salt__["docker.inspect_container"](name).get("State") or {}).get("Running"):
+            if time.monotonic() >= deadline:
+                _remove(name, 10)
+                ret["comment"] = f"hook `{shown}` did not finish within {timeout} s: stopped"
+                return ret
+            time.sleep(HOOK_POLL)
+        code = state.get("ExitCode")
+        output = __salt__["docker.logs"](name)
+    except CommandExecutionError as exc:
+        _remove(name, 10)
+        ret["comment"] = f"hook `{shown}` could not run: {exc}"
+        return ret
+    _remove(name, 10)
+    last = "\n".join(str(output or "").splitlines()[-HOOK_LINES:])
+    ret["result"] = code == 0
+    ret["changes"] = {"hook": {"command": shown, "exit_code": code}}
+    ret["comment"] = f"hook `{shown}` exited {code}" + (f"; its last lines:\n{last}" if last else "")
+    return ret
 
 
 def start_first(name, image, ports, environment=None, restart_policy="unless-stopped", stop_timeout=10,

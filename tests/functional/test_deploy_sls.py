@@ -53,3 +53,19 @@ def test_the_apps_options_reach_docker_container_running_with_the_spec_label(cal
                    {"mem_limit": "256m"}, {"networks": [{"backend": {"aliases": ["web"]}}]},
                    {"labels": {"team": "web", "io.saltcd.spec": deployment.spec_id}}):
         assert option in running, option
+
+
+def test_the_hook_sls_runs_the_hook_in_a_one_off_container_of_the_pinned_image(caller, example_config):
+    example_config["apps"]["web"]["hooks"] = {"before": ["./manage.py", "migrate"], "timeout": 120}
+    example_config["apps"]["web"]["options"] = {"binds": ["web-data:/data"]}
+    pillar = config.load(example_config).deployment("web", "dev").pillar(DIGEST)
+    pillar["saltcd"]["hook"] = "before"
+    low = caller.cmd("state.show_sls", "saltcd.hook", pillar=pillar)
+    assert isinstance(low, dict), low
+    hook = low["saltcd-hook-saltcd_release-hook"]["saltcd_release"]
+    for item in ({"name": "web-hook-before"}, {"image": f"127.0.0.1:5000/saltcd/web@{DIGEST}"},
+                 {"command": ["./manage.py", "migrate"]}, {"timeout": 120}, {"environment": {"GREETING": "hello"}}):
+        assert item in hook, item
+    assert [o["options"]["binds"] for o in hook if "options" in o] == [["web-data:/data"]]
+    pillar["saltcd"]["hook"] = "after"  # the app has no after hook
+    assert isinstance(caller.cmd("state.show_sls", "saltcd.hook", pillar=pillar), list)

@@ -98,6 +98,13 @@ APPS = {
     # ({lab_root} is the lab's folder), stop-first and start-first.
     "vol": (18031, {"options": volume_options("vol")}),
     "volsf": (18030, {"strategy": "start-first", "drain": 1, "options": volume_options("volsf")}),
+    # test_real_apps.py: release hooks (one writes into the app's volume, one fails).
+    # The app image installs busybox's applets only when its server starts: a
+    # one-off container calls busybox by its path.
+    "hooked": (18027, {"options": {"binds": ["saltcd-hooked-data:/data"]}, "hooks": {
+        "before": ["/bin/busybox", "sh", "-c", "echo migrated-on-$PORT > /data/migrated"],
+        "after": ["/bin/busybox", "test", "-f", "/data/migrated"]}}),
+    "hookfail": (18026, {"hooks": {"before": ["/bin/busybox", "sh", "-c", "echo boom >&2; exit 3"]}}),
     # test_real_apps.py: health checks besides HTTP.
     "tcpcheck": (18029, {"health": {"check": "tcp"}}),
     "cmdcheck": (18028, {"health": {"check": "command", "command": [

@@ -72,3 +72,33 @@ def test_health_checks_besides_http_gate_the_batch(lab, app, bad):
     record = lab.history(app, "dev", limit=1)[0]
     (comment,) = [r["comment"] for b in record["batches"] if b["kind"] == "batch" for r in b["minions"].values()]
     assert "Unhealthy" in comment, comment
+
+
+def test_a_before_hook_runs_once_with_the_apps_volume_and_an_after_hook_checks(lab):
+    start = time.time()
+    digest = lab.push("hooked", "dev", "1.0.0")
+    data = outcome(lab, "hooked", start)
+    assert data["status"] == "succeeded", data
+    record = lab.history("hooked", "dev", limit=1)[0]
+    assert {k: (v["minion"], v["ok"]) for k, v in record["hooks"].items()} == {
+        "before": ("dev-1", True), "after": ("dev-1", True)}
+    # The migration wrote into dev-1's volume, which the new container mounts.
+    assert _exec(lab, "dev-1", "hooked", "cat", "/data/migrated") == "migrated-on-8080"
+    assert {m: lab.running_digests("hooked")[m] for m in DEV} == {m: digest for m in DEV}
+    assert [e.data["kind"] for e in lab.events("saltcd/deploy/hooked/dev/hook", start)] == ["before", "after"]
+    client = lab.hosts["dev-1"].client()
+    try:  # the one-off container is gone
+        assert [c.name for c in client.containers.list(all=True) if "-hook-" in c.name] == []
+    finally:
+        client.close()
+
+
+def test_a_failed_before_hook_replaces_nothing(lab):
+    start = time.time()
+    lab.push("hookfail", "dev", "1.0.0")
+    data = outcome(lab, "hookfail", start)
+    assert data["status"] == "failed" and "before hook failed on dev-1" in data["reason"], data
+    record = lab.history("hookfail", "dev", limit=1)[0]
+    assert record["hooks"]["before"]["ok"] is False and "boom" in record["hooks"]["before"]["comment"]
+    assert all(d is None for d in lab.running_digests("hookfail").values())
+    assert [b["kind"] for b in record["batches"]] == []

@@ -64,6 +64,8 @@ class FakeFleet:
         self.status_calls = 0
         self.calls = []  # ("inspect" | "apply", minions) in call order
         self.specs = {}  # minion -> spec fingerprint its container was created with (else AnySpec)
+        self.hooks_run = []  # (minion, kind, digest, command) in call order
+        self.failing_hooks = set()  # kinds whose command exits non-zero
 
     def targets(self, target, tgt_type):
         prefix = target.rstrip("*")
@@ -74,6 +76,16 @@ class FakeFleet:
         return {m: None if m in self.silent else
                 {"exists": self.running[m] is not None, "running": self.running[m] is not None,
                  "digest": self.running[m], "spec": self.specs.get(m, AnySpec())} for m in minions}
+
+    def hook(self, minion, pillar, kind, timeout):
+        command = pillar["saltcd"]["hooks"][kind]
+        self.calls.append(("hook", [minion]))
+        self.hooks_run.append((minion, kind, pillar["saltcd"]["digest"], command))
+        if minion in self.silent:
+            return None
+        if kind in self.failing_hooks:
+            return {"ok": False, "changed": True, "comment": f"hook `{command}` exited 3; its last lines:\nboom"}
+        return {"ok": True, "changed": True, "comment": f"hook `{command}` exited 0"}
 
     def apply(self, minions, pillar, timeout, test=False, limit=None, published=None):
         digest = pillar["saltcd"]["digest"]

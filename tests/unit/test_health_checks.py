@@ -4,6 +4,7 @@ health_probe), and their configuration. Docker is faked here; the lab runs
 the tcp and command checks against real containers (test_real_apps.py)."""
 
 import socket
+import threading
 
 import pytest
 
@@ -29,6 +30,23 @@ def test_tcp_is_healthy_while_something_accepts_connections(minion):
         assert minion.health_probe("tcp", url)["healthy"] is True
     closed = minion.health_probe("tcp", url)
     assert closed["healthy"] is False and f"127.0.0.1:{port}" in closed["error"]
+
+
+def test_tcp_is_unhealthy_when_the_connection_is_closed_at_once(minion):
+    """What Docker's userland proxy does on a published port with nothing behind it."""
+    with socket.socket() as server:
+        server.bind(("127.0.0.1", 0))
+        server.listen()
+
+        def accept_and_close():
+            connection, _ = server.accept()
+            connection.close()
+
+        closer = threading.Thread(target=accept_and_close, daemon=True)
+        closer.start()
+        probe = minion.health_probe("tcp", f"tcp://127.0.0.1:{server.getsockname()[1]}")
+        closer.join(5)
+    assert probe["healthy"] is False and "closed at once" in probe["error"]
 
 
 def test_a_command_in_the_container_must_exit_0(minion):
