@@ -52,10 +52,8 @@ def _as_a_rollout(opts, dep, digest):
     record = {"id": store.new_id(), "app": dep.app, "env": dep.env, "status": "running",
               "trigger": {"kind": "operator", "origin": "bench.pillar_cost"}}
     records.save_rollout(record)
-    pillar = dep.pillar(digest)
-    pillar["saltcd"].update(rollout=record["id"], holder=holder.current())
     try:
-        yield pillar
+        yield holder.tie(dep.pillar(digest), record["id"], holder.current())
     finally:
         records.discard_rollout(dep.app, dep.env, record["id"])
 

@@ -197,8 +197,8 @@ def _health_path(value, key):
     return value
 
 
-def _health_command(value, key):
-    """A command for `docker exec`: a string, or a list of arguments (kept as a list)."""
+def _command(value, key):
+    """A command (a health check's, a hook's): a string, or a list of arguments (kept as a list)."""
     if isinstance(value, str) and value.strip():
         return value
     _need(isinstance(value, list) and value and all(isinstance(a, str) and a for a in value), key,
@@ -420,9 +420,9 @@ KEYS = (
     Key(f"{APP}.hooks", "release hooks: one-off containers of the new digest with the app's "
         "environment and options, on one minion of the environment", {}, _mapping, per_env=True),
     Key(f"{APP}.hooks.before", "command run once before batch 1 (a migration): exit 0, or the "
-        "rollout ends `failed` with nothing replaced", None, _health_command),
+        "rollout ends `failed` with nothing replaced", None, _command),
     Key(f"{APP}.hooks.after", "command run once after the last batch (a smoke test): a failure "
-        "applies `on_failure`", None, _health_command),
+        "applies `on_failure`", None, _command),
     Key(f"{APP}.hooks.timeout", "seconds a hook may run; then it is stopped and fails", 600, _number(1)),
     Key(f"{APP}.hooks.minion", "the minion that runs the hooks", None, _text,
         shown="the first minion of batch 1"),
@@ -433,7 +433,7 @@ KEYS = (
         "0), `docker` (the image's own HEALTHCHECK says healthy), `running` (the container runs and "
         "does not restart, for `settle`)", "http", _one_of(HEALTH_CHECKS)),
     Key(f"{APP}.health.command", "`check: command`: the command run in the container (`docker exec`), "
-        "a string or a list of arguments", None, _health_command),
+        "a string or a list of arguments", None, _command),
     Key(f"{APP}.health.path", "URL path probed", "/health", _health_path),
     Key(f"{APP}.health.port", "the published (host) port probed", 8080, _port),
     Key(f"{APP}.health.host", "address probed (a minion's grain `saltcd:health_host` wins)",

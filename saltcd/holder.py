@@ -44,6 +44,13 @@ def current():
     return {"pid": pid, "started": started}
 
 
+def tie(pillar, rollout_id, owner):
+    """`pillar` (Deployment.pillar) tied to the rollout and the process (`owner`,
+    from current()) that publish it: the deploy pillar serves nothing else."""
+    pillar["saltcd"].update(rollout=rollout_id, holder=owner)
+    return pillar
+
+
 def alive(holder):
     """True if the process `holder` (from current()) still runs (a zombie does not)."""
     if not isinstance(holder, dict) or holder.get("started") is None:

@@ -24,7 +24,7 @@ A reporter provides `fire(tag, data)` (events) and `progress(text)`.
 import math
 import time
 
-from saltcd import batches, container_spec, prepull
+from saltcd import batches, container_spec, holder, prepull
 
 REJECTED_TAG = "saltcd/rejected"
 HOOK_KINDS = ("before", "after")  # release hooks, in the order a rollout runs them
@@ -87,6 +87,12 @@ class Rollout:
              "failed_minions": []}
         )
 
+    def _planned(self, info):
+        """What the plan says of one minion, from what it runs now (`info`)."""
+        change = not self._current(info)
+        return {"from": (info or {}).get("digest"), "to": self.digest, "answered": info is not None,
+                "change": change, **({"why": self._why(info)} if change else {})}
+
     def _current(self, info):
         """Does this inspected container run this rollout's release (digest and spec)?"""
         return runs(info, self.digest, self.spec_id)
@@ -119,9 +125,7 @@ class Rollout:
         """The deploy data of `digest` (with `spec`, else the app's own), tied to this
         rollout and the process running it: the ext_pillar serves it only while
         both last (saltcd.deploy_pillar)."""
-        pillar = self.deployment.pillar(digest, spec)
-        pillar["saltcd"].update(rollout=self.record["id"], holder=self.record.get("holder"))
-        return pillar
+        return holder.tie(self.deployment.pillar(digest, spec), self.record["id"], self.record.get("holder"))
 
     # pulling ahead (saltcd.prepull)
     def _start_prepull(self, plan):
@@ -163,14 +167,7 @@ class Rollout:
             plan.append({
                 "number": number,
                 "minions": {
-                    minion: {
-                        "from": (before.get(minion) or {}).get("digest"),
-                        "to": self.digest,
-                        "answered": before.get(minion) is not None,
-                        "change": not self._current(before.get(minion)),
-                        **({"why": self._why(before.get(minion))}
-                           if not self._current(before.get(minion)) else {}),
-                    }
+                    minion: self._planned(before.get(minion))
                     for minion in batch
                 },
             })

@@ -21,8 +21,7 @@ OTHER = "sha256:" + "e" * 64
 def _split(opts, dep, digest, rollout_id="20261207T120000.000000Z-aaaaaa", owner=None):
     """deploy_pillar.split of a rollout recorded as running in `opts`' store, run
     by `owner` (this process unless given), as Rollout publishes it."""
-    pillar = dep.pillar(digest)
-    pillar["saltcd"].update(rollout=rollout_id, holder=owner or holder.current())
+    pillar = holder.tie(dep.pillar(digest), rollout_id, owner or holder.current())
     store.Store(salt.cache.factory(opts)).save_rollout(
         {"id": rollout_id, "app": dep.app, "env": dep.env, "status": "running"})
     return deploy_pillar.split(pillar)
