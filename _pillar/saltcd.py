@@ -44,4 +44,5 @@ def ext_pillar(minion_id, pillar, **kwargs):  # pylint: disable=unused-argument
         return {}
     log.debug("saltcd: deploy pillar for %s: %s", minion_id, sorted(entries))
     return deploy_pillar.build(
-        entries, pillar, resolve=lambda uri: salt.utils.sdb.sdb_get(uri, __opts__, strict=True))
+        entries, pillar, resolve=lambda uri: salt.utils.sdb.sdb_get(uri, __opts__, strict=True),
+        minion=minion_id)

@@ -305,6 +305,7 @@ class Key:
     `path` is dotted, with `<placeholders>` for names the operator chooses; a
     key with children (`apps.<app>.health`) is a mapping checked key by key.
     `per_env`: also accepted under `apps.<app>.environments.<env>`, which wins.
+    `per_role`: also accepted under `apps.<app>.roles.<role>`, which wins there.
     `secret`: resolved through the secret lookup (sdb://) before the check.
     `shown`: the default as the reference states it, when the value says too little.
     """
@@ -316,6 +317,7 @@ class Key:
     per_env: bool = False
     secret: bool = False
     shown: str = None
+    per_role: bool = False
 
     @property
     def name(self):
@@ -324,6 +326,7 @@ class Key:
 
 APP = "apps.<app>"
 ENV = "apps.<app>.environments.<env>"
+ROLE = "apps.<app>.roles.<role>"
 
 # Every key of `saltcd:`, in the README's order. A new key is one entry here
 # (and the code that uses it); then `make config-reference` regenerates the
@@ -388,27 +391,29 @@ KEYS = (
     Key(f"{APP}.repository", "`host[:port]/path`; pushes of it deploy this app", REQUIRED, _repository),
     Key(f"{APP}.container", "container name on the minions",
         Derived("the app name", lambda app, env: app), _container),
-    Key(f"{APP}.ports", '`["host:container", …]`', [], _ports),
+    Key(f"{APP}.ports", '`["host:container", …]`', [], _ports, per_role=True),
     Key(f"{APP}.environment", "container environment variables", {}, _environment_vars,
-        per_env=True),
+        per_env=True, per_role=True),
     Key(f"{APP}.options", "the rest of the container: `docker_container.running`'s own options "
         "(binds, volumes, networks with aliases, command, entrypoint, user, working_dir, labels, "
         "mem_limit, log_driver/log_opt, extra_hosts, cap_add, read_only, tmpfs, sysctls, dns, ...), "
         "checked with dockermod's translation table when the config loads; an environment's "
         "options are merged over the app's, option by option; a change rolls out like a new digest",
-        {}, _container_options, per_env=True),
+        {}, _container_options, per_env=True, per_role=True),
     Key(f"{APP}.restart_policy", "docker restart policy: " + ", ".join(f"`{p}`" for p in RESTART_POLICIES),
         "unless-stopped",
-        _one_of(RESTART_POLICIES)),
-    Key(f"{APP}.stop_timeout", "seconds before docker kills the old container", 10, _number(0)),
+        _one_of(RESTART_POLICIES), per_role=True),
+    Key(f"{APP}.stop_timeout", "seconds before docker kills the old container", 10, _number(0),
+        per_role=True),
     Key(f"{APP}.strategy", "`stop-first` (the old container stops, then the new one takes the "
         "published port) or `start-first` (the new one starts beside it on a private port, passes "
         "the health gate, then the host's HAProxy switches to it and the old one drains and is "
-        "stopped in the background; the app must have exactly one port)", "stop-first",
-        _one_of(STRATEGIES), per_env=True),
+        "stopped in the background; the app must have exactly one port; a role without ports is "
+        "always stop-first)", "stop-first",
+        _one_of(STRATEGIES), per_env=True, per_role=True),
     Key(f"{APP}.drain", "start-first: seconds the old container may go on serving the requests "
         "in flight after the switch (it stops as soon as its last connection closes)", 10,
-        _number(0), per_env=True),
+        _number(0), per_env=True, per_role=True),
     Key(f"{APP}.prepull", "how many minions pull the pinned image at once when a rollout "
         "starts, ahead of their batch (nothing is stopped or changed by a pull); `0` turns it off",
         10, _integer_between(0, 1000, "a count"), per_env=True),
@@ -417,6 +422,23 @@ KEYS = (
         "minion's own `docker.update_mine` setting wins; on minions with `multiprocessing: False` "
         "dockermod caches the value per process, so saltcd's `false` also holds for later docker "
         "calls)", False, _boolean),
+    Key(f"{APP}.roles", "several containers of the one image (e.g. `web` and `worker`), each a "
+        "role with its own `container`, `ports`, `environment`, `options` (command, ...), `health`, "
+        "`strategy` and optional `target`; each batch replaces them role by role in this order, "
+        "each gated by its own health check, and fails if any role fails; a role's `environment`, "
+        "`options` and `health` merge over the app's (and the environment's); with roles the app "
+        "itself has no `ports`; a change to any role's spec replaces every role's container",
+        {}, _mapping, shown="none: the app is one container"),
+    Key(f"{ROLE}.container", "the role's container", Derived("`<container>-<role>`", None), _container),
+    Key(f"{ROLE}.target", "runs only on the environment's minions that this Salt target also matches",
+        None, _target, shown="every minion of the environment"),
+    Key(f"{ROLE}.tgt_type", "how the role's `target` matches: " + ", ".join(f"`{t}`" for t in TGT_TYPES),
+        "glob", _one_of(TGT_TYPES)),
+    Key(f"{APP}.state", "the operator's own SLS (e.g. `myteam.web`), applied to each batch instead "
+        "of `saltcd.deploy` with the pillar contract in docs (pillar `saltcd`: image, previous_image, "
+        "app, env, digest, roles, labels); saltcd still gates on health, counts failures and rolls "
+        "back by applying it with the previous image", None, _text,
+        shown="`saltcd.deploy`"),
     Key(f"{APP}.hooks", "release hooks: one-off containers of the new digest with the app's "
         "environment and options, on one minion of the environment", {}, _mapping, per_env=True),
     Key(f"{APP}.hooks.before", "command run once before batch 1 (a migration): exit 0, or the "
@@ -426,8 +448,9 @@ KEYS = (
     Key(f"{APP}.hooks.timeout", "seconds a hook may run; then it is stopped and fails", 600, _number(1)),
     Key(f"{APP}.hooks.minion", "the minion that runs the hooks", None, _text,
         shown="the first minion of batch 1"),
-    Key(f"{APP}.health", "how a minion decides its container is healthy", {}, _mapping,
-        per_env=True),
+    Key(f"{APP}.health", "how a minion decides its container is healthy (a role's health is "
+        "merged over the app's; a role without ports is checked with `running` unless it says "
+        "otherwise)", {}, _mapping, per_env=True, per_role=True),
     Key(f"{APP}.health.check", "how: `http` (GET `path` on `host`:`port`, expect `status`), `tcp` (a "
         "connection to `host`:`port` is accepted), `command` (`command` run in the container exits "
         "0), `docker` (the image's own HEALTHCHECK says healthy), `running` (the container runs and "
@@ -508,6 +531,8 @@ def keys_under(prefix):
     found = {k.name: k for k in KEYS if _parent(k.path) == prefix}
     if prefix == ENV:
         found.update({k.name: k for k in keys_under(APP).values() if k.per_env})
+    if prefix == ROLE:
+        found.update({k.name: k for k in keys_under(APP).values() if k.per_role})
     return types.MappingProxyType(found)
 
 
@@ -594,6 +619,33 @@ class Health:
 
 
 @dataclass(frozen=True)
+class Role:
+    """One container of an app in one environment: a role (web, worker, ...), or
+    the app itself (name None) when it has no roles."""
+
+    name: str
+    container: str
+    ports: tuple
+    environment: dict
+    options: dict
+    restart_policy: str
+    stop_timeout: float
+    strategy: str
+    drain: float
+    health: Health
+    target: str = None  # None: every minion of the environment
+    tgt_type: str = "glob"
+
+    def spec(self):
+        """What the container is, beside its image (an app without roles: as before roles existed,
+        so that its fingerprint, and with it what runs, stays the same)."""
+        spec = {"ports": list(self.ports), "environment": self.environment,
+                "restart_policy": self.restart_policy, "stop_timeout": self.stop_timeout,
+                "options": self.options}
+        return spec if self.name is None else {"role": self.name, "container": self.container, **spec}
+
+
+@dataclass(frozen=True)
 class Deployment:
     """One app in one environment, with every default and override resolved."""
 
@@ -626,6 +678,18 @@ class Deployment:
     options: dict = field(default_factory=dict)
     hooks: dict = field(default_factory=dict)  # before, after, timeout, minion
     allow_minion_chosen_target: bool = False
+    # The containers, in the order a batch replaces them (the loader makes the
+    # one of an app without roles from the keys above).
+    roles: tuple = ()
+    state: str = None  # the operator's own SLS instead of saltcd.deploy
+
+    @property
+    def has_roles(self):
+        return bool(self.roles) and self.roles[0].name is not None
+
+    def role(self, name):
+        """The configured Role called `name` (None: the app's own), or None."""
+        return next((role for role in self.roles if role.name == name), None)
 
     @property
     def batch_deadline(self):
@@ -643,27 +707,33 @@ class Deployment:
         return self.health.settle if self.watch is None else self.watch
 
     def spec(self):
-        """What the container is, beside its image: the release is digest + spec."""
-        spec = {name: getattr(self, name) for name in container_spec.FIELDS}
-        spec["ports"] = list(spec["ports"])
-        spec["options"] = self.options
-        return spec
+        """What the containers are, beside their image: the release is digest + spec."""
+        spec = self.roles[0].spec() if not self.has_roles else {"roles": [r.spec() for r in self.roles]}
+        return {**spec, "state": self.state} if self.state else spec
 
     @property
     def spec_id(self):
         """The fingerprint of spec(), the label `io.saltcd.spec` on its containers."""
         return container_spec.fingerprint(self.spec())
 
-    def pillar(self, digest, spec=None):
+    def pillar(self, digest, spec=None, placement=None, previous=None):
         """The pillar the deploy SLS reads: everything it needs, nothing else.
 
         `spec` (a spec() of before, to roll back to) replaces the app's own.
-        Not published as is: SaltFleet.apply serves `saltcd` to the batch's
-        minions through the `saltcd` ext_pillar and puts only its app, env and
-        digest in the job (saltcd.deploy_pillar.split).
+        `placement` ({role: [minions]}) limits a targeted role to its minions;
+        `previous` ({minion: digest}) is what each ran before (the pillar
+        contract's `previous_image`). Not published as is: SaltFleet.apply
+        serves `saltcd` to the batch's minions through the `saltcd` ext_pillar
+        (which gives each minion its own roles and previous image) and puts only
+        its app, env and digest in the job (saltcd.deploy_pillar.split).
         """
         spec = spec or self.spec()
         spec_id = container_spec.fingerprint(spec)
+        # The app-level container keys: the spec's for an app without roles, else
+        # the app's own (what hooks run with: no role's command, no ports).
+        own = spec if "roles" not in spec else {
+            "ports": [], "environment": self.environment, "restart_policy": self.restart_policy,
+            "stop_timeout": self.stop_timeout, "options": self.options}
         return {
             # dockermod sends `docker.ps` to the Salt mine after every container
             # call: five master round trips per replace, about 1.7 s a minion on
@@ -676,29 +746,57 @@ class Deployment:
                 "image": self.repository.pinned(digest),
                 "digest": digest,
                 "container": self.container,
-                "ports": list(spec["ports"]),
-                "environment": dict(spec["environment"]),
-                "restart_policy": spec["restart_policy"],
-                "stop_timeout": spec["stop_timeout"],
-                "options": container_spec.with_label(spec["options"], spec_id),
+                "ports": list(own["ports"]),
+                "environment": dict(own["environment"]),
+                "restart_policy": own["restart_policy"],
+                "stop_timeout": own["stop_timeout"],
+                "options": container_spec.with_label(own["options"], spec_id),
+                "labels": {container_spec.SPEC_LABEL: spec_id},
+                "roles": [self._role_entry(role_spec, spec_id, placement or {})
+                          for role_spec in spec.get("roles") or [spec]],
+                "previous_images": {minion: self.repository.pinned(before)
+                                    for minion, before in (previous or {}).items() if before},
+                "state": spec.get("state"),
                 "hooks": {**{kind: self.hooks.get(kind) for kind in rollout.HOOK_KINDS},
                           "timeout": self.hooks.get("timeout")},
                 "spec": spec_id,
                 "strategy": self.strategy,
                 "drain": self.drain,
-                "health": {
-                    "check": self.health.check,
-                    "command": self.health.command,
-                    "path": self.health.path,
-                    "port": self.health.port,
-                    "host": self.health.host,
-                    "timeout": self.health.timeout,
-                    "interval": self.health.interval,
-                    "settle": self.health.settle,
-                    "status": self.health.status,
-                },
+                "health": _health_pillar(self.health),
             }
         }
+
+    def _role_entry(self, role_spec, spec_id, placement):
+        """One container of the pillar's `roles`: its spec (maybe an earlier one) with
+        how it is replaced and checked, from the role of that name now configured."""
+        name = role_spec.get("role")
+        role = self.role(name)
+        if role is None:  # a role since removed, rolled back to: checked as a worker would be
+            role = Role(name=name, container=role_spec["container"], ports=(), environment={}, options={},
+                        restart_policy=self.restart_policy, stop_timeout=self.stop_timeout,
+                        strategy="stop-first", drain=self.drain,
+                        health=dataclasses.replace(self.health, check="running"))
+        entry = {
+            "role": name,
+            "container": role_spec.get("container", self.container),
+            "ports": list(role_spec["ports"]),
+            "environment": dict(role_spec["environment"]),
+            "restart_policy": role_spec["restart_policy"],
+            "stop_timeout": role_spec["stop_timeout"],
+            "options": container_spec.with_label(role_spec["options"], spec_id),
+            "strategy": role.strategy,
+            "drain": role.drain,
+            "health": _health_pillar(role.health),
+        }
+        if name in placement:
+            entry["minions"] = sorted(placement[name])
+        return entry
+
+
+def _health_pillar(health):
+    """A Health as the deploy state reads it."""
+    return {name: getattr(health, name) for name in
+            ("check", "command", "path", "port", "host", "timeout", "interval", "settle", "status")}
 
 
 # The app keys the deploy state reads from the pillar above; its defaults.yaml
@@ -822,7 +920,55 @@ class Settings:
 # The loader: the table's checks and defaults, plus the rules that tie keys together.
 
 
-def _deployment(app, env, app_present, app_settings, raw_env, key, resolve_secret):
+def _role(app, name, present, values, key):
+    """One role in one environment: its own keys over the app's (and the environment's)."""
+    ports = present.get("ports", ())
+    health = {**values["health"], **present.get("health", {})}
+    if not ports and "check" not in present.get("health", {}):
+        health["check"] = "running"  # nothing to probe on a port: it must stay up
+    role = Role(
+        name=name, container=present.get("container", f"{values['container']}-{name}"), ports=ports,
+        environment={**values["environment"], **present.get("environment", {})},
+        options={**values["options"], **present.get("options", {})},
+        restart_policy=present.get("restart_policy", values["restart_policy"]),
+        stop_timeout=present.get("stop_timeout", values["stop_timeout"]),
+        # A role no traffic reaches has nothing to switch over.
+        strategy=present.get("strategy", values["strategy"] if ports else "stop-first"),
+        drain=present.get("drain", values["drain"]),
+        health=Health(**health), target=present.get("target"), tgt_type=present.get("tgt_type", "glob"))
+    _check_role(role, key)
+    return role
+
+
+def _check_role(role, key):
+    """The rules a container's own keys must keep together (an app's, or a role's)."""
+    _need(role.health.check != "command" or role.health.command, f"{key}:health:command",
+          "is required with `check: command`")
+    # The host's proxy owns the published address; the container gets a private one.
+    _need(role.strategy != "start-first" or (len(role.ports) == 1 and ":" in role.ports[0].split("/")[0]),
+          f"{key}:strategy", "start-first needs exactly one port, `\"host:container\"`, for the "
+          f"proxy to publish (it has {list(role.ports)})")
+
+
+def _roles(app, values, present_roles, key):
+    """The app's containers in one environment: its roles, or the app itself as the one."""
+    if not present_roles:
+        own = {name: values[name] for name in Role.__dataclass_fields__
+               if name not in ("name", "target", "tgt_type")}
+        role = Role(name=None, **{**own, "health": Health(**values["health"])})
+        _check_role(role, key)
+        return (role,)
+    _need(not values["ports"], f"saltcd:apps:{app}:ports",
+          "an app with roles publishes no ports itself: give them to the role that serves them")
+    roles = tuple(_role(app, name, present, values, f"saltcd:apps:{app}:roles:{name}")
+                  for name, present in present_roles.items())
+    containers = [role.container for role in roles]
+    _need(len(set(containers)) == len(containers), f"saltcd:apps:{app}:roles",
+          f"two roles name the same container: {sorted(containers)}")
+    return roles
+
+
+def _deployment(app, env, app_present, app_settings, raw_env, key, resolve_secret, present_roles=None):
     _need(isinstance(raw_env, dict), key, "must be a mapping with at least `target`")
     env_present = _completed(_checked(raw_env, ENV, key, resolve_secret), ENV, key, app, env,
                              only=[k.name for k in KEYS if _parent(k.path) == ENV])
@@ -831,14 +977,8 @@ def _deployment(app, env, app_present, app_settings, raw_env, key, resolve_secre
         if spec.per_env:
             values[name] = _layered(spec, app_present.get(name, MISSING),
                                     env_present.get(name, MISSING), app, env)
+    values["roles"] = _roles(app, values, present_roles or {}, key)
     values["health"] = Health(**values["health"])
-    _need(values["health"].check != "command" or values["health"].command, f"{key}:health:command",
-          "is required with `check: command`")
-    # The host's proxy owns the published address; the container gets a private one.
-    _need(values["strategy"] != "start-first" or (len(values["ports"]) == 1
-                                                   and ":" in values["ports"][0].split("/")[0]),
-          f"{key}:strategy", "start-first needs exactly one port, `\"host:container\"`, for the "
-          f"proxy to publish (the app has {list(values['ports'])})")
     if not values["allow_minion_chosen_target"]:
         why = minion_chosen(values["target"], values["tgt_type"])
         _need(why is None, f"{key}:target", f"{why}: a minion could put itself into this environment "
@@ -851,7 +991,8 @@ def _deployment(app, env, app_present, app_settings, raw_env, key, resolve_secre
 def _app(name, raw, environments, resolve_secret):
     key = f"saltcd:apps:{name}"
     _need(NAME_RE.fullmatch(str(name)), key, "app names are lowercase letters, digits, '-' and '_'")
-    present = _checked(raw, APP, key, resolve_secret, skip=("environments",))
+    present = _checked(raw, APP, key, resolve_secret, skip=("environments", "roles"))
+    present_roles = _checked_roles(raw.get("roles"), key, resolve_secret)
     # Overridable keys get their defaults per environment (mode's depends on it).
     app = _completed(present, APP, key, app=name,
                      only=[n for n, k in keys_under(APP).items() if not k.per_env and n != "environments"])
@@ -864,8 +1005,21 @@ def _app(name, raw, environments, resolve_secret):
         _need(env in environments, env_key,
               f"unknown environment; tag_environments maps to {sorted(environments)}")
         deployments[(name, env)] = _deployment(name, env, present, app, raw_env, env_key,
-                                               resolve_secret)
+                                               resolve_secret, present_roles)
     return app, deployments
+
+
+def _checked_roles(raw, key, resolve_secret):
+    """{role: its keys as written, each checked} of `apps.<app>.roles`."""
+    if raw is None:
+        return {}
+    _need(isinstance(raw, dict), f"{key}:roles", "must map role names to their containers")
+    out = {}
+    for name, role_raw in raw.items():
+        role_key = f"{key}:roles:{name}"
+        _need(NAME_RE.fullmatch(str(name)), role_key, "role names are lowercase letters, digits, '-' and '_'")
+        out[str(name)] = _checked(role_raw if role_raw is not None else {}, ROLE, role_key, resolve_secret)
+    return out
 
 
 def _registry(host, raw, resolve_secret):

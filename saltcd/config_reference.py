@@ -57,9 +57,10 @@ def shown_default(key):
 
 def markdown_table():
     """The README's table: one row per key of config.KEYS, in table order."""
-    rows = ["| key | meaning | default | per environment |", "|---|---|---|---|"]
+    rows = ["| key | meaning | default | set again per |", "|---|---|---|---|"]
     for key in config.KEYS:
-        cells = (f"`{key.path}`", key.meaning, shown_default(key), "yes" if key.per_env else "")
+        again = ", ".join(where for where, yes in (("environment", key.per_env), ("role", key.per_role)) if yes)
+        cells = (f"`{key.path}`", key.meaning, shown_default(key), again)
         rows.append("| " + " | ".join(cell.replace("|", "\\|") for cell in cells) + " |")
     return "\n".join(rows) + "\n"
 

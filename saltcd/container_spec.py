@@ -131,7 +131,15 @@ def changes(old, new):
         before, after = old.get(key), new.get(key)
         if before == after:
             continue
-        if isinstance(before, dict) and isinstance(after, dict) and key in ("environment", "options"):
+        if key == "roles" and isinstance(before, list) and isinstance(after, list):
+            # Role by role (`worker.command`; a role added or gone: its name).
+            before, after = ({role["role"]: role for role in roles} for roles in (before, after))
+            for name in [*after, *(n for n in before if n not in after)]:
+                if name not in before or name not in after:
+                    found.append(name)
+                elif before[name] != after[name]:
+                    found.extend(f"{name}.{what}" for what in changes(before[name], after[name]))
+        elif isinstance(before, dict) and isinstance(after, dict) and key in ("environment", "options"):
             prefix = "environment." if key == "environment" else ""
             found.extend(f"{prefix}{name}" for name in sorted(set(before) | set(after))
                          if before.get(name) != after.get(name))

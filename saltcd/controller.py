@@ -348,7 +348,8 @@ class Controller:
         if not good:
             raise NotFound(f"{app}/{env} has no rollout that succeeded: nothing to roll back to")
         minions = self.fleet.targets(dep.target, dep.tgt_type)
-        live = self.fleet.inspect(minions, dep.container) if minions else {}
+        live = rollout.observe(self.fleet, dep, minions, rollout.placement(self.fleet, dep, minions)) \
+            if minions else {}
         # Offline minions can't vote.
         if not all(rollout.runs(info, good) for info in live.values() if info is not None):
             return good, "the environment does not all run its last good digest"
@@ -660,27 +661,20 @@ class Controller:
             if (app and dep.app != app) or (env and dep.env != env):
                 continue
             minions = self.fleet.targets(dep.target, dep.tgt_type)
-            live = self.fleet.status(minions, dep.container, dep.health) if minions else {}
+            live = _live_view(self.fleet, dep, minions) if minions else {}
             good = self.records.env_state(dep.app, dep.env).get("last_good")
             running = [r["id"] for r in self.records.running_rollouts(dep.app, dep.env)]
             out.setdefault(dep.app, {})[dep.env] = {
                 "last_good": good,
                 "converged": bool(minions) and good is not None and all(
-                    info and info.get("digest") == good and info["health"]["healthy"]
-                    for info in live.values()),
+                    info and info.get("digest") == good and info["healthy"] for info in live.values()),
                 # Read from the history, not by probing the lock: taking it, even
                 # briefly, would turn a drain starting at that moment away.
                 "rollout_running": running[-1:],
                 "pending": [self._pending_view(r) for r in self.records.pending(dep.app, dep.env)],
                 "awaiting_approval": [_awaiting_view(r) for r in self.records.awaiting(dep.app, dep.env)],
                 "mode": dep.mode,
-                "minions": {
-                    m: ({"digest": info.get("digest"), "running": info.get("running"),
-                         "healthy": info["health"]["healthy"], "container_id": (info.get("id") or "")[:12],
-                         "started_at": info.get("started_at")}
-                        if info else {"answered": False})
-                    for m, info in sorted(live.items())
-                },
+                "minions": {m: info if info else {"answered": False} for m, info in sorted(live.items())},
             }
         return out
 
@@ -720,3 +714,29 @@ def _awaiting_view(request):
         "pushed_by": request["trigger"], "received": request.get("received"),
         "received_at": _when(request["received"]) if request.get("received") else None,
     }
+
+
+def _live_view(fleet, dep, minions):
+    """{minion: what it runs now and whether it is healthy (None: no answer)}: the
+    first role's container, healthy only if every role's is, and each role's own
+    view for an app with roles. `digest` is None when its roles run different ones."""
+    placed = rollout.placement(fleet, dep, minions)
+    out = {}
+    for minion, infos in fleet.status(minions, [(role.container, role.health) for role in dep.roles]).items():
+        if infos is None:
+            out[minion] = None
+            continue
+        parts = {role.name: infos.get(role.container) or {"exists": False, "running": False}
+                 for role in rollout.roles_on(dep, placed, minion)}
+        first = next(iter(parts.values()), {})
+        digests = {p.get("digest") for p in parts.values()}
+        view = {"digest": first.get("digest") if len(digests) == 1 else None,
+                "running": bool(parts) and all(p.get("running") for p in parts.values()),
+                "healthy": bool(parts) and all((p.get("health") or {}).get("healthy") for p in parts.values()),
+                "container_id": (first.get("id") or "")[:12], "started_at": first.get("started_at")}
+        if dep.has_roles:
+            view["roles"] = {name: {"digest": p.get("digest"), "running": p.get("running"),
+                                    "healthy": bool((p.get("health") or {}).get("healthy")),
+                                    "container_id": (p.get("id") or "")[:12]} for name, p in parts.items()}
+        out[minion] = view
+    return out

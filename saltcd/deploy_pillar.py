@@ -117,13 +117,20 @@ def resolved_environment(app, environment, pillar, resolve):
     return out
 
 
-def build(entries, pillar, resolve):
-    """The ext_pillar's answer for one minion: {"saltcd_deploy": {app: entry}}, or {}."""
+def build(entries, pillar, resolve, minion=None):
+    """The ext_pillar's answer for `minion`: {"saltcd_deploy": {app: entry}}, or {}.
+
+    Each entry is cut to this minion: the roles it runs (a role with
+    `minions` runs only there) and what it ran before (`previous_image`)."""
     if not entries:
         return {}
     deploy = {}
     for app, entry in entries.items():
         entry = {key: value for key, value in entry.items() if key not in OWNER_KEYS}
-        deploy[app] = {**entry, "environment": resolved_environment(
-            app, entry.get("environment") or {}, pillar, resolve)}
+        previous = entry.pop("previous_images", None) or {}
+        roles = [{**{key: value for key, value in role.items() if key != "minions"},
+                  "environment": resolved_environment(app, role.get("environment") or {}, pillar, resolve)}
+                 for role in entry.get("roles") or [] if minion in role.get("minions", [minion])]
+        deploy[app] = {**entry, "roles": roles, "previous_image": previous.get(minion),
+                       "environment": resolved_environment(app, entry.get("environment") or {}, pillar, resolve)}
     return {PILLAR_KEY: deploy}

@@ -7,15 +7,16 @@ runs unchanged against real minions.
 
 A fleet provides:
 - `targets(target, tgt_type) -> [minion ids]` — who should run the app;
-- `inspect(minions, container) -> {minion: info or None}` — what runs now
-  (info: {"exists", "running", "digest", "id", "started_at"}; None: no answer);
+- `inspect(minions, containers) -> {minion: {container: info} or None}` — what
+  runs now (info: {"exists", "running", "digest", "spec", "id", "started_at"};
+  None: no answer); `observe` below makes one view per minion of its roles;
 - `apply(minions, pillar, timeout, test, limit, published) -> {minion: outcome or None}` —
   the deploy SLS, given up on after `limit` wall-clock seconds, calling
   `published()` (if given) once, right after the publish, whether or not the
   job went out (outcome:
   {"ok", "changed", "comment", "timed_out"}; None: no answer);
-- `status(minions, container, health) -> {minion: info with "health" or None}`
-  — what runs now and one probe of its health URL (the watch).
+- `status(minions, checks) -> {minion: {container: info with "health"} or None}`
+  — what runs now and one probe of each (container, Health) of `checks` (the watch).
 A fleet may also provide `puller(pillar)` (saltcd.prepull): then the minions of
 later batches pull the image while the first batches run.
 A reporter provides `fire(tag, data)` (events) and `progress(text)`.
@@ -68,6 +69,7 @@ class Rollout:
     def __init__(self, deployment, digest, fleet, reporter, record, save=lambda record: None,
                  last_good=None, clock=time, specs=lambda spec_id: None):
         self.deployment = deployment
+        self.placement = {}  # role -> the minions its own target picks (targeted roles only)
         # The release is digest + spec; `specs(id)` finds an earlier spec (to say
         # what changed, and to roll back to it), None when it is not known.
         self.spec = deployment.spec()
@@ -94,13 +96,17 @@ class Rollout:
                 "change": change, **({"why": self._why(info)} if change else {})}
 
     def _current(self, info):
-        """Does this inspected container run this rollout's release (digest and spec)?"""
+        """Do this minion's containers (see `observe`) run this rollout's release (digest and spec)?"""
         return runs(info, self.digest, self.spec_id)
 
     def _why(self, info):
-        """Why a minion changes: a new digest, or the spec (with what changed in it)."""
-        if not runs(info, self.digest):
+        """Why a minion changes: a new digest, a role's container that is not up, or
+        the spec (with what changed in it)."""
+        if not info or info.get("digest") != self.digest:
             return "new digest"
+        down = [name for name, part in (info.get("roles") or {}).items() if not part.get("running")]
+        if down or not info.get("running"):
+            return f"not running: {', '.join(down)}" if down else "not running"
         return "spec changed: " + ", ".join(
             container_spec.changes(self.specs(info.get("spec")) if info.get("spec") else None, self.spec))
 
@@ -121,11 +127,12 @@ class Rollout:
             self.reporter.fire(*finished_event(self.record))
         return self.record
 
-    def _pillar(self, digest, spec=None):
-        """The deploy data of `digest` (with `spec`, else the app's own), tied to this
-        rollout and the process running it: the ext_pillar serves it only while
-        both last (saltcd.deploy_pillar)."""
-        return holder.tie(self.deployment.pillar(digest, spec), self.record["id"], self.record.get("holder"))
+    def _pillar(self, digest, spec=None, previous=None):
+        """The deploy data of `digest` (with `spec`, else the app's own; `previous`:
+        what each minion ran), tied to this rollout and the process running it:
+        the ext_pillar serves it only while both last (saltcd.deploy_pillar)."""
+        return holder.tie(self.deployment.pillar(digest, spec, self.placement, previous),
+                          self.record["id"], self.record.get("holder"))
 
     # pulling ahead (saltcd.prepull)
     def _start_prepull(self, plan):
@@ -186,14 +193,19 @@ class Rollout:
         """
         dep = self.deployment
         minions = sorted(self.fleet.targets(dep.target, dep.tgt_type))
+        self.placement = placement(self.fleet, dep, minions)
+        if self.placement:
+            self.record["placement"] = {role: sorted(ms) for role, ms in self.placement.items()}
+            minions = [m for m in minions if roles_on(dep, self.placement, m)]  # no role: nothing to run
         self.record["minions"] = minions
         if not minions:
-            return self._finish("failed", f"target {dep.target!r} ({dep.tgt_type}) matches no minion")
+            return self._finish("failed", f"target {dep.target!r} ({dep.tgt_type}) matches no minion"
+                                + (" that any role's target picks" if self.placement else ""))
         first = batches.plan_batches(minions, dep.batch)[0]
-        before = self.fleet.inspect(first, dep.container)
+        before = observe(self.fleet, dep, first, self.placement)
         rest = [m for m in minions if m not in first]
         if rest and (test or all(self._current(before.get(m)) for m in first)):
-            before.update(self.fleet.inspect(rest, dep.container))
+            before.update(observe(self.fleet, dep, rest, self.placement))
             rest = []
         self._learn(minions, before)
         hook_minion = dep.hooks.get("minion") or first[0]
@@ -277,7 +289,7 @@ class Rollout:
         rollback), then begin. The first batch's returns wait on the event bus
         meanwhile."""
         def ask():
-            before.update(self.fleet.inspect(rest, self.deployment.container))
+            before.update(observe(self.fleet, self.deployment, rest, self.placement))
             self._learn(minions, before)
             self.save(self.record)
             self._begin()
@@ -292,7 +304,8 @@ class Rollout:
         started = time.time()
         if self.prepull is not None:
             self.prepull.claim(batch)  # the batch owns these minions' deploy data now
-        results = self.fleet.apply(batch, self._pillar(digest, spec), dep.state_timeout, False,
+        previous = {m: step["minions"][m]["from"] for m in batch}
+        results = self.fleet.apply(batch, self._pillar(digest, spec, previous), dep.state_timeout, False,
                                    limit=dep.batch_deadline, published=published)
         minions = {}
         for minion in batch:
@@ -342,12 +355,14 @@ class Rollout:
         self.reporter.progress(f"{dep.app}/{dep.env}: watching {', '.join(minions)} for {seconds:g} s")
         started, ends = time.time(), self.clock.monotonic() + seconds
         first, problems = {}, {}
+        checks = [(role.container, role.health) for role in dep.roles]
         while True:
-            for minion, info in self.fleet.status(minions, dep.container, dep.health).items():
-                if info is not None:
-                    problem = watch_problem(first.setdefault(minion, info), info)
-                    if problem:
-                        problems[minion] = problem
+            for minion, infos in self.fleet.status(minions, checks).items():
+                for role in roles_on(dep, self.placement, minion) if infos is not None else ():
+                    info = infos.get(role.container) or {"exists": False}
+                    problem = watch_problem(first.setdefault((minion, role.container), info), info)
+                    if problem and minion not in problems:
+                        problems[minion] = f"{role.name}: {problem}" if role.name else problem
             left = ends - self.clock.monotonic()
             if problems or left <= 0:
                 break
@@ -461,7 +476,48 @@ def watch_problem(first, now):
 
 
 def runs(info, digest, spec=None):
-    """True if the inspected container runs `digest` (with the spec fingerprinted
-    `spec`, if given) and is up."""
+    """True if the inspected container (or a minion's roles, see `observe`) runs
+    `digest` (with the spec fingerprinted `spec`, if given) and is up."""
     return (bool(info) and info.get("digest") == digest and bool(info.get("running"))
-            and (spec is None or info.get("spec") == spec))
+            and not info.get("mixed") and (spec is None or info.get("spec") == spec))
+
+
+def placement(fleet, deployment, minions):
+    """{role: the minions of `minions` its own target picks}, for the roles that have one."""
+    chosen = set(minions)
+    return {role.name: sorted(chosen & set(fleet.targets(role.target, role.tgt_type)))
+            for role in deployment.roles if role.target}
+
+
+def roles_on(deployment, placed, minion):
+    """The roles `minion` runs, in order: those without a target, and the targeted ones that picked it."""
+    return [role for role in deployment.roles if role.name not in placed or minion in placed[role.name]]
+
+
+def observe(fleet, deployment, minions, placed):
+    """{minion: what it runs, as one view of all its roles' containers, or None (no answer)}.
+
+    The view is the first role's container info, `running` only if every
+    role's container is, `mixed` when they differ in digest or spec (so the
+    minion is out of date), and per role (with roles) under `roles`. An app
+    without roles sees its one container as it is."""
+    names = [role.container for role in deployment.roles]
+    out = {}
+    for minion, infos in fleet.inspect(minions, names).items():
+        if infos is None:
+            out[minion] = None
+            continue
+        mine = roles_on(deployment, placed, minion)
+        if not mine:  # a minion no role picks runs nothing of the app
+            out[minion] = {"exists": False, "running": False, "digest": None}
+            continue
+        parts = {role.name: infos.get(role.container) or {"exists": False, "running": False, "digest": None}
+                 for role in mine}
+        view = dict(next((p for p in parts.values() if p.get("exists")), next(iter(parts.values()))))
+        view["running"] = all(p.get("running") for p in parts.values())
+        view["mixed"] = len({(p.get("digest"), p.get("spec")) for p in parts.values()}) > 1
+        if deployment.has_roles:
+            view["roles"] = {name: {k: p.get(k) for k in ("exists", "running", "digest", "spec")}
+                             for name, p in parts.items()}
+        out[minion] = view
+    return out

@@ -17,6 +17,8 @@ log = logging.getLogger(__name__)
 DEPLOY_SLS = "saltcd.deploy"
 PULL_SLS = "saltcd.pull"
 HOOK_SLS = "saltcd.hook"
+# An app with its own state (apps.<app>.state): that SLS, then saltcd's health gate.
+GATE_SLS = "saltcd.gate"
 QUICK_TIMEOUT = 15
 # Seconds to wait for minions to answer `saltutil.term_job` at a batch's deadline.
 STOP_TIMEOUT = 5
@@ -168,23 +170,24 @@ class SaltFleet:
                           selector={"hook": kind})[minion]
 
     @_master_required
-    def inspect(self, minions, container):
-        """{minion: container info} for minions that answered; absent ones: None."""
-        return self._query(minions, "saltcd.container", [container])
+    def inspect(self, minions, containers):
+        """{minion: {container: info}} for minions that answered; absent ones: None."""
+        return self._query(minions, "saltcd.containers", [list(containers)])
 
     @_master_required
-    def status(self, minions, container, health):
-        """{minion: container info with a health probe} (None: no answer)."""
-        args = [container, health.port, health.path, health.host]
-        if health.check != "http":  # named (Salt's __kwarg__ form); an http check asks as before
-            args.append({"__kwarg__": True, "check": health.check, "command": health.command})
-        return self._query(minions, "saltcd.status", args)
+    def status(self, minions, checks):
+        """{minion: {container: info with a health probe}} (None: no answer), for
+        `checks`, a list of (container, Health)."""
+        probes = [{"name": container, "check": health.check, "port": health.port, "path": health.path,
+                   "host": health.host, "command": health.command} for container, health in checks]
+        return self._query(minions, "saltcd.statuses", [probes])
 
     @_master_required
-    def apply(self, minions, pillar, timeout, test=False, limit=None, published=None, sls=DEPLOY_SLS,
+    def apply(self, minions, pillar, timeout, test=False, limit=None, published=None, sls=None,
               selector=None):
-        """Apply the deploy SLS (or `sls`, with `selector` added to the job's
-        selector); {minion: outcome} with None for minions that did not answer.
+        """Apply the deploy SLS (the app's own state and the gate, if it has one;
+        or `sls`, with `selector` added to the job's selector); {minion: outcome}
+        with None for minions that did not answer.
 
         `timeout` is Salt's: how long a minion may stay silent before it counts
         as not answering (it is asked with `saltutil.find_job` meanwhile).
@@ -207,6 +210,7 @@ class SaltFleet:
         """
         data, override = deploy_pillar.split(pillar)
         override["saltcd"].update(selector or {})
+        sls = sls or (GATE_SLS if data.get("state") else DEPLOY_SLS)
         entries = deploy_pillar.DeployPillar(salt_cache.cache_for(self.opts))
         entries.publish(minions, data)
         try:

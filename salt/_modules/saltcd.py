@@ -119,6 +119,19 @@ def container(name):
     }
 
 
+def containers(names):
+    """
+    ``container`` of each of ``names`` (an app's roles), in one call: ``{name: info}``.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt '*' saltcd.containers '[web, web-worker]'
+    """
+    return {name: container(name) for name in names}
+
+
 def probe(url, timeout=2, status=200):
     """
     One HTTP GET of ``url``: ``{"healthy": bool, "status": code, "error": text}``.
@@ -253,6 +266,23 @@ def status(name, port, path="/health", host="127.0.0.1", timeout=2, check="http"
     info["health"] = health_probe(check, url, container=name, command=command, timeout=timeout) \
         if info["running"] else {"healthy": False, "status": None, "error": "container not running"}
     return info
+
+
+def statuses(probes):
+    """
+    ``status`` of several containers in one call: ``probes`` is a list of
+    ``{name, check, port, path, host, command}``; returns ``{name: info}``.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt '*' saltcd.statuses '[{name: web, check: http, port: 8080, path: /health}]'
+    """
+    return {p["name"]: status(p["name"], p.get("port", 8080), p.get("path", "/health"),
+                              p.get("host", "127.0.0.1"), check=p.get("check", "http"),
+                              command=p.get("command"))
+            for p in probes}
 
 
 def _container_problem(name, first):

@@ -16,7 +16,8 @@ def caller(tmp_path, repo_root):
     opts.update({
         "id": "dev-1",
         "file_client": "local",
-        "file_roots": {"base": [str(repo_root / "salt")]},
+        # The operator's own states of the examples beside saltcd's (apps.<app>.state).
+        "file_roots": {"base": [str(repo_root / "salt"), str(repo_root / "examples" / "salt")]},
         "root_dir": str(tmp_path),
         "cachedir": str(tmp_path / "cache"),
         "pki_dir": str(tmp_path / "pki"),

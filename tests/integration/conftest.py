@@ -37,6 +37,14 @@ def volume_options(app):
     return {"binds": [f"saltcd-{app}-data:/data", "{lab_root}/config/" + app + ".conf:/etc/app.conf:ro"]}
 
 
+# A role's loop (the app image has busybox but installs its applets only in
+# start.sh): writes `/data/<ROLE>-alive` every second until stopped; exits 3
+# at once when the image's version says "noworker".
+ROLE_LOOP = ["/bin/busybox", "sh", "-c",
+             "trap 'exit 0' TERM; case $(/bin/busybox cat /www/version) in *noworker*) exit 3;; esac; "
+             "while true; do /bin/busybox date > /data/$ROLE-alive; /bin/busybox sleep 1; done"]
+
+
 # Apps of the lab: name -> (host port, policy). Each test owns the apps it deploys.
 APPS = {
     "web": (18080, {}),
@@ -109,6 +117,18 @@ APPS = {
     "tcpcheck": (18029, {"health": {"check": "tcp"}}),
     "cmdcheck": (18028, {"health": {"check": "command", "command": [
         "wget", "-q", "-O", "/dev/null", "http://127.0.0.1:8080/health"]}}),
+    # test_real_apps.py: three roles of one image sharing a named volume: `web`
+    # (the published port, the HTTP check), `worker` (its own entrypoint, no port,
+    # checked `running`) and `scheduler` (dev-1 only). A version with "noworker"
+    # in it makes the worker exit at start.
+    "shop": (18025, {"options": {"binds": ["saltcd-shop-data:/data"]}, "roles": {
+        "web": {"ports": ["18025:8080"]},
+        "worker": {"environment": {"ROLE": "worker"}, "options": {"entrypoint": ROLE_LOOP},
+                   "health": {"settle": 2}},
+        "scheduler": {"target": "dev-1", "environment": {"ROLE": "scheduler"},
+                      "options": {"entrypoint": ROLE_LOOP}}}}),
+    # test_real_apps.py: the operator's own state (examples/salt/myteam/web.sls).
+    "own": (18024, {"state": "myteam.web"}),
     # Per-environment secrets that must reach only their environment's minions.
     "secrets": (18050, {"environments": {
         "dev": {"environment": {"PORT": "8080", "APP_TOKEN": "dev-only-" + secrets.token_hex(12)}},
@@ -347,6 +367,8 @@ def salt_master(salt_factories, repo_root, registry, repositories, webhook_port,
                                        settle=None if app in SHIPPED_SETTLE else 0,
                                        state_timeout=60)
         apps[app].update({k: v for k, v in policy.items() if k not in ("health", "environments", "options")})
+        if "roles" in policy:
+            apps[app]["ports"] = []  # the roles publish theirs
         if "options" in policy:
             apps[app]["options"] = {name: [value.format(lab_root=lab_root) for value in values]
                                     for name, values in policy["options"].items()}
@@ -379,6 +401,8 @@ def salt_master(salt_factories, repo_root, registry, repositories, webhook_port,
         "schedule": {"saltcd-resume": {**master_config.wiring()["schedule"]["saltcd-resume"],
                                        "seconds": 15}},
     }
+    # The operator's own states (apps.<app>.state) beside saltcd's tree.
+    overrides["file_roots"]["base"].append(str(repo_root / "examples" / "salt"))
     master = salt_factories.salt_master_daemon("saltcd-master", overrides=overrides)
     with master.started(start_timeout=120):
         yield master

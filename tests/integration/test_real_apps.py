@@ -102,3 +102,53 @@ def test_a_failed_before_hook_replaces_nothing(lab):
     assert record["hooks"]["before"]["ok"] is False and "boom" in record["hooks"]["before"]["comment"]
     assert all(d is None for d in lab.running_digests("hookfail").values())
     assert [b["kind"] for b in record["batches"]] == []
+
+
+def _image(lab, minion, container):
+    """The pinned image `container` runs on `minion` (None: no such container)."""
+    info = lab.container(minion, container)
+    return info["image"] if info and info["running"] else None
+
+
+def test_an_app_of_roles_rolls_role_by_role_and_rolls_back_together(lab):
+    """web, worker and (on dev-1 only) scheduler from one push; a version whose
+    worker exits fails the batch although its web is healthy, and rolls every
+    role of the batch back."""
+    good = deploy_good(lab, "shop", "1.0.0")
+    pinned = f"{lab.repositories['shop']}@{good}"
+    assert {m: [_image(lab, m, c) for c in ("shop-web", "shop-worker", "shop-scheduler")] for m in DEV} == {
+        "dev-1": [pinned] * 3, "dev-2": [pinned, pinned, None]}
+    record = lab.history("shop", "dev", limit=1)[0]
+    assert record["placement"] == {"scheduler": ["dev-1"]}
+    time.sleep(1.5)  # the worker writes its mark every second, into the volume the web role shares
+    assert _exec(lab, "dev-2", "shop-web", "/bin/busybox", "test", "-s", "/data/worker-alive") == ""
+    start = time.time()
+    lab.push("shop", "dev", "1.0.1-noworker")
+    data = outcome(lab, "shop", start)
+    assert data["status"] == "rolled_back" and data["failed"] == ["dev-1"], data
+    assert {m: [_image(lab, m, c) for c in ("shop-web", "shop-worker")] for m in DEV} == {
+        m: [pinned, pinned] for m in DEV}
+    assert _image(lab, "dev-1", "shop-scheduler") == pinned
+    record = lab.history("shop", "dev", limit=1)[0]
+    (batch,) = [b for b in record["batches"] if b["kind"] == "batch"]
+    assert "shop-worker" in batch["minions"]["dev-1"]["comment"], batch  # which role failed
+
+
+def test_the_operators_own_state_deploys_gates_and_rolls_back(lab):
+    """`state: myteam.web` (examples/salt/myteam/web.sls): its network, volume and
+    alias reach Docker; saltcd's gate fails a bad image and the same SLS brings
+    the previous one back."""
+    good = deploy_good(lab, "own", "1.0.0")
+    client = lab.hosts["dev-1"].client()
+    try:
+        attrs = client.api.inspect_container("own")
+    finally:
+        client.close()
+    assert "myteam-web-data:/data" in attrs["HostConfig"]["Binds"]
+    assert "web" in attrs["NetworkSettings"]["Networks"]["myteam-net"]["Aliases"]
+    assert attrs["Config"]["Labels"]["io.saltcd.spec"] == lab.history("own", "dev", limit=1)[0]["to_spec"]
+    start = time.time()
+    lab.push("own", "dev", "1.0.1", behaviour="unhealthy")
+    data = outcome(lab, "own", start)
+    assert data["status"] == "rolled_back" and data["failed"] == ["dev-1"], data
+    assert {m: lab.running_digests("own")[m] for m in DEV} == {m: good for m in DEV}

@@ -66,16 +66,25 @@ class FakeFleet:
         self.specs = {}  # minion -> spec fingerprint its container was created with (else AnySpec)
         self.hooks_run = []  # (minion, kind, digest, command) in call order
         self.failing_hooks = set()  # kinds whose command exits non-zero
+        self.stopped = set()  # (minion, container) that exist but do not run, until the next apply
+        self.inspected = []  # the containers of the last inspect
+        self.pillars = []  # the `saltcd` pillar of each apply
 
     def targets(self, target, tgt_type):
         prefix = target.rstrip("*")
         return sorted(m for m in self.running if m.startswith(prefix))
 
-    def inspect(self, minions, container):
+    def inspect(self, minions, containers):
         self.calls.append(("inspect", list(minions)))
-        return {m: None if m in self.silent else
-                {"exists": self.running[m] is not None, "running": self.running[m] is not None,
-                 "digest": self.running[m], "spec": self.specs.get(m, AnySpec())} for m in minions}
+        self.inspected = list(containers)
+        return {m: None if m in self.silent else {c: self._container(m, c) for c in containers}
+                for m in minions}
+
+    def _container(self, minion, container):
+        """Every container of a minion (each role's) runs its digest and spec, unless `stopped`."""
+        up = self.running[minion] is not None and (minion, container) not in self.stopped
+        return {"exists": self.running[minion] is not None, "running": up,
+                "digest": self.running[minion], "spec": self.specs.get(minion, AnySpec())}
 
     def hook(self, minion, pillar, kind, timeout):
         command = pillar["saltcd"]["hooks"][kind]
@@ -93,6 +102,7 @@ class FakeFleet:
         if published is not None:
             published()
         self.applied.append((list(minions), digest))
+        self.pillars.append(pillar["saltcd"])
         self.limits.append(limit)
         out = {}
         for minion in minions:
@@ -108,19 +118,21 @@ class FakeFleet:
             changed = self.running[minion] != digest or self.specs.get(minion, AnySpec()) != spec
             self.running[minion] = digest
             self.specs[minion] = spec
+            self.stopped = {(m, c) for m, c in self.stopped if m != minion}
             ok = digest not in self.bad and spec not in self.bad  # a bad digest, or a bad spec
             out[minion] = {"ok": ok, "changed": changed, "comment": "Healthy" if ok else "Unhealthy: 404"}
         return out
 
-    def status(self, minions, container, health):
+    def status(self, minions, checks):
         self.status_calls += 1
         out = {}
         for m in minions:
             # A `dies` container is seen up once, then exited.
             up = self.running[m] not in self.dies or self.status_calls == 1
-            out[m] = {"exists": True, "digest": self.running[m], "running": up, "id": "c" * 64,
-                      "started_at": "t0", "restart_count": 0, "exit_code": 0 if up else 1,
-                      "health": {"healthy": up and self.running[m] not in self.bad}}
+            out[m] = {container: {"exists": True, "digest": self.running[m], "running": up, "id": "c" * 64,
+                                  "started_at": "t0", "restart_count": 0, "exit_code": 0 if up else 1,
+                                  "health": {"healthy": up and self.running[m] not in self.bad}}
+                      for container, _ in checks}
         return out
 
 
