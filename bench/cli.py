@@ -14,14 +14,14 @@ import subprocess
 import time
 from pathlib import Path
 
-from bench import realistic, scenarios, throughput, zero_downtime
+from bench import real_apps, realistic, scenarios, throughput, zero_downtime
 from bench.context import Context
 from bench.stats import cell, table
 from sandbox.cli import Sandbox, say
 
 REPO = Path(__file__).resolve().parents[1]
 SCENARIOS = ("latency", "overhead", "noop", "throughput", "scale", "zero_downtime", "realistic", "salt_cost",
-             "fleet")
+             "fleet", "real_apps")
 # Run only with --full (or --only): `scale` (3, 6, 9 minions at batch 1 and
 # 34 %) came before `fleet`, which now measures wall time against fleet size;
 # the four minutes it took kept `make bench` over its 20.
@@ -114,6 +114,7 @@ def report(results):
     if results.get("zero_downtime"):
         rows.extend(zero_downtime.report_rows(results["zero_downtime"]))
     rows.extend(realistic.report_rows(results))
+    rows.extend(real_apps.report_rows(results))
     lines = [table(rows), "", "targets:"]
     for target in results.get("targets", []):
         mark = {True: "met", False: "MISSED", None: "n/a"}[target["met"]]
@@ -162,6 +163,8 @@ def run(ctx, args, only):
         "fleet": (realistic.fleet_apps(ctx, every_batch=args.full),
                   lambda: realistic.fleet(ctx, max(1, args.runs // 2), every_batch=args.full,
                                           call_rounds=max(1, args.runs))),
+        # Its apps' first rollout is its own (in-process, like its figures).
+        "real_apps": ((), lambda: real_apps.run(ctx, args.runs)),
     }
     # Set-up, not timed: every app's first rollout at once, so that their settle
     # waits overlap (zero_downtime's alone is half a minute) instead of adding up.

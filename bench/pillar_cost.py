@@ -27,7 +27,7 @@ import salt.client
 import salt.config
 import salt.pillar
 
-from saltcd import binding, deploy_pillar, holder, salt_fleet, store
+from saltcd import binding, deploy_pillar, holder, rollout, salt_fleet, store
 
 
 def _timed(call):
@@ -110,7 +110,8 @@ def measure(opts, app, env, rounds=5, timeout=120):
         minions = fleet.targets(dep.target, dep.tgt_type)
         if not minions:
             raise RuntimeError(f"{app}/{env}: target {dep.target!r} matches no minion")
-        digest = next(iter({i["digest"] for i in fleet.inspect(minions, dep.container).values() if i}), None)
+        running = rollout.observe(fleet, dep, minions, rollout.placement(fleet, dep, minions))
+        digest = next(iter({i["digest"] for i in running.values() if i and i["digest"]}), None)
         if not digest:
             raise RuntimeError(f"{app}/{env} runs nothing yet: deploy it once first")
         with _as_a_rollout(opts, dep, digest) as pillar:

@@ -209,7 +209,7 @@ class SaltTimer:
         container = self.settings.deployment(app, "dev").container
         began = time.perf_counter()
         if name == "ask":
-            returns = self.fleet.inspect(minions, container)
+            returns = self.fleet.inspect(minions, [container])
         elif name == "ping":
             returns = self.fleet.local.cmd(minions, "test.ping", [], tgt_type="list", timeout=60)
         else:

@@ -984,6 +984,13 @@ def _deployment(app, env, app_present, app_settings, raw_env, key, resolve_secre
         _need(why is None, f"{key}:target", f"{why}: a minion could put itself into this environment "
               "and receive its deploy data; target by minion id, pillar or nodegroup, or set "
               "allow_minion_chosen_target: true")
+        # A role's target narrows the environment, but a role's own environment
+        # values (a secret of the scheduler's) reach only the minions it picks.
+        for role in values["roles"]:
+            why = role.target and minion_chosen(role.target, role.tgt_type)
+            _need(not why, f"saltcd:apps:{app}:roles:{role.name}:target", f"{why}: a minion could put itself "
+                  "into this role and receive its deploy data; target by minion id, pillar or nodegroup, or set "
+                  "the environment's allow_minion_chosen_target: true")
     wanted = set(Deployment.__dataclass_fields__) - {"app", "env"}
     return Deployment(app=app, env=env, **{name: values[name] for name in wanted})
 

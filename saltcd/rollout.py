@@ -194,6 +194,8 @@ class Rollout:
         dep = self.deployment
         minions = sorted(self.fleet.targets(dep.target, dep.tgt_type))
         self.placement = placement(self.fleet, dep, minions)
+        if dep.has_roles:
+            self.record["roles"] = [role.name for role in dep.roles]
         if self.placement:
             self.record["placement"] = {role: sorted(ms) for role, ms in self.placement.items()}
             minions = [m for m in minions if roles_on(dep, self.placement, m)]  # no role: nothing to run

@@ -305,6 +305,11 @@ def rollout_text(record, paint=None, now=None):
     head = (f"{record.get('app', '-')}/{record.get('env', '-')}: {paint.outcome(status)}"
             f" {from_digest(record)} -> {short(record.get('to_digest'))}")
     lines = [head + (f": {record['reason']}" if record.get("reason") else "")]
+    if record.get("roles"):
+        placed = record.get("placement") or {}
+        lines.append("  roles, replaced in this order in each batch: " + ", ".join(
+            f"{role} (on {', '.join(placed[role]) or 'no minion'})" if role in placed else role
+            for role in record["roles"]))
     if status == "planned":
         for step in record.get("plan") or []:
             for minion, item in sorted((step.get("minions") or {}).items()):

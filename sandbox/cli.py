@@ -198,7 +198,7 @@ class Sandbox:
         app["environments"]["prod"]["batch"] = [1, "100%"]  # a canary, then the rest
         # prod replaces start-first behind each host's HAProxy: no request lost (the demo counts them).
         app["environments"]["prod"]["strategy"] = "start-first"
-        apps = {APP["name"]: app, **self.bench_apps}
+        apps = {APP["name"]: app, "shop": layout.shop_app(REGISTRY_HOST), **self.bench_apps}
         section = layout.saltcd_config(REGISTRY_HOST, apps, self.webhook_token,
                                        ci_minions=(CI_MINION,), push_secret=self.push_secret)
         # The bench's throttling proxy in front of the registry (bench/throttle.py).
@@ -223,6 +223,8 @@ class Sandbox:
         and the benchmark's state tree (the naive orchestration it compares with)."""
         settings = master_config.wiring(webhook_address=LOOPBACK, webhook_port=WEBHOOK_PORT)
         settings["file_roots"]["base"].append(str(self.repo_root / "bench" / "salt"))
+        # The operator's own states of the examples (the demo's accessory, myteam.kv).
+        settings["file_roots"]["base"].append(str(self.repo_root / "examples" / "salt"))
         return {**settings, "saltcd": self.saltcd_section}
 
     def minion_overrides(self) -> dict:
@@ -272,6 +274,10 @@ class Sandbox:
                 "health_urls": {m["id"]: f"http://{m['address']}:{APP['port']}/health" for m in self.fleet},
                 "version_urls": {m["id"]: f"http://{m['address']}:{APP['port']}/version" for m in self.fleet},
             }],
+            "shop": {"repository": f"{REGISTRY_HOST}/saltcd/shop", "kv_repository": f"{REGISTRY_HOST}/saltcd/kv",
+                     "containers": ["shop-web", "shop-worker"],
+                     "health_urls": {m["id"]: f"http://{m['address']}:{layout.SHOP_PORT}/health"
+                                     for m in self.fleet if m["env"] == "dev"}},
             "bench_apps": self.bench_apps,
             "logs": str(self.salt.log_dir),
         }
@@ -313,7 +319,8 @@ class Sandbox:
             salt_binary(program)
         ports = (REGISTRY_PORT, WEBHOOK_PORT, *((TOKEN_PORT,) if self.mode == "token" else ()))
         taken = [f"{LOOPBACK}:{port}" for port in ports if port_in_use(LOOPBACK, port)]
-        taken += [f"{m['address']}:{APP['port']}" for m in self.fleet if port_in_use(m["address"], APP["port"])]
+        taken += [f"{m['address']}:{port}" for m in self.fleet for port in (APP["port"], layout.SHOP_PORT)
+                  if port_in_use(m["address"], port)]
         if taken:
             raise SandboxError(f"already in use: {', '.join(taken)} (another sandbox? run `down` first)")
         self.salt.check_ports()

@@ -161,6 +161,9 @@ def _print_deploy_event(name: str, suffix: str, data: dict) -> None:
         problems = "; ".join(f"{m} {what}" for m, what in sorted((data.get("problems") or {}).items()))
         say(f"  {name} watched for {data.get('seconds')} s after the last batch: {data.get('outcome')}"
             + (f" ({problems})" if problems else ""))
+    elif suffix == "hook":
+        outcome = "passed" if data.get("ok") else f"FAILED ({data.get('comment')})"
+        say(f"  {name} {data.get('kind')} hook on {data.get('minion')}: {outcome}")
     elif suffix == "finished":
         reason = f" ({data['reason']})" if data.get("reason") else ""
         say(f"  {name} finished: {data.get('status')}{reason}")
@@ -179,6 +182,16 @@ def container_on(docker_url: str, name: str) -> dict | None:
         except docker.errors.NotFound:
             return None
     return {"image": attrs["Config"]["Image"], "running": bool(attrs["State"]["Running"])}
+
+
+def in_container(docker_url: str, name: str, argv: list) -> tuple[int, str]:
+    """`docker exec` of argv in container `name` on one host: (exit code, output)."""
+    with closing(docker.DockerClient(base_url=docker_url, timeout=10)) as client:
+        try:
+            code, output = client.containers.get(name).exec_run(argv)
+        except docker.errors.APIError as exc:
+            return -1, str(exc)
+    return code, output.decode(errors="replace").strip()
 
 
 def http_get(url: str) -> tuple[int, str]:
@@ -237,6 +250,20 @@ def salt_run(state: dict, *args: str, show_failure: bool = True) -> tuple[int, d
     if proc.returncode != 0 and show_failure:
         say(proc.stdout[-1500:] + proc.stderr[-1500:])
     return proc.returncode, result
+
+
+def salt_states(state: dict, minions: list, *args: str) -> dict:
+    """`salt -c <sandbox> -L MINIONS state.apply ...`: {minion: every state passed}."""
+    cmd = [str(Path(state["salt_bin_dir"]) / "salt"), "-c", state["master_config_dir"], "-L", ",".join(minions),
+           "--out=json", "--static", *args]
+    say(f"$ salt -L {','.join(minions)} {' '.join(args)}")
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=PLAN_TIMEOUT, check=False)
+    returns = _last_json(proc.stdout) or {}
+    passed = {m: isinstance(returns.get(m), dict) and all(s.get("result") for s in returns[m].values())
+              for m in minions}
+    if not all(passed.values()):
+        say(proc.stdout[-1500:] + proc.stderr[-1500:])
+    return passed
 
 
 def push_auth(state: dict) -> dict | None:
@@ -335,6 +362,60 @@ def start_first_step(state: dict, watcher: EventWatcher, expect: Expectations, r
                      f"traffic {host}: {count['served']} served, {count['failed']} failed during the "
                      f"start-first rollout (longest gap {count['longest_gap']:.2f} s)")
     return digest
+
+
+def shop_step(state: dict, watcher: EventWatcher, expect: Expectations, builder: str,
+              auth: dict | None) -> None:
+    """The real-shaped app: the accessory (the operator's own state) first, then
+    two releases of shop's web and worker roles, each after its before hook."""
+    shop, dev = state["shop"], [m for m in state["minions"] if m["env"] == "dev"]
+    kv = app_image.build_and_push(builder, shop["kv_repository"], "1.0.0", "kv-1.0.0", auth_config=auth)
+    pillar = json.dumps({"myteam": {"kv_image": f"{shop['kv_repository']}@{kv}"}})
+    passed = salt_states(state, [m["id"] for m in dev], "state.apply", "myteam.kv", f"pillar={pillar}")
+    expect.check(all(passed.values()), "the accessory `shop-kv` (myteam.kv, the operator's own state, "
+                 f"not rolled by saltcd) runs on shop-net on every dev host ({passed})")
+    for version in ("1.0.0", "1.1.0"):
+        digest = app_image.build_and_push(builder, shop["repository"], "dev", version, auth_config=auth)
+        say(f"  pushed {shop['repository']}:dev = {digest}")
+        finished, seen = watcher.follow("shop", "dev", digest)
+        status = finished.get("status") if finished else "no result"
+        expect.check(status == "succeeded", f"shop/dev rollout of {version} succeeded ({status})")
+        hooks = [data for suffix, data in seen if suffix == "hook"]
+        order = [suffix for suffix, _ in seen]
+        expect.check(len(hooks) == 1 and hooks[0].get("ok") and "batch" in order
+                     and order.index("hook") < order.index("batch"),
+                     "its before hook (the migration) ran once, before batch 1, and passed")
+        image = f"{shop['repository']}@{digest}"
+        for minion in dev:
+            found = [container_on(minion["docker_host"], name) for name in shop["containers"]]
+            expect.check(all(info and info["image"] == image and info["running"] for info in found),
+                         f"{minion['id']}: {' and '.join(shop['containers'])} run {short(digest)}")
+        host = next((m for m in dev if hooks and m["id"] == hooks[0].get("minion")), dev[0])
+        schema = in_container(host["docker_host"], "shop-web", ["/bin/busybox", "cat", "/data/schema-version"])
+        expect.check(schema == (0, version), f"{host['id']}: the migration wrote {version} into the volume "
+                     f"shop-web reads (found {schema[1]!r})")
+        for minion in dev:
+            seen_kv = _eventually(lambda m=minion: in_container(
+                m["docker_host"], "shop-worker", ["/bin/busybox", "cat", "/data/kv-seen"]), (0, "kv-1.0.0"))
+            expect.check(seen_kv == (0, "kv-1.0.0"), f"{minion['id']}: the worker reaches the accessory as `kv` "
+                         f"on the private network (it read {seen_kv[1]!r})")
+            mark = ["/bin/busybox", "sh", "-c", "/bin/busybox cat /data/upload-1.0.0"]
+            if version == "1.0.0":  # a user's upload, to be found after the next release
+                in_container(minion["docker_host"], "shop-web",
+                             ["/bin/busybox", "sh", "-c", f"echo {minion['id']} > /data/upload-1.0.0"])
+            kept = in_container(minion["docker_host"], "shop-web", mark)
+            expect.check(kept == (0, minion["id"]), f"{minion['id']}: the upload written under 1.0.0 is in the "
+                         f"volume under {version} ({kept[1]!r})")
+
+
+def _eventually(ask, wanted, seconds=10.0):
+    """`ask()` until it returns `wanted` or `seconds` pass; its last answer."""
+    deadline = time.monotonic() + seconds
+    answer = ask()
+    while answer != wanted and time.monotonic() < deadline:
+        time.sleep(0.5)
+        answer = ask()
+    return answer
 
 
 def plan_step(state: dict, expect: Expectations) -> None:
@@ -449,13 +530,17 @@ def run(state: dict) -> bool:
             "start-first while every host gets requests back to back")
         v21 = start_first_step(state, watcher, expect, repo, builder, auth)
         expect_fleet(state, expect, {"dev": v2, "qa": v2, "prod": v21})
+
+        say("9. a real-shaped app: shop's web and worker roles, a named volume, the private network "
+            "of an accessory the operator's own state runs, and a before hook")
+        shop_step(state, watcher, expect, builder, auth)
     finally:
         watcher.close()
 
-    say("9. the fleet now")
+    say("10. the fleet now")
     final_table(state, expect, {"dev": (v2, VERSIONS[1]), "qa": (v2, VERSIONS[1]),
                                 "prod": (v21, VERSIONS[3])})
-    say("10. a picture of dev's last rollout (the rolled-back one): deploy.report")
+    say("11. a picture of dev's last rollout (the rolled-back one): deploy.report")
     # Outside .sandbox/, which the demo removes when it ends.
     code, page = salt_run(state, "deploy.report", "app=web", "env=dev", f"path={REPORT}")
     if expect.check(code == 0 and isinstance(page, dict) and Path(page.get("path", "")).is_file(),

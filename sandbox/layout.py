@@ -107,6 +107,25 @@ def bench_apps(registry_host, fleet_ids):
                                  fleet_ids, settle=ZERO_DOWNTIME_SETTLE, strategy=strategy))
     apps.update(_realistic_apps(fleet_ids))
     apps.update(_fleet_apps(registry_host, fleet_ids))
+    apps.update(_real_apps(registry_host, fleet_ids))
+    return apps
+
+
+# bench/real_apps.py: one app of one container, and one of a web role and a
+# worker role (the same image, settle 0 both: the figures compare the work of
+# a batch, not its waits), over the first 3 minions, batch 1.
+REAL_APPS_FIRST_PORT = 18141
+REAL_APPS_WORKER = ["/bin/busybox", "sh", "-c", "trap 'exit 0' TERM; while true; do /bin/busybox sleep 1; done"]
+
+
+def _real_apps(registry_host, fleet_ids):
+    apps = _shaped_apps(registry_host, {"ra-one": (3, 1), "ra-two": (3, 1)}, REAL_APPS_FIRST_PORT, fleet_ids,
+                        settle=0)
+    if "ra-two" in apps:
+        two = apps["ra-two"]
+        two["roles"] = {"web": {"ports": two["ports"]},
+                        "worker": {"options": {"entrypoint": REAL_APPS_WORKER}}}
+        two["ports"] = []  # the web role publishes it
     return apps
 
 
@@ -163,3 +182,36 @@ def _realistic_apps(fleet_ids):
 
 def _fleet_apps(registry_host, fleet_ids):
     return _shaped_apps(registry_host, FLEET_SHAPES, FLEET_FIRST_PORT, fleet_ids, settle=0)
+
+
+# The demo's real-shaped app: a web role and a worker role of one image,
+# sharing a named volume and the private network `shop-net`, where the
+# accessory (examples/salt/myteam/kv.sls, the operator's own state) answers
+# as `kv`; a before hook (a "migration") writes the release's version into
+# the volume. The app image has busybox, but installs its applets only when
+# its start script runs, so the worker and the hook call busybox by path.
+SHOP_PORT = 8090
+SHOP_WORKER = ["/bin/busybox", "sh", "-c",
+               "trap 'exit 0' TERM; while true; do "
+               "/bin/busybox wget -q -O /data/kv-seen.tmp http://kv:8080/version "
+               "&& /bin/busybox mv /data/kv-seen.tmp /data/kv-seen; /bin/busybox sleep 1; done"]
+SHOP_MIGRATION = ["/bin/busybox", "sh", "-c", "/bin/busybox cp /www/version /data/schema-version"]
+
+
+def shop_app(registry_host):
+    """The `shop` app of the sandbox (deployed to dev by the demo)."""
+    return {
+        "repository": f"{registry_host}/saltcd/shop",
+        "container": "shop",
+        "environment": {"PORT": "8080"},
+        "stop_timeout": 5,
+        "options": {"binds": ["shop-data:/data"], "networks": ["shop-net"]},
+        "roles": {
+            "web": {"container": "shop-web", "ports": [f"{SHOP_PORT}:8080"],
+                    "health": {"port": SHOP_PORT, "timeout": 20, "interval": 0.5}},
+            "worker": {"container": "shop-worker", "options": {"entrypoint": SHOP_WORKER}},
+        },
+        "hooks": {"before": SHOP_MIGRATION, "timeout": 60},
+        "batch": 2,
+        "environments": {"dev": {"target": "dev-*"}},
+    }

@@ -210,8 +210,11 @@ def test_bench_apps_realistic_and_fleet_shapes():
     assert apps["r3b1"]["stop_timeout"] == 2 and apps["r3b1"]["health"]["settle"] == 1
     assert apps["f30b25"]["environments"]["dev"]["target"] == ",".join(ids)
     assert "f30b10" not in layout.bench_apps("127.0.0.1:5000", ids[:9])
-    ports = [int(app["ports"][0].split(":")[0]) for app in apps.values()]
-    assert len(ports) == len(set(ports))
+    published = [app["ports"] + [p for role in app.get("roles", {}).values() for p in role.get("ports", [])]
+                 for app in apps.values()]
+    ports = [int(binding.split(":")[0]) for bindings in published for binding in bindings]
+    assert len(ports) == len(set(ports)) == len(apps)  # one port each, none shared
+    assert apps["ra-two"]["ports"] == [] and list(apps["ra-two"]["roles"]) == ["web", "worker"]
 
 
 def test_sandbox_dev_sets_the_dev_fleet_and_an_existing_sandbox_keeps_its_own(tmp_path, monkeypatch):

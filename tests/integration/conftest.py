@@ -127,6 +127,11 @@ APPS = {
                    "health": {"settle": 2}},
         "scheduler": {"target": "dev-1", "environment": {"ROLE": "scheduler"},
                       "options": {"entrypoint": ROLE_LOOP}}}}),
+    # test_start_first.py: a start-first web role beside a worker, under traffic.
+    "sfroles": (18023, {"strategy": "start-first", "drain": 2, "health": {"settle": 2},
+                        "roles": {"web": {"ports": ["18023:8080"]},
+                                  "worker": {"environment": {"ROLE": "worker"},
+                                             "options": {"entrypoint": ROLE_LOOP}}}}),
     # test_real_apps.py: the operator's own state (examples/salt/myteam/web.sls).
     "own": (18024, {"state": "myteam.web"}),
     # Per-environment secrets that must reach only their environment's minions.

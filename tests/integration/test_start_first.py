@@ -76,6 +76,28 @@ def test_start_first_serves_every_request_through_good_and_bad_rollouts(lab, hos
     assert [lab.health(m, app) for m in DEV] == [200, 200]
 
 
+def test_a_start_first_web_role_beside_a_worker_serves_every_request(lab, host_proxies):
+    """Two roles: the web role switches behind HAProxy, the worker is replaced
+    after it; a version whose worker exits is rolled back, web role included,
+    and still no request fails."""
+    app = "sfroles"
+    _, data = rollout(lab, app, "1.0.0")
+    assert data["status"] == "succeeded", data
+    with traffic(lab, app) as load:
+        good, data = rollout(lab, app, "2.0.0")
+        assert data["status"] == "succeeded", data
+        _, data = rollout(lab, app, "2.0.1-noworker")
+        assert data["status"] == "rolled_back" and data["failed"] == ["dev-1"], data
+        time.sleep(1)
+    counts = load.stop()
+    assert {m: c["failed"] for m, c in counts.items()} == dict.fromkeys(DEV, 0), (
+        counts, slow_through_proxy(host_proxies, f"{app}-web"))
+    assert all(c["served"] > 0 for c in counts.values()), counts
+    for role in ("web", "worker"):
+        assert {m: lab.running_digests(f"{app}-{role}")[m] for m in DEV} == dict.fromkeys(DEV, good), role
+    assert leftovers(lab, f"{app}-web") == dict.fromkeys(DEV, False)
+
+
 def test_stop_first_under_the_same_traffic_loses_requests(lab):
     app = "stopfirst"
     _, data = rollout(lab, app, "1.0.0")

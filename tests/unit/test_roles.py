@@ -52,6 +52,8 @@ def test_roles_take_the_apps_keys_and_their_own(shop):
     ({"roles": {"worker": {"options": {"comand": "x"}}}}, "roles:worker:options:comand: is not an option"),
     ({"roles": {"a": {"container": "x"}, "b": {"container": "x"}}}, "two roles name the same container"),
     ({"roles": {"Web": {}}}, "roles:Web: role names are lowercase"),
+    ({"roles": {"cron": {"target": "role:cron", "tgt_type": "grain"}}},
+     "roles:cron:target: tgt_type grain matches on grains"),
 ])
 def test_a_wrong_role_is_refused_naming_its_key(shop, change, message):
     shop["apps"]["shop"].update(change)
@@ -117,3 +119,11 @@ def test_the_live_view_shows_each_role(shop, tmp_path):
     assert set(minions["dev-1"]["roles"]) == {"web", "worker", "scheduler"}
     assert set(minions["dev-2"]["roles"]) == {"web", "worker"}  # the scheduler is dev-1's
     assert minions["dev-2"]["digest"] == NEW and minions["dev-2"]["healthy"]
+
+
+def test_the_plan_names_the_roles_and_where_a_targeted_one_runs(shop):
+    from saltcd import views
+
+    dep = config.load(shop).deployment("shop", "dev")
+    text = views.rollout_text(_run(dep, FakeFleet({"dev-1": OLD, "dev-2": OLD}), test=True))
+    assert "roles, replaced in this order in each batch: web, worker, scheduler (on dev-1)" in text
