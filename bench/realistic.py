@@ -362,7 +362,7 @@ def targets(results, check):
         value = sc["first_state_run_published"]["median"]
         asked = (sc.get("ask_first_batch") or {}).get("median")
         context = {"why": f"asking the first batch's {sc['first_batch']} minion(s) what they run "
-                          f"(saltcd.container) alone takes {asked} s here"} if asked is not None else {}
+                          f"(saltcd.containers) alone takes {asked} s here"} if asked is not None else {}
         check(f"push -> first state run, {sc['minions']} minions batch {sc['batch']} (median)", value,
               "< 1 s", value is not None and value < 1, **context)
     for batch in sorted({sc["batch"] for sc in fleet_results.values()}):
@@ -418,5 +418,5 @@ def report_rows(results):
         if "first_batch" in sc:
             rows.append([f"fleet {sc['minions']} minions, batch {sc['batch']}: Salt alone, first batch "
                          f"of {sc['first_batch']}: asked, rendered", f"{cell(sc['ask_first_batch'])} / "
-                         f"{cell(sc['render_first_batch'])}", "saltcd.container / state.show_sls saltcd.deploy"])
+                         f"{cell(sc['render_first_batch'])}", "saltcd.containers / state.show_sls saltcd.deploy"])
     return rows

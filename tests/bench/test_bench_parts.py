@@ -182,7 +182,7 @@ def test_fleet_targets_flat_per_batch_and_first_state_run():
     # What Salt alone takes for the first batch on this machine goes with each figure.
     assert found["wall per batch, 30 / 3 minions at batch 10%"]["why"].endswith(
         "rendered on its 3 minions against 1) grows 2.5 x on this machine")
-    assert "first batch's 3 minion(s) what they run (saltcd.container) alone takes 0.9 s" in found[
+    assert "first batch's 3 minion(s) what they run (saltcd.containers) alone takes 0.9 s" in found[
         "push -> first state run, 30 minions batch 10% (median)"]["why"]
 
 

@@ -64,12 +64,12 @@ def test_new_digest_rolls_out_batch_after_healthy_batch(lab):
     # Only batch 1 was asked what it runs before its job went out; dev-2 was
     # asked while batch 1 ran, and `started` still names what each ran before.
     jobs = [(e.data.get("fun"), e.data.get("arg"), e.data.get("minions"))
-            for e in lab.events("salt/job/*/new", start) if e.data.get("fun") in ("saltcd.container", "state.apply")]
+            for e in lab.events("salt/job/*/new", start) if e.data.get("fun") in ("saltcd.containers", "state.apply")]
     asked_and_applied = [(fun, minions) for fun, arg, minions in jobs
-                         if fun == "saltcd.container" and arg == ["web"]
+                         if fun == "saltcd.containers" and arg == [["web"]]
                          or fun == "state.apply" and "saltcd.deploy" in arg]
-    assert asked_and_applied[:3] == [("saltcd.container", ["dev-1"]), ("state.apply", ["dev-1"]),
-                                     ("saltcd.container", ["dev-2"])], jobs
+    assert asked_and_applied[:3] == [("saltcd.containers", ["dev-1"]), ("state.apply", ["dev-1"]),
+                                     ("saltcd.containers", ["dev-2"])], jobs
     started = lab.wait_for("saltcd/deploy/web/dev/started", start).data
     assert started["from_digests"] == {"dev-1": old, "dev-2": old}
 
