@@ -1,18 +1,21 @@
 # saltcd: `make demo` shows the whole path on a local sandbox, `make test` runs
 # the test suite, `make bench` measures it. All install what is missing first (as root).
 VENV ?= .venv
+# The Salt line of .venv (make test, demo, bench): the newest supported one.
+# Its exact versions: constraints/salt-$(SALT_LINE).txt.
+SALT_LINE ?= 3008
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
 PY := $(VENV)/bin/python
 
-.PHONY: bootstrap demo sandbox sandbox-down test test-unit lint config-reference bench clean
+.PHONY: bootstrap demo sandbox sandbox-down test test-unit test-matrix test-lines lint config-reference bench clean
 
 bootstrap: $(VENV)/.installed
 	@./scripts/bootstrap-system.sh
 
-$(VENV)/.installed: pyproject.toml
+$(VENV)/.installed: pyproject.toml constraints/salt-$(SALT_LINE).txt
 	$(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/pip install -q --upgrade pip
-	$(VENV)/bin/pip install -q -e '.[test]'
+	$(VENV)/bin/pip install -q -c constraints/salt-$(SALT_LINE).txt -e '.[test]'
 	@touch $@
 
 demo: bootstrap
@@ -34,6 +37,20 @@ test: bootstrap
 
 test-unit: bootstrap
 	$(PY) -m pytest tests/unit tests/functional
+
+# The Salt matrix (noxfile.py): unit and functional tiers on Salt 3006, 3007 and
+# 3008, each in its own virtualenv (.nox/) on the Python its onedir ships, and
+# every tier on the oldest and the newest line. The Pythons: python3.10 and
+# python3.11 on PATH, or pyenv's (/root/.pyenv/versions).
+empty :=
+space := $(empty) $(empty)
+PYENV_BINS := $(subst $(space),:,$(wildcard $(HOME)/.pyenv/versions/3.10.*/bin $(HOME)/.pyenv/versions/3.11.*/bin))
+NOX := PATH="$(PATH):$(PYENV_BINS)" $(VENV)/bin/nox
+test-matrix: bootstrap
+	$(NOX) -s tests integration
+# What CI adds to `make test`: the unit and functional tiers on the older lines.
+test-lines: $(VENV)/.installed
+	$(NOX) -s "tests(3006)" "tests(3007)"
 
 # Static checks (ruff; rules in pyproject.toml): needs only the virtualenv.
 lint: $(VENV)/.installed

@@ -58,10 +58,11 @@ import re
 import threading
 import time
 
-import tornado.httpserver
-import tornado.web
+from saltcd import compat, ingress_auth, ingress_key, intake, notifications, store
 
-from saltcd import ingress_auth, ingress_key, intake, notifications, store
+# tornado 6 itself on every Salt line: Salt 3006 would hand `import tornado`
+# its vendored 4.x, whose loop is not asyncio's (saltcd.compat.tornado).
+tornado = compat.tornado()
 
 log = logging.getLogger(__name__)
 

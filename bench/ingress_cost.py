@@ -84,8 +84,10 @@ def serve_salt_webhook(port):
     read the whole body (Tornado's default cap, 100 MB) and serialize it, with
     the headers, into an event (msgpack)."""
     import salt.payload  # pylint: disable=import-outside-toplevel
-    import tornado.httpserver  # pylint: disable=import-outside-toplevel
-    import tornado.web  # pylint: disable=import-outside-toplevel
+
+    from saltcd import compat  # pylint: disable=import-outside-toplevel
+
+    tornado = compat.tornado()
 
     class WebHook(tornado.web.RequestHandler):  # pylint: disable=abstract-method
         def post(self, tag):  # pylint: disable=arguments-differ

@@ -53,7 +53,7 @@ def _write_cert(path: Path, cert: x509.Certificate) -> None:
 
 def _validity(builder: x509.CertificateBuilder) -> x509.CertificateBuilder:
     # Backdated a little so a clock skew of a minute does not make it "not yet valid".
-    now = datetime.datetime.now(datetime.UTC)
+    now = datetime.datetime.now(datetime.timezone.utc)
     return builder.not_valid_before(now - datetime.timedelta(minutes=5)).not_valid_after(
         now + VALIDITY
     )

@@ -1,11 +1,14 @@
 """pip alone: saltcd's wheel, installed non-editable into a fresh virtualenv, runs
 a Salt master and minion from that virtualenv with nothing but the master.d file
 `python -m saltcd.master_config` writes (and the user's `saltcd:` apps); a push
-to the registry rolls out, and so does `salt-run deploy.rollout`.
+to the registry rolls out, and so does `salt-run deploy.rollout`. On the Salt
+line this suite runs on (`make test-matrix` runs it on the oldest and the
+newest): the venv gets that line's Salt, by its constraints file.
 
-About a minute: the wheel is built from a copy of the sources (~10 s), installed
-with Salt into a fresh virtualenv under /tmp/scd-whl-* (~30 s, from pip's local
-wheels; no byte-compiling), then two daemons start (~10 s) and two rollouts run.
+About a minute: the sdist and the wheel are built from a copy of the sources
+(`python -m build`, ~20 s), the wheel installed with Salt into a fresh
+virtualenv under /tmp/scd-whl-* (~30 s, from pip's local wheels; no
+byte-compiling), then two daemons start (~10 s) and two rollouts run.
 Everything under /tmp/scd-whl-* is removed at the end.
 """
 
@@ -16,6 +19,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tarfile
 import time
 import zipfile
 from pathlib import Path
@@ -23,7 +27,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from saltcd import master_config
+import saltcd
+from saltcd import compat, master_config
 from sandbox import app_image, layout, loopback
 from sandbox.registry import LocalRegistry
 from tests import stale_runs
@@ -32,8 +37,10 @@ from tests.ports import free_port
 pytestmark = pytest.mark.integration
 
 # What the wheel is built from: the package and the repository's Salt folders.
-SOURCES = ("pyproject.toml", "README.md", "saltcd", "salt", "reactor", "orch", "_runners", "_engines",
-           "_pillar", "_output")
+SOURCES = ("pyproject.toml", "README.md", "CHANGELOG.md", "MANIFEST.in", "saltcd", "salt", "reactor", "orch",
+           "_runners", "_engines", "_pillar", "_output")
+# What is never shipped: the checkout's own tools.
+NOT_SHIPPED = ("sandbox", "bench", "tests", "examples", "constraints", "docs")
 MINION = "whl-1"
 CONTAINER = "scd-whl-app"
 
@@ -46,8 +53,9 @@ def work_dir(swept):
 
 
 @pytest.fixture(scope="module")
-def wheel(work_dir, repo_root):
-    """The wheel, built from a clean copy (no stale build/ or egg-info of the checkout)."""
+def dist(work_dir, repo_root):
+    """The sdist and the wheel (`python -m build`), built from a clean copy (no
+    stale build/ or egg-info of the checkout, nothing but what it ships)."""
     src = work_dir / "src"
     src.mkdir()
     ignore = shutil.ignore_patterns("__pycache__", "*.pyc", "*.egg-info")
@@ -57,39 +65,59 @@ def wheel(work_dir, repo_root):
             shutil.copytree(origin, src / name, symlinks=True, ignore=ignore)
         else:
             shutil.copy2(origin, src / name)
-    _run([sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(work_dir / "dist"), str(src)],
-         timeout=300)
-    (built,) = (work_dir / "dist").glob("saltcd-*.whl")
-    return built
+    _run([sys.executable, "-m", "build", "--outdir", str(work_dir / "dist"), str(src)], timeout=600)
+    (sdist,) = (work_dir / "dist").glob("saltcd-*.tar.gz")
+    (wheel,) = (work_dir / "dist").glob("saltcd-*.whl")
+    return {"sdist": sdist, "wheel": wheel}
 
 
 @pytest.fixture(scope="module")
-def venv(work_dir, wheel):
+def wheel(dist):
+    return dist["wheel"]
+
+
+@pytest.fixture(scope="module")
+def venv(work_dir, wheel, repo_root):
     """A fresh virtualenv with the wheel and its dependencies (Salt included)."""
     path = work_dir / "venv"
     _run([sys.executable, "-m", "venv", "--without-pip", str(path)], timeout=120)
+    constraints = repo_root / "constraints" / f"salt-{compat.LINE}.txt"
     _run([sys.executable, "-m", "pip", "--python", str(path / "bin" / "python"), "install", "-q",
-          "--no-compile", str(wheel)], timeout=600)
+          "--no-compile", "-c", str(constraints), str(wheel)], timeout=600)
     return path
 
 
 def test_wheel_holds_only_what_runs_on_a_master_or_minion(wheel):
     names = zipfile.ZipFile(wheel).namelist()
     tops = {n.split("/")[0] for n in names}
-    assert tops == {"saltcd", "saltcd-0.1.0.dist-info"}, tops
+    assert tops == {"saltcd", f"saltcd-{saltcd.__version__}.dist-info"}, tops
     for shipped in ("saltcd/files/salt/saltcd/deploy.sls", "saltcd/files/salt/orch/deploy.sls",
                     "saltcd/files/salt/_modules/saltcd.py", "saltcd/files/salt/_states/saltcd_health.py",
                     "saltcd/files/reactor/registry_push.sls", "saltcd/files/reactor/ci_push.sls",
                     "saltcd/files/_runners/deploy.py", "saltcd/files/_engines/saltcd_drains.py",
                     "saltcd/files/_pillar/saltcd.py", "saltcd/files/_output/saltcd_out.py",
                     "saltcd/files/_engines/saltcd_notify.py", "saltcd/files/salt/saltcd/pull.sls",
-                    "saltcd/files/salt/_states/saltcd_release.py",
+                    "saltcd/files/salt/_states/saltcd_release.py", "saltcd/files/salt/saltcd/gate.sls",
                     "saltcd/files/salt/_modules/saltcd_haproxy.py"):
         assert shipped in names, shipped
     # Shipped once: orch/ only inside the state tree.
     assert [n for n in names if n.endswith("orch/deploy.sls")] == ["saltcd/files/salt/orch/deploy.sls"]
-    entry_points = zipfile.ZipFile(wheel).read("saltcd-0.1.0.dist-info/entry_points.txt").decode()
+    entry_points = zipfile.ZipFile(wheel).read(f"saltcd-{saltcd.__version__}.dist-info/entry_points.txt").decode()
     assert "[salt.loader]" in entry_points and "saltcd.extension:loader_dirs" in entry_points
+
+
+def test_the_sdist_holds_the_sources_of_what_ships_and_the_changelog(dist):
+    """`python -m build`: one version (saltcd.__version__) in both names, the Salt
+    folders and the changelog in the sdist, none of the checkout's tools."""
+    assert dist["sdist"].name == f"saltcd-{saltcd.__version__}.tar.gz"
+    assert dist["wheel"].name == f"saltcd-{saltcd.__version__}-py3-none-any.whl"
+    with tarfile.open(dist["sdist"]) as sdist:
+        names = {name.split("/", 1)[1] for name in sdist.getnames() if "/" in name}
+    for shipped in ("pyproject.toml", "README.md", "CHANGELOG.md", "saltcd/compat.py", "salt/saltcd/deploy.sls",
+                    "salt/saltcd/gate.sls", "salt/_modules/saltcd.py", "reactor/registry_push.sls",
+                    "_runners/deploy.py", "_engines/saltcd_webhook.py", "_pillar/saltcd.py"):
+        assert shipped in names, shipped
+    assert not {n.split("/")[0] for n in names} & set(NOT_SHIPPED), sorted(names)
 
 
 def test_push_rolls_out_from_a_pip_installed_master(lab_root, docker_hosts, venv, work_dir, repo_root,
