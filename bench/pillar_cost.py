@@ -110,7 +110,7 @@ def measure(opts, app, env, rounds=5, timeout=120):
         minions = fleet.targets(dep.target, dep.tgt_type)
         if not minions:
             raise RuntimeError(f"{app}/{env}: target {dep.target!r} matches no minion")
-        running = rollout.observe(fleet, dep, minions, rollout.placement(fleet, dep, minions))
+        running = rollout.observe(fleet, dep, minions, rollout.placement(fleet, dep.roles, minions))
         digest = next(iter({i["digest"] for i in running.values() if i and i["digest"]}), None)
         if not digest:
             raise RuntimeError(f"{app}/{env} runs nothing yet: deploy it once first")

@@ -435,9 +435,10 @@ KEYS = (
     Key(f"{ROLE}.tgt_type", "how the role's `target` matches: " + ", ".join(f"`{t}`" for t in TGT_TYPES),
         "glob", _one_of(TGT_TYPES)),
     Key(f"{APP}.state", "the operator's own SLS (e.g. `myteam.web`), applied to each batch instead "
-        "of `saltcd.deploy` with the pillar contract in docs (pillar `saltcd`: image, previous_image, "
-        "app, env, digest, roles, labels); saltcd still gates on health, counts failures and rolls "
-        "back by applying it with the previous image", None, _text,
+        "of `saltcd.deploy`; it reads the release (image, previous_image, roles, labels, ...) with "
+        "`{% from \"saltcd/map.jinja\" import deploy, roles with context %}` (docs/own-state.md); "
+        "saltcd still gates on health, counts failures and rolls back by applying it with the "
+        "previous image", None, _text,
         shown="`saltcd.deploy`"),
     Key(f"{APP}.hooks", "release hooks: one-off containers of the new digest with the app's "
         "environment and options, on one minion of the environment", {}, _mapping, per_env=True),
@@ -642,7 +643,11 @@ class Role:
         spec = {"ports": list(self.ports), "environment": self.environment,
                 "restart_policy": self.restart_policy, "stop_timeout": self.stop_timeout,
                 "options": self.options}
-        return spec if self.name is None else {"role": self.name, "container": self.container, **spec}
+        if self.name is None:
+            return spec
+        # Where it runs is part of the release: a rollback places a role as it was.
+        where = {"target": self.target, "tgt_type": self.tgt_type} if self.target else {}
+        return {"role": self.name, "container": self.container, **spec, **where}
 
 
 @dataclass(frozen=True)
@@ -690,6 +695,11 @@ class Deployment:
     def role(self, name):
         """The configured Role called `name` (None: the app's own), or None."""
         return next((role for role in self.roles if role.name == name), None)
+
+    @property
+    def containers(self):
+        """Every container name of the app as configured: its own, then its roles'."""
+        return list(dict.fromkeys([self.container, *(role.container for role in self.roles)]))
 
     @property
     def batch_deadline(self):
@@ -754,6 +764,10 @@ class Deployment:
                 "labels": {container_spec.SPEC_LABEL: spec_id},
                 "roles": [self._role_entry(role_spec, spec_id, placement or {})
                           for role_spec in spec.get("roles") or [spec]],
+                # What a minion may have to remove (the ext_pillar keeps those it
+                # does not run): the app's containers, now and in `spec`.
+                "app_containers": list(dict.fromkeys(self.containers + [
+                    role_spec.get("container", self.container) for role_spec in spec.get("roles") or [spec]])),
                 "previous_images": {minion: self.repository.pinned(before)
                                     for minion, before in (previous or {}).items() if before},
                 "state": spec.get("state"),
@@ -771,14 +785,19 @@ class Deployment:
         how it is replaced and checked, from the role of that name now configured."""
         name = role_spec.get("role")
         role = self.role(name)
-        if role is None:  # a role since removed, rolled back to: checked as a worker would be
+        if role is None and name is None:  # the app before it had roles, rolled back to
+            role = Role(name=None, container=self.container, ports=tuple(role_spec["ports"]), environment={},
+                        options={}, restart_policy=self.restart_policy, stop_timeout=self.stop_timeout,
+                        strategy=self.strategy if role_spec["ports"] else "stop-first", drain=self.drain,
+                        health=self.health)
+        elif role is None:  # a role since removed, rolled back to: checked as a worker would be
             role = Role(name=name, container=role_spec["container"], ports=(), environment={}, options={},
                         restart_policy=self.restart_policy, stop_timeout=self.stop_timeout,
                         strategy="stop-first", drain=self.drain,
                         health=dataclasses.replace(self.health, check="running"))
         entry = {
             "role": name,
-            "container": role_spec.get("container", self.container),
+            "container": role_spec.get("container", role.container),
             "ports": list(role_spec["ports"]),
             "environment": dict(role_spec["environment"]),
             "restart_policy": role_spec["restart_policy"],

@@ -348,8 +348,9 @@ class Controller:
         if not good:
             raise NotFound(f"{app}/{env} has no rollout that succeeded: nothing to roll back to")
         minions = self.fleet.targets(dep.target, dep.tgt_type)
-        live = rollout.observe(self.fleet, dep, minions, rollout.placement(self.fleet, dep, minions)) \
-            if minions else {}
+        placed = rollout.placement(self.fleet, dep.roles, minions)
+        minions = [m for m in minions if rollout.roles_on(dep, placed, m)]  # no role: runs nothing of it
+        live = rollout.observe(self.fleet, dep, minions, placed) if minions else {}
         # Offline minions can't vote.
         if not all(rollout.runs(info, good) for info in live.values() if info is not None):
             return good, "the environment does not all run its last good digest"
@@ -720,9 +721,11 @@ def _live_view(fleet, dep, minions):
     """{minion: what it runs now and whether it is healthy (None: no answer)}: the
     first role's container, healthy only if every role's is, and each role's own
     view for an app with roles. `digest` is None when its roles run different ones."""
-    placed = rollout.placement(fleet, dep, minions)
+    placed = rollout.placement(fleet, dep.roles, minions)
+    minions = [m for m in minions if rollout.roles_on(dep, placed, m)]  # no role: runs nothing of it
+    checks = [(role.container, role.health) for role in dep.roles]
     out = {}
-    for minion, infos in fleet.status(minions, [(role.container, role.health) for role in dep.roles]).items():
+    for minion, infos in (fleet.status(minions, checks) if minions else {}).items():
         if infos is None:
             out[minion] = None
             continue

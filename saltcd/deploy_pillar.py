@@ -121,7 +121,8 @@ def build(entries, pillar, resolve, minion=None):
     """The ext_pillar's answer for `minion`: {"saltcd_deploy": {app: entry}}, or {}.
 
     Each entry is cut to this minion: the roles it runs (a role with
-    `minions` runs only there) and what it ran before (`previous_image`)."""
+    `minions` runs only there), the app's containers it no longer runs
+    (`gone`) and what it ran before (`previous_image`)."""
     if not entries:
         return {}
     deploy = {}
@@ -131,6 +132,8 @@ def build(entries, pillar, resolve, minion=None):
         roles = [{**{key: value for key, value in role.items() if key != "minions"},
                   "environment": resolved_environment(app, role.get("environment") or {}, pillar, resolve)}
                  for role in entry.get("roles") or [] if minion in role.get("minions", [minion])]
+        mine = {role["container"] for role in roles}
         deploy[app] = {**entry, "roles": roles, "previous_image": previous.get(minion),
+                       "gone": [name for name in entry.get("app_containers") or [] if name not in mine],
                        "environment": resolved_environment(app, entry.get("environment") or {}, pillar, resolve)}
     return {PILLAR_KEY: deploy}

@@ -24,6 +24,7 @@ A reporter provides `fire(tag, data)` (events) and `progress(text)`.
 
 import math
 import time
+import types
 
 from saltcd import batches, container_spec, holder, prepull
 
@@ -107,6 +108,8 @@ class Rollout:
         down = [name for name, part in (info.get("roles") or {}).items() if not part.get("running")]
         if down or not info.get("running"):
             return f"not running: {', '.join(down)}" if down else "not running"
+        if info.get("gone"):
+            return f"to remove: {', '.join(info['gone'])}"
         return "spec changed: " + ", ".join(
             container_spec.changes(self.specs(info.get("spec")) if info.get("spec") else None, self.spec))
 
@@ -131,7 +134,9 @@ class Rollout:
         """The deploy data of `digest` (with `spec`, else the app's own; `previous`:
         what each minion ran), tied to this rollout and the process running it:
         the ext_pillar serves it only while both last (saltcd.deploy_pillar)."""
-        return holder.tie(self.deployment.pillar(digest, spec, self.placement, previous),
+        placed = self.placement if spec is None else placement(self.fleet, _spec_roles(spec),
+                                                               self.record.get("minions", []))
+        return holder.tie(self.deployment.pillar(digest, spec, placed, previous),
                           self.record["id"], self.record.get("holder"))
 
     # pulling ahead (saltcd.prepull)
@@ -193,7 +198,7 @@ class Rollout:
         """
         dep = self.deployment
         minions = sorted(self.fleet.targets(dep.target, dep.tgt_type))
-        self.placement = placement(self.fleet, dep, minions)
+        self.placement = placement(self.fleet, dep.roles, minions)
         if dep.has_roles:
             self.record["roles"] = [role.name for role in dep.roles]
         if self.placement:
@@ -484,11 +489,18 @@ def runs(info, digest, spec=None):
             and not info.get("mixed") and (spec is None or info.get("spec") == spec))
 
 
-def placement(fleet, deployment, minions):
-    """{role: the minions of `minions` its own target picks}, for the roles that have one."""
+def placement(fleet, roles, minions):
+    """{role: the minions of `minions` its own target picks}, for the roles (config
+    Roles, or a spec's, see _spec_roles) that have one."""
     chosen = set(minions)
     return {role.name: sorted(chosen & set(fleet.targets(role.target, role.tgt_type)))
-            for role in deployment.roles if role.target}
+            for role in roles if role.target}
+
+
+def _spec_roles(spec):
+    """The roles of a recorded spec (name, target, tgt_type), as `placement` reads them."""
+    return [types.SimpleNamespace(name=r.get("role"), target=r.get("target"), tgt_type=r.get("tgt_type", "glob"))
+            for r in spec.get("roles") or []]
 
 
 def roles_on(deployment, placed, minion):
@@ -503,7 +515,7 @@ def observe(fleet, deployment, minions, placed):
     role's container is, `mixed` when they differ in digest or spec (so the
     minion is out of date), and per role (with roles) under `roles`. An app
     without roles sees its one container as it is."""
-    names = [role.container for role in deployment.roles]
+    names = deployment.containers
     out = {}
     for minion, infos in fleet.inspect(minions, names).items():
         if infos is None:
@@ -517,7 +529,11 @@ def observe(fleet, deployment, minions, placed):
                  for role in mine}
         view = dict(next((p for p in parts.values() if p.get("exists")), next(iter(parts.values()))))
         view["running"] = all(p.get("running") for p in parts.values())
-        view["mixed"] = len({(p.get("digest"), p.get("spec")) for p in parts.values()}) > 1
+        # The app's containers saltcd made that this minion no longer runs (a role
+        # moved elsewhere, the app's own once it has roles): the release removes them.
+        view["gone"] = [name for name in names if name not in {role.container for role in mine}
+                        and (infos.get(name) or {}).get("exists") and (infos.get(name) or {}).get("spec")]
+        view["mixed"] = len({(p.get("digest"), p.get("spec")) for p in parts.values()}) > 1 or bool(view["gone"])
         if deployment.has_roles:
             view["roles"] = {name: {k: p.get(k) for k in ("exists", "running", "digest", "spec")}
                              for name, p in parts.items()}

@@ -195,6 +195,39 @@ HOOK_LINES = 20
 HOOK_POLL = 0.5
 
 
+def gone(name, stop_timeout=10):
+    """
+    Container ``name``, which this minion no longer runs for its app (a role
+    moved to other minions or removed, the app's own container once the app
+    has roles), stopped and removed, if saltcd created it (it carries saltcd's
+    spec label). A container of that name without the label is not saltcd's:
+    left alone, and the comment says so. Applied by saltcd.deploy before it
+    replaces the roles this minion does run.
+
+    .. code-block:: yaml
+
+        saltcd-deploy-saltcd_release-gone-shop-scheduler:
+          saltcd_release.gone:
+            - name: shop-scheduler
+    """
+    ret = {"name": name, "changes": {}, "result": True, "comment": ""}
+    info = _inspect(name)
+    if info is None:
+        ret["comment"] = f"{name} is not there"
+        return ret
+    if SPEC_LABEL not in ((info.get("Config") or {}).get("Labels") or {}):
+        ret["comment"] = f"{name} was not made by saltcd (no {SPEC_LABEL} label): left alone"
+        return ret
+    if __opts__["test"]:
+        ret["result"] = None
+        ret["comment"] = f"{name} would be stopped and removed (this minion no longer runs it)"
+        return ret
+    _remove(name, stop_timeout)
+    ret["changes"] = {"removed": name}
+    ret["comment"] = f"{name} stopped and removed: this minion no longer runs it"
+    return ret
+
+
 def hook(name, image, command, environment=None, options=None, timeout=600):
     """
     Run ``command`` once in a new container ``name`` of ``image`` with the app's

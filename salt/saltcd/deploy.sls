@@ -18,6 +18,20 @@ saltcd-deploy-docker_image-present:
 {#- What each role's replacement waits for (a namespace: a loop's `set` stays in its turn). #}
 {%- set after = namespace(state={'docker_image': 'saltcd-deploy-docker_image-present'}) %}
 
+{#- First, the app's containers this minion no longer runs (a role moved or
+    removed, the app's own once it has roles): they may hold a port a role
+    needs. Only what saltcd made goes (saltcd_release.gone). #}
+{%- for name in deploy.get('gone', []) %}
+
+saltcd-deploy-saltcd_release-gone-{{ name }}:
+  saltcd_release.gone:
+    - name: {{ name|json }}
+    - stop_timeout: {{ deploy.stop_timeout|json }}
+    - require:
+      - {{ after.state|json }}
+{%- set after.state = {'saltcd_release': 'saltcd-deploy-saltcd_release-gone-' ~ name} %}
+{%- endfor %}
+
 {%- for role in roles %}
 {#- State ids: the app's own as they always were; a role's carry its name. #}
 {%- set suffix = ('-' ~ role.role) if role.get('role') else '' %}

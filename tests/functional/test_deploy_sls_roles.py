@@ -45,6 +45,12 @@ def test_roles_are_replaced_in_order_each_after_the_one_before_is_healthy(caller
                            pillar=_served(deployment, "dev-1", {"scheduler": ["dev-2"]}))
     assert "saltcd-deploy-docker_container-running-scheduler" not in elsewhere
     assert "saltcd-deploy-docker_container-running-worker" in elsewhere
+    # What this minion no longer runs goes first (if saltcd made it), before any role is replaced.
+    gone = elsewhere["saltcd-deploy-saltcd_release-gone-shop-scheduler"]["saltcd_release"]
+    assert {"name": "shop-scheduler"} in gone and "saltcd-deploy-saltcd_release-gone-shop" in elsewhere
+    assert [[{"saltcd_release": "saltcd-deploy-saltcd_release-gone-shop-scheduler"}]] == _require(
+        elsewhere["saltcd-deploy-docker_container-running-web"]["docker_container"])
+    assert "saltcd-deploy-saltcd_release-gone-shop-scheduler" not in low
 
 
 def test_the_operators_own_state_runs_with_the_gate_after_it(caller, example_config):

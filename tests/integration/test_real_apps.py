@@ -152,3 +152,30 @@ def test_the_operators_own_state_deploys_gates_and_rolls_back(lab):
     data = outcome(lab, "own", start)
     assert data["status"] == "rolled_back" and data["failed"] == ["dev-1"], data
     assert {m: lab.running_digests("own")[m] for m in DEV} == {m: good for m in DEV}
+
+
+def test_a_container_of_the_app_a_minion_no_longer_runs_goes_if_saltcd_made_it(lab):
+    """dev-2 holds `shop` (the app's own container from before it had roles,
+    with saltcd's label) and `shop-scheduler` (not saltcd's: no label); the next
+    rollout removes the first before it replaces the roles and leaves the other."""
+    good = deploy_good(lab, "shop", "2.0.0")
+    client = lab.hosts["dev-2"].client()
+    try:
+        image = f"{lab.repositories['shop']}@{good}"
+        client.containers.run(image, name="shop", detach=True, labels={"io.saltcd.spec": "0123456789abcdef"})
+        client.containers.create(image, name="shop-scheduler")
+        plan = lab.run.run("deploy.rollout", "app=shop", "env=dev", "test=True").data
+        why = {m: what.get("why") for step in plan["plan"] for m, what in step["minions"].items()}
+        assert why == {"dev-1": None, "dev-2": "to remove: shop"}, why
+        start = time.time()
+        lab.push("shop", "dev", "2.0.1")
+        assert outcome(lab, "shop", start)["status"] == "succeeded"
+        names = {c.name for c in client.containers.list(all=True)}
+        assert "shop" not in names and "shop-scheduler" in names, names
+    finally:
+        for name in ("shop", "shop-scheduler"):
+            try:
+                client.containers.get(name).remove(force=True)
+            except Exception:  # noqa: BLE001 - gone already
+                pass
+        client.close()

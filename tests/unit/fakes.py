@@ -69,6 +69,7 @@ class FakeFleet:
         self.stopped = set()  # (minion, container) that exist but do not run, until the next apply
         self.inspected = []  # the containers of the last inspect
         self.pillars = []  # the `saltcd` pillar of each apply
+        self.deployed = {}  # minion -> the containers its last apply gave it (its roles)
 
     def targets(self, target, tgt_type):
         prefix = target.rstrip("*")
@@ -81,10 +82,12 @@ class FakeFleet:
                 for m in minions}
 
     def _container(self, minion, container):
-        """Every container of a minion (each role's) runs its digest and spec, unless `stopped`."""
-        up = self.running[minion] is not None and (minion, container) not in self.stopped
-        return {"exists": self.running[minion] is not None, "running": up,
-                "digest": self.running[minion], "spec": self.specs.get(minion, AnySpec())}
+        """Every container a minion was given (each role's; before any apply, any
+        container asked for) runs its digest and spec, unless `stopped`."""
+        exists = self.running[minion] is not None and container in self.deployed.get(minion, [container])
+        up = exists and (minion, container) not in self.stopped
+        return {"exists": exists, "running": up, "digest": self.running[minion] if exists else None,
+                "spec": self.specs.get(minion, AnySpec()) if exists else None}
 
     def hook(self, minion, pillar, kind, timeout):
         command = pillar["saltcd"]["hooks"][kind]
@@ -118,6 +121,8 @@ class FakeFleet:
             changed = self.running[minion] != digest or self.specs.get(minion, AnySpec()) != spec
             self.running[minion] = digest
             self.specs[minion] = spec
+            self.deployed[minion] = {r["container"] for r in pillar["saltcd"].get("roles") or []
+                                     if minion in r.get("minions", [minion])} or {pillar["saltcd"]["container"]}
             self.stopped = {(m, c) for m, c in self.stopped if m != minion}
             ok = digest not in self.bad and spec not in self.bad  # a bad digest, or a bad spec
             out[minion] = {"ok": ok, "changed": changed, "comment": "Healthy" if ok else "Unhealthy: 404"}

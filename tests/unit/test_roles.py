@@ -74,7 +74,7 @@ def test_every_role_rolls_in_each_batch_and_a_targeted_role_only_where_it_is_pla
     fleet = FakeFleet({"dev-1": OLD, "dev-2": OLD, "qa-1": OLD})
     record = _run(dep, fleet)
     assert record["status"] == "succeeded" and record["placement"] == {"scheduler": ["dev-1"]}
-    assert fleet.inspected == ["shop-web", "shop-worker", "cron"]
+    assert fleet.inspected == ["shop", "shop-web", "shop-worker", "cron"]  # the app's own too: to remove
     assert fleet.applied == [(["dev-1"], NEW), (["dev-2"], NEW)]
     roles = [[(r["role"], r.get("minions")) for r in pillar["roles"]] for pillar in fleet.pillars]
     assert roles == [[("web", None), ("worker", None), ("scheduler", ["dev-1"])]] * 2
@@ -127,3 +127,60 @@ def test_the_plan_names_the_roles_and_where_a_targeted_one_runs(shop):
     dep = config.load(shop).deployment("shop", "dev")
     text = views.rollout_text(_run(dep, FakeFleet({"dev-1": OLD, "dev-2": OLD}), test=True))
     assert "roles, replaced in this order in each batch: web, worker, scheduler (on dev-1)" in text
+
+
+def test_a_role_moved_elsewhere_is_removed_where_it_ran_and_placed_where_it_goes(shop):
+    dep = config.load(shop).deployment("shop", "dev")
+    fleet = FakeFleet({"dev-1": OLD, "dev-2": OLD})
+    _run(dep, fleet)
+    assert fleet.deployed == {"dev-1": {"shop-web", "shop-worker", "cron"}, "dev-2": {"shop-web", "shop-worker"}}
+    shop["apps"]["shop"]["roles"]["scheduler"]["target"] = "dev-2"
+    moved = config.load(shop).deployment("shop", "dev")
+    record = {"id": "r2", "app": "shop", "env": "dev"}
+    plan = Rollout(moved, NEW, fleet, Recorder(), record, clock=FakeClock()).run(test=True)["plan"]
+    assert {m: what.get("why") for step in plan for m, what in step["minions"].items()} == {
+        "dev-1": "to remove: cron", "dev-2": "not running: scheduler"}
+    record = Rollout(moved, NEW, fleet, Recorder(), {**record, "id": "r3"}, clock=FakeClock()).run()
+    assert record["status"] == "succeeded" and record["placement"] == {"scheduler": ["dev-2"]}
+    assert fleet.deployed == {"dev-1": {"shop-web", "shop-worker"}, "dev-2": {"shop-web", "shop-worker", "cron"}}
+
+
+def test_the_pillar_says_what_each_minion_no_longer_runs(shop):
+    from saltcd import deploy_pillar
+
+    dep = config.load(shop).deployment("shop", "dev")
+    data, _ = deploy_pillar.split(dep.pillar(NEW, placement={"scheduler": ["dev-2"]}))
+    served = deploy_pillar.build({"shop": data}, {}, resolve=None, minion="dev-1")["saltcd_deploy"]["shop"]
+    assert [r["role"] for r in served["roles"]] == ["web", "worker"] and served["gone"] == ["shop", "cron"]
+
+
+def test_a_rollback_to_the_spec_before_roles_runs_the_app_s_own_container_again(shop, raw_config):
+    shop["apps"]["shop"].pop("roles")
+    shop["apps"]["shop"]["ports"] = ["8081:8080"]
+    before = config.load(shop).deployment("shop", "dev")
+    shop["apps"]["shop"].pop("ports")
+    shop["apps"]["shop"]["roles"] = {"web": {"ports": ["8081:8080"]}, "worker": {"options": {"command": "w"}}}
+    after = config.load(shop).deployment("shop", "dev")
+    pillar = after.pillar(OLD, before.spec())["saltcd"]
+    (role,) = pillar["roles"]
+    assert role["role"] is None and role["container"] == "shop" and role["ports"] == ["8081:8080"]
+    assert role["health"]["check"] == "http" and role["health"]["port"] == 8081
+    assert set(pillar["app_containers"]) == {"shop", "shop-web", "shop-worker"}  # the roles' go on rollback
+
+
+def test_a_rollback_places_the_roles_as_the_release_it_goes_back_to_had_them(shop):
+    before = config.load(shop).deployment("shop", "dev")
+    fleet = FakeFleet({"dev-1": None, "dev-2": None})
+    _run(before, fleet, digest=OLD)
+    del shop["apps"]["shop"]["roles"]["scheduler"]  # the next release has no scheduler
+    shop["apps"]["shop"]["roles"]["mailer"] = {"options": {"command": "mail"}}  # and a new role
+    after = config.load(shop).deployment("shop", "dev")
+    fleet.bad.add(after.spec_id)
+    record = Rollout(after, NEW, fleet, Recorder(), {"id": "r2", "app": "shop", "env": "dev"}, clock=FakeClock(),
+                     specs={before.spec_id: before.spec()}.get).run()
+    assert record["status"] == "rolled_back", record.get("reason")
+    back = fleet.pillars[-1]
+    assert [(r["role"], r.get("minions")) for r in back["roles"]] == [
+        ("web", None), ("worker", None), ("scheduler", ["dev-1"])]
+    assert "shop-mailer" in back["app_containers"]  # the failed release's new role goes where it ran
+    assert fleet.deployed["dev-1"] == {"shop-web", "shop-worker", "cron"}
