@@ -2,12 +2,43 @@
 
 import pathlib
 import shutil
+import sys
 
 import pytest
 
+from saltcd import compat
 from tests import stale_runs
 
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
+
+# Salt 3006 answers `import tornado` with its vendored tornado 4 (an import
+# hook). The webhook engine imports the real package past it and leaves it in
+# `sys.modules` (saltcd.compat.tornado), as it must in its own process; tests
+# that load the engine in-process share theirs with Salt's clients, which then
+# bound the real tornado where Salt expects its own and hung. After each test
+# the `tornado` names are put back as Salt left them (nothing to do on 3007+).
+_TORNADO_AS_SALT_LEFT_IT = {name: module for name, module in sys.modules.items()
+                            if name == "tornado" or name.startswith("tornado.")}
+
+
+def _put_tornado_back():
+    if not compat._vendored_tornado_hooks():  # pylint: disable=protected-access
+        return
+    for name in [n for n in sys.modules if n == "tornado" or n.startswith("tornado.")]:
+        if sys.modules[name] is not _TORNADO_AS_SALT_LEFT_IT.get(name):
+            del sys.modules[name]
+    sys.modules.update(_TORNADO_AS_SALT_LEFT_IT)
+
+
+@pytest.fixture(autouse=True)
+def _tornado_as_salt_left_it():
+    yield
+    _put_tornado_back()
+
+
+def pytest_collection_finish(session):  # pylint: disable=unused-argument
+    """A test module that loads the engine at import did so while collected."""
+    _put_tornado_back()
 
 
 @pytest.fixture(scope="session")
