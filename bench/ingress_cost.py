@@ -56,15 +56,14 @@ def bench_settings(cap):
 
 def serve(port, store_dir, cap):
     """Child process: the engine's door with a counting `fire` and a localfs store."""
-    import salt.cache  # pylint: disable=import-outside-toplevel
     import salt.config  # pylint: disable=import-outside-toplevel
 
-    from saltcd import ingress_key, nonces, store  # pylint: disable=import-outside-toplevel
+    from saltcd import ingress_key, nonces, salt_cache, store  # pylint: disable=import-outside-toplevel
 
     engine = load_engine()
     opts = salt.config.master_config(None)
     opts["cachedir"] = store_dir
-    records = store.Store(salt.cache.factory(opts))
+    records = store.Store(salt_cache.cache_for(opts))
     settings = bench_settings(cap)
     records.configure(store.Limits.from_settings(settings))
     fired = []

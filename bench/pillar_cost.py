@@ -22,12 +22,11 @@ import statistics
 import sys
 import time
 
-import salt.cache
 import salt.client
 import salt.config
 import salt.pillar
 
-from saltcd import binding, deploy_pillar, holder, rollout, salt_fleet, store
+from saltcd import binding, deploy_pillar, holder, rollout, salt_cache, salt_fleet, store
 
 
 def _timed(call):
@@ -48,7 +47,7 @@ def _as_a_rollout(opts, dep, digest):
     """dep's deploy pillar for `digest` as a rollout of this process publishes it:
     the ext_pillar serves an entry only while its rollout is recorded as running
     and its process lives. The stand-in record is gone again after the block."""
-    records = store.Store(salt.cache.factory(opts))
+    records = store.Store(salt_cache.cache_for(opts))
     record = {"id": store.new_id(), "app": dep.app, "env": dep.env, "status": "running",
               "trigger": {"kind": "operator", "origin": "bench.pillar_cost"}}
     records.save_rollout(record)
@@ -92,7 +91,7 @@ def _measure_rounds(opts, fleet, minions, pillar, rounds, timeout):
         out[key.replace("_s", "_median_s")] = round(statistics.median(out[key]), 3)
     # The ext_pillar's own share: a pillar compile on the master, in-process.
     data, override = deploy_pillar.split(pillar)
-    entries = deploy_pillar.DeployPillar(salt.cache.factory(opts))
+    entries = deploy_pillar.DeployPillar(salt_cache.cache_for(opts))
     out["compile_without_entry_ms"] = _compile_ms(opts, minions[0], override)
     entries.publish(minions[:1], data)
     try:

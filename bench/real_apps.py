@@ -16,12 +16,11 @@ settle adds on top, because the roles of a batch are gated one after another.
 import dataclasses
 import time
 
-import salt.cache
 import salt.config
 
 from bench.context import BenchError
 from bench.stats import cell, ratio, summary
-from saltcd import binding, holder, rollout, salt_fleet, store
+from saltcd import binding, holder, rollout, salt_cache, salt_fleet, store
 
 ONE, TWO = "ra-one", "ra-two"
 APPS = (ONE, TWO)
@@ -65,7 +64,7 @@ def run(ctx, runs):
     opts = salt.config.master_config(ctx.state["master_config_file"])
     settings = binding.settings(opts)
     one, two = (settings.deployment(app, "dev") for app in APPS)
-    records = store.Store(salt.cache.factory(opts))
+    records = store.Store(salt_cache.cache_for(opts))
     fleet = salt_fleet.SaltFleet(opts)
     samples = {"digest_rollout": [], "spec_only_rollout": [], "one_role_batch": [], "two_role_batch": []}
     try:

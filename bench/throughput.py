@@ -222,12 +222,12 @@ def _account(plan, answers, returns, records, hooks, figures):
 
 def settle(ctx, apps, timeout=300):
     """Wait until no bench app has pending requests or a running rollout."""
-    import salt.cache  # pylint: disable=import-outside-toplevel
     import salt.config  # pylint: disable=import-outside-toplevel
 
+    from saltcd import salt_cache  # pylint: disable=import-outside-toplevel
     from saltcd.store import Store  # pylint: disable=import-outside-toplevel
 
-    records = Store(salt.cache.factory(salt.config.master_config(ctx.state["master_config_file"])))
+    records = Store(salt_cache.cache_for(salt.config.master_config(ctx.state["master_config_file"])))
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         busy = [a for a in apps if records.pending(a, "dev")

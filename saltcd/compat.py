@@ -7,6 +7,7 @@ it matters.
 """
 
 import importlib
+import os
 import sys
 
 import salt.version
@@ -58,3 +59,33 @@ def tornado():
     finally:
         sys.meta_path[0:0] = hooks
     return sys.modules["tornado"]
+
+
+class _Listed:
+    """A salt.cache.Cache whose `list` gives back the keys as stored (see cache())."""
+
+    def __init__(self, cache):
+        self._cache = cache
+
+    def __getattr__(self, name):
+        return getattr(self._cache, name)
+
+    def list(self, bank):
+        base = os.path.join(self._cache.cachedir, os.path.normpath(bank))
+        if not os.path.isdir(base):
+            return []
+        return [name[:-2] if name.endswith(".p") else name for name in os.listdir(base)]
+
+
+def cache(salt_cache):
+    """`salt_cache` (a salt.cache.Cache) as saltcd uses it.
+
+    Salt 3006's localfs driver lists a key stored as `<key>.p` with
+    `rstrip(".p")`, which cuts every trailing `.` and `p`: the deploy data of
+    an app called `shop` was listed as `sho`, never found, and its every
+    batch failed on 3006 alone. There, the localfs banks are listed from their
+    folder (as the driver stores them); 3007 and later list them right.
+    """
+    if LINE < 3007 and getattr(salt_cache, "driver", None) == "localfs":
+        return _Listed(salt_cache)
+    return salt_cache

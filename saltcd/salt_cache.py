@@ -10,6 +10,8 @@ loader keeps some per-call context, which the localfs calls saltcd makes do
 not depend on (they take the cache directory as an argument).
 """
 
+from saltcd import compat
+
 _CACHES = {}
 
 
@@ -19,5 +21,5 @@ def cache_for(opts):
     if key not in _CACHES:
         import salt.cache  # noqa: PLC0415 - only the master side needs Salt here
 
-        _CACHES[key] = salt.cache.factory(opts)
+        _CACHES[key] = compat.cache(salt.cache.factory(opts))
     return _CACHES[key]

@@ -28,3 +28,19 @@ def test_the_webhook_engine_gets_tornado_6_whose_loop_is_asyncio_s():
 
     assert asyncio.run(current())
     assert compat._vendored_tornado_hooks() == vendored_hooks  # pylint: disable=protected-access
+
+
+def test_the_cache_lists_keys_as_stored_on_every_line(tmp_path):
+    """Salt 3006's localfs driver lists `shop.p` as `sho` (rstrip(".p")): an app
+    whose name ends in `p` lost its deploy data there."""
+    import salt.cache
+    import salt.config
+
+    opts = salt.config.master_config(None)
+    opts["cachedir"] = str(tmp_path)
+    cache = compat.cache(salt.cache.factory(opts))
+    for key in ("shop", "app.p", "web"):
+        cache.store("saltcd/pillar/dev-1", key, {"app": key})
+    assert sorted(cache.list("saltcd/pillar/dev-1")) == ["app.p", "shop", "web"]
+    assert cache.list("saltcd/pillar") == ["dev-1"] and cache.list("saltcd/nothing") == []
+    assert cache.fetch("saltcd/pillar/dev-1", "shop") == {"app": "shop"}
