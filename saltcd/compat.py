@@ -80,12 +80,12 @@ class _Listed:
 def cache(salt_cache):
     """`salt_cache` (a salt.cache.Cache) as saltcd uses it.
 
-    Salt 3006's localfs driver lists a key stored as `<key>.p` with
-    `rstrip(".p")`, which cuts every trailing `.` and `p`: the deploy data of
-    an app called `shop` was listed as `sho`, never found, and its every
-    batch failed on 3006 alone. There, the localfs banks are listed from their
-    folder (as the driver stores them); 3007 and later list them right.
+    The localfs driver of Salt 3006 and 3007 (3007.16 still) lists a key
+    stored as `<key>.p` with `rstrip(".p")`, which cuts every trailing `.` and
+    `p`: the deploy data of an app called `shop` was listed as `sho`, never
+    found, and its every batch failed. There, the localfs banks are listed
+    from their folder (as the driver stores them); 3008 lists them right.
     """
-    if LINE < 3007 and getattr(salt_cache, "driver", None) == "localfs":
+    if LINE < 3008 and getattr(salt_cache, "driver", None) == "localfs":
         return _Listed(salt_cache)
     return salt_cache

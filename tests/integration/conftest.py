@@ -117,7 +117,7 @@ APPS = {
     "tcpcheck": (18029, {"health": {"check": "tcp"}}),
     "cmdcheck": (18028, {"health": {"check": "command", "command": [
         "wget", "-q", "-O", "/dev/null", "http://127.0.0.1:8080/health"]}}),
-    # test_real_apps.py: three roles of one image sharing a named volume: `web`
+    # test_app_roles.py: three roles of one image sharing a named volume: `web`
     # (the published port, the HTTP check), `worker` (its own entrypoint, no port,
     # checked `running`) and `scheduler` (dev-1 only). A version with "noworker"
     # in it makes the worker exit at start.
@@ -132,7 +132,7 @@ APPS = {
                         "roles": {"web": {"ports": ["18023:8080"]},
                                   "worker": {"environment": {"ROLE": "worker"},
                                              "options": {"entrypoint": ROLE_LOOP}}}}),
-    # test_real_apps.py: the operator's own state (examples/salt/myteam/web.sls).
+    # test_app_roles.py: the operator's own state (examples/salt/myteam/web.sls).
     "own": (18024, {"state": "myteam.web"}),
     # Per-environment secrets that must reach only their environment's minions.
     "secrets": (18050, {"environments": {

@@ -31,8 +31,8 @@ def test_the_webhook_engine_gets_tornado_6_whose_loop_is_asyncio_s():
 
 
 def test_the_cache_lists_keys_as_stored_on_every_line(tmp_path):
-    """Salt 3006's localfs driver lists `shop.p` as `sho` (rstrip(".p")): an app
-    whose name ends in `p` lost its deploy data there."""
+    """The localfs driver of Salt 3006 and 3007 lists `shop.p` as `sho`
+    (rstrip(".p")): an app whose name ends in `p` lost its deploy data there."""
     import salt.cache
     import salt.config
 
