@@ -125,15 +125,26 @@ def build(entries, pillar, resolve, minion=None):
     (`gone`) and what it ran before (`previous_image`)."""
     if not entries:
         return {}
+    # The app's and each role's environment share most values: each sdb:// URI
+    # is looked up once per compile, not once per role (the cache is per call,
+    # so a rotated secret is seen at the next compile).
+    looked_up = {}
+
+    def resolve_once(uri):
+        if uri not in looked_up:
+            looked_up[uri] = resolve(uri)
+        return looked_up[uri]
+
     deploy = {}
     for app, entry in entries.items():
         entry = {key: value for key, value in entry.items() if key not in OWNER_KEYS}
         previous = entry.pop("previous_images", None) or {}
         roles = [{**{key: value for key, value in role.items() if key != "minions"},
-                  "environment": resolved_environment(app, role.get("environment") or {}, pillar, resolve)}
+                  "environment": resolved_environment(app, role.get("environment") or {}, pillar, resolve_once)}
                  for role in entry.get("roles") or [] if minion in role.get("minions", [minion])]
         mine = {role["container"] for role in roles}
         deploy[app] = {**entry, "roles": roles, "previous_image": previous.get(minion),
                        "gone": [name for name in entry.get("app_containers") or [] if name not in mine],
-                       "environment": resolved_environment(app, entry.get("environment") or {}, pillar, resolve)}
+                       "environment": resolved_environment(app, entry.get("environment") or {}, pillar,
+                                                           resolve_once)}
     return {PILLAR_KEY: deploy}
