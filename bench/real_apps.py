@@ -37,10 +37,8 @@ class _Quiet:
 
 
 def _with_environment(dep, name, value):
-    """`dep` with one more environment value (the app's, and its one container's)."""
-    environment = {**dep.environment, name: value}
-    roles = tuple(dataclasses.replace(role, environment={**role.environment, name: value}) for role in dep.roles)
-    return dataclasses.replace(dep, environment=environment, roles=roles)
+    """`dep` (an app without roles) with one more environment value."""
+    return dataclasses.replace(dep, environment={**dep.environment, name: value})
 
 
 def _rollout(records, fleet, dep, digest):

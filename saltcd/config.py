@@ -683,14 +683,18 @@ class Deployment:
     options: dict = field(default_factory=dict)
     hooks: dict = field(default_factory=dict)  # before, after, timeout, minion
     allow_minion_chosen_target: bool = False
-    # The containers, in the order a batch replaces them (the loader makes the
-    # one of an app without roles from the keys above).
-    roles: tuple = ()
+    named_roles: tuple = ()  # the app's `roles:`, in order (empty: the app is one container)
     state: str = None  # the operator's own SLS instead of saltcd.deploy
 
     @property
+    def roles(self):
+        """The containers, in the order a batch replaces them: the named roles, or
+        the app itself as the one role (name None), made from the keys above."""
+        return self.named_roles or (_own_role(self),)
+
+    @property
     def has_roles(self):
-        return bool(self.roles) and self.roles[0].name is not None
+        return bool(self.named_roles)
 
     def role(self, name):
         """The configured Role called `name` (None: the app's own), or None."""
@@ -810,6 +814,14 @@ class Deployment:
         if name in placement:
             entry["minions"] = sorted(placement[name])
         return entry
+
+
+def _own_role(values):
+    """The one Role of an app without roles: its own container keys (`values`: a
+    Deployment, or the loader's mapping of the same names)."""
+    get = values.get if isinstance(values, dict) else functools.partial(getattr, values)
+    return Role(name=None, **{name: get(name) for name in Role.__dataclass_fields__
+                              if name not in ("name", "target", "tgt_type")})
 
 
 def _health_pillar(health):
@@ -972,11 +984,8 @@ def _check_role(role, key):
 def _roles(app, values, present_roles, key):
     """The app's containers in one environment: its roles, or the app itself as the one."""
     if not present_roles:
-        own = {name: values[name] for name in Role.__dataclass_fields__
-               if name not in ("name", "target", "tgt_type")}
-        role = Role(name=None, **{**own, "health": Health(**values["health"])})
-        _check_role(role, key)
-        return (role,)
+        _check_role(_own_role({**values, "health": Health(**values["health"])}), key)
+        return ()
     _need(not values["ports"], f"saltcd:apps:{app}:ports",
           "an app with roles publishes no ports itself: give them to the role that serves them")
     roles = tuple(_role(app, name, present, values, f"saltcd:apps:{app}:roles:{name}")
@@ -996,7 +1005,7 @@ def _deployment(app, env, app_present, app_settings, raw_env, key, resolve_secre
         if spec.per_env:
             values[name] = _layered(spec, app_present.get(name, MISSING),
                                     env_present.get(name, MISSING), app, env)
-    values["roles"] = _roles(app, values, present_roles or {}, key)
+    values["named_roles"] = _roles(app, values, present_roles or {}, key)
     values["health"] = Health(**values["health"])
     if not values["allow_minion_chosen_target"]:
         why = minion_chosen(values["target"], values["tgt_type"])
@@ -1005,7 +1014,7 @@ def _deployment(app, env, app_present, app_settings, raw_env, key, resolve_secre
               "allow_minion_chosen_target: true")
         # A role's target narrows the environment, but a role's own environment
         # values (a secret of the scheduler's) reach only the minions it picks.
-        for role in values["roles"]:
+        for role in values["named_roles"]:
             why = role.target and minion_chosen(role.target, role.tgt_type)
             _need(not why, f"saltcd:apps:{app}:roles:{role.name}:target", f"{why}: a minion could put itself "
                   "into this role and receive its deploy data; target by minion id, pillar or nodegroup, or set "
