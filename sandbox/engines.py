@@ -33,6 +33,8 @@ UNIX_PATH_MAX = 107
 EXEC_ROOT_MAX = UNIX_PATH_MAX - len("/containerd/containerd.sock.ttrpc") - 16
 # Fallback folder for runtime paths when the given root is too deep.
 RUN_BASE = Path("/run/saltcd")
+# Each network an engine makes is a /28 of its pool: 16 networks of 14 addresses.
+NETWORK_PREFIX = 28
 # Programs a DockerHost runs (directly or through dockerd); only these are
 # ever killed as leftovers, never e.g. a shell that happens to name our paths.
 DAEMON_PROGRAMS = ("dockerd", "containerd", "containerd-shim", "runc", "docker-proxy")
@@ -69,6 +71,12 @@ class DockerHost:
         # through Docker's port proxy to a healthy container stalled for
         # seconds (the kernel's SYN retries) until they re-learned it.
         self.bridge_mac = f"02:53:43:44:00:{self.index:02x}"
+        # The networks this engine makes (an app's `networks:`) come from a
+        # pool of its own, the other half of the benchmarking range. Engines
+        # share this machine's routes: dockerd's default pools (172.17.0.0/16
+        # on) let two engines creating a network at once pick the same subnet,
+        # and the host then routed one engine's published ports into the other.
+        self.network_pool = f"198.19.{self.index}.0/24"
         self.data_root = self.root / "data"
         self.pidfile = self.root / "dockerd.pid"
         self.logfile = self.root / "dockerd.log"
@@ -111,7 +119,8 @@ class DockerHost:
         for path in (self.root, self.data_root, self.exec_root, self.socket.parent):
             path.mkdir(parents=True, exist_ok=True)
         # An explicit empty config keeps /etc/docker/daemon.json (if any) out.
-        self.config_file.write_text(json.dumps({}))
+        self.config_file.write_text(json.dumps(
+            {"default-address-pools": [{"base": self.network_pool, "size": NETWORK_PREFIX}]}))
         self._create_bridge()
         cmd = [
             "dockerd",
@@ -187,6 +196,10 @@ class DockerHost:
         _remove_cgroups(container_ids)
         if _link_exists(self.bridge):
             _run(["ip", "link", "del", self.bridge])
+        # dockerd keeps a network's bridge when it stops; a crashed one too.
+        for link in _links_in(ipaddress.ip_network(self.network_pool)):
+            log.info("deleting bridge %s of a network on %s", link, self.name)
+            _run(["ip", "link", "del", link])
         for path in (self.pidfile, self.socket):
             path.unlink(missing_ok=True)
 
@@ -215,6 +228,7 @@ class DockerHost:
                 for container in cli.containers.list(all=True):
                     log.debug("removing container %s on %s", container.name, self.name)
                     container.remove(force=True, v=True)
+                cli.networks.prune()  # and with them their bridges
         except docker.errors.DockerException as exc:
             log.warning("could not remove containers on %s: %s", self.name, exc)
 
@@ -231,7 +245,7 @@ class DockerHost:
 
     def _leftover_daemon_pids(self) -> list[int]:
         """containerd, shims and docker-proxy processes of ours that survived dockerd."""
-        net = ipaddress.ip_network(self.bridge_cidr, strict=False)
+        nets = (ipaddress.ip_network(self.bridge_cidr, strict=False), ipaddress.ip_network(self.network_pool))
         exec_prefix = f"{self.exec_root}/"
 
         def ours(argv: list[str]) -> bool:
@@ -244,7 +258,7 @@ class DockerHost:
             # docker-proxy names only addresses: the container side is in our subnet.
             if program == "docker-proxy" and "-container-ip" in argv:
                 at = argv.index("-container-ip") + 1
-                return at < len(argv) and _in_network(argv[at], net)
+                return at < len(argv) and any(_in_network(argv[at], net) for net in nets)
             return False
 
         return [pid for pid in processes.other_pids() if ours(processes.argv(pid))]
@@ -265,6 +279,17 @@ def _run(cmd: list[str]) -> None:
 
 def _link_exists(name: str) -> bool:
     return Path("/sys/class/net", name).exists()
+
+
+def _links_in(net: ipaddress.IPv4Network) -> list[str]:
+    """Network links holding an IPv4 address within `net`."""
+    proc = subprocess.run(["ip", "-json", "-4", "addr", "show"], capture_output=True, text=True, check=False)
+    try:
+        links = json.loads(proc.stdout or "[]")
+    except ValueError:
+        return []
+    return [link["ifname"] for link in links
+            if any(_in_network(a.get("local", ""), net) for a in link.get("addr_info", []))]
 
 
 def _in_network(address: str, net: ipaddress.IPv4Network) -> bool:
