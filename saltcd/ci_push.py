@@ -15,7 +15,7 @@ import secrets
 import sys
 import time
 
-from saltcd import ingress_auth
+from saltcd.ingress import ingress_auth
 
 
 def payload(repository, tag, secret, digest=None, timestamp=None, nonce=None):

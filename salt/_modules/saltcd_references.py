@@ -1,1 +1,1 @@
-../../saltcd/references.py
+../../saltcd/config/references.py

@@ -14,7 +14,7 @@ import os
 import tempfile
 import time
 
-from saltcd import views
+from saltcd.present import views
 
 COLOURS = {"ok": "#2e9e44", "failed": "#d33a2c", "rollback": "#e08a1e", "other": "#5577aa"}
 WIDTH, LABEL, ROW = 900, 170, 26

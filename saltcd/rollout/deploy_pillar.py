@@ -9,12 +9,12 @@ the store (bank `saltcd/pillar/<minion>`, key = app), the `saltcd` ext_pillar
 `saltcd_deploy`, and the job carries only a selector (app, env, digest: nothing
 secret). The entry is withdrawn after the batch: a state run still queued on
 the minion when saltcd has given up on it then fails instead of deploying late.
-The pulls ahead of the batches (saltcd.prepull) serve a minion its entry in
+The pulls ahead of the batches (saltcd.rollout.prepull) serve a minion its entry in
 the same way from the start of its pull until the pull returns or its batch
 takes the entry over, and withdraw it when the rollout ends.
 
 An entry cannot outlive its rollout: it names the rollout and the process
-running it (saltcd.holder), and is served only while that rollout is
+running it (saltcd.rollout.holder), and is served only while that rollout is
 recorded as running and that process lives. A drain killed mid-batch cannot
 withdraw what it published; its entries stop being served at once, and are
 removed when the next drain marks the rollout interrupted (withdraw_rollout).
@@ -24,7 +24,8 @@ the pillar is built, strictly: an unresolved URI is an error, never a value)
 or come from the minion's own pillar under `saltcd_environment:<app>`.
 """
 
-from saltcd import holder, store
+from saltcd import store
+from saltcd.rollout import holder
 
 BANK = "saltcd/pillar"
 PILLAR_KEY = "saltcd_deploy"

@@ -9,22 +9,14 @@ import itertools
 import logging
 import time
 
-from saltcd import (
-    deploy_pillar,
-    holder,
-    ingress_key,
-    intake,
-    locking,
-    nonces,
-    notifications,
-    references,
-    registry_client,
-    rollout,
-    store,
-    windows,
-)
+from saltcd import rollout, store, vocabulary
+from saltcd.config import deploy_windows, references
 from saltcd.errors import NotFound, SaltcdError
-from saltcd.notifications import shown
+from saltcd.ingress import ingress_key, intake, nonces, registry_events
+from saltcd.ingress.registry_events import shown
+from saltcd.master import deploy_pillar
+from saltcd.queue import locking, registry_client
+from saltcd.rollout import holder
 
 log = logging.getLogger(__name__)
 
@@ -103,14 +95,14 @@ class Controller:
                      request["repository"], request["tag"], verdict.source["origin"])
         for reason in verdict.ignored:
             # Blob pushes and pulls come by the dozen with every push: not news.
-            level = logging.DEBUG if notifications.is_routine(reason) else logging.INFO
+            level = logging.DEBUG if registry_events.is_routine(reason) else logging.INFO
             log.log(level, "saltcd: ignored from %s: %s", verdict.source["origin"], reason)
         if verdict.rejected:
-            log.warning("saltcd: rejected event %s from %s: %s", notifications.shown(tag, 120),
+            log.warning("saltcd: rejected event %s from %s: %s", registry_events.shown(tag, 120),
                         verdict.source["origin"], verdict.rejected)
             rejection = store.rejection(tag, verdict.source, verdict.rejected)
             self.records.add_rejection(rejection)
-            self.reporter.fire(rollout.REJECTED_TAG, rejection)
+            self.reporter.fire(vocabulary.REJECTED_TAG, rejection)
         return {
             "accepted": [{k: r[k] for k in ("id", "app", "env", "tag", "awaiting_approval")}
                          for r in accepted],
@@ -161,18 +153,18 @@ class Controller:
             self.records.drop_awaiting(app, env, older["id"])
             self._supersede_record(older, request, reason=f"more than {MAX_AWAITING} pushes were "
                                                           "waiting for approval: the oldest gave way")
-        self.reporter.fire(rollout.deploy_tag(app, env, "awaiting_approval"), _awaiting_view(request))
+        self.reporter.fire(vocabulary.deploy_tag(app, env, "awaiting_approval"), _awaiting_view(request))
         return True
 
     def check_window(self, app, env, force=False, now=None):
         """Refuse an operator's rollout while `env`'s windows are closed, unless `force`."""
         dep = self.settings.deployment(app, env)
         now = time.time() if now is None else now
-        if force or windows.is_open(dep.windows, now):
+        if force or deploy_windows.is_open(dep.windows, now):
             return
         try:
-            opens = f"the next window opens at {_when(windows.next_open(dep.windows, now))}"
-        except windows.WindowError as exc:
+            opens = f"the next window opens at {_when(deploy_windows.next_open(dep.windows, now))}"
+        except deploy_windows.WindowError as exc:
             opens = str(exc)
         raise Refused(f"{app}/{env} is outside its deploy windows "
                       f"({'; '.join(w.text for w in dep.windows)}): {opens}; "
@@ -192,8 +184,8 @@ class Controller:
         ready = (request.get("received") or now) + dep.cooldown
         earliest = max(ready, now)
         try:
-            opens = windows.next_open(dep.windows, earliest)
-        except windows.WindowError as exc:
+            opens = deploy_windows.next_open(dep.windows, earliest)
+        except deploy_windows.WindowError as exc:
             return {"not_before": None, "waiting_for": "window", "reason": str(exc)}
         if opens <= now:
             return None
@@ -515,7 +507,7 @@ class Controller:
             return
         request.update(held)
         self.records.add_request(request)
-        self.reporter.fire(rollout.deploy_tag(request["app"], request["env"], "waiting"),
+        self.reporter.fire(vocabulary.deploy_tag(request["app"], request["env"], "waiting"),
                            {"request": request["id"], "app": request["app"], "env": request["env"],
                             "tag": request["tag"], **held})
         self.reporter.progress(f"{request['app']}/{request['env']}: waiting: {held['reason']}")
@@ -529,7 +521,7 @@ class Controller:
             self.records.save_rollout(record)
             deploy_pillar.DeployPillar(self.records.cache).withdraw_rollout(
                 record.get("minions") or [], app, record["id"])
-            self.reporter.fire(rollout.deploy_tag(app, env, "interrupted"),
+            self.reporter.fire(vocabulary.deploy_tag(app, env, "interrupted"),
                                {"rollout": record["id"], "app": app, "env": env})
 
     def _supersede(self, older, newest):
@@ -545,7 +537,7 @@ class Controller:
         record.update({"status": "superseded", "ended": time.time(),
                        "superseded_by": newest["id"], "reason": reason})
         self.records.save_rollout(record)
-        self.reporter.fire(rollout.deploy_tag(older["app"], older["env"], "superseded"),
+        self.reporter.fire(vocabulary.deploy_tag(older["app"], older["env"], "superseded"),
                            {"rollout": record["id"], "request": older["id"], "superseded_by": newest["id"],
                             "app": older["app"], "env": older["env"]})
 

@@ -17,7 +17,7 @@ A fleet provides:
   {"ok", "changed", "comment", "timed_out"}; None: no answer);
 - `status(minions, checks) -> {minion: {container: info with "health"} or None}`
   — what runs now and one probe of each (container, Health) of `checks` (the watch).
-A fleet may also provide `puller(pillar)` (saltcd.prepull): then the minions of
+A fleet may also provide `puller(pillar)` (saltcd.rollout.prepull): then the minions of
 later batches pull the image while the first batches run.
 A reporter provides `fire(tag, data)` (events) and `progress(text)`.
 """
@@ -26,10 +26,10 @@ import math
 import time
 import types
 
-from saltcd import batches, container_spec, holder, prepull
+from saltcd import vocabulary
+from saltcd.config import batches, container_spec
+from saltcd.rollout import holder, prepull
 
-REJECTED_TAG = "saltcd/rejected"
-HOOK_KINDS = ("before", "after")  # release hooks, in the order a rollout runs them
 NO_ANSWER = "no answer within the timeout"
 
 
@@ -37,16 +37,11 @@ class Interrupted(RuntimeError):
     """The master stopped answering under a rollout; its request stays pending."""
 
 
-def deploy_tag(app, env, suffix):
-    """The event tag of one rollout step: `saltcd/deploy/<app>/<env>/<suffix>`."""
-    return f"saltcd/deploy/{app}/{env}/{suffix}"
-
-
 def finished_event(record):
     """(tag, data) of the `finished` event that closes `record`: every rollout
     ends with one, however it ended (run to the end, crashed, or its digest
     never resolved)."""
-    return deploy_tag(record["app"], record["env"], "finished"), {
+    return vocabulary.deploy_tag(record["app"], record["env"], "finished"), {
         "rollout": record["id"], "app": record["app"], "env": record["env"],
         "digest": record.get("to_digest"), "status": record["status"], "reason": record.get("reason"),
         "failed": record.get("failed_minions", []), "minions": record.get("minions", [])}
@@ -84,7 +79,7 @@ class Rollout:
         self.reporter = reporter
         self.record = record
         self.save = save
-        self.prepull = None  # the pulls ahead while they run (saltcd.prepull)
+        self.prepull = None  # the pulls ahead while they run (saltcd.rollout.prepull)
         self.record.update(
             {"to_digest": digest, "to_spec": self.spec_id, "status": "running", "batches": [],
              "failed_minions": []}
@@ -117,7 +112,7 @@ class Rollout:
     def _event(self, suffix, **data):
         payload = {"rollout": self.record["id"], "app": self.deployment.app,
                    "env": self.deployment.env, "digest": self.digest, **data}
-        self.reporter.fire(deploy_tag(self.deployment.app, self.deployment.env, suffix), payload)
+        self.reporter.fire(vocabulary.deploy_tag(self.deployment.app, self.deployment.env, suffix), payload)
 
     def _finish(self, status, reason=None):
         """Close the record; every rollout ends with one `finished` event saying how."""
@@ -133,13 +128,13 @@ class Rollout:
     def _pillar(self, digest, spec=None, previous=None):
         """The deploy data of `digest` (with `spec`, else the app's own; `previous`:
         what each minion ran), tied to this rollout and the process running it:
-        the ext_pillar serves it only while both last (saltcd.deploy_pillar)."""
+        the ext_pillar serves it only while both last (saltcd.master.deploy_pillar)."""
         placed = self.placement if spec is None else placement(self.fleet, _spec_roles(spec),
                                                                self.record.get("minions", []))
         return holder.tie(self.deployment.pillar(digest, spec, placed, previous),
                           self.record["id"], self.record.get("holder"))
 
-    # pulling ahead (saltcd.prepull)
+    # pulling ahead (saltcd.rollout.prepull)
     def _start_prepull(self, plan):
         """Start pulling on the minions of batch 2 on that will change (batch 1's
         own deploy pulls at once); each batch claims its minions (_run_batch)."""
@@ -217,7 +212,7 @@ class Rollout:
         self._learn(minions, before)
         hook_minion = dep.hooks.get("minion") or first[0]
         self.record["hooks"] = {kind: {"command": dep.hooks[kind], "minion": hook_minion}
-                                for kind in HOOK_KINDS if dep.hooks.get(kind)}
+                                for kind in vocabulary.HOOK_KINDS if dep.hooks.get(kind)}
         if test:
             return self._finish("planned")
         if all(self._current(before.get(m)) for m in minions):
@@ -452,13 +447,14 @@ class Rollout:
 
 # What a spent failure budget does (`on_failure`), by name: a method
 # (rollout, before, reason) -> the finished record, or None to carry on with the
-# next batch (the rollout then ends failed). config accepts exactly these names,
-# so a new policy is one entry here.
+# next batch (the rollout then ends failed), for each name the configuration
+# accepts (vocabulary.FAILURE_POLICIES).
 FAILURE_POLICIES = {
     "rollback": Rollout._rollback,
     "pause": Rollout._pause,
     "continue": None,
 }
+assert tuple(FAILURE_POLICIES) == vocabulary.FAILURE_POLICIES
 
 
 def _failures(entry):

@@ -25,7 +25,7 @@ import dxf.exceptions
 import requests
 import www_authenticate
 
-from saltcd import references
+from saltcd.config import references
 
 log = logging.getLogger(__name__)
 

@@ -24,18 +24,16 @@ import logging
 import time
 from dataclasses import dataclass, field
 
-from saltcd import ingress_auth, ingress_key, notifications, references, store
+from saltcd import store, vocabulary
+from saltcd.config import references
 from saltcd.errors import NotFound
+from saltcd.ingress import ingress_auth, ingress_key, registry_events
 
 log = logging.getLogger(__name__)
 
 # `salt/engines/hook/` is what Salt's own webhook engine fires; the shipped
 # wiring no longer routes it (saltcd_webhook fires saltcd/ingress/ instead),
 # but a master still wired the old way is checked the same as salt-api's.
-HOOK_PREFIXES = ("salt/engines/hook/", "salt/netapi/hook/")
-INGRESS_PREFIX = ingress_key.TAG_PREFIX
-SOURCE_PREFIX = "saltcd/"
-CI_TAG = "saltcd/push"
 MINION_FIELDS = ("cmd", "id")
 # Requests one event may make: a registry batches a few events per envelope,
 # and each push becomes a request (and, superseded, a record), so a body full
@@ -44,7 +42,7 @@ MAX_PUSHES = 50
 
 
 # Event text in log lines and reasons goes through this (escapes newlines & co).
-shown = notifications.shown
+shown = registry_events.shown
 
 
 @dataclass
@@ -67,7 +65,7 @@ UNWRAPPED = ("an unwrapped saltcd/push names no minion that ci_minions could all
 
 def _source(tag, data):
     """Where an event says it came from: {"kind": registry|ci|unwrapped, "origin": ...}."""
-    if tag.startswith(HOOK_PREFIXES + (INGRESS_PREFIX,)):
+    if tag.startswith(vocabulary.SALT_HOOK_PREFIXES + (vocabulary.INGRESS_TAG_PREFIX,)):
         return {"kind": "registry", "origin": shown(tag, 120)}
     if data.get("cmd") == "_minion_event" and "id" in data:
         return {"kind": "ci", "origin": shown(data["id"], 120)}
@@ -77,13 +75,13 @@ def _source(tag, data):
 def _webhook_source(tag, settings):
     """The configured Source a hook tag names (`.../hook/saltcd/<name>` or
     `saltcd/ingress/<name>`), or raise."""
-    if tag.startswith(INGRESS_PREFIX):
-        path = SOURCE_PREFIX + tag[len(INGRESS_PREFIX):]
+    if tag.startswith(vocabulary.INGRESS_TAG_PREFIX):
+        path = vocabulary.SOURCE_PREFIX + tag[len(vocabulary.INGRESS_TAG_PREFIX):]
     else:
         path = tag.split("/hook/", 1)[1]
-    name = path[len(SOURCE_PREFIX):] if path.startswith(SOURCE_PREFIX) else None
+    name = path[len(vocabulary.SOURCE_PREFIX):] if path.startswith(vocabulary.SOURCE_PREFIX) else None
     if not name or name not in settings.sources:
-        raise notifications.PayloadError(f"no webhook source is configured for {shown(path, 60)!r}")
+        raise registry_events.PayloadError(f"no webhook source is configured for {shown(path, 60)!r}")
     return settings.sources[name]
 
 
@@ -99,7 +97,7 @@ def _hook_body(data, settings):
     (salt-api's path has no cap of its own before this; the engine's has)."""
     body = data.get("body", b"")
     if isinstance(body, (str, bytes, bytearray)) and len(body) > settings.max_body_bytes:
-        raise notifications.PayloadError(
+        raise registry_events.PayloadError(
             f"body of {len(body)} bytes is larger than max_body_bytes ({settings.max_body_bytes})")
     return body
 
@@ -108,18 +106,18 @@ def _engine_parsed(data):
     """The Parsed of an engine envelope (its MAC checked), every field checked
     again against the reference grammar: the MAC proves who reduced the body,
     not that the reduction was right."""
-    parsed = notifications.Parsed()
+    parsed = registry_events.Parsed()
     for index, item in enumerate(data["pushes"]):
         if not isinstance(item, dict) or set(item) != set(ingress_key.PUSH_FIELDS):
-            raise notifications.PayloadError(f"push {index}: not a push of the saltcd_webhook engine")
+            raise registry_events.PayloadError(f"push {index}: not a push of the saltcd_webhook engine")
         try:
-            parsed.pushes.append(notifications._push(*(item[k] for k in ingress_key.PUSH_FIELDS)))  # pylint: disable=protected-access
+            parsed.pushes.append(registry_events._push(*(item[k] for k in ingress_key.PUSH_FIELDS)))  # pylint: disable=protected-access
         except references.ReferenceError as exc:
-            raise notifications.PayloadError(f"push {index}: {exc}") from None
+            raise registry_events.PayloadError(f"push {index}: {exc}") from None
     # The engine keeps IGNORED_KEPT and one line counting the rest.
     for reason in data["ignored"][:ingress_key.IGNORED_KEPT + 1]:
         if not isinstance(reason, str):
-            raise notifications.PayloadError("ignored: not a list of reasons")
+            raise registry_events.PayloadError("ignored: not a list of reasons")
         parsed.ignored.append(shown(reason))
     return parsed
 
@@ -138,10 +136,10 @@ def _parse_hook(tag, data, settings, now, engine_key, nonces):
     """A webhook event (engine envelope or salt-api hook) -> Parsed, or raise."""
     present = _minion_fields(data)
     if present:
-        raise notifications.PayloadError(
+        raise registry_events.PayloadError(
             f"hook event carries minion fields {present}: fired by a minion, not the webhook")
     webhook = _webhook_source(tag, settings)
-    if tag.startswith(INGRESS_PREFIX):
+    if tag.startswith(vocabulary.INGRESS_TAG_PREFIX):
         # The engine checked the source's address and credential at the door
         # and reduced the body to its pushes; the MAC proves this event is
         # the engine's, the nonce that it is new.
@@ -158,7 +156,7 @@ def _parse_hook(tag, data, settings, now, engine_key, nonces):
                              "cannot be checked against (it carries no sender address): post to "
                              "the saltcd_webhook engine")
         ingress_auth.check(webhook, data, now=now, window=settings.push_window)
-        parsed = notifications.PARSERS[webhook.format](_hook_body(data, settings))
+        parsed = registry_events.PARSERS[webhook.format](_hook_body(data, settings))
     check_announced(webhook, parsed.pushes)
     return parsed
 
@@ -168,8 +166,8 @@ def _parse(tag, data, source, settings, now=None, nonces=None, engine_key=None):
     None), or raise PayloadError / Unauthenticated."""
     if source["kind"] == "registry":
         return _parse_hook(tag, data, settings, now, engine_key, nonces), None
-    if tag != CI_TAG:
-        raise notifications.PayloadError(f"unexpected event tag {tag[:80]!r}")
+    if tag != vocabulary.PUSH_TAG:
+        raise registry_events.PayloadError(f"unexpected event tag {tag[:80]!r}")
     # reactor/ci_push.sls hands every form over as {"id", "cmd", "data": {fields,
     # signature_sha256}}; `salt-run deploy.accept saltcd/push '{...}'` passes the
     # fields flat. Wrapped or not, every push meets the same checks first (a bad
@@ -177,17 +175,17 @@ def _parse(tag, data, source, settings, now=None, nonces=None, engine_key=None):
     nested = source["kind"] == "ci" or isinstance(data.get("data"), dict)
     payload = data.get("data") if nested else data
     if not isinstance(payload, dict):
-        raise notifications.PayloadError("event data is not an object")
+        raise registry_events.PayloadError("event data is not an object")
     secret = settings.push_secret_for(payload.get("repository"))
     nonce = ingress_auth.verify_push(secret, payload, now, settings.push_window)
     fields = {k: payload[k] for k in ("repository", "tag", "digest") if payload.get(k) is not None}
-    return notifications.parse_generic(fields), nonce
+    return registry_events.parse_generic(fields), nonce
 
 
 def classify(tag, data, settings, now=None, nonces=None, engine_key=None):
     """Turn one event into a Verdict; `settings` is a validated config.Settings.
 
-    `nonces`: a saltcd.nonces.NonceCache (replays of signed events);
+    `nonces`: a saltcd.ingress.nonces.NonceCache (replays of signed events);
     `engine_key`: the master-local key of saltcd_webhook's envelopes
     (ingress_key.load(cachedir)). Never raises on what the event holds.
     """
@@ -209,7 +207,7 @@ def classify(tag, data, settings, now=None, nonces=None, engine_key=None):
     except NotAllowed as exc:
         verdict.rejected = str(exc)
         return verdict
-    except notifications.PayloadError as exc:
+    except registry_events.PayloadError as exc:
         verdict.rejected = str(exc)
         return verdict
     except RecursionError:

@@ -1,10 +1,10 @@
 """The master configuration saltcd needs, as data (written to master.d/saltcd.conf).
 
 One function builds it so the sandbox, the tests and an operator's install
-(`python -m saltcd.master_config > /etc/salt/master.d/saltcd.conf`) use the same
+(`python -m saltcd.master.master_config > /etc/salt/master.d/saltcd.conf`) use the same
 wiring. It points at the state tree and reactor SLS of the installed package;
 the runner, engine and minion modules need no paths: Salt finds them through
-saltcd's `salt.loader` entry point (saltcd.extension).
+saltcd's `salt.loader` entry point (saltcd.master.extension).
 """
 
 import argparse
@@ -13,10 +13,10 @@ import sys
 
 import yaml
 
-from saltcd import extension
+from saltcd import vocabulary
+from saltcd.master import extension
 
 REGISTRY_HOOK_PATH = "saltcd/registry"  # the source named `registry` in saltcd:sources
-CI_TAG = "saltcd/push"
 INGRESS_TAGS = "saltcd/ingress/*"  # what the saltcd_webhook engine fires
 NETAPI_TAGS = "salt/netapi/hook/saltcd/*"  # what salt-api fires for /hook/saltcd/<source>
 
@@ -42,7 +42,7 @@ def wiring(root=None, webhook_address="127.0.0.1", webhook_port=8787, resume_eve
         # saltcd.deploy, orch.deploy (salt/orch links to orch/), and _modules and
         # _states for minions that lack saltcd (the runner syncs them).
         "file_roots": {"base": [tree]},
-        "reactor": [*hooks, {CI_TAG: [os.path.join(reactor, "ci_push.sls")]}],
+        "reactor": [*hooks, {vocabulary.PUSH_TAG: [os.path.join(reactor, "ci_push.sls")]}],
         "engines": [
             # saltcd's webhook (not Salt's `webhook`, which puts headers and
             # bodies of any size, authenticated or not, on the bus).
@@ -53,7 +53,7 @@ def wiring(root=None, webhook_address="127.0.0.1", webhook_port=8787, resume_eve
             {"saltcd_notify": {}},
         ],
         # The deploy data of a batch reaches its minions as pillar (per minion,
-        # encrypted), not in the published job: saltcd.deploy_pillar.
+        # encrypted), not in the published job: saltcd.master.deploy_pillar.
         "ext_pillar": [{"saltcd": {}}],
         # Requests are durable; this restarts their rollouts after a master
         # restart (or a lost drain event). Not at start: minions need a few
@@ -73,7 +73,7 @@ def main(argv=None):
     """Print master.d/saltcd.conf for the installed saltcd."""
     parser = argparse.ArgumentParser(
         description="Print the master.d file that wires saltcd into a Salt master "
-                    "(python -m saltcd.master_config > /etc/salt/master.d/saltcd.conf).")
+                    "(python -m saltcd.master.master_config > /etc/salt/master.d/saltcd.conf).")
     parser.add_argument("--root", default=None,
                         help="serve the SLS of this saltcd checkout instead of the installed package")
     parser.add_argument("--webhook-address", default="127.0.0.1")

@@ -11,7 +11,7 @@ A `saltcd/push` event is always signed: an HMAC-SHA256 with `saltcd:push_secret`
 over repository, tag, digest, a timestamp and a nonce. Salt lets any minion put
 any event on the master's bus, so neither a minion id nor its absence proves
 where an event came from; the MAC does, the timestamp bounds how long a leaked
-payload stays usable, and the nonce (remembered in saltcd.nonces) makes it
+payload stays usable, and the nonce (remembered in saltcd.ingress.nonces) makes it
 usable once. The CI reactor passes only the SHA-256 of the signature on.
 
 Secrets never appear in a reason, a log line or an event.
@@ -22,7 +22,7 @@ import hmac
 import re
 import time
 
-from saltcd.nonces import Full
+from saltcd.ingress.nonces import Full
 
 PUSH_MESSAGE_VERSION = "saltcd-push-v2"
 NONCE_RE = re.compile(r"[A-Za-z0-9_-]{16,128}")
@@ -203,7 +203,7 @@ def verify_push(secret, payload, now, window=DEFAULT_WINDOW):
 def claim_nonce(nonces, nonce, now, window=DEFAULT_WINDOW):
     """Record the nonce of a verified push; Replay if it was seen before.
 
-    `nonces`: a saltcd.nonces.NonceCache; only verified pushes get here, so
+    `nonces`: a saltcd.ingress.nonces.NonceCache; only verified pushes get here, so
     unauthenticated events cannot fill it."""
     if nonces is None:  # a caller without the store: fail closed
         raise Unauthenticated("refused: no nonce cache to detect replays with")

@@ -9,7 +9,7 @@ import salt.client
 import salt.exceptions
 import salt.utils.minions
 
-from saltcd import deploy_pillar, salt_cache
+from saltcd.master import deploy_pillar, salt_cache
 from saltcd.rollout import Interrupted
 
 log = logging.getLogger(__name__)
@@ -120,7 +120,7 @@ class SaltFleet:
             self._local = None
 
     def puller(self, pillar):
-        """A SaltPuller for one rollout's pulls ahead (saltcd.prepull); make it in
+        """A SaltPuller for one rollout's pulls ahead (saltcd.rollout.prepull); make it in
         the thread that uses it."""
         return SaltPuller(self.opts, pillar)
 
@@ -206,7 +206,7 @@ class SaltFleet:
         `pillar` (Deployment.pillar) is not published: its deploy data reaches
         each minion of the batch through the `saltcd` ext_pillar, for the
         length of the batch; the job carries only the selector (see
-        saltcd.deploy_pillar).
+        saltcd.master.deploy_pillar).
         """
         data, override = deploy_pillar.split(pillar)
         override["saltcd"].update(selector or {})
@@ -284,7 +284,7 @@ class SaltFleet:
 
 
 class SaltPuller:
-    """Pulls of the pinned image started without waiting (saltcd.prepull's puller).
+    """Pulls of the pinned image started without waiting (saltcd.rollout.prepull's puller).
 
     It has a LocalClient of its own: it runs in the pulling thread, beside the
     rollout's client, and a LocalClient is not safe to share between threads.

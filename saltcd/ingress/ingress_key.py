@@ -20,14 +20,13 @@ import os
 import secrets
 import time
 
-from saltcd import notifications
+from saltcd.ingress import registry_events
 
 KEY_FILE = ("saltcd", "ingress.key")
 KEY_BYTES = 32
-TAG_PREFIX = "saltcd/ingress/"
 # What the MAC message starts with: an envelope of another layout never matches.
 MAC_VERSION = "saltcd-ingress-v2"
-# The fields of one push on the event, as notifications.Push names them (the
+# The fields of one push on the event, as registry_events.Push names them (the
 # runner re-checks every one).
 PUSH_FIELDS = ("repository", "tag", "digest", "media_type")
 # Ignore reasons carried on: a registry envelope has a handful; a hostile one
@@ -67,13 +66,13 @@ def load(cachedir):
 
 
 def reduced(parsed):
-    """What an event carries of a notifications.Parsed: {"pushes": [{PUSH_FIELDS}],
+    """What an event carries of a registry_events.Parsed: {"pushes": [{PUSH_FIELDS}],
     "ignored": [reasons]}, reasons that are news first, at most IGNORED_KEPT
     of them (then one that counts the rest)."""
     pushes = [{**{name: getattr(push, name) for name in PUSH_FIELDS}, "repository": str(push.repository)}
               for push in parsed.pushes]
-    ordered = sorted(parsed.ignored, key=notifications.is_routine)  # stable: news first
-    ignored = [notifications.shown(reason) for reason in ordered[:IGNORED_KEPT]]
+    ordered = sorted(parsed.ignored, key=registry_events.is_routine)  # stable: news first
+    ignored = [registry_events.shown(reason) for reason in ordered[:IGNORED_KEPT]]
     if len(ordered) > IGNORED_KEPT:
         ignored.append(f"{len(ordered) - IGNORED_KEPT} more ignored item(s) not listed")
     return {"pushes": pushes, "ignored": ignored}

@@ -12,11 +12,13 @@ import typing
 import salt.utils.event
 import salt.utils.sdb
 
-from saltcd import config, controller, notifications, salt_cache, salt_fleet, store
+from saltcd import config, store
+from saltcd.ingress import registry_events
+from saltcd.master import salt_cache, salt_fleet
+from saltcd.queue import controller
 
 log = logging.getLogger(__name__)
 
-DRAIN_TAG_PREFIX = "saltcd/drain/"
 
 
 class Reporter:
@@ -32,7 +34,7 @@ class Reporter:
 
     def progress(self, text):
         # Progress lines carry what minions said (state comments): escaped for the log.
-        log.info("saltcd: %s", notifications.shown(text, 2000))
+        log.info("saltcd: %s", registry_events.shown(text, 2000))
         if self.jid_event is not None:
             self.jid_event.fire_event({"message": text}, "progress")
 
@@ -46,11 +48,6 @@ def idle_engine(level, message, *args) -> typing.NoReturn:
     log.log(level, message, *args)
     while True:
         time.sleep(3600)
-
-
-def drain_tag(app, env):
-    """The event that asks the saltcd_drains engine to run app/env's queue."""
-    return f"{DRAIN_TAG_PREFIX}{app}/{env}"
 
 
 def resolve_secret(value, opts):

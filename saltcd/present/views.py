@@ -17,8 +17,7 @@ import functools
 import re
 import time
 
-GOOD = ("succeeded", "unchanged", "planned")
-BAD = ("failed", "rolled_back", "paused", "interrupted")
+from saltcd import vocabulary
 
 _CODES = {"green": "\033[32m", "red": "\033[31m", "yellow": "\033[33m", "dim": "\033[2m",
           "bold": "\033[1m", "reset": "\033[0m"}
@@ -88,7 +87,7 @@ class Paint:
         return f"{_CODES[colour]}{text}{_CODES['reset']}" if self.enabled else text
 
     def outcome(self, status):
-        colour = "green" if status in GOOD else "red" if status in BAD else "yellow"
+        colour = "green" if status in vocabulary.GOOD else "red" if status in vocabulary.BAD else "yellow"
         return self(colour, status)
 
 

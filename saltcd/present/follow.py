@@ -9,7 +9,8 @@ Salt-agnostic: the runner hands in the bus's next event and the store.
 
 import time
 
-from saltcd import views
+from saltcd import vocabulary
+from saltcd.present import views
 
 # Seconds between reads of the record when no cue came for it: a lost event
 # must neither hold the watch nor hide a step.
@@ -24,7 +25,7 @@ def cue(event, app, env):
     app/env, a step that is not a rollout running, no id)."""
     if not isinstance(event, dict) or not isinstance(event.get("data"), dict):
         return None
-    prefix = f"saltcd/deploy/{app}/{env}/"
+    prefix = vocabulary.deploy_tag(app, env)
     tag = str(event.get("tag") or "")
     if not tag.startswith(prefix) or tag[len(prefix):] in NOT_RUNNING:
         return None
