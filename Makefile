@@ -1,5 +1,6 @@
 # saltcd: `make demo` shows the whole path on a local sandbox, `make test` runs
 # the test suite, `make bench` measures it. All install what is missing first (as root).
+# `make docs` builds the docs site (docs/, mkdocs.yml) into site/.
 VENV ?= .venv
 # The Salt line of .venv (make test, demo, bench): the newest supported one.
 # Its exact versions: constraints/salt-$(SALT_LINE).txt.
@@ -7,7 +8,7 @@ SALT_LINE ?= 3008
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
 PY := $(VENV)/bin/python
 
-.PHONY: bootstrap demo sandbox sandbox-down test test-unit test-matrix test-lines lint config-reference bench clean
+.PHONY: bootstrap demo sandbox sandbox-down test test-unit test-matrix test-lines lint config-reference docs-pages docs bench clean
 
 bootstrap: $(VENV)/.installed
 	@./scripts/bootstrap-system.sh
@@ -56,18 +57,35 @@ test-lines: $(VENV)/.installed
 lint: $(VENV)/.installed
 	$(VENV)/bin/ruff check .
 
-# Rewrite the README's configuration table and salt/saltcd/defaults.yaml from
-# the table in saltcd/config.py (a unit test fails when they differ).
+# Rewrite the docs' configuration table (docs/configuration.md) and
+# salt/saltcd/defaults.yaml from the table in saltcd/config/__init__.py (a unit test
+# fails when they differ).
 config-reference: $(VENV)/.installed
-	$(PY) -m saltcd.config_reference .
+	$(PY) -m saltcd.config.reference .
+
+# Rewrite both generated docs pages: the configuration reference, and the
+# figure tables and picture of docs/performance.md from bench/results.json and
+# bench/results.svg (tests/unit/test_docs_pages.py fails when they differ).
+docs-pages: config-reference
+	$(PY) -m bench.pages .
+
+# The docs site, from docs/ (mkdocs.yml) into site/: --strict fails on any
+# warning (a broken link or anchor, a page not in the nav). Installs the `docs`
+# extra (MkDocs, Material) when MkDocs is missing. NO_MKDOCS_2_WARNING: Material
+# otherwise prints a notice about its own future on every build.
+docs: $(VENV)/.installed
+	@$(VENV)/bin/mkdocs --version >/dev/null 2>&1 || $(VENV)/bin/pip install -q -c constraints/salt-$(SALT_LINE).txt -e '.[test,docs]'
+	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict --site-dir site
 
 # Benchmarks on the sandbox (started and stopped here unless it is already up),
-# and the picture bench/results.svg (matplotlib: the `bench` extra).
+# and the picture bench/results.svg (matplotlib: the `bench` extra); then the
+# figure tables and picture of docs/performance.md from them (bench/pages.py).
 # QUICK=1: one round of each scenario; FULL=1: the whole realistic-image matrix;
 # SANDBOX_DEV=30: a 30-minion dev fleet (for the fleet scenario).
 bench: bootstrap
 	@$(PY) -c 'import matplotlib' 2>/dev/null || $(VENV)/bin/pip install -q -e '.[test,bench]'
 	$(PY) -m bench $(if $(QUICK),--quick) $(if $(FULL),--full)
+	$(PY) -m bench.pages .
 
 clean: sandbox-down
-	rm -rf $(VENV) *.egg-info
+	rm -rf $(VENV) *.egg-info site

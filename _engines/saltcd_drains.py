@@ -4,7 +4,7 @@ saltcd_drains: the master engine that runs saltcd's rollouts.
 ``deploy.accept`` (the reactor), ``deploy.resume`` (the schedule) and anyone
 else fire ``saltcd/drain/<app>/<env>``; this engine runs that app/env's queue
 in a worker thread, one app/env at a time. Salt finds this engine through
-saltcd's ``salt.loader`` entry point; ``python -m saltcd.master_config`` only
+saltcd's ``salt.loader`` entry point; ``python -m saltcd.master.master_config`` only
 adds it to the master's engines:
 
 .. code-block:: yaml
@@ -18,8 +18,9 @@ import logging
 
 import salt.utils.event
 
-from saltcd import binding, config
-from saltcd.drain_workers import DrainWorkers
+from saltcd import config, vocabulary
+from saltcd.master import wiring
+from saltcd.queue.queue_workers import DrainWorkers
 
 log = logging.getLogger(__name__)
 
@@ -31,7 +32,7 @@ def __virtual__():
 
 
 def _drain(settings, app, env):
-    with binding.controller_for(__opts__, loaded=settings) as ctl:
+    with wiring.controller_for(__opts__, loaded=settings) as ctl:
         drained = ctl.drain(app, env)
     log.info("saltcd: drained %s/%s: %s, %d rollout(s)", app, env, drained["status"], len(drained["rollouts"]))
 
@@ -46,20 +47,20 @@ def start():
     a change to `saltcd:` takes a master restart.
     """
     try:
-        settings = binding.settings(__opts__)
+        settings = wiring.settings(__opts__)
     except config.ConfigError as exc:
         # The runner functions say the same to whoever calls them.
-        binding.idle_engine(logging.ERROR, "saltcd: drain engine idle: invalid saltcd configuration "
+        wiring.idle_engine(logging.ERROR, "saltcd: drain engine idle: invalid saltcd configuration "
                             "(fix it and restart the master): %s", exc)
     known = {(d.app, d.env) for d in settings.deployments()}
     workers = DrainWorkers(functools.partial(_drain, settings))
     with salt.utils.event.get_master_event(__opts__, __opts__["sock_dir"], listen=True) as bus:
-        log.info("saltcd: drain engine listening for %s*", binding.DRAIN_TAG_PREFIX)
+        log.info("saltcd: drain engine listening for %s*", vocabulary.QUEUE_TAG_PREFIX)
         while True:
-            event = bus.get_event(wait=5, tag=binding.DRAIN_TAG_PREFIX, full=True, auto_reconnect=True)
+            event = bus.get_event(wait=5, tag=vocabulary.QUEUE_TAG_PREFIX, full=True, auto_reconnect=True)
             if not event:
                 continue
-            pair = tuple(event["tag"][len(binding.DRAIN_TAG_PREFIX):].split("/"))
+            pair = tuple(event["tag"][len(vocabulary.QUEUE_TAG_PREFIX):].split("/"))
             if pair not in known:
                 log.debug("saltcd: ignoring drain request %r: no such app/env", event["tag"][:200])
                 continue

@@ -26,7 +26,7 @@ master's bus. This one checks each request at the door:
 - only then ONE event, ``saltcd/ingress/<source>``, with what saltcd uses of
   the body (its pushes: repository, tag, digest, media type; the reasons for
   what it ignored, bounded), the time, a nonce and a MAC made with the
-  master-local ingress key (saltcd.ingress_key): the runner checks that MAC,
+  master-local ingress key (saltcd.ingress.ingress_key): the runner checks that MAC,
   so a minion cannot forge the event, and checks every field again. Neither
   the body nor any header value ever reaches the bus, the reactor or the job
   cache. If the bus refuses it, 503, and a timestamped signature's sighting
@@ -37,7 +37,7 @@ and the counts (source, reason, minute), plus a few full records a minute,
 are written to the store every few seconds (``salt-run deploy.rejections``).
 
 Salt finds this engine through saltcd's ``salt.loader`` entry point;
-``python -m saltcd.master_config`` adds it to the master's engines:
+``python -m saltcd.master.master_config`` adds it to the master's engines:
 
 .. code-block:: yaml
 
@@ -58,7 +58,8 @@ import re
 import threading
 import time
 
-from saltcd import compat, ingress_auth, ingress_key, intake, notifications, store
+from saltcd import compat, store, vocabulary
+from saltcd.ingress import ingress_auth, ingress_key, intake, registry_events
 
 # tornado 6 itself on every Salt line: Salt 3006 would hand `import tornado`
 # its vendored 4.x, whose loop is not asyncio's (saltcd.compat.tornado).
@@ -68,7 +69,6 @@ log = logging.getLogger(__name__)
 
 __virtualname__ = "saltcd_webhook"
 
-PATH_PREFIX = "saltcd/"
 UNKNOWN_SOURCE = "(unknown)"
 FLUSH_EVERY = 5  # seconds between writes of the rejection counts
 SAMPLES_PER_MINUTE = 3  # full records per source, reason and minute; the rest are counted
@@ -120,7 +120,7 @@ class Rejections:
             if seen < self.samples_per_minute:
                 self._sampled[key] = seen + 1
                 self._samples.append(store.rejection(
-                    f"POST /{notifications.shown(path, 80)}",
+                    f"POST /{registry_events.shown(path, 80)}",
                     {"kind": "registry", "origin": f"saltcd_webhook {peer or '?'}"}, reason, now))
 
     def take(self, now):
@@ -144,7 +144,7 @@ class Rejections:
 
 class Door:
     """What the handler needs: settings (None: invalid config), the ingress key,
-    `fire(tag, data)`, the seen signatures (`nonces`: a saltcd.nonces.NonceCache)
+    `fire(tag, data)`, the seen signatures (`nonces`: a saltcd.ingress.nonces.NonceCache)
     and the counts."""
 
     def __init__(self, settings, key, fire, nonces, rejections=None):
@@ -258,7 +258,7 @@ class Hook(tornado.web.RequestHandler):  # pylint: disable=abstract-method
             self._refuse(Refused(503, UNKNOWN_SOURCE, INVALID_CONFIG))
             return
         path = self.path_args[0] if self.path_args else ""
-        name = path[len(PATH_PREFIX):] if path.startswith(PATH_PREFIX) else None
+        name = path[len(vocabulary.SOURCE_PREFIX):] if path.startswith(vocabulary.SOURCE_PREFIX) else None
         if self.request.method != "POST":
             # At once: tornado would read the whole body before its own 405.
             self._refuse(Refused(405, UNKNOWN_SOURCE, "only POST is accepted"))
@@ -325,12 +325,12 @@ class Hook(tornado.web.RequestHandler):  # pylint: disable=abstract-method
                 # every push and every reconcile lookup: none starts a runner.
                 log.debug("saltcd_webhook: %s: %d routine item(s), nothing to deploy", self.source.name,
                           len(parsed.ignored))
-                answer = notifications.NOTHING_TO_DEPLOY + "\n"
+                answer = registry_events.NOTHING_TO_DEPLOY + "\n"
             else:
                 nonce = await self._first_sighting(now)
                 name = self.source.name
                 data = ingress_key.reduced(parsed)  # all that goes on of the body
-                await self._fire(ingress_key.TAG_PREFIX + name,
+                await self._fire(vocabulary.INGRESS_TAG_PREFIX + name,
                                  ingress_key.envelope(self.door.key, name, data, now), nonce)
                 answer = "accepted\n"
         except Refused as refused:
@@ -340,19 +340,19 @@ class Hook(tornado.web.RequestHandler):  # pylint: disable=abstract-method
         self.finish(answer)
 
     async def _parsed(self, text):
-        """The body parsed in its source's format (notifications.Parsed), or
+        """The body parsed in its source's format (registry_events.Parsed), or
         Refused 400 with the parser's reason: a body that does not parse goes
         no further than the door."""
         try:
-            return await self.door.in_parser(notifications.PARSERS[self.source.format], text)
-        except notifications.PayloadError as exc:
+            return await self.door.in_parser(registry_events.PARSERS[self.source.format], text)
+        except registry_events.PayloadError as exc:
             raise Refused(400, self.source.name, str(exc)) from None
         except RecursionError:
             raise Refused(400, self.source.name, "payload nested too deeply") from None
         except Exception as exc:  # pylint: disable=broad-except
             # A shape a parser missed: refused all the same; the log says which.
             log.warning("saltcd_webhook: %s: parser failed: %s", self.source.name,
-                        notifications.shown(f"{type(exc).__name__}: {exc}"))
+                        registry_events.shown(f"{type(exc).__name__}: {exc}"))
             raise Refused(400, self.source.name, f"malformed payload ({type(exc).__name__})") from None
 
     def _drop_unannounced(self, parsed):
@@ -492,13 +492,15 @@ class _Bus:
 
 def start(address="127.0.0.1", port=8787, ssl_crt=None, ssl_key=None):
     """Serve POST /saltcd/<source> until the master stops this process."""
-    from saltcd import binding, config, nonces, salt_cache  # pylint: disable=import-outside-toplevel
+    from saltcd import config
+    from saltcd.ingress import nonces
+    from saltcd.master import salt_cache, wiring  # pylint: disable=import-outside-toplevel
 
     opts = __opts__  # pylint: disable=undefined-variable
     key = ingress_key.load_or_create(opts["cachedir"])
     cache = salt_cache.cache_for(opts)
     try:
-        settings = binding.settings(opts)
+        settings = wiring.settings(opts)
     except config.ConfigError as exc:
         # Fail closed but visibly: the log says why; every post gets 503 (INVALID_CONFIG).
         log.error("saltcd_webhook: invalid saltcd configuration, refusing every post: %s", exc)

@@ -4,10 +4,10 @@ saltcd: the outputter of the ``deploy`` runner's functions.
 They choose it themselves when a person runs them (``salt-run deploy.status``):
 tables and one-line summaries instead of Salt's nested dump. ``--out=json`` or
 ``--out=yaml`` bypass it and give the full return. Colours follow Salt: only on
-a TTY, never with ``--no-color``. The formatting lives in ``saltcd.views``.
+a TTY, never with ``--no-color``. The formatting lives in ``saltcd.present.views``.
 """
 
-from saltcd import views
+from saltcd.present import views
 
 __virtualname__ = "saltcd"
 

@@ -4,10 +4,10 @@ saltcd: the deploy data of the rollouts that have this minion in a batch now.
 Salt compiles pillar per minion on the master and sends it encrypted to that
 minion only, so the image, ports and (often secret) environment of an app
 reach the minions that run it, never the job that every minion's
-subscription sees. The drain writes the entries (saltcd.deploy_pillar) just
+subscription sees. The drain writes the entries (saltcd.rollout.deploy_pillar) just
 before a batch's ``state.apply`` and takes them back after it. Salt finds
 this module through saltcd's ``salt.loader`` entry point; ``python -m
-saltcd.master_config`` adds it to the master's ``ext_pillar``:
+saltcd.master.master_config`` adds it to the master's ``ext_pillar``:
 
 .. code-block:: yaml
 
@@ -24,7 +24,8 @@ import logging
 
 import salt.utils.sdb
 
-from saltcd import deploy_pillar, salt_cache
+from saltcd.master import salt_cache
+from saltcd.rollout import deploy_pillar
 
 log = logging.getLogger(__name__)
 
@@ -38,7 +39,7 @@ def __virtual__():
 def ext_pillar(minion_id, pillar, **kwargs):  # pylint: disable=unused-argument
     """{"saltcd_deploy": {app: {image, digest, container, ports, environment, ...}}}
     for the apps whose rollout has `minion_id` in its current batch, or pulling
-    ahead of it (saltcd.prepull); {} otherwise."""
+    ahead of it (saltcd.rollout.prepull); {} otherwise."""
     entries = deploy_pillar.DeployPillar(salt_cache.cache_for(__opts__)).entries(minion_id)
     if not entries:
         return {}

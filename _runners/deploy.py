@@ -20,7 +20,8 @@ import logging
 import os
 import time
 
-from saltcd import binding, config, errors, views
+from saltcd import config, errors, vocabulary
+from saltcd.master import wiring
 
 log = logging.getLogger(__name__)
 
@@ -31,7 +32,6 @@ def __virtual__():
     return __virtualname__
 
 
-_GOOD = views.GOOD
 
 
 def _nonzero(result, code=1):
@@ -99,7 +99,7 @@ def _guarded_return(function):
     app/env, nothing to promote...) turned into a clear, non-zero return. Anything
     else is a bug: it propagates with its traceback rather than pass for "not found"."""
     try:
-        with binding.controller_for(__opts__, _progress_events()) as ctl:
+        with wiring.controller_for(__opts__, _progress_events()) as ctl:
             return function(ctl)
     except config.ConfigError as exc:
         return _fail(f"invalid saltcd configuration: {exc}")
@@ -113,7 +113,7 @@ def _start_drain(ctl, app, env):
     The engine is a long-lived master process: no Python start-up per push, and
     a burst of pushes to one app/env costs one worker, not one process each.
     """
-    tag = binding.drain_tag(app, env)
+    tag = vocabulary.queue_tag(app, env)
     ctl.reporter.fire(tag, {"app": app, "env": env})
     return {"requested": tag}
 
@@ -161,7 +161,7 @@ def drain(app, env):
 def _mark_outcome(drained):
     """Mark the job failed when the last rollout it ran did not succeed."""
     last = drained["rollouts"][-1] if drained["rollouts"] else None
-    return _nonzero(drained) if last and last["status"] not in _GOOD else drained
+    return _nonzero(drained) if last and last["status"] not in vocabulary.GOOD else drained
 
 
 # salt-run's exit code when the request was queued behind a running rollout of
@@ -177,7 +177,7 @@ def _own_rollout(drained, request):
         return _nonzero({"status": "queued", "request": request["id"],
                          "reason": "another rollout of this app/env is running; this request runs next "
                                    "(deploy.history shows its outcome)"}, QUEUED_RETCODE)
-    return mine[-1] if mine[-1]["status"] in _GOOD else _nonzero(mine[-1])
+    return mine[-1] if mine[-1]["status"] in vocabulary.GOOD else _nonzero(mine[-1])
 
 
 def rollout(app, env, test=False, force=False):
@@ -204,7 +204,7 @@ def rollout(app, env, test=False, force=False):
     def run(ctl):
         if test:
             plan = ctl.plan(app, env)
-            return plan if plan["status"] in _GOOD else _nonzero(plan)
+            return plan if plan["status"] in vocabulary.GOOD else _nonzero(plan)
         request = ctl.request(app, env, user=_user(), force=_flag(force))
         return _own_rollout(ctl.drain(app, env), request)
 
@@ -399,11 +399,11 @@ def watch(app, env, timeout=1800):
     """
     import salt.utils.event  # pylint: disable=import-outside-toplevel
 
-    from saltcd import follow  # pylint: disable=import-outside-toplevel
+    from saltcd.present import follow  # pylint: disable=import-outside-toplevel
 
     def run(ctl):
         ctl.settings.deployment(app, env)  # unknown app/env: a clear error
-        prefix = f"saltcd/deploy/{app}/{env}/"
+        prefix = vocabulary.deploy_tag(app, env)
         with salt.utils.event.get_master_event(__opts__, __opts__["sock_dir"], listen=True) as bus:
             bus.connect_pub()  # subscribed before the store is read: no step falls in between
             record = follow.follow(lambda: bus.get_event(wait=1, tag=prefix, full=True, auto_reconnect=True),
@@ -411,7 +411,7 @@ def watch(app, env, timeout=1800):
         if record is None or record.get("status") == "running":
             return _nonzero({"status": "timeout", "app": app, "env": env, "rollout": record and record["id"],
                              "reason": f"no outcome within {timeout} s; the rollout goes on"})
-        return record if record.get("status") in _GOOD else _nonzero(record)
+        return record if record.get("status") in vocabulary.GOOD else _nonzero(record)
 
     return _guarded(run)
 
@@ -430,7 +430,7 @@ def report(app, env, rollout=None, path=None, limit=20):  # pylint: disable=rede
         salt-run deploy.report app=web env=dev
         salt-run deploy.report app=web env=dev rollout=20261126T220000.000000Z-abcdef path=/tmp/web.html
     """
-    from saltcd import report as pages  # pylint: disable=import-outside-toplevel
+    from saltcd.present import report as pages  # pylint: disable=import-outside-toplevel
 
     def run(ctl):
         recent = ctl.history(app, env, limit)

@@ -250,7 +250,7 @@ def timeline(app, pushed, events, finished):
 
 
 def prepull_span(app, pushed, events, finished):
-    """Pulls ahead of the batches (saltcd.prepull): how many, and push -> the first
+    """Pulls ahead of the batches (saltcd.rollout.prepull): how many, and push -> the first
     published and -> the last returned (they overlap the batches: not a part of
     where_the_time_goes)."""
     jobs = [e for e in events if _is_deploy_job(e, app, PULL_SLS) and e.at <= finished.at]

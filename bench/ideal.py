@@ -17,7 +17,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import docker
 
-from saltcd.batches import plan_batches
+from saltcd.config.batches import plan_batches
 from sandbox import loopback
 
 

@@ -58,7 +58,9 @@ def serve(port, store_dir, cap):
     """Child process: the engine's door with a counting `fire` and a localfs store."""
     import salt.config  # pylint: disable=import-outside-toplevel
 
-    from saltcd import ingress_key, nonces, salt_cache, store  # pylint: disable=import-outside-toplevel
+    from saltcd import store
+    from saltcd.ingress import ingress_key, nonces
+    from saltcd.master import salt_cache  # pylint: disable=import-outside-toplevel
 
     engine = load_engine()
     opts = salt.config.master_config(None)

@@ -26,7 +26,9 @@ import salt.client
 import salt.config
 import salt.pillar
 
-from saltcd import binding, deploy_pillar, holder, rollout, salt_cache, salt_fleet, store
+from saltcd import rollout, store
+from saltcd.master import salt_cache, salt_fleet, wiring
+from saltcd.rollout import deploy_pillar, holder
 
 
 def _timed(call):
@@ -103,7 +105,7 @@ def _measure_rounds(opts, fleet, minions, pillar, rounds, timeout):
 
 def measure(opts, app, env, rounds=5, timeout=120):
     """{"override_s": [...], "ext_pillar_s": [...], "refresh_pillar_s": [...], medians, ...}."""
-    dep = binding.settings(opts).deployment(app, env)
+    dep = wiring.settings(opts).deployment(app, env)
     fleet = salt_fleet.SaltFleet(opts)
     try:
         minions = fleet.targets(dep.target, dep.tgt_type)

@@ -20,7 +20,9 @@ import salt.config
 
 from bench.context import BenchError
 from bench.stats import cell, ratio, summary
-from saltcd import binding, holder, rollout, salt_cache, salt_fleet, store
+from saltcd import rollout, store
+from saltcd.master import salt_cache, salt_fleet, wiring
+from saltcd.rollout import holder
 
 ONE, TWO = "ra-one", "ra-two"
 APPS = (ONE, TWO)
@@ -60,7 +62,7 @@ def _rollout(records, fleet, dep, digest):
 def run(ctx, runs):
     """{"digest_rollout", "spec_only_rollout", "one_role_batch", "two_role_batch", ratios}."""
     opts = salt.config.master_config(ctx.state["master_config_file"])
-    settings = binding.settings(opts)
+    settings = wiring.settings(opts)
     one, two = (settings.deployment(app, "dev") for app in APPS)
     records = store.Store(salt_cache.cache_for(opts))
     fleet = salt_fleet.SaltFleet(opts)

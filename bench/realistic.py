@@ -29,7 +29,7 @@ from bench.context import BenchError
 from bench.scenarios import converge, converge_all, where
 from bench.stats import cell, ratio, summary
 from bench.throttle import ThrottleProcess
-from saltcd.batches import plan_batches
+from saltcd.config.batches import plan_batches
 from sandbox import layout
 
 WAYS = ("saltcd", "ideal", "ideal_parallel_pull", "naive")
@@ -190,10 +190,10 @@ class SaltTimer:
     def __init__(self, ctx):
         import salt.config
 
-        from saltcd import binding, salt_fleet
+        from saltcd.master import salt_fleet, wiring
 
         self.opts = salt.config.master_config(str(Path(ctx.conf_dir) / "master"))
-        self.settings = binding.settings(self.opts)
+        self.settings = wiring.settings(self.opts)
         self.digest = ctx.images["a"]
         self.fleet = salt_fleet.SaltFleet(self.opts)
         self.sls = salt_fleet.DEPLOY_SLS

@@ -21,7 +21,7 @@ from pathlib import Path
 from bench import cpu
 from bench.context import BenchError
 from bench.scenarios import converge_all
-from saltcd import notifications
+from saltcd.ingress import registry_events
 from sandbox import loopback
 
 APPS = ("m1b1", "m3b1", "m3b50", "m6b1")
@@ -72,7 +72,7 @@ def _post(url, token, body):
     try:
         with loopback.OPENER.open(request, timeout=30) as response:
             text = response.read().decode("utf-8", "replace")
-            return response.status, text.strip() == notifications.NOTHING_TO_DEPLOY
+            return response.status, text.strip() == registry_events.NOTHING_TO_DEPLOY
     except urllib.error.HTTPError as exc:
         return exc.code, False
     except (urllib.error.URLError, OSError):
@@ -84,8 +84,8 @@ def _posted(body):
     matched to reactions by these, with their counts: the webhook hands on only
     the pushes it parsed out (no event ids), and each post is one event."""
     try:
-        return [str(push.repository) for push in notifications.parse_distribution(body).pushes]
-    except notifications.PayloadError:
+        return [str(push.repository) for push in registry_events.parse_distribution(body).pushes]
+    except registry_events.PayloadError:
         return []
 
 
@@ -224,7 +224,7 @@ def settle(ctx, apps, timeout=300):
     """Wait until no bench app has pending requests or a running rollout."""
     import salt.config  # pylint: disable=import-outside-toplevel
 
-    from saltcd import salt_cache  # pylint: disable=import-outside-toplevel
+    from saltcd.master import salt_cache  # pylint: disable=import-outside-toplevel
     from saltcd.store import Store  # pylint: disable=import-outside-toplevel
 
     records = Store(salt_cache.cache_for(salt.config.master_config(ctx.state["master_config_file"])))

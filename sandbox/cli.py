@@ -22,7 +22,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from saltcd import master_config
+from saltcd.master import master_config
 from sandbox import layout, processes, tls
 from sandbox.engines import DockerHost
 from sandbox.proxy import HostProxy

@@ -29,8 +29,8 @@ from pathlib import Path
 
 import docker
 
-from saltcd import notifications
-from saltcd.batches import plan_batches
+from saltcd.config.batches import plan_batches
+from saltcd.ingress import registry_events
 from saltcd.rollout import short
 from sandbox import app_image, loopback
 from sandbox.traffic import Traffic, summary_line
@@ -131,15 +131,15 @@ def _print_hook(data: dict) -> None:
                   if isinstance(p, dict)]
     else:
         try:
-            parsed = notifications.parse_distribution(data.get("body", b""))
-        except notifications.PayloadError as exc:
+            parsed = registry_events.parse_distribution(data.get("body", b""))
+        except registry_events.PayloadError as exc:
             say(f"  webhook: unreadable notification ({exc})")
             return
         pushes = [(push.repository, push.tag, push.digest) for push in parsed.pushes]
     for repository, tag, digest in pushes:  # any minion can fire the tag: shown, not trusted
         digest = short(digest if isinstance(digest, str) else None)
-        say(f"  registry -> webhook: manifest push {notifications.shown(str(repository), 120)}:"
-            f"{notifications.shown(str(tag), 130)} ({notifications.shown(digest, 40)})")
+        say(f"  registry -> webhook: manifest push {registry_events.shown(str(repository), 120)}:"
+            f"{registry_events.shown(str(tag), 130)} ({registry_events.shown(digest, 40)})")
 
 
 def _print_deploy_event(name: str, suffix: str, data: dict) -> None:

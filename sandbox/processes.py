@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 from typing import Callable, Iterable
 
-from saltcd import holder
+from saltcd.rollout import holder
 
 log = logging.getLogger(__name__)
 
@@ -123,7 +123,7 @@ def argv(pid: int) -> list[str]:
 
 
 def _stat(pid: int) -> list[str] | None:
-    """The fields of /proc/<pid>/stat after the command name (saltcd.holder reads them)."""
+    """The fields of /proc/<pid>/stat after the command name (saltcd.rollout.holder reads them)."""
     return holder.stat_fields(pid)
 
 

@@ -1,6 +1,6 @@
 """A test-only HTTP receiver on 127.0.0.1 for saltcd's notifications: it keeps
 what it is sent and answers with `status` (500: an endpoint that is down).
-Used by the unit tests of saltcd.notify and by the integration lab."""
+Used by the unit tests of saltcd.present.outgoing and by the integration lab."""
 
 import http.server
 import json

@@ -23,12 +23,12 @@ from salt.exceptions import CommandExecutionError
 
 # The image reference grammar is saltcd's own: `saltcd_references` (next to this
 # module in salt://_modules, synced with it by `saltutil.sync_modules`) is a
-# symlink to the master package's saltcd/references.py, so minions without the
+# symlink to the master package's saltcd/config/references.py, so minions without the
 # saltcd package parse references exactly as the master does, and a test
 # (tests/unit/test_minion_module.py) keeps it that way. It is an execution
 # module only so that the sync the runner already does brings it along.
 GRAMMAR = "saltcd_references"
-# The label saltcd puts the container spec's fingerprint in (saltcd.container_spec.SPEC_LABEL).
+# The label saltcd puts the container spec's fingerprint in (saltcd.config.container_spec.SPEC_LABEL).
 SPEC_LABEL = "io.saltcd.spec"
 
 

@@ -32,7 +32,7 @@ log = logging.getLogger(__name__)
 
 NEXT_SUFFIX = "-next"
 RETIRED_INFIX = "-retired-"
-# The label of the spec fingerprint (saltcd.container_spec.SPEC_LABEL; a unit test keeps them equal).
+# The label of the spec fingerprint (saltcd.config.container_spec.SPEC_LABEL; a unit test keeps them equal).
 SPEC_LABEL = "io.saltcd.spec"
 # Run in a session of its own (it outlives the state run): stop a retired
 # container within its stop timeout, then remove it. argv: docker URL (empty:

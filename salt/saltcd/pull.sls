@@ -1,6 +1,6 @@
 {#- Pull one pinned image (`repo@sha256:...`) ahead of its batch: log in where
     this minion has credentials, pull, nothing else. No container is stopped or
-    changed. Applied by the saltcd runner when a rollout starts (saltcd.prepull),
+    changed. Applied by the saltcd runner when a rollout starts (saltcd.rollout.prepull),
     with the same deploy data as saltcd.deploy (pillar `saltcd`, served through
     the `saltcd` ext_pillar while the pull runs). -#}
 {%- from "saltcd/map.jinja" import deploy, login_state with context %}

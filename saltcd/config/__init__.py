@@ -740,7 +740,7 @@ class Deployment:
         contract's `previous_image`). Not published as is: SaltFleet.apply
         serves `saltcd` to the batch's minions through the `saltcd` ext_pillar
         (which gives each minion its own roles and previous image) and puts only
-        its app, env and digest in the job (saltcd.master.deploy_pillar.split).
+        its app, env and digest in the job (saltcd.rollout.deploy_pillar.split).
         """
         spec = spec or self.spec()
         spec_id = container_spec.fingerprint(spec)

@@ -53,7 +53,7 @@ def wiring(root=None, webhook_address="127.0.0.1", webhook_port=8787, resume_eve
             {"saltcd_notify": {}},
         ],
         # The deploy data of a batch reaches its minions as pillar (per minion,
-        # encrypted), not in the published job: saltcd.master.deploy_pillar.
+        # encrypted), not in the published job: saltcd.rollout.deploy_pillar.
         "ext_pillar": [{"saltcd": {}}],
         # Requests are durable; this restarts their rollouts after a master
         # restart (or a lost drain event). Not at start: minions need a few

@@ -9,8 +9,8 @@ import salt.client
 import salt.exceptions
 import salt.utils.minions
 
-from saltcd.master import deploy_pillar, salt_cache
-from saltcd.rollout import Interrupted
+from saltcd.master import salt_cache
+from saltcd.rollout import Interrupted, deploy_pillar
 
 log = logging.getLogger(__name__)
 
@@ -206,7 +206,7 @@ class SaltFleet:
         `pillar` (Deployment.pillar) is not published: its deploy data reaches
         each minion of the batch through the `saltcd` ext_pillar, for the
         length of the batch; the job carries only the selector (see
-        saltcd.master.deploy_pillar).
+        saltcd.rollout.deploy_pillar).
         """
         data, override = deploy_pillar.split(pillar)
         override["saltcd"].update(selector or {})

@@ -14,9 +14,8 @@ from saltcd.config import deploy_windows, references
 from saltcd.errors import NotFound, SaltcdError
 from saltcd.ingress import ingress_key, intake, nonces, registry_events
 from saltcd.ingress.registry_events import shown
-from saltcd.master import deploy_pillar
 from saltcd.queue import locking, registry_client
-from saltcd.rollout import holder
+from saltcd.rollout import deploy_pillar, holder
 
 log = logging.getLogger(__name__)
 

@@ -128,7 +128,7 @@ class Rollout:
     def _pillar(self, digest, spec=None, previous=None):
         """The deploy data of `digest` (with `spec`, else the app's own; `previous`:
         what each minion ran), tied to this rollout and the process running it:
-        the ext_pillar serves it only while both last (saltcd.master.deploy_pillar)."""
+        the ext_pillar serves it only while both last (saltcd.rollout.deploy_pillar)."""
         placed = self.placement if spec is None else placement(self.fleet, _spec_roles(spec),
                                                                self.record.get("minions", []))
         return holder.tie(self.deployment.pillar(digest, spec, placed, previous),

@@ -1,7 +1,7 @@
 """Which process runs a rollout, told apart from a later process that got its pid.
 
 A rollout's deploy data is served to minions only while the process that runs
-it lives (saltcd.master.deploy_pillar): a drain killed mid-batch leaves its record
+it lives (saltcd.rollout.deploy_pillar): a drain killed mid-batch leaves its record
 `running` until the next drain of that app/env marks it interrupted, and its
 entries must not outlive it meanwhile. The pid with its start time (clock
 ticks since boot, /proc/<pid>/stat field 22) names one process even after

@@ -6,7 +6,7 @@ import salt.config
 import salt.runner
 import yaml
 
-from saltcd import master_config
+from saltcd.master import master_config
 
 
 @pytest.fixture

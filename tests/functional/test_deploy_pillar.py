@@ -12,7 +12,8 @@ import salt.config
 import salt.pillar
 import yaml
 
-from saltcd import config, deploy_pillar, holder, store
+from saltcd import config, store
+from saltcd.rollout import deploy_pillar, holder
 
 DIGEST = "sha256:" + "d" * 64
 OTHER = "sha256:" + "e" * 64
@@ -115,7 +116,7 @@ def test_the_entry_of_a_rollout_that_ended_or_whose_process_died_is_not_served(
     cache = salt.cache.factory(opts)
     entries = deploy_pillar.DeployPillar(cache)
     # A drain killed mid-batch: its record still says running, its process is gone.
-    dead = subprocess.run([sys.executable, "-c", "import json; from saltcd import holder; "
+    dead = subprocess.run([sys.executable, "-c", "import json; from saltcd.rollout import holder; "
                            "print(json.dumps(holder.current()))"], capture_output=True, check=True, text=True)
     data, override = _split(opts, dep, DIGEST, owner=json.loads(dead.stdout))
     entries.publish(["dev-1"], data)

@@ -1,6 +1,7 @@
 """An app's roles and an operator's own state, rendered through Salt's state compiler."""
 
-from saltcd import config, deploy_pillar
+from saltcd import config
+from saltcd.rollout import deploy_pillar
 
 DIGEST = "sha256:" + "e" * 64
 PREVIOUS = "sha256:" + "f" * 64

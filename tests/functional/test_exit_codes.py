@@ -5,7 +5,7 @@ says so with its own code."""
 
 import salt.runner
 
-from saltcd import locking
+from saltcd.queue import locking
 from tests.ports import free_port as closed_port
 
 QUEUED = 2

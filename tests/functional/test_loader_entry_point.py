@@ -40,7 +40,7 @@ def minion_opts(tmp_path):
 
 def test_the_entry_point_is_registered():
     found = {ep.name: ep.value for ep in entry_points(group="salt.loader")}
-    assert found.get("saltcd") == "saltcd.extension:loader_dirs"
+    assert found.get("saltcd") == "saltcd.master.extension:loader_dirs"
 
 
 def test_master_loads_the_deploy_runner(master_opts):

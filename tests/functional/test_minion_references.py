@@ -28,7 +28,7 @@ def _docker(minion, image_ref, repo_digests):
 
 def test_the_minion_grammar_is_the_master_s(repo_root):
     shipped = repo_root / "salt" / "_modules" / "saltcd_references.py"
-    assert shipped.read_bytes() == (repo_root / "saltcd" / "references.py").read_bytes()
+    assert shipped.read_bytes() == (repo_root / "saltcd" / "config" / "references.py").read_bytes()
 
 
 @pytest.mark.parametrize("image, expected", [

@@ -1,4 +1,4 @@
-"""The pull SLS (saltcd.prepull) rendered through Salt's own state compiler: it
+"""The pull SLS (saltcd.rollout.prepull) rendered through Salt's own state compiler: it
 logs in where the minion has credentials and pulls the pinned image, nothing else."""
 
 from saltcd import config

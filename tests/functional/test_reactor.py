@@ -33,14 +33,14 @@ def test_reactor_passes_body_and_only_digests_of_headers(repo_root):
 def test_reactor_hands_on_only_the_engine_s_reduced_data(repo_root):
     """What the reaction's arguments (salt/run/<jid>/new, the job cache) hold for
     an engine event: the pushes and reasons as the MAC covers them, no body."""
-    from saltcd import ingress_key, intake, notifications
+    from saltcd.ingress import ingress_key, intake, registry_events
     from tests.unit.test_ingress_reduced import KEY, Nonces, settings
 
     body = ('{"events": [{"id": "e-7f3a", "action": "push", "target": {"mediaType": '
             '"application/vnd.docker.distribution.manifest.v2+json", "repository": "saltcd/web", "tag": "1.0", '
             '"digest": "sha256:' + "d" * 64 + '"}, "request": {"host": "127.0.0.1:5000", "useragent": "ua-x"}}, '
             '{"action": "pull"}]}')
-    event = ingress_key.envelope(KEY, "registry", ingress_key.reduced(notifications.parse_distribution(body)))
+    event = ingress_key.envelope(KEY, "registry", ingress_key.reduced(registry_events.parse_distribution(body)))
     opts = salt.config.master_config(None)
     renderers = salt.loader.render(opts, {})
     high = salt.template.compile_template(

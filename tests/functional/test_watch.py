@@ -62,12 +62,12 @@ def watched(master_opts, example_config, monkeypatch):
 
 def test_watch_shows_and_returns_the_record_not_the_event(watched, caplog):
     opts, rid = watched
-    caplog.set_level(logging.INFO, logger="saltcd.binding")
+    caplog.set_level(logging.INFO, logger="saltcd.master.wiring")
     ret = salt.runner.RunnerClient(opts).cmd("deploy.watch", kwarg={"app": "web", "env": "dev", "timeout": 30},
                                              print_event=False, full_return=True)
     assert ret["success"] is False  # rolled back: non-zero, whatever the event claimed
     assert ret["return"]["status"] == "rolled_back" and ret["return"]["id"] == rid
-    lines = [r.getMessage() for r in caplog.records if r.name == "saltcd.binding"]
+    lines = [r.getMessage() for r in caplog.records if r.name == "saltcd.master.wiring"]
     text = "\n".join(lines)
     assert f"saltcd: web/dev: attached to rollout {rid}" in text
     assert "saltcd: web/dev batch 1: failed" in lines

@@ -17,7 +17,8 @@ from concurrent.futures import ThreadPoolExecutor
 import docker
 import pytest
 
-from saltcd import ci_push, master_config
+from saltcd import ci_push
+from saltcd.master import master_config
 from sandbox import app_image, layout, loopback, tls
 from sandbox.engines import DockerHost
 from sandbox.proxy import HostProxy

@@ -11,7 +11,8 @@ import time
 
 import salt.cache
 
-from saltcd import deploy_pillar, locking
+from saltcd.queue import locking
+from saltcd.rollout import deploy_pillar
 from sandbox import processes
 
 from .test_safe_rollouts import DEV, outcome

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from saltcd import notifications
+from saltcd.ingress import registry_events
 from tests import posting, salt_side
 
 pytestmark = pytest.mark.integration
@@ -102,7 +102,7 @@ def test_a_push_through_the_engine_deploys_and_no_header_reaches_the_bus(lab, pu
         assert set(event.data) - {"_stamp"} == INGRESS_KEYS
         assert [{k: v for k, v in p.items() if k != "media_type"} for p in event.data["pushes"]] == [
             {"repository": lab.repositories["door"], "tag": "dev", "digest": pushed["digest"]}]
-        assert event.data["pushes"][0]["media_type"] in notifications.MANIFEST_MEDIA_TYPES
+        assert event.data["pushes"][0]["media_type"] in registry_events.MANIFEST_MEDIA_TYPES
         assert not [text for text in BODY_ONLY if text in json.dumps(event.data)]
     record = lab.history("door", "dev", limit=1)[0]
     assert record["trigger"] == {"kind": "registry", "origin": "saltcd/ingress/registry"}

@@ -1,6 +1,6 @@
 """pip alone: saltcd's wheel, installed non-editable into a fresh virtualenv, runs
 a Salt master and minion from that virtualenv with nothing but the master.d file
-`python -m saltcd.master_config` writes (and the user's `saltcd:` apps); a push
+`python -m saltcd.master.master_config` writes (and the user's `saltcd:` apps); a push
 to the registry rolls out, and so does `salt-run deploy.rollout`. On the Salt
 line this suite runs on (`make test-matrix` runs it on the oldest and the
 newest): the venv gets that line's Salt, by its constraints file.
@@ -28,7 +28,8 @@ import pytest
 import yaml
 
 import saltcd
-from saltcd import compat, master_config
+from saltcd import compat
+from saltcd.master import master_config
 from sandbox import app_image, layout, loopback
 from sandbox.registry import LocalRegistry
 from tests import stale_runs
@@ -103,7 +104,7 @@ def test_wheel_holds_only_what_runs_on_a_master_or_minion(wheel):
     # Shipped once: orch/ only inside the state tree.
     assert [n for n in names if n.endswith("orch/deploy.sls")] == ["saltcd/files/salt/orch/deploy.sls"]
     entry_points = zipfile.ZipFile(wheel).read(f"saltcd-{saltcd.__version__}.dist-info/entry_points.txt").decode()
-    assert "[salt.loader]" in entry_points and "saltcd.extension:loader_dirs" in entry_points
+    assert "[salt.loader]" in entry_points and "saltcd.master.extension:loader_dirs" in entry_points
 
 
 def test_the_sdist_holds_the_sources_of_what_ships_and_the_changelog(dist):
@@ -134,7 +135,7 @@ def test_push_rolls_out_from_a_pip_installed_master(lab_root, docker_hosts, venv
     # What an operator runs on the master: the generated wiring, from the venv's Python.
     conf_dir = work_dir / "etc" / "master"
     (conf_dir / "master.d").mkdir(parents=True)
-    generated = _run([str(bin_dir / "python"), "-m", "saltcd.master_config",
+    generated = _run([str(bin_dir / "python"), "-m", "saltcd.master.master_config",
                       "--webhook-port", str(ports["webhook"])], cwd=work_dir).stdout
     (conf_dir / "master.d" / "saltcd.conf").write_text(generated)
     wiring = yaml.safe_load(generated)

@@ -1,6 +1,6 @@
 import pytest
 
-from saltcd.batches import BatchSpecError, plan_batches
+from saltcd.config.batches import BatchSpecError, plan_batches
 
 MINIONS = ["m3", "m1", "m2", "m5", "m4"]
 

@@ -1,5 +1,6 @@
-"""The one configuration table and everything derived from it: the README's
-reference, the deploy state's defaults.yaml, the example config, the sandbox's."""
+"""The one configuration table and everything derived from it: the docs'
+reference (docs/configuration.md), the deploy state's defaults.yaml, the
+example config, the sandbox's."""
 
 import pathlib
 import re
@@ -7,16 +8,28 @@ import re
 import pytest
 import yaml
 
-from saltcd import config, config_reference, container_spec, notifications, rollout
+from saltcd import config, vocabulary
+from saltcd.config import container_spec
+from saltcd.config import reference as config_reference
+from saltcd.ingress import registry_events as notifications
 from sandbox import layout
 
 ROOT = pathlib.Path(__file__).parents[2]
-FIX = "run `.venv/bin/python -m saltcd.config_reference` and commit the result"
+FIX = "run `.venv/bin/python -m saltcd.config.reference` and commit the result"
 
 
-def test_readme_table_is_generated_from_the_table():
-    readme = (ROOT / "README.md").read_text()
-    assert config_reference.readme_with_table(readme) == readme, FIX
+def test_docs_table_is_generated_from_the_table():
+    page = (ROOT / config_reference.PAGE).read_text()
+    assert config_reference.page_with_table(page) == page, FIX
+
+
+def test_docs_table_check_compares_the_table():
+    """A row edited by hand (or a key added to KEYS without regenerating) is caught."""
+    page = (ROOT / config_reference.PAGE).read_text()
+    first_key = f"| `{config.KEYS[0].path}` |"
+    assert first_key in page
+    edited = page.replace(first_key, "| `renamed_by_hand` |", 1)
+    assert config_reference.page_with_table(edited) != edited
 
 
 def test_state_defaults_are_generated_from_the_table():
@@ -85,7 +98,7 @@ def test_formats_and_failure_policies_come_from_their_registries(raw_config):
                        match=r"environments:dev:on_failure: must be one of \('rollback', 'pause', 'continue'\)"):
         config.load(raw_config)
     assert list(notifications.PARSERS) == ["distribution", "dockerhub"]
-    assert list(rollout.FAILURE_POLICIES) == ["rollback", "pause", "continue"]
+    assert list(vocabulary.FAILURE_POLICIES) == ["rollback", "pause", "continue"]
 
 
 def test_every_key_has_a_check_and_a_meaning():

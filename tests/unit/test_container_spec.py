@@ -8,8 +8,9 @@ import re
 
 import pytest
 
-from saltcd import config, container_spec
-from saltcd.controller import Controller
+from saltcd import config
+from saltcd.config import container_spec
+from saltcd.queue.controller import Controller
 from saltcd.store import Store
 
 from .fakes import FakeClock, FakeFleet, MemoryCache, Recorder
@@ -126,7 +127,7 @@ def test_a_failed_spec_rolls_back_to_the_spec_before(raw_config, tmp_path):
 
 
 def test_a_plan_says_per_minion_why_it_changes(raw_config, tmp_path):
-    from saltcd import views
+    from saltcd.present import views
 
     fleet = FakeFleet({"dev-1": None, "dev-2": None})
     first = _controller(raw_config, tmp_path, fleet)

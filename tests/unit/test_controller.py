@@ -5,9 +5,10 @@ import time
 
 import pytest
 
-from saltcd import ci_push, config, errors, locking, registry_client
-from saltcd.controller import Controller
-from saltcd.ingress_auth import hashed_headers
+from saltcd import ci_push, config, errors
+from saltcd.ingress.ingress_auth import hashed_headers
+from saltcd.queue import locking, registry_client
+from saltcd.queue.controller import Controller
 from saltcd.store import Store
 
 from .conftest import TOKEN
@@ -441,9 +442,9 @@ def test_a_push_outside_the_window_waits_for_it(timed):
 
 
 def test_an_operator_rollout_outside_the_window_needs_force_and_a_rollback_never_does(timed):
-    from saltcd import windows
+    from saltcd.config import deploy_windows
 
-    if windows.is_open(timed.settings.deployment("web", "qa").windows, time.time()):
+    if deploy_windows.is_open(timed.settings.deployment("web", "qa").windows, time.time()):
         pytest.skip("the window happens to be open now")
     with pytest.raises(errors.SaltcdError, match="outside its deploy windows.*next window opens at .* force=True"):
         timed.request("web", "qa")

@@ -1,8 +1,8 @@
-"""What the job carries and what the ext_pillar serves (saltcd.deploy_pillar)."""
+"""What the job carries and what the ext_pillar serves (saltcd.rollout.deploy_pillar)."""
 
 import pytest
 
-from saltcd import deploy_pillar
+from saltcd.rollout import deploy_pillar
 
 DIGEST = "sha256:" + "d" * 64
 

@@ -1,6 +1,6 @@
 import threading
 
-from saltcd.drain_workers import DrainWorkers
+from saltcd.queue.queue_workers import DrainWorkers
 
 
 def test_one_worker_per_pair_and_a_request_during_a_drain_runs_again():

@@ -6,7 +6,7 @@ import logging
 
 import pytest
 
-from saltcd import binding
+from saltcd.master import wiring
 from tests import salt_side
 
 BAD_APPS = {"apps": {"web": {"repository": "Not A Repository!"}}}
@@ -18,14 +18,14 @@ class Idled(Exception):
 
 @pytest.fixture
 def sleeps(monkeypatch):
-    """The seconds each sleep of binding.idle_engine asked for; the first one ends the test's call."""
+    """The seconds each sleep of wiring.idle_engine asked for; the first one ends the test's call."""
     asked = []
 
     def sleep(seconds):
         asked.append(seconds)
         raise Idled
 
-    monkeypatch.setattr(binding.time, "sleep", sleep)
+    monkeypatch.setattr(wiring.time, "sleep", sleep)
     return asked
 
 
@@ -36,11 +36,11 @@ def engine(name, opts):
 
 
 def test_idle_engine_logs_once_and_never_returns(sleeps, caplog):
-    caplog.set_level(logging.DEBUG, logger=binding.__name__)
+    caplog.set_level(logging.DEBUG, logger=wiring.__name__)
     with pytest.raises(Idled):
-        binding.idle_engine(logging.ERROR, "engine idle: %s", "because")
+        wiring.idle_engine(logging.ERROR, "engine idle: %s", "because")
     # Only binding's own records: a thread another test of this worker left behind may log meanwhile.
-    assert [r.getMessage() for r in caplog.records if r.name == binding.__name__] == ["engine idle: because"]
+    assert [r.getMessage() for r in caplog.records if r.name == wiring.__name__] == ["engine idle: because"]
     assert sleeps == [3600]
 
 

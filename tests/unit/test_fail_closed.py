@@ -8,9 +8,12 @@ import os
 
 import pytest
 
-from saltcd import config, controller, deploy_pillar, errors, intake, registry_client
-from saltcd.controller import Controller
-from saltcd.ingress_auth import hashed_headers
+from saltcd import config, errors
+from saltcd.ingress import intake
+from saltcd.ingress.ingress_auth import hashed_headers
+from saltcd.queue import controller, registry_client
+from saltcd.queue.controller import Controller
+from saltcd.rollout import deploy_pillar
 from saltcd.store import Store
 
 from .conftest import TOKEN

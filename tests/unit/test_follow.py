@@ -1,9 +1,10 @@
-"""deploy.watch's loop (saltcd.follow): what a person following a rollout sees
+"""deploy.watch's loop (saltcd.present.follow): what a person following a rollout sees
 comes from saltcd's record, whatever the events on the bus say."""
 
 import time
 
-from saltcd import follow, store
+from saltcd import store
+from saltcd.present import follow
 from tests.unit.fakes import MemoryCache
 
 OLD = "sha256:" + "a" * 64

@@ -11,8 +11,10 @@ import pytest
 import salt.cache
 import salt.config
 
-from saltcd import binding, ci_push, config, ingress_auth, intake, nonces
-from saltcd.ingress_auth import Replay, Unauthenticated, check_push
+from saltcd import ci_push, config
+from saltcd.ingress import ingress_auth, intake, nonces
+from saltcd.ingress.ingress_auth import Replay, Unauthenticated, check_push
+from saltcd.master import wiring
 
 from .conftest import RAW
 from .fakes import MemoryCache
@@ -253,9 +255,9 @@ def _value(settings, path):
 def test_every_secret_may_come_from_sdb(master_opts, monkeypatch, path, key, yaml_key, env_var, env_value):
     monkeypatch.setenv(env_var, env_value)
     master_opts["saltcd"] = _with(RAW, path, f"sdb://envsdb/{env_var}")
-    assert _value(binding.settings(master_opts), path) == env_value
+    assert _value(wiring.settings(master_opts), path) == env_value
     master_opts["saltcd"] = _with(RAW, path, f"sdb://yamlsdb/saltcd:{yaml_key}")
-    assert _value(binding.settings(master_opts), path).startswith("yaml-")
+    assert _value(wiring.settings(master_opts), path).startswith("yaml-")
 
 
 @pytest.mark.parametrize("path, key, yaml_key, env_var, env_value", SECRET_KEYS,
@@ -267,6 +269,6 @@ def test_a_secret_that_does_not_resolve_is_a_config_error_naming_the_key(
                      ("sdb://yamlsdb/saltcd:nothing", "does not resolve to a non-empty string")):
         master_opts["saltcd"] = _with(RAW, path, uri)
         with pytest.raises(config.ConfigError) as exc:
-            binding.settings(master_opts)
+            wiring.settings(master_opts)
         assert str(exc.value).startswith(f"{key}: {uri} does not resolve"), exc.value
         assert why in str(exc.value)

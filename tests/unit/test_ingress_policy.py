@@ -7,8 +7,8 @@ import json
 import pytest
 
 from saltcd import errors
-from saltcd.controller import Controller
-from saltcd.ingress_auth import hashed_headers
+from saltcd.ingress.ingress_auth import hashed_headers
+from saltcd.queue.controller import Controller
 from saltcd.store import Store
 
 from .conftest import TOKEN
@@ -133,7 +133,7 @@ def test_a_timestamp_header_needs_an_hmac_to_cover_it(raw_config):
 
 
 def test_the_token_is_checked_on_the_headers_alone(settings):
-    from saltcd import ingress_auth
+    from saltcd.ingress import ingress_auth
     source = settings.sources["registry"]
     ingress_auth.check_token(source, hashed_headers({"Authorization": f"Bearer {TOKEN}"}))
     for headers, why in (({}, "missing Authorization header"),

@@ -8,8 +8,9 @@ import json
 import pytest
 import salt.payload
 
-from saltcd import config, ingress_key, intake, notifications
-from saltcd.ingress_auth import hashed_headers
+from saltcd import config
+from saltcd.ingress import ingress_key, intake, registry_events
+from saltcd.ingress.ingress_auth import hashed_headers
 
 from .conftest import RAW, TOKEN
 from .fakes import Nonces
@@ -100,7 +101,7 @@ def test_reduced_keeps_only_what_saltcd_uses():
          "request": {"host": "127.0.0.1:5000", "useragent": "docker/20.10", "addr": "10.1.2.3:4"},
          "actor": {"name": "someone"}, "source": {"instanceID": "i-1"}},
         {"action": "pull"}]})
-    data = ingress_key.reduced(notifications.parse_distribution(body))
+    data = ingress_key.reduced(registry_events.parse_distribution(body))
     assert data == {"pushes": [GOOD], "ignored": ["event 1 (pull): not a push"]}
 
 

@@ -11,8 +11,9 @@ from hypothesis import HealthCheck, given
 from hypothesis import settings as hsettings
 from hypothesis import strategies as st
 
-from saltcd import config, ingress_key, intake, nonces, notifications
-from saltcd.ingress_auth import hashed_headers, push_signature
+from saltcd import config
+from saltcd.ingress import ingress_key, intake, nonces, registry_events
+from saltcd.ingress.ingress_auth import hashed_headers, push_signature
 from tests.posting import post
 
 from .conftest import RAW, TOKEN
@@ -20,7 +21,7 @@ from .fakes import Nonces
 
 KEY = b"k" * 32
 NOW = 1_800_000_000.0
-FORMATS = sorted(notifications.PARSERS)
+FORMATS = sorted(registry_events.PARSERS)
 MANIFEST = "application/vnd.docker.distribution.manifest.v2+json"
 RUNS = hsettings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
@@ -98,7 +99,7 @@ def assert_verdict(verdict):
 def engine_event(source, body):
     """The event the engine fires for `body` (what its source's parser keeps of it)."""
     fmt = SETTINGS.sources[source].format if source in SETTINGS.sources else "distribution"
-    return ingress_key.envelope(KEY, source, ingress_key.reduced(notifications.PARSERS[fmt](body)), now=NOW)
+    return ingress_key.envelope(KEY, source, ingress_key.reduced(registry_events.PARSERS[fmt](body)), now=NOW)
 
 
 @RUNS
@@ -116,7 +117,7 @@ def test_any_body_from_the_webhook_engine_gives_a_verdict(fmt, body):
     text = body.decode("utf-8", "replace") if isinstance(body, bytes) else body
     try:
         data = engine_event(f"src-{fmt}", text)
-    except notifications.PayloadError:
+    except registry_events.PayloadError:
         return  # refused at the door (400): nothing is fired
     verdict = intake.classify(f"saltcd/ingress/src-{fmt}", data, SETTINGS, now=NOW + 1, engine_key=KEY,
                               nonces=Nonces())
@@ -219,9 +220,9 @@ def test_a_body_over_the_cap_is_refused_before_parsing():
 
 
 def test_log_text_is_escaped():
-    assert notifications.shown("a\nb\x1b[31m\u2028") == "a\\nb\\x1b[31m\\u2028"
-    assert notifications.shown("x" * 500, 10) == "x" * 10 + "..."
-    assert notifications.shown(["\n"]) == "['\\n']"
+    assert registry_events.shown("a\nb\x1b[31m\u2028") == "a\\nb\\x1b[31m\\u2028"
+    assert registry_events.shown("x" * 500, 10) == "x" * 10 + "..."
+    assert registry_events.shown(["\n"]) == "['\\n']"
 
 
 # The door: the saltcd_webhook engine's HTTP handler on loopback, in this process.
@@ -325,7 +326,7 @@ def test_the_door_fires_one_signed_envelope_and_no_header(door):
 def test_pulls_and_blob_pushes_go_no_further(door, events):
     body = json.dumps({"events": events}).encode()
     status, text = post(door["url"] + "/saltcd/registry", body, {"Authorization": f"Bearer {TOKEN}"})
-    assert (status, text) == (200, notifications.NOTHING_TO_DEPLOY + "\n")
+    assert (status, text) == (200, registry_events.NOTHING_TO_DEPLOY + "\n")
     assert door["fired"] == []
 
 
@@ -355,7 +356,7 @@ def test_a_large_body_is_parsed_at_the_door_too(door):
     body = json.dumps({"events": [registry_event(action="pull")] * count}).encode()
     assert len(body) > door["door"].settings.max_body_bytes * 0.9
     status, text = post(door["url"] + "/saltcd/registry", body, {"Authorization": f"Bearer {TOKEN}"})
-    assert (status, text) == (200, notifications.NOTHING_TO_DEPLOY + "\n")
+    assert (status, text) == (200, registry_events.NOTHING_TO_DEPLOY + "\n")
     assert door["fired"] == []
 
 

@@ -2,7 +2,7 @@ import json
 
 import pytest
 
-from saltcd import notifications as n
+from saltcd.ingress import registry_events as n
 
 DIGEST = "sha256:" + "c" * 64
 MANIFEST = "application/vnd.docker.distribution.manifest.v2+json"

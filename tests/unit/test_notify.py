@@ -1,4 +1,4 @@
-"""Rollout notifications (saltcd.notify) against a real HTTP receiver on loopback."""
+"""Rollout notifications (saltcd.present.outgoing) against a real HTTP receiver on loopback."""
 
 import http.server
 import threading
@@ -6,7 +6,9 @@ import time
 
 import pytest
 
-from saltcd import config, notify, sent_marks, store
+from saltcd import config, store
+from saltcd.config import notify_targets
+from saltcd.present import outgoing, sent_marks
 from tests.notify_receiver import Receiver
 from tests.ports import free_port as closed_port
 from tests.unit.fakes import MemoryCache
@@ -27,9 +29,9 @@ def _finished(status, reason=None):
 
 
 def test_json_and_slack_messages_carry_the_fields(receiver):
-    targets = notify.targets([{"url": receiver.url, "secret": "s3cret-token"},
+    targets = notify_targets.targets([{"url": receiver.url, "secret": "s3cret-token"},
                               {"url": receiver.url, "format": "slack", "events": ["rolled_back"]}])
-    notifier = notify.Notifier(targets, backoff=0.01)
+    notifier = outgoing.Notifier(targets, backoff=0.01)
     notifier.submit("saltcd/deploy/web/dev/started",
                     {"rollout": "r1", "app": "web", "env": "dev", "digest": DIGEST, "minions": ["dev-1"]})
     notifier.submit(*_finished("rolled_back", "batch 1 failed on dev-1;\nrolled back"))
@@ -50,9 +52,9 @@ def test_json_and_slack_messages_carry_the_fields(receiver):
 
 
 def test_finished_kinds():
-    assert notify.kind_of(*_finished("succeeded")) == "finished"
-    assert notify.kind_of(*_finished("paused")) == "failed"
-    assert notify.kind_of("saltcd/deploy/web/dev/batch", {}) is None
+    assert outgoing.kind_of(*_finished("succeeded")) == "finished"
+    assert outgoing.kind_of(*_finished("paused")) == "failed"
+    assert outgoing.kind_of("saltcd/deploy/web/dev/batch", {}) is None
 
 
 @pytest.mark.parametrize("down", ["closed", "500"])
@@ -62,10 +64,10 @@ def test_a_down_endpoint_never_blocks_the_caller_and_is_retried_bounded(down, re
         url = receiver.url
     else:
         url = f"http://127.0.0.1:{closed_port()}/hook"
-    notifier = notify.Notifier(notify.targets([{"url": url, "retries": 2, "secret": "s3cret-token"}]),
+    notifier = outgoing.Notifier(notify_targets.targets([{"url": url, "retries": 2, "secret": "s3cret-token"}]),
                                backoff=0.01)
     began = time.monotonic()
-    for _ in range(notify.QUEUE_SIZE + 50):  # more than the queue holds: dropped, not blocking
+    for _ in range(outgoing.QUEUE_SIZE + 50):  # more than the queue holds: dropped, not blocking
         notifier.submit(*_finished("failed", "x"))
     assert time.monotonic() - began < 1
     notifier.close(wait=0.5)
@@ -98,7 +100,7 @@ def test_config_refuses_bad_entries_naming_the_key(raw_config):
 
 def _records(recorded, cache=None):
     marks = sent_marks.SentMarks(cache if cache is not None else MemoryCache())
-    return notify.Records(lambda app, env, rollout_id: recorded.get((app, env, rollout_id)), marks)
+    return outgoing.Records(lambda app, env, rollout_id: recorded.get((app, env, rollout_id)), marks)
 
 
 def _recorded(rid, **extra):
@@ -117,7 +119,7 @@ def test_records_send_only_what_saltcd_recorded_once_per_rollout_and_kind(caplog
     data = records.data("saltcd/deploy/web/dev/finished", forged)
     assert data == {"app": "web", "env": "dev", "digest": "sha256:" + "a" * 64, "rollout": rid,
                     "minions": ["dev-1", "dev-2"], "status": "rolled_back", "reason": "batch 1 failed on dev-1"}
-    assert notify.kind_of("saltcd/deploy/web/dev/finished", data) == "rolled_back"
+    assert outgoing.kind_of("saltcd/deploy/web/dev/finished", data) == "rolled_back"
     assert records.data("saltcd/deploy/web/dev/finished", forged) is None
     assert records.data("saltcd/deploy/web/dev/started", forged)["digest"] == "sha256:" + "a" * 64
     # No such rollout (in that app/env), a still running one, or another step: nothing.
@@ -145,7 +147,7 @@ def test_an_old_rollout_is_not_notified_and_old_marks_are_pruned(caplog):
     recorded, cache = {**_recorded(old), **_recorded(new)}, MemoryCache()
     marks = sent_marks.SentMarks(cache)
     marks.mark("web", "dev", old, "finished", now=now - sent_marks.KEEP - 30)
-    records = notify.Records(lambda app, env, rollout_id: recorded.get((app, env, rollout_id)), marks)
+    records = outgoing.Records(lambda app, env, rollout_id: recorded.get((app, env, rollout_id)), marks)
     # Its mark is gone once it is older than the marks are kept: the rollout is too old to be news.
     assert records.data("saltcd/deploy/web/dev/started", {"rollout": old}, now=now) is None
     assert "too old to notify" in caplog.text
@@ -185,8 +187,8 @@ def _redirecting_pair():
 def test_a_redirect_is_a_failed_send_and_is_never_followed(caplog):
     url, reached, servers = _redirecting_pair()
     try:
-        target = notify.targets([{"url": url, "secret": "s3cret-token"}])[0]
-        assert notify.send(target, {"event": "finished"}) is False
+        target = notify_targets.targets([{"url": url, "secret": "s3cret-token"}])[0]
+        assert outgoing.send(target, {"event": "finished"}) is False
     finally:
         for server in servers:
             server.shutdown()
@@ -196,18 +198,18 @@ def test_a_redirect_is_a_failed_send_and_is_never_followed(caplog):
 
 
 def test_a_secret_goes_over_https_only_and_logs_show_the_host_only(raw_config):
-    with pytest.raises(notify.NotifyConfigError, match=r"^saltcd:notify:0:url: .*`secret` must use https://"):
-        notify.targets([{"url": "http://ci.example.com/hook", "secret": "s3cret-token"}])
+    with pytest.raises(notify_targets.NotifyConfigError, match=r"^saltcd:notify:0:url: .*`secret` must use https://"):
+        notify_targets.targets([{"url": "http://ci.example.com/hook", "secret": "s3cret-token"}])
     raw_config["notify"] = [{"url": "http://hooks.example.com/x", "secret": "sdb://vault/x"}]
     with pytest.raises(config.ConfigError, match=r"saltcd:notify:0:url: .*must use https://"):
         config.load(raw_config)
     # Plain http without a secret, or to a loopback address (it never leaves the host): allowed.
     for url in ("http://ci.example.com/hook", "http://127.0.0.1:8080/hook", "http://[::1]:8080/hook"):
-        notify.targets([{"url": url, "secret": "s3cret-token" if "ci." not in url else None}])
-    with pytest.raises(notify.NotifyConfigError, match="saltcd:notify:0:url"):
-        notify.targets([{"url": "http://localhost.example.com/", "secret": "s3cret-token"}])
+        notify_targets.targets([{"url": url, "secret": "s3cret-token" if "ci." not in url else None}])
+    with pytest.raises(notify_targets.NotifyConfigError, match="saltcd:notify:0:url"):
+        notify_targets.targets([{"url": "http://localhost.example.com/", "secret": "s3cret-token"}])
     # A Slack webhook's secret is its path: a log line shows scheme and host only.
-    slack, local = notify.targets([
+    slack, local = notify_targets.targets([
         {"url": "https://hooks.slack.com/services/T000/B000/XXXX?token=abc", "format": "slack"},
         {"url": "http://user:pw@[::1]:8080/hook/secret", "secret": "s3cret-token"}])
     assert str(slack) == "https://hooks.slack.com" and str(local) == "http://[::1]:8080"
@@ -218,7 +220,7 @@ def test_minion_text_in_a_slack_message_pings_no_one_and_controls_nothing(receiv
     recorded = _recorded(store.new_id(), reason=f"batch 1 failed on dev-1 ({hostile})")
     (record,) = recorded.values()
     data = _records(recorded).data("saltcd/deploy/web/dev/finished", {"rollout": record["id"]})
-    notifier = notify.Notifier(notify.targets([{"url": receiver.url, "format": "slack"},
+    notifier = outgoing.Notifier(notify_targets.targets([{"url": receiver.url, "format": "slack"},
                                                {"url": receiver.url}]), backoff=0.01)
     notifier.submit("saltcd/deploy/web/dev/finished", data)
     got = receiver.wait(2)

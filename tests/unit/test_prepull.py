@@ -1,12 +1,11 @@
-"""Pulling ahead of the batches (saltcd.prepull) against a fake fleet whose pulls
+"""Pulling ahead of the batches (saltcd.rollout.prepull) against a fake fleet whose pulls
 take time, run side by side and serve their data through the real DeployPillar."""
 
 import dataclasses
 import threading
 import time
 
-from saltcd import deploy_pillar, prepull
-from saltcd.rollout import Rollout
+from saltcd.rollout import Rollout, deploy_pillar, prepull
 
 from .fakes import FakeFleet, MemoryCache, Recorder
 
@@ -215,7 +214,7 @@ def test_a_pull_that_never_returns_times_out(settings):
 
 
 def test_salt_puller_reads_its_own_returns_from_the_job_cache():
-    from saltcd.salt_fleet import SaltPuller  # noqa: PLC0415 - imports Salt's client
+    from saltcd.master.salt_fleet import SaltPuller  # noqa: PLC0415 - imports Salt's client
 
     ok = {"docker_image_|-saltcd-pull-docker_image-present_|-x_|-present": {"result": True, "changes": {}}}
     failed = {"docker_image_|-saltcd-pull-docker_image-present_|-x_|-present": {

@@ -2,7 +2,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from saltcd import references as refs
+from saltcd.config import references as refs
 
 DIGEST = "sha256:" + "ab" * 32
 

@@ -18,7 +18,9 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from saltcd import config, references, registry_client
+from saltcd import config
+from saltcd.config import references
+from saltcd.queue import registry_client
 from sandbox import tls
 
 PATH = "saltcd/web"

@@ -1,10 +1,10 @@
-"""The HTML page of a rollout (saltcd.report)."""
+"""The HTML page of a rollout (saltcd.present.report)."""
 
 import re
 import stat
 import time
 
-from saltcd import report
+from saltcd.present import report
 
 OLD = "sha256:" + "a" * 64
 NEW = "sha256:" + "b" * 64

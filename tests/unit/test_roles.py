@@ -109,7 +109,7 @@ def test_a_role_spec_change_says_which_role_changed(shop):
 
 
 def test_the_live_view_shows_each_role(shop, tmp_path):
-    from saltcd.controller import Controller
+    from saltcd.queue.controller import Controller
     from saltcd.store import Store
 
     settings = config.load(shop)
@@ -122,7 +122,7 @@ def test_the_live_view_shows_each_role(shop, tmp_path):
 
 
 def test_the_plan_names_the_roles_and_where_a_targeted_one_runs(shop):
-    from saltcd import views
+    from saltcd.present import views
 
     dep = config.load(shop).deployment("shop", "dev")
     text = views.rollout_text(_run(dep, FakeFleet({"dev-1": OLD, "dev-2": OLD}), test=True))
@@ -146,7 +146,7 @@ def test_a_role_moved_elsewhere_is_removed_where_it_ran_and_placed_where_it_goes
 
 
 def test_the_pillar_says_what_each_minion_no_longer_runs(shop):
-    from saltcd import deploy_pillar
+    from saltcd.rollout import deploy_pillar
 
     dep = config.load(shop).deployment("shop", "dev")
     data, _ = deploy_pillar.split(dep.pillar(NEW, placement={"scheduler": ["dev-2"]}))

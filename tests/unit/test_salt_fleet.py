@@ -2,7 +2,7 @@
 
 import time
 
-from saltcd.salt_fleet import SaltFleet, state_outcome
+from saltcd.master.salt_fleet import SaltFleet, state_outcome
 
 
 def test_no_return_placeholder_means_no_answer():

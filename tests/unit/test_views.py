@@ -1,8 +1,8 @@
-"""What a person reads of status, history and rollout returns (saltcd.views)."""
+"""What a person reads of status, history and rollout returns (saltcd.present.views)."""
 
 import time
 
-from saltcd import views
+from saltcd.present import views
 
 OLD = "sha256:" + "a" * 64
 NEW = "sha256:" + "b" * 64

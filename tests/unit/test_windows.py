@@ -7,7 +7,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from saltcd import windows
+from saltcd.config import deploy_windows
 
 ZONES = ["UTC", "Europe/Berlin", "America/New_York", "Asia/Kolkata", "Australia/Lord_Howe",
          "Pacific/Chatham"]
@@ -55,30 +55,30 @@ def reference_open(text, now):
 
 @given(window_texts(), TIMES)
 def test_is_open_follows_the_rule(text, now):
-    assert windows.is_open([windows.parse(text)], now) == reference_open(text, now)
+    assert deploy_windows.is_open([deploy_windows.parse(text)], now) == reference_open(text, now)
 
 
 @settings(max_examples=60, deadline=None)
 @given(st.lists(window_texts(), min_size=1, max_size=3), TIMES)
 def test_next_open_is_the_first_open_minute(texts, now):
-    parsed = [windows.parse(t) for t in texts]
+    parsed = [deploy_windows.parse(t) for t in texts]
     try:
-        opens = windows.next_open(parsed, now)
-    except windows.WindowError:
+        opens = deploy_windows.next_open(parsed, now)
+    except deploy_windows.WindowError:
         # Only a window that never opens within a week (a DST gap) may do this.
         pytest.skip("no window within a week")
-    assert opens >= now and windows.is_open(parsed, opens)
+    assert opens >= now and deploy_windows.is_open(parsed, opens)
     if opens > now:
         assert opens % 60 == 0                      # windows open on whole minutes
         before = opens - 60
-        assert before < now or not windows.is_open(parsed, before)
+        assert before < now or not deploy_windows.is_open(parsed, before)
 
 
 @given(st.text(max_size=60))
 def test_parse_refuses_garbage_with_a_reason(text):
     try:
-        window = windows.parse(text)
-    except windows.WindowError as exc:
+        window = deploy_windows.parse(text)
+    except deploy_windows.WindowError as exc:
         assert str(exc)
     else:
         assert window.start != window.end and window.days <= set(range(7))
@@ -94,28 +94,28 @@ def test_parse_refuses_garbage_with_a_reason(text):
     ("Mon 09:00-17:00 /etc/passwd", "unknown time zone"),
 ])
 def test_parse_errors_name_the_part(text, message):
-    with pytest.raises(windows.WindowError, match=message):
-        windows.parse(text)
+    with pytest.raises(deploy_windows.WindowError, match=message):
+        deploy_windows.parse(text)
 
 
 def test_a_berlin_office_window():
-    window = windows.parse("Mon-Fri 09:00-17:00 Europe/Berlin")
+    window = deploy_windows.parse("Mon-Fri 09:00-17:00 Europe/Berlin")
     berlin = ZoneInfo("Europe/Berlin")
     friday_evening = datetime(2026, 11, 27, 17, 0, tzinfo=berlin).timestamp()
     monday_morning = datetime(2026, 11, 30, 9, 0, tzinfo=berlin).timestamp()
-    assert not windows.is_open([window], friday_evening)
-    assert windows.next_open([window], friday_evening) == monday_morning
-    assert windows.is_open([], friday_evening)  # no windows: always open
+    assert not deploy_windows.is_open([window], friday_evening)
+    assert deploy_windows.next_open([window], friday_evening) == monday_morning
+    assert deploy_windows.is_open([], friday_evening)  # no windows: always open
 
 
 def _first_open_minute(parsed, now):
     """The reference: step minute by minute (what next_open did before it computed openings)."""
-    if windows.is_open(parsed, now):
+    if deploy_windows.is_open(parsed, now):
         return now
     moment = now - now % 60
     for _ in range(8 * 24 * 60):
         moment += 60
-        if windows.is_open(parsed, moment):
+        if deploy_windows.is_open(parsed, moment):
             return moment
     return None
 
@@ -123,16 +123,16 @@ def _first_open_minute(parsed, now):
 @settings(max_examples=40, deadline=None)
 @given(st.lists(window_texts(), min_size=1, max_size=3), TIMES)
 def test_next_open_agrees_with_stepping_minute_by_minute(texts, now):
-    parsed = [windows.parse(t) for t in texts]
+    parsed = [deploy_windows.parse(t) for t in texts]
     expected = _first_open_minute(parsed, now)
     if expected is None:
-        with pytest.raises(windows.WindowError):
-            windows.next_open(parsed, now)
+        with pytest.raises(deploy_windows.WindowError):
+            deploy_windows.next_open(parsed, now)
     else:
-        assert windows.next_open(parsed, now) == expected
+        assert deploy_windows.next_open(parsed, now) == expected
 
 
 def test_a_window_that_starts_at_24_00_opens_at_the_days_end():
-    parsed = [windows.parse("Mon 24:00-01:00")]
+    parsed = [deploy_windows.parse("Mon 24:00-01:00")]
     now = 1764000000  # Mon 2025-11-24 16:00 UTC
-    assert windows.next_open(parsed, now) == _first_open_minute(parsed, now) == 1764028800
+    assert deploy_windows.next_open(parsed, now) == _first_open_minute(parsed, now) == 1764028800
