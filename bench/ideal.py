@@ -25,7 +25,7 @@ class IdealError(RuntimeError):
     """A step of the ideal rollout failed (it has no rollback: it is a yardstick)."""
 
 
-# saltcd's gate (salt/_modules/saltcd.py, wait_healthy) waits FIRST_WAIT after a
+# saltcd's gate (salt/_utils/saltcd_minion.py, wait_healthy) waits FIRST_WAIT after a
 # failed probe, doubling up to the interval; the ideal polls the same way (a
 # unit test keeps the two schedules equal).
 FIRST_WAIT = 0.05

@@ -1,23 +1,9 @@
 """
 saltcd's switch for start-first replacement: HAProxy, driven through its runtime API.
 
-Each app (container) gets one file ``<config_dir>/saltcd-<container>.cfg``: a
-frontend on the app's public address and a backend with two server slots,
-``a`` and ``b``. A replacement puts the new container's private address in the
-idle slot and makes it ``ready``, and sets the live slot to ``drain``: new
-requests go to the new container at once, requests in flight on the old one
-finish, and ``show stat`` counts them (``scur``) so the wait ends when they are
-done. No reload and no process churn for a switch; a reload (seamless, master
-worker) happens only when an app's frontend is new or its port changed. After
-every switch the file is rewritten to the new routing, so a later reload or a
-restart of HAProxy comes up routing to the new container.
-
-Where HAProxy lives on the minion comes from config key ``saltcd_proxy`` (minion
-config, grains or pillar, read with ``config.get``); see ``settings``.
-
-The runtime API is one line of text per connection, answered with text until
-HAProxy closes the socket: it is spoken here by hand (a few lines of socket
-code) rather than with a client library, so minions need nothing new.
+Only Salt's calling convention: the client is saltcd's minion util
+``saltcd_haproxy`` (salt://_utils). Where HAProxy lives on the minion is config
+key ``saltcd_proxy`` (minion config, grains or pillar; ``config.get``).
 
 CLI Example:
 
@@ -26,148 +12,42 @@ CLI Example:
     salt 'dev-*' saltcd_haproxy.route web
 """
 
-import logging
-import os
-import socket
-import subprocess
-import time
-
 from salt.exceptions import CommandExecutionError
 
-log = logging.getLogger(__name__)
-
 __virtualname__ = "saltcd_haproxy"
-
-DEFAULTS = {
-    # Debian's haproxy.cfg declares this one (`stats socket ... level admin`).
-    "socket": "/run/haproxy/admin.sock",
-    "config_dir": "/etc/haproxy/saltcd",
-    # A list: a command to run; a mapping {"master_socket": path}: `reload` on
-    # HAProxy's master CLI (what `systemctl reload haproxy` does, without systemd).
-    "reload": ["systemctl", "reload", "haproxy"],
-    "bind": "",  # frontends bind every address
-    "upstream_host": "127.0.0.1",  # where new containers publish their port, privately
-    "timeout": 5,  # seconds, one runtime API command
-    "reload_timeout": 15,  # seconds, until a reloaded HAProxy lists a new backend
-}
-SLOTS = ("a", "b")
-# A slot with no container: a placeholder address that never answers, in maintenance.
-IDLE_ADDRESS = "127.0.0.1:1"
-MAX_ANSWER = 4 * 1024 * 1024
-# srv_admin_state bits (HAProxy's SRV_ADMF_*): forced/inherited maintenance,
-# forced/inherited drain, resolver/hostname maintenance. Any of them: not a live
-# slot. (0x04, "disabled in the config", stays set after `state ready`: it is
-# only a record of the config, not a state.)
-ADMIN_MAINT_OR_DRAIN = 0x01 | 0x02 | 0x08 | 0x10 | 0x20 | 0x40
-SRV_RUNNING = 2
 
 
 def __virtual__():
     return __virtualname__
 
 
-# -- pure helpers (tested without HAProxy) ------------------------------------
+def _util(function):
+    # "is not available": the runner then syncs this minion (saltcd.master.salt_fleet).
+    name = f"saltcd_haproxy.{function}"
+    if name not in (__utils__ or {}):
+        raise CommandExecutionError(f"{name} is not available: saltcd's minion utils are not synced "
+                                    "(saltutil.sync_utils)")
+    return __utils__[name]
 
 
-def backend_name(container):
-    return f"saltcd-{container}"
-
-
-def render(container, bind, port, servers):
-    """
-    The config file of one app. ``servers``: {slot: "host:port" or None}; the
-    slot with an address is routed to, an empty one is a placeholder in
-    maintenance (``set server`` fills it at the next switch).
-    """
-    name = backend_name(container)
-    lines = [
-        "# Managed by saltcd (saltcd_haproxy): rewritten at every deploy of this app.",
-        f"frontend {name}",
-        f"    bind {bind or ''}:{int(port)}",
-        "    mode http",
-        "    option httplog",
-        "    timeout client 30s",
-        "    timeout http-request 10s",
-        f"    default_backend {name}",
-        "",
-        f"backend {name}",
-        "    mode http",
-        "    timeout connect 2s",
-        "    timeout server 30s",
-        # A refused connection (a slot whose container is gone) is retried on the
-        # other live server instead of reaching the client as an error.
-        "    retries 3",
-        "    option redispatch 1",
-        "    retry-on conn-failure empty-response",
-    ]
-    for slot in SLOTS:
-        address = servers.get(slot)
-        if address:
-            lines.append(f"    server {slot} {address}")
-        else:
-            lines.append(f"    server {slot} {IDLE_ADDRESS} disabled")
-    return "\n".join(lines) + "\n"
-
-
-def parse_table(text, separator=None):
-    """Rows of a runtime API table whose header line starts with ``#``: [{column: value}].
-
-    ``show stat`` is CSV (``separator=","``); ``show servers state`` is
-    space-separated and starts with a version line.
-    """
-    header = None
-    rows = []
-    for line in text.splitlines():
-        if line.startswith("#"):
-            header = line.lstrip("# ").rstrip(separator or " ").split(separator)
-            continue
-        if header is None or not line.strip():
-            continue
-        values = line.split(separator)
-        rows.append(dict(zip(header, values)))
-    return rows
-
-
-def slot_states(servers_state_text):
-    """{slot: {"address", "live"}} from ``show servers state <backend>``."""
-    slots = {}
-    for row in parse_table(servers_state_text):
-        slot = row.get("srv_name")
-        if slot not in SLOTS:
-            continue
-        admin = int(row.get("srv_admin_state") or 0)
-        operational = int(row.get("srv_op_state") or 0)
-        address = f"{row.get('srv_addr')}:{row.get('srv_port')}"
-        live = not admin & ADMIN_MAINT_OR_DRAIN and operational == SRV_RUNNING
-        slots[slot] = {"address": None if address == IDLE_ADDRESS else address, "live": live}
-    return slots
-
-
-def current_sessions(stat_text, backend, slot):
-    """``scur`` (connections being served) of one server in ``show stat`` CSV, or None."""
-    for row in parse_table(stat_text, ","):
-        if row.get("pxname") == backend and row.get("svname") == slot:
-            return int(row.get("scur") or 0)
-    return None
-
-
-def set_address_command(backend, slot, address):
-    host, port = address.rsplit(":", 1)
-    return f"set server {backend}/{slot} addr {host} port {int(port)}"
-
-
-# -- the runtime API ------------------------------------------------------------
+def _call(function, *args, **kwargs):
+    return _util(function)(settings(), *args, **kwargs)
 
 
 def settings():
-    """The ``saltcd_proxy`` settings of this minion over DEFAULTS."""
-    given = __salt__["config.get"]("saltcd_proxy", {}) or {}
-    return {**DEFAULTS, **given}
+    """This minion's ``saltcd_proxy`` settings over the defaults.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt '*' saltcd_haproxy.settings
+    """
+    return _util("settings")(__salt__["config.get"]("saltcd_proxy", {}))
 
 
 def command(line, socket_path=None, timeout=None):
-    """
-    Send one runtime API command and return HAProxy's answer (text).
+    """Send one runtime API command and return HAProxy's answer (text).
 
     CLI Example:
 
@@ -175,47 +55,11 @@ def command(line, socket_path=None, timeout=None):
 
         salt '*' saltcd_haproxy.command "show backend"
     """
-    conf = settings()
-    socket_path = socket_path or conf["socket"]
-    timeout = float(timeout or conf["timeout"])
-    chunks = []
-    size = 0
-    try:
-        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
-            sock.settimeout(timeout)
-            sock.connect(socket_path)
-            sock.sendall(line.encode() + b"\n")
-            # Without `prompt`, HAProxy answers and closes: read until it does.
-            while size < MAX_ANSWER:
-                chunk = sock.recv(65536)
-                if not chunk:
-                    break
-                chunks.append(chunk)
-                size += len(chunk)
-    except OSError as exc:
-        raise CommandExecutionError(f"HAProxy runtime API at {socket_path}: {exc}") from None
-    return b"".join(chunks).decode(errors="replace")
-
-
-def _checked(line):
-    """Run a command that answers nothing (or a short notice) on success."""
-    answer = command(line).strip()
-    lowered = answer.lower()
-    if any(word in lowered for word in ("unknown", "no such", "invalid", "require", "error", "failed")):
-        raise CommandExecutionError(f"HAProxy refused {line!r}: {answer[:300]}")
-    return answer
-
-
-def backends():
-    """The backends the running HAProxy knows."""
-    return [line.strip() for line in command("show backend").splitlines()
-            if line.strip() and not line.startswith("#")]
+    return _call("command", line, socket_path=socket_path, timeout=timeout)
 
 
 def route(container):
-    """
-    {slot: {"address", "live"}} of the app's backend in the running HAProxy, or {}
-    when it has none.
+    """{slot: {"address", "live"}} of the app's backend in the running HAProxy, or {}.
 
     CLI Example:
 
@@ -223,44 +67,23 @@ def route(container):
 
         salt '*' saltcd_haproxy.route web
     """
-    backend = backend_name(container)
-    if backend not in backends():
-        return {}
-    return slot_states(command(f"show servers state {backend}"))
+    return _call("route", container)
 
 
 def live(container):
-    """(slot, address) of the slot the app's traffic goes to, or (None, None)."""
-    for slot, state in sorted(route(container).items()):
-        if state["live"] and state["address"]:
-            return slot, state["address"]
-    return None, None
+    """(slot, address) of the slot the app's traffic goes to, or (None, None).
 
+    CLI Example:
 
-def _config_path(container):
-    return os.path.join(settings()["config_dir"], f"{backend_name(container)}.cfg")
+    .. code-block:: bash
 
-
-def _write(container, text):
-    """Write the app's file (atomically); True if its content changed."""
-    path = _config_path(container)
-    try:
-        with open(path, encoding="utf-8") as handle:
-            if handle.read() == text:
-                return False
-    except FileNotFoundError:
-        pass
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    tmp = f"{path}.tmp"
-    with open(tmp, "w", encoding="utf-8") as handle:
-        handle.write(text)
-    os.replace(tmp, path)
-    return True
+        salt '*' saltcd_haproxy.live web
+    """
+    return _call("live", container)
 
 
 def reload():
-    """
-    Reload HAProxy (seamless: the old worker finishes its connections).
+    """Reload HAProxy (seamless: the old worker finishes its connections).
 
     CLI Example:
 
@@ -268,45 +91,12 @@ def reload():
 
         salt '*' saltcd_haproxy.reload
     """
-    conf = settings()
-    how = conf["reload"]
-    if isinstance(how, dict) and how.get("master_socket"):
-        # The master re-executes itself at a reload and refuses connections
-        # meanwhile: a reload right after another one waits (bounded) for it.
-        deadline = time.monotonic() + float(conf["reload_timeout"])
-        while True:
-            try:
-                command("reload", socket_path=how["master_socket"])
-                return True
-            except CommandExecutionError:
-                if time.monotonic() >= deadline:
-                    raise
-                time.sleep(0.1)
-    result = subprocess.run(list(how), capture_output=True, text=True, timeout=60, check=False)
-    if result.returncode != 0:
-        raise CommandExecutionError(f"HAProxy reload {how} failed: {result.stderr.strip()[:300]}")
-    return True
-
-
-def _wait_backend(backend, timeout):
-    """Bounded: until the running HAProxy lists `backend` (after a reload)."""
-    deadline = time.monotonic() + float(timeout)
-    while True:
-        try:
-            if backend in backends():
-                return True
-        except CommandExecutionError:
-            pass  # the new worker may not have its socket yet
-        if time.monotonic() >= deadline:
-            return False
-        time.sleep(0.1)
+    return _call("reload")
 
 
 def ensure_frontend(container, port, upstream=None, bind=None):
-    """
-    Make HAProxy serve the app on ``bind:port``; a new backend routes to
-    ``upstream`` (``host:port``) if given. Reloads only when the file changed or
-    the running HAProxy lacks the backend. True if it reloaded.
+    """Make HAProxy serve the app on ``bind:port`` (a new backend routes to
+    ``upstream``, ``host:port``). True if it reloaded HAProxy.
 
     CLI Example:
 
@@ -314,27 +104,12 @@ def ensure_frontend(container, port, upstream=None, bind=None):
 
         salt '*' saltcd_haproxy.ensure_frontend web 8080
     """
-    conf = settings()
-    bind = conf["bind"] if bind is None else bind
-    backend = backend_name(container)
-    slot, address = live(container)
-    servers = {slot: address} if slot else {"a": upstream} if upstream else {}
-    changed = _write(container, render(container, bind, port, servers))
-    if not changed and backend in backends():
-        return False
-    log.info("saltcd_haproxy: reloading HAProxy for %s", backend)
-    reload()
-    if not _wait_backend(backend, conf["reload_timeout"]):
-        raise CommandExecutionError(f"HAProxy did not list backend {backend} within "
-                                    f"{conf['reload_timeout']}s of a reload (see its log)")
-    return True
+    return _call("ensure_frontend", container, port, upstream=upstream, bind=bind)
 
 
 def switch(container, upstream, port, bind=None):
-    """
-    Route new requests of the app to ``upstream`` (``host:port``): the idle slot
-    gets that address and becomes ready, the live one drains. Returns
-    {"new": slot, "old": slot or None, "old_address"}.
+    """Route new requests of the app to ``upstream`` (``host:port``); the live slot
+    drains. Returns {"new": slot, "old": slot or None, "old_address"}.
 
     CLI Example:
 
@@ -342,38 +117,40 @@ def switch(container, upstream, port, bind=None):
 
         salt '*' saltcd_haproxy.switch web 127.0.0.1:32768 8080
     """
-    backend = backend_name(container)
-    old, old_address = live(container)
-    if old_address == upstream:
-        return {"new": old, "old": None, "old_address": None}
-    new = "b" if old == "a" else "a"
-    _checked(set_address_command(backend, new, upstream))
-    _checked(f"set server {backend}/{new} state ready")
-    if old:
-        _checked(f"set server {backend}/{old} state drain")
-    # The file follows: a reload or restart from now on routes to `upstream` only.
-    conf = settings()
-    _write(container, render(container, conf["bind"] if bind is None else bind, port, {new: upstream}))
-    return {"new": new, "old": old, "old_address": old_address}
+    return _call("switch", container, upstream, port, bind=bind)
 
 
 def drained(container, slot):
-    """Connections the slot still serves (``scur``); 0 when it has none."""
-    count = current_sessions(command("show stat"), backend_name(container), slot)
-    return count or 0
+    """Connections the slot still serves; 0 when it has none.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt '*' saltcd_haproxy.drained web a
+    """
+    return _call("drained", container, slot)
 
 
 def wait_drained(container, slot, seconds):
-    """Bounded: until the slot serves nothing or ``seconds`` pass. Returns what is left."""
-    deadline = time.monotonic() + float(seconds)
-    while True:
-        left = drained(container, slot)
-        if left == 0 or time.monotonic() >= deadline:
-            return left
-        time.sleep(0.1)
+    """Wait (at most ``seconds``) until the slot serves nothing. Returns what is left.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt '*' saltcd_haproxy.wait_drained web a 10
+    """
+    return _call("wait_drained", container, slot, seconds)
 
 
 def retire(container, slot):
-    """Put a slot in maintenance (its container is about to stop)."""
-    _checked(f"set server {backend_name(container)}/{slot} state maint")
-    return True
+    """Put a slot in maintenance (its container is about to stop).
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt '*' saltcd_haproxy.retire web a
+    """
+    return _call("retire", container, slot)

@@ -23,11 +23,18 @@ def __virtual__():
 
 
 def passing(name, container=None, timeout=30, interval=1, settle=0, status=200, check="http", command=None):
-    """
-    Wait until the container is healthy by ``check`` (by default ``name``, a URL,
+    """Wait until the container is healthy by ``check`` (by default ``name``, a URL,
     answers ``status``; ``tcp``: ``name`` is ``tcp://host:port``; ``command``,
     ``docker``, ``running``: see ``saltcd.health_probe``), then stay healthy for
-    ``settle`` s.
+    ``settle`` s. The probe loop is the minion module's (``saltcd.wait_healthy``).
+
+    .. code-block:: yaml
+
+        saltcd-gate:
+          saltcd_health.passing:
+            - name: tcp://127.0.0.1:6379
+            - container: redis
+            - check: tcp
     """
     ret = {"name": name, "changes": {}, "result": False, "comment": ""}
     if __opts__["test"]:

@@ -44,6 +44,10 @@ def loader_dirs():
 
     The minion modules are the ones the state tree serves (`salt://_modules`,
     `salt://_states`), so a minion without saltcd installed can sync them.
+    Their code, `salt://_utils`, is not listed: Salt's utils loader reads no
+    entry point (`salt.loader.utils` builds its dirs with `load_extensions=False`,
+    in 3006 to 3008), so a minion gets saltcd's utils only by a sync
+    (`saltutil.sync_utils`, which the runner does where they are missing).
     """
     tree = folder("salt")
     return {

@@ -149,16 +149,18 @@ class SaltFleet:
     def _query(self, minions, fun, args):
         """{minion: the dict `fun` returned, or None when it did not answer}.
 
-        Minions that lack saltcd's modules get them synced and are asked once
-        more. Only those: a sync rewrites module files and refreshes the loader,
-        which can break another rollout's state run on that minion. After
+        Minions that lack saltcd's modules (or the utils they call: "... is
+        not available") get them synced and are asked once more. Only those: a
+        sync rewrites module files and refreshes the loader, which can break
+        another rollout's state run on that minion. After
         upgrading saltcd, run `salt '*' saltutil.sync_all` once.
         """
         returns = self._ask(minions, fun, args)
         lacking = [m for m, ret in returns.items() if _lacks_function(ret)]
         if lacking:
-            self.local.cmd(lacking, ["saltutil.sync_modules", "saltutil.sync_states"], [[], []],
-                           tgt_type="list", timeout=QUICK_TIMEOUT)
+            # One job: the utils first, which the modules and states call (__utils__).
+            self.local.cmd(lacking, ["saltutil.sync_utils", "saltutil.sync_modules", "saltutil.sync_states"],
+                           [[], [], []], tgt_type="list", timeout=QUICK_TIMEOUT)
             returns.update(self._ask(lacking, fun, args))
         return {m: _dict_return(ret) for m, ret in returns.items()}
 

@@ -255,14 +255,14 @@ def test_a_filler_layer_is_a_gzipped_tar_of_unique_random_bytes_with_its_diff_id
     assert filler_layer(1)[1] != diff_id  # random: no two layers are shared
 
 
-def test_the_ideal_waits_between_health_probes_as_saltcds_gate_does(monkeypatch):
+def test_the_ideal_waits_between_health_probes_as_saltcds_gate_does(monkeypatch, tmp_path):
     import itertools  # pylint: disable=import-outside-toplevel
     import urllib.error  # pylint: disable=import-outside-toplevel
 
     from bench import ideal  # pylint: disable=import-outside-toplevel
     from tests import salt_side  # pylint: disable=import-outside-toplevel
 
-    minion = salt_side.minion_module("saltcd")
+    waits = salt_side.minion(tmp_path).utils["saltcd_minion.waits_before_healthy"]
     slept, failures = [], iter(range(7))
 
     class Clock:
@@ -285,5 +285,5 @@ def test_the_ideal_waits_between_health_probes_as_saltcds_gate_does(monkeypatch)
     monkeypatch.setattr(ideal.loopback, "OPENER", Opener)
     with pytest.raises(AssertionError, match="not reached"):
         ideal.healthy("http://127.0.0.1:1/health", timeout=30, interval=0.5)
-    assert slept == list(itertools.islice(minion._waits_before_healthy(0.5), 7))  # pylint: disable=protected-access
+    assert slept == list(itertools.islice(waits(0.5), 7))
     assert slept[:5] == [0.05, 0.1, 0.2, 0.4, 0.5]

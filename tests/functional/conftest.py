@@ -6,7 +6,7 @@ import salt.config
 import salt.runner
 import yaml
 
-from saltcd.master import master_config
+from saltcd import master_config
 
 
 @pytest.fixture
@@ -23,6 +23,9 @@ def caller(tmp_path, repo_root):
         "pki_dir": str(tmp_path / "pki"),
         "sock_dir": str(tmp_path / "sock"),
         "extension_modules": str(tmp_path / "extmods"),
+        # saltcd's minion utils, as a minion has them once synced (salt://_utils):
+        # Salt's utils loader takes none from saltcd's `salt.loader` entry point.
+        "utils_dirs": [str(repo_root / "salt" / "_utils")],
     })
     return salt.client.Caller(mopts=opts)
 

@@ -148,6 +148,8 @@ def _local_minion(tmp_path, repo_root):
         "root_dir": str(tmp_path), "cachedir": str(tmp_path / "cache"),
         "pki_dir": str(tmp_path / "pki"), "sock_dir": str(tmp_path / "sock"),
         "extension_modules": str(tmp_path / "extmods"),
+        # saltcd's minion utils, as a minion has them once synced
+        "utils_dirs": [str(repo_root / "salt" / "_utils")],
         "ext_pillar": [{"saltcd": {}}],
     })
     return opts, salt.client.Caller(mopts=opts)

@@ -1,7 +1,9 @@
 """The minion module reads image references with the master's grammar.
 
-Loaded by Salt's own loader from the repository's `salt/_modules` after a
-`saltutil.sync_modules`, as a minion gets it. Docker is replaced by canned
+The grammar is a util (`salt/_utils/saltcd_references.py`, the master's
+saltcd/config/references.py), loaded by Salt's own loader after a
+`saltutil.sync_utils`, as a minion gets it; `saltcd.reference` and
+`saltcd.container` call it through `__utils__`. Docker is replaced by canned
 `docker inspect` answers (this tier runs no dockerd); the parsing is real.
 """
 
@@ -14,7 +16,7 @@ OTHER = "sha256:" + "c" * 64
 
 @pytest.fixture
 def minion(caller):
-    assert "modules.saltcd_references" in caller.cmd("saltutil.sync_modules")
+    assert "utils.saltcd_references" in caller.cmd("saltutil.sync_utils")
     return caller
 
 
@@ -27,7 +29,7 @@ def _docker(minion, image_ref, repo_digests):
 
 
 def test_the_minion_grammar_is_the_master_s(repo_root):
-    shipped = repo_root / "salt" / "_modules" / "saltcd_references.py"
+    shipped = repo_root / "salt" / "_utils" / "saltcd_references.py"
     assert shipped.read_bytes() == (repo_root / "saltcd" / "config" / "references.py").read_bytes()
 
 

@@ -46,11 +46,9 @@ def proxy(tmp_path):
 
 
 @pytest.fixture
-def haproxy(proxy):
-    module = salt_side.minion_module("saltcd_haproxy")
-    settings = proxy.minion_settings()
-    module.__salt__ = {"config.get": lambda key, default=None: settings if key == "saltcd_proxy" else default}
-    return module
+def haproxy(proxy, tmp_path):
+    """The execution module, through Salt's loader, of a minion configured for `proxy`."""
+    return salt_side.minion(tmp_path / "minion", saltcd_proxy=proxy.minion_settings()).functions.saltcd_haproxy
 
 
 def get(port, path="/"):

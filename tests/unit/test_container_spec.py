@@ -73,7 +73,7 @@ def test_what_changed_names_keys_never_values():
 
 
 def test_the_minion_side_names_the_same_label():
-    for path in ("salt/_modules/saltcd.py", "salt/_states/saltcd_release.py"):
+    for path in ("salt/_utils/saltcd_minion.py", "salt/_utils/saltcd_release.py"):
         assert f'SPEC_LABEL = "{container_spec.SPEC_LABEL}"' in (ROOT / path).read_text(), path
 
 
@@ -91,7 +91,7 @@ def test_a_spec_change_rolls_out_in_batches_and_a_repush_restarts_nothing(raw_co
     fleet = FakeFleet({"dev-1": None, "dev-2": None})
     first = _controller(raw_config, tmp_path, fleet)
     first.request("web", "dev")
-    assert first.drain("web", "dev")["rollouts"][-1]["status"] == "succeeded"
+    assert first.run_queue("web", "dev")["rollouts"][-1]["status"] == "succeeded"
     old_spec = first.settings.deployment("web", "dev").spec_id
     changed = _controller(_with_environment(raw_config, "hi"), tmp_path, fleet)
     changed.records = first.records                                   # the same store, a new config
@@ -100,26 +100,26 @@ def test_a_spec_change_rolls_out_in_batches_and_a_repush_restarts_nothing(raw_co
     assert [m["why"] for step in plan for m in step["minions"].values()] == ["spec changed: environment.GREETING"] * 2
     fleet.applied.clear()
     changed.request("web", "dev")
-    record = changed.drain("web", "dev")["rollouts"][-1]
+    record = changed.run_queue("web", "dev")["rollouts"][-1]
     assert record["status"] == "succeeded" and record["to_digest"] == DIGEST
     assert record["from_specs"] == {"dev-1": old_spec, "dev-2": old_spec} and record["to_spec"] != old_spec
     assert fleet.applied == [(["dev-1"], DIGEST), (["dev-2"], DIGEST)]  # gated batches, digest unchanged
     fleet.applied.clear()
     changed.request("web", "dev")
-    assert changed.drain("web", "dev")["rollouts"][-1]["status"] == "unchanged" and fleet.applied == []
+    assert changed.run_queue("web", "dev")["rollouts"][-1]["status"] == "unchanged" and fleet.applied == []
 
 
 def test_a_failed_spec_rolls_back_to_the_spec_before(raw_config, tmp_path):
     fleet = FakeFleet({"dev-1": None, "dev-2": None})
     first = _controller(raw_config, tmp_path, fleet)
     first.request("web", "dev")
-    first.drain("web", "dev")
+    first.run_queue("web", "dev")
     old_spec = fleet.specs["dev-1"]
     broken = _controller(_with_environment(raw_config, "crashes"), tmp_path, fleet)
     broken.records = first.records
     fleet.bad.add(broken.settings.deployment("web", "dev").spec_id)     # this spec never gets healthy
     broken.request("web", "dev")
-    record = broken.drain("web", "dev")["rollouts"][-1]
+    record = broken.run_queue("web", "dev")["rollouts"][-1]
     assert record["status"] == "rolled_back"
     assert fleet.specs == {"dev-1": old_spec, "dev-2": old_spec} and set(fleet.running.values()) == {DIGEST}
     assert [b["kind"] for b in record["batches"]] == ["batch", "rollback"]
@@ -132,7 +132,7 @@ def test_a_plan_says_per_minion_why_it_changes(raw_config, tmp_path):
     fleet = FakeFleet({"dev-1": None, "dev-2": None})
     first = _controller(raw_config, tmp_path, fleet)
     first.request("web", "dev")
-    first.drain("web", "dev")
+    first.run_queue("web", "dev")
     fleet.running["dev-2"] = "sha256:" + "6" * 64                       # dev-2 runs another digest
     changed = _controller(_with_environment(raw_config, "hi"), tmp_path, fleet)
     changed.records = first.records

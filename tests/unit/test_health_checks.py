@@ -1,7 +1,8 @@
 """Health checks besides HTTP (issue 24): tcp, a command in the container, the
-image's own HEALTHCHECK, and "stays running" (salt/_modules/saltcd.py,
-health_probe), and their configuration. Docker is faked here; the lab runs
-the tcp and command checks against real containers (test_real_apps.py)."""
+image's own HEALTHCHECK, and "stays running" (saltcd.health_probe, through Salt's
+loader; its code is salt/_utils/saltcd_minion.py), and their configuration.
+Docker is faked here; the lab runs the tcp and command checks against real
+containers (test_real_apps.py)."""
 
 import socket
 import threading
@@ -13,11 +14,19 @@ from tests import salt_side
 
 
 @pytest.fixture()
-def minion():
-    module = salt_side.minion_module("saltcd")
-    module.__salt__ = {}
-    module.__grains__ = {}
-    return module
+def loaders(tmp_path):
+    return salt_side.minion(tmp_path)
+
+
+@pytest.fixture()
+def functions(loaders):
+    """The minion's Salt functions: a test replaces Docker's by assigning them."""
+    return loaders.functions
+
+
+@pytest.fixture()
+def minion(functions):
+    return functions.saltcd
 
 
 def test_tcp_is_healthy_while_something_accepts_connections(minion):
@@ -49,14 +58,14 @@ def test_tcp_is_unhealthy_when_the_connection_is_closed_at_once(minion):
     assert probe["healthy"] is False and "closed at once" in probe["error"]
 
 
-def test_a_command_in_the_container_must_exit_0(minion):
+def test_a_command_in_the_container_must_exit_0(minion, functions):
     ran = []
 
     def retcode(name, cmd, ignore_retcode=False):
         ran.append((name, cmd))
         return 0 if "ready" in cmd else 3
 
-    minion.__salt__["docker.retcode"] = retcode
+    functions["docker.retcode"] = retcode
     assert minion.health_probe("command", "", container="web", command=["test", "-f", "/tmp/ready"])["healthy"]
     failed = minion.health_probe("command", "", container="web", command="test -f /tmp/other")
     assert failed["healthy"] is False and failed["status"] == 3 and "exited 3" in failed["error"]
@@ -68,15 +77,15 @@ def test_a_command_in_the_container_must_exit_0(minion):
     ({"Running": True, "Health": {"Status": "starting"}}, False, None),
     ({"Running": True}, False, "the image has no HEALTHCHECK"),
 ])
-def test_docker_asks_the_images_own_healthcheck(minion, state, healthy, error):
-    minion.__salt__["docker.inspect_container"] = lambda name: {"State": state}
+def test_docker_asks_the_images_own_healthcheck(minion, functions, state, healthy, error):
+    functions["docker.inspect_container"] = lambda name: {"State": state}
     probe = minion.health_probe("docker", "", container="web")
     assert (probe["healthy"], probe["error"]) == (healthy, error)
 
 
-def test_running_is_healthy_while_the_container_runs(minion):
+def test_running_is_healthy_while_the_container_runs(minion, functions):
     running = {"web": True}
-    minion.__salt__["docker.inspect_container"] = lambda name: {
+    functions["docker.inspect_container"] = lambda name: {
         "Id": "x", "State": {"Running": running[name]}, "Config": {"Image": "repo@sha256:" + "a" * 64}}
     assert minion.health_probe("running", "", container="web")["healthy"] is True
     running["web"] = False

@@ -1,7 +1,9 @@
-"""The health gate's schedule (salt/_modules/saltcd.py, wait_healthy): how long it
-waits between probes before and after the app first answers, and that the
-timeout still ends it. The probe and the clock are faked; the gate itself runs
+"""The health gate's schedule (saltcd.wait_healthy, salt/_utils/saltcd_minion.py):
+how long it waits between probes before and after the app first answers, and
+that the timeout still ends it. The probe and the clock are faked; the gate itself runs
 against real containers in every integration test that deploys."""
+
+import types
 
 import pytest
 
@@ -9,9 +11,11 @@ from tests import salt_side
 
 
 @pytest.fixture()
-def gate(monkeypatch):
-    """The minion module, with a fake clock and a probe that answers from a script."""
-    module = salt_side.minion_module("saltcd")
+def gate(monkeypatch, tmp_path):
+    """saltcd.wait_healthy through Salt's loader, with a fake clock and a probe
+    that answers from a script (both patched where the util looks them up)."""
+    loaders = salt_side.minion(tmp_path)
+    util = loaders.utils["saltcd_minion.wait_healthy"].__globals__
 
     class Clock:
         now = 0.0
@@ -26,11 +30,11 @@ def gate(monkeypatch):
 
     clock = Clock()
     answers = []
-    monkeypatch.setattr(module, "time", clock)
-    monkeypatch.setattr(module, "probe", lambda url, timeout, status: {
+    monkeypatch.setitem(util, "time", clock)
+    monkeypatch.setitem(util, "probe", lambda url, timeout, status: {
         "healthy": answers.pop(0) if answers else True, "status": 200, "error": None})
-    module.clock, module.answers = clock, answers
-    return module
+    return types.SimpleNamespace(wait_healthy=loaders.functions["saltcd.wait_healthy"], clock=clock,
+                                 answers=answers)
 
 
 def test_before_the_first_answer_the_waits_double_from_50_ms_up_to_the_interval(gate):

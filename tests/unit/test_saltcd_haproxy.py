@@ -1,5 +1,6 @@
-"""The pure parts of the minion's HAProxy client (salt/_modules/saltcd_haproxy.py):
-the per-app config it writes, the commands it sends, and how it reads HAProxy's tables."""
+"""The pure parts of the minion's HAProxy client (salt/_utils/saltcd_haproxy.py,
+through Salt's utils loader): the per-app config it writes, the commands it
+sends, and how it reads HAProxy's tables."""
 
 import pytest
 
@@ -7,8 +8,8 @@ from tests import salt_side
 
 
 @pytest.fixture(scope="module")
-def haproxy():
-    return salt_side.minion_module("saltcd_haproxy")
+def haproxy(tmp_path_factory):
+    return salt_side.minion(tmp_path_factory.mktemp("minion")).utils.saltcd_haproxy
 
 
 # `show servers state saltcd-web` of HAProxy 2.6 (columns cut after srv_port):
