@@ -7,7 +7,7 @@ reach the minions that run it, never the job that every minion's
 subscription sees. The drain writes the entries (saltcd.rollout.deploy_pillar) just
 before a batch's ``state.apply`` and takes them back after it. Salt finds
 this module through saltcd's ``salt.loader`` entry point; ``python -m
-saltcd.master.master_config`` adds it to the master's ``ext_pillar``:
+saltcd.master_config`` adds it to the master's ``ext_pillar``:
 
 .. code-block:: yaml
 

@@ -5,7 +5,7 @@ the cap sent without a length (chunked).
 
     python -m bench.ingress_cost [--posts 300] [--cap 1048576]
 
-The engine's door (_engines/saltcd_webhook.py) runs in a child process on
+The engine's door (saltcd.ingress.webhook) runs in a child process on
 127.0.0.1 with a real localfs store; `fire` only counts (the bus and what an
 accepted post sets off afterwards, a reactor job and a runner, are not part of
 the door's cost). Per kind: the client's round trip (median, p95), the child's
@@ -18,7 +18,6 @@ into memory (up to Tornado's 100 MB) and put it on the bus.
 import argparse
 import asyncio
 import hashlib
-import importlib.util
 import json
 import os
 import secrets
@@ -36,11 +35,10 @@ CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 
 def load_engine():
-    """The engine module, imported from its file (Salt loads it by the entry point)."""
-    spec = importlib.util.spec_from_file_location("saltcd_webhook", REPO / "_engines" / "saltcd_webhook.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    """The engine's door (saltcd.ingress.webhook), as the saltcd_webhook engine serves it."""
+    from saltcd.ingress import webhook  # pylint: disable=import-outside-toplevel
+
+    return webhook
 
 
 def bench_settings(cap):

@@ -11,3 +11,7 @@ class SaltcdError(Exception):
 
 class NotFound(SaltcdError):
     """What was asked for does not exist: an app, an environment, a rollout to promote."""
+
+
+class Refused(SaltcdError):
+    """The request is valid but may not run now; the message says why and what to do."""

@@ -31,6 +31,7 @@ import secrets
 import threading
 import time
 from dataclasses import dataclass
+from typing import TypedDict
 
 from saltcd import config
 
@@ -63,6 +64,69 @@ def new_id(now=None):
     stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime(now))
     micros = int((now % 1) * 1_000_000)
     return f"{stamp}.{micros:06d}Z-{secrets.token_hex(3)}"
+
+
+class Request(TypedDict, total=False):
+    """A push or an operator's ask, queued to run for one app/env (bank
+    `saltcd/requests`). Its digest, by meaning: `digest_hint` is what the push
+    said the tag pointed to (a hint: the registry is asked again); `digest` is a
+    pin, deployed exactly (a rollback, an approval, a digest a CI job signed)."""
+
+    id: str
+    app: str
+    env: str
+    repository: str
+    tag: str
+    digest_hint: str | None
+    digest: str
+    signed_digest: bool
+    trigger: dict  # {"kind": registry|ci|operator|rollback|promote|reconcile..., "origin": who}
+    received: float
+    awaiting_approval: bool
+    reason: str
+
+
+def new_request(app, env, repository, tag, trigger, digest_hint=None, now=None, **more) -> Request:
+    """The one way a Request is made (intake's pushes, an operator's ask)."""
+    now = time.time() if now is None else now
+    return Request(id=new_id(now), app=app, env=env, repository=str(repository), tag=tag,
+                   digest_hint=digest_hint, trigger=trigger, received=now, **more)
+
+
+class Record(TypedDict, total=False):
+    """One rollout (bank `saltcd/rollouts`), from its request to its outcome. Its
+    digests, by meaning: `digest_hint` and `pinned` as its request had them
+    (Request.digest_hint, Request.digest); `to_digest` what it deploys (None when
+    that could not be resolved); `from_digests` what each minion ran before."""
+
+    id: str
+    app: str
+    env: str
+    request: str
+    trigger: dict
+    tag: str
+    digest_hint: str | None
+    pinned: str | None
+    signed_digest: bool
+    approved_by: str | None
+    note: str | None
+    received: float | None
+    started: float
+    to_digest: str | None
+    to_spec: str
+    from_digests: dict
+    status: str  # running, then one of vocabulary.GOOD or vocabulary.BAD, or superseded
+    ended: float
+    reason: str
+
+
+def new_record(request: Request, now=None) -> Record:
+    """The one way a rollout's Record is made: from the request it runs."""
+    return Record(id=new_id(), app=request["app"], env=request["env"], request=request["id"],
+                  trigger=request["trigger"], tag=request["tag"], digest_hint=request.get("digest_hint"),
+                  pinned=request.get("digest"), signed_digest=bool(request.get("signed_digest")),
+                  approved_by=request.get("approved_by"), note=request.get("reason"),
+                  received=request.get("received"), started=time.time() if now is None else now)
 
 
 # What new_id makes; anything else is not looked up (an id may come from an operator).

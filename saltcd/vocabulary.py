@@ -14,6 +14,10 @@ INGRESS_TAG_PREFIX = "saltcd/ingress/"
 # The path a webhook is posted to below the engine's (or netapi's) root:
 # `/saltcd/<source>`.
 SOURCE_PREFIX = "saltcd/"
+# Where the saltcd_webhook engine listens unless its configuration says
+# otherwise: registries post to http://<address>:<port>/saltcd/<source>.
+WEBHOOK_ADDRESS = "127.0.0.1"
+WEBHOOK_PORT = 8787
 # Salt's own webhook engine and netapi fire these; saltcd reads its sources there too.
 SALT_HOOK_PREFIXES = ("salt/engines/hook/", "salt/netapi/hook/")
 # Every step of a rollout: `saltcd/deploy/<app>/<env>/<step>`.

@@ -22,9 +22,9 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from saltcd.master import master_config
+from saltcd import master_config, vocabulary
 from sandbox import layout, processes, tls
-from sandbox.engines import DockerHost
+from sandbox.docker_hosts import DockerHost
 from sandbox.proxy import HostProxy
 from sandbox.registry import LocalRegistry
 from sandbox.salt_daemons import SaltDaemons, port_in_use, salt_binary
@@ -36,7 +36,7 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 LOOPBACK = "127.0.0.1"
 REGISTRY_PORT = 5000
 REGISTRY_HOST = f"{LOOPBACK}:{REGISTRY_PORT}"
-WEBHOOK_PORT = 8787
+WEBHOOK_PORT = vocabulary.WEBHOOK_PORT
 WEBHOOK_URL = f"http://{LOOPBACK}:{WEBHOOK_PORT}/{master_config.REGISTRY_HOOK_PATH}"
 FLEET = {"dev": 3, "qa": 3, "prod": 3}
 # SANDBOX_DEV=30: a larger dev environment for the scale bench (qa and prod stay 3).

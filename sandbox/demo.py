@@ -29,6 +29,7 @@ from pathlib import Path
 
 import docker
 
+from saltcd import vocabulary
 from saltcd.config.batches import plan_batches
 from saltcd.ingress import registry_events
 from saltcd.rollout import short
@@ -41,7 +42,7 @@ REPORT = Path(__file__).resolve().parents[1] / "demo-report.html"
 ROLLOUT_TIMEOUT = 180
 PLAN_TIMEOUT = 120
 HTTP_TIMEOUT = 3
-HOOK_PREFIXES = ("saltcd/ingress/", "salt/engines/hook/", "salt/netapi/hook/")
+HOOK_PREFIXES = (vocabulary.INGRESS_TAG_PREFIX, *vocabulary.SALT_HOOK_PREFIXES)
 VERSIONS = ("1.0.0", "2.0.0", "3.0.0-broken", "2.1.0")
 # The environment sandbox/cli.py replaces start-first (behind each host's HAProxy).
 START_FIRST_ENV = "prod"
@@ -110,7 +111,7 @@ class EventWatcher:
             tag, data = event["tag"], event["data"]
             if tag.startswith(HOOK_PREFIXES):
                 _print_hook(data)
-            elif tag == "saltcd/rejected":
+            elif tag == vocabulary.REJECTED_TAG:
                 say(f"  saltcd REJECTED an event: {data.get('reason')}")
             elif tag.startswith(prefix):
                 suffix = tag[len(prefix):]

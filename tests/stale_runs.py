@@ -30,7 +30,7 @@ import time
 from pathlib import Path
 
 from sandbox import processes
-from sandbox.engines import DockerHost
+from sandbox.docker_hosts import DockerHost
 
 log = logging.getLogger(__name__)
 

@@ -616,8 +616,8 @@ class Health:
     interval: float
     settle: float
     status: int
-    check: str = "http"
-    command: object = None  # a string or a list of arguments (check: command)
+    check: str
+    command: object  # a string or a list of arguments (check: command)
 
 
 @dataclass(frozen=True)
@@ -653,7 +653,9 @@ class Role:
 
 @dataclass(frozen=True)
 class Deployment:
-    """One app in one environment, with every default and override resolved."""
+    """One app in one environment, with every default and override resolved.
+    No field has a default here: load() fills each from the key table (KEYS),
+    the one place a default is written."""
 
     app: str
     env: str
@@ -670,22 +672,22 @@ class Deployment:
     state_timeout: float
     on_failure: str
     max_failures: object
-    mode: str = "auto"
-    update_mine: bool = False
-    cooldown: float = 0
-    windows: tuple = ()
-    strategy: str = "stop-first"
-    drain: float = 10
-    prepull: int = 10
+    mode: str
+    update_mine: bool
+    cooldown: float
+    windows: tuple
+    strategy: str
+    drain: float
+    prepull: int
     # None: derived (the properties below), so one place says how.
-    batch_timeout: float = None
-    watch: float = None
-    drift: str = "deploy"  # load() derives the default (see the key table)
-    options: dict = field(default_factory=dict)
-    hooks: dict = field(default_factory=dict)  # before, after, timeout, minion
-    allow_minion_chosen_target: bool = False
-    named_roles: tuple = ()  # the app's `roles:`, in order (empty: the app is one container)
-    state: str = None  # the operator's own SLS instead of saltcd.deploy
+    batch_timeout: float
+    watch: float
+    drift: str
+    options: dict
+    hooks: dict  # before, after, timeout, minion
+    allow_minion_chosen_target: bool
+    named_roles: tuple  # the app's `roles:`, in order (empty: the app is one container)
+    state: str  # the operator's own SLS instead of saltcd.deploy
 
     @property
     def roles(self):

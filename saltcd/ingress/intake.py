@@ -237,17 +237,8 @@ def classify(tag, data, settings, now=None, nonces=None, engine_key=None):
         except NotFound as exc:
             verdict.ignored.append(str(exc))
             continue
-        request = {
-            "id": store.new_id(now),
-            "app": app,
-            "env": env,
-            "repository": str(push.repository),
-            "tag": push.tag,
-            "digest_hint": push.digest,
-            "trigger": source,
-            "received": now,
-            "awaiting_approval": deployment.mode == "manual",
-        }
+        request = store.new_request(app, env, push.repository, push.tag, source, digest_hint=push.digest,
+                                    now=now, awaiting_approval=deployment.mode == "manual")
         if source["kind"] == "ci" and push.digest:
             # The signature covers the digest: it is a pin, not a hint. The
             # rollout deploys exactly it (once the registry confirms it has it
@@ -276,13 +267,4 @@ def operator_request(settings, app, env, user="operator", now=None):
     tags = sorted(tag for tag, mapped in settings.tag_environments.items() if mapped == env)
     if not tags:
         raise NotFound(f"no image tag maps to environment {env!r}")
-    return {
-        "id": store.new_id(now),
-        "app": app,
-        "env": env,
-        "repository": str(deployment.repository),
-        "tag": tags[0],
-        "digest_hint": None,
-        "trigger": {"kind": "operator", "origin": user},
-        "received": now,
-    }
+    return store.new_request(app, env, deployment.repository, tags[0], {"kind": "operator", "origin": user}, now=now)

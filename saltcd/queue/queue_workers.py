@@ -11,7 +11,7 @@ import threading
 log = logging.getLogger(__name__)
 
 
-class DrainWorkers:
+class QueueWorkers:
     """Run `drain(app, env)` in a thread per app/env; never two at once for one pair.
 
     A request for a pair whose worker is still running is not lost: the worker

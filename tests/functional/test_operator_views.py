@@ -12,7 +12,7 @@ import salt.cache
 import salt.config
 import yaml
 
-from saltcd.master import master_config
+from saltcd import master_config
 from saltcd.store import Store
 
 SALT_RUN = os.path.join(os.path.dirname(sys.executable), "salt-run")

@@ -17,10 +17,9 @@ from concurrent.futures import ThreadPoolExecutor
 import docker
 import pytest
 
-from saltcd import ci_push
-from saltcd.master import master_config
+from saltcd import ci_push, master_config
 from sandbox import app_image, layout, loopback, tls
-from sandbox.engines import DockerHost
+from sandbox.docker_hosts import DockerHost
 from sandbox.proxy import HostProxy
 from sandbox.registry import LocalRegistry
 from sandbox.token_server import TokenServer

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from saltcd.master import master_config
+from saltcd import master_config
 from tests.ports import free_port
 from tests.posting import post
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from saltcd.master import master_config
+from saltcd import master_config
 
 from .conftest import APPS
 from .test_lost_notification import set_reactor_leader

@@ -14,7 +14,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 
 from sandbox.app_image import build_and_push, tag_and_push
-from sandbox.engines import DockerHost
+from sandbox.docker_hosts import DockerHost
 from sandbox.registry import LocalRegistry
 from tests import stale_runs
 from tests.ports import free_port

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from sandbox import app_image, processes
-from sandbox.engines import DockerHost
+from sandbox.docker_hosts import DockerHost
 from sandbox.registry import LocalRegistry
 from tests import stale_runs
 from tests.ports import free_port

@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from saltcd.ingress import registry_events
-from tests import posting, salt_side
+from saltcd.ingress import registry_events, webhook
+from tests import posting
 
 pytestmark = pytest.mark.integration
 
@@ -24,7 +24,6 @@ INGRESS_KEYS = {"pushes", "ignored", "received", "nonce", "mac"}
 # as JSON text: in nothing saltcd makes of one.
 BODY_ONLY = ('"useragent"', '"instanceID"')
 MANIFEST = "application/vnd.docker.distribution.manifest.v2+json"
-WEBHOOK = salt_side.engine("saltcd_webhook")  # its limits, read from the module
 
 
 def engine_port(lab):
@@ -156,14 +155,14 @@ def test_a_push_of_a_repository_the_source_may_not_announce_is_refused_and_deplo
     repository = lab.repositories["door"]
     reason = f"source 'listed' may not announce repository '{repository}' (not in its `repositories`)"
     history = [r["id"] for r in lab.history("door", "dev")]
-    before, start = counted(lab, "listed", WEBHOOK.counted_reason(reason)), time.time()
+    before, start = counted(lab, "listed", webhook.counted_reason(reason)), time.time()
     host, path = repository.split("/", 1)
     body = json.dumps({"events": [{"action": "push", "target": {
         "mediaType": MANIFEST, "repository": path, "tag": "dev", "digest": "sha256:" + "e" * 64},
         "request": {"host": host}}]}).encode()
     assert post(lab, "saltcd/listed", body, {"Authorization": f"Bearer {webhook_token}"}) == (
         200, f"ignored: {reason}\n")
-    assert wait_counted(lab, "listed", WEBHOOK.counted_reason(reason), before + 1) == before + 1
+    assert wait_counted(lab, "listed", webhook.counted_reason(reason), before + 1) == before + 1
     assert any(r["reason"] == reason for r in lab.run.run("deploy.rejections", "limit=100").data["recent"])
     time.sleep(2)
     assert lab.events("saltcd/ingress/listed", start) == []
@@ -264,7 +263,7 @@ def test_one_address_holds_at_most_half_the_slots(lab, webhook_token):
     """A sender that stalls from one address gets 503 past its half, and the
     registry (the lab's posts come from 127.0.0.1) is still heard."""
     auth = {"Authorization": f"Bearer {webhook_token}"}
-    share = WEBHOOK.MAX_IN_FLIGHT_PER_ADDRESS
+    share = webhook.MAX_IN_FLIGHT_PER_ADDRESS
     stalled = stall(lab, share, auth, "127.0.0.2")
     try:
         time.sleep(0.5)  # the engine has read every one's headers
@@ -306,7 +305,7 @@ def test_a_method_other_than_post_is_refused_before_its_body(lab):
 
 def webhook_engine_cap():
     """The engine's MAX_IN_FLIGHT, read from its module."""
-    return WEBHOOK.MAX_IN_FLIGHT
+    return webhook.MAX_IN_FLIGHT
 
 
 def test_forged_and_replayed_ingress_events_from_a_minion_are_rejected(lab, pushed):

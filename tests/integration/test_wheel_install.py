@@ -1,6 +1,6 @@
 """pip alone: saltcd's wheel, installed non-editable into a fresh virtualenv, runs
 a Salt master and minion from that virtualenv with nothing but the master.d file
-`python -m saltcd.master.master_config` writes (and the user's `saltcd:` apps); a push
+`python -m saltcd.master_config` writes (and the user's `saltcd:` apps); a push
 to the registry rolls out, and so does `salt-run deploy.rollout`. On the Salt
 line this suite runs on (`make test-matrix` runs it on the oldest and the
 newest): the venv gets that line's Salt, by its constraints file.
@@ -28,8 +28,7 @@ import pytest
 import yaml
 
 import saltcd
-from saltcd import compat
-from saltcd.master import master_config
+from saltcd import compat, master_config
 from sandbox import app_image, layout, loopback
 from sandbox.registry import LocalRegistry
 from tests import stale_runs
@@ -99,7 +98,8 @@ def test_wheel_holds_only_what_runs_on_a_master_or_minion(wheel):
                     "saltcd/files/_pillar/saltcd.py", "saltcd/files/_output/saltcd_out.py",
                     "saltcd/files/_engines/saltcd_notify.py", "saltcd/files/salt/saltcd/pull.sls",
                     "saltcd/files/salt/_states/saltcd_release.py", "saltcd/files/salt/saltcd/gate.sls",
-                    "saltcd/files/salt/_modules/saltcd_haproxy.py"):
+                    "saltcd/files/salt/_modules/saltcd_haproxy.py", "saltcd/files/salt/_utils/saltcd_minion.py",
+                    "saltcd/files/salt/_utils/saltcd_references.py"):
         assert shipped in names, shipped
     # Shipped once: orch/ only inside the state tree.
     assert [n for n in names if n.endswith("orch/deploy.sls")] == ["saltcd/files/salt/orch/deploy.sls"]
@@ -135,7 +135,7 @@ def test_push_rolls_out_from_a_pip_installed_master(lab_root, docker_hosts, venv
     # What an operator runs on the master: the generated wiring, from the venv's Python.
     conf_dir = work_dir / "etc" / "master"
     (conf_dir / "master.d").mkdir(parents=True)
-    generated = _run([str(bin_dir / "python"), "-m", "saltcd.master.master_config",
+    generated = _run([str(bin_dir / "python"), "-m", "saltcd.master_config",
                       "--webhook-port", str(ports["webhook"])], cwd=work_dir).stdout
     (conf_dir / "master.d" / "saltcd.conf").write_text(generated)
     wiring = yaml.safe_load(generated)

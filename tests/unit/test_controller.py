@@ -100,7 +100,7 @@ def test_unknown_repository_and_unmapped_tag_are_ignored(ctl):
 def test_drain_coalesces_to_the_newest_request(ctl):
     for _ in range(3):
         ctl.accept("salt/engines/hook/saltcd/registry", hook_event())
-    result = ctl.drain("web", "dev")
+    result = ctl.run_queue("web", "dev")
     history = ctl.history("web", "dev")
     assert [r["status"] for r in reversed(history)] == ["superseded", "superseded", "succeeded"]
     assert result["status"] == "idle" and ctl.records.pending("web", "dev") == []
@@ -112,14 +112,14 @@ def test_drain_leaves_the_queue_to_the_lock_holder(ctl):
     ctl.accept("salt/engines/hook/saltcd/registry", hook_event())
     with locking.try_lock(locking.lock_path(ctl.lock_dir, "web", "dev")) as held:
         assert held
-        assert ctl.drain("web", "dev")["status"] == "busy"
+        assert ctl.run_queue("web", "dev")["status"] == "busy"
     assert len(ctl.records.pending("web", "dev")) == 1 and ctl.fleet.applied == []
 
 
 def test_stale_running_record_becomes_interrupted(ctl):
     ctl.records.save_rollout({"id": "20260101T000000.000000Z-aaaaaa", "app": "web", "env": "dev",
                               "status": "running"})
-    ctl.drain("web", "dev")
+    ctl.run_queue("web", "dev")
     assert ctl.history("web", "dev")[0]["status"] == "interrupted"
     assert "saltcd/deploy/web/dev/interrupted" in ctl.reporter.tags()
 
@@ -127,7 +127,7 @@ def test_stale_running_record_becomes_interrupted(ctl):
 def test_registry_down_fails_cleanly(ctl):
     ctl.resolve = FakeRegistry(registry_client.RegistryError("registry 127.0.0.1:5000 unreachable"))
     ctl.accept("salt/engines/hook/saltcd/registry", hook_event())
-    ctl.drain("web", "dev")
+    ctl.run_queue("web", "dev")
     record = ctl.history("web", "dev")[0]
     assert record["status"] == "failed" and "unreachable" in record["reason"]
     assert ctl.fleet.applied == [] and ctl.records.pending("web", "dev") == []
@@ -135,14 +135,14 @@ def test_registry_down_fails_cleanly(ctl):
 
 def test_registry_digest_wins_over_the_event(ctl):
     ctl.accept("salt/engines/hook/saltcd/registry", hook_event(digest=OLD))
-    ctl.drain("web", "dev")
+    ctl.run_queue("web", "dev")
     record = ctl.history("web", "dev")[0]
     assert record["to_digest"] == NEW and "registry wins" in record["note"]
 
 
 def test_status_reports_convergence(ctl):
     ctl.accept("salt/engines/hook/saltcd/registry", hook_event())
-    ctl.drain("web", "dev")
+    ctl.run_queue("web", "dev")
     status = ctl.status("web")
     assert status["web"]["dev"]["converged"] is True
     assert status["web"]["qa"]["converged"] is False  # nothing succeeded in qa yet
@@ -153,7 +153,7 @@ def test_rollback_goes_to_the_good_digest_before_the_current_one(ctl):
     for digest in (OLD, NEW):
         ctl.resolve = FakeRegistry(digest)
         ctl.accept("salt/engines/hook/saltcd/registry", hook_event())
-        ctl.drain("web", "dev")
+        ctl.run_queue("web", "dev")
     assert ctl.rollback_target("web", "dev")[0] == OLD
     ctl.fleet.running["dev-2"] = "sha256:" + "9" * 64  # a paused rollout left it mixed
     assert ctl.rollback_target("web", "dev") == (NEW, "the environment does not all run its last good digest")
@@ -167,7 +167,7 @@ def test_rollback_without_history_is_refused(ctl):
 def test_unchanged_does_not_vouch_for_a_digest(ctl):
     ctl.fleet.running.update({"dev-1": NEW, "dev-2": NEW})  # already there, health unknown
     ctl.accept("salt/engines/hook/saltcd/registry", hook_event())
-    ctl.drain("web", "dev")
+    ctl.run_queue("web", "dev")
     assert ctl.history("web", "dev")[0]["status"] == "unchanged"
     assert ctl.records.env_state("web", "dev") == {}
 
@@ -175,7 +175,7 @@ def test_unchanged_does_not_vouch_for_a_digest(ctl):
 def _run_push(ctl, digest):
     ctl.resolve.digest = digest
     ctl.accept("salt/engines/hook/saltcd/registry", hook_event(digest=digest))
-    return ctl.drain("web", "dev")["rollouts"][-1]
+    return ctl.run_queue("web", "dev")["rollouts"][-1]
 
 
 def _made(requests, app="web", env="dev"):
@@ -193,7 +193,7 @@ def test_reconcile_queues_a_push_whose_notification_never_arrived(ctl):
     made = _made(ctl.reconcile())
     assert [(r["app"], r["env"], r["tag"], r["trigger"]["kind"]) for r in made] == [("web", "dev", "dev", "reconcile")]
     assert ctl.reconcile() == []                      # already queued: not twice
-    record = ctl.drain("web", "dev")["rollouts"][-1]
+    record = ctl.run_queue("web", "dev")["rollouts"][-1]
     assert record["status"] == "succeeded" and record["to_digest"] == lost
     assert set(ctl.fleet.running[m] for m in ("dev-1", "dev-2")) == {lost}
 
@@ -208,7 +208,7 @@ def test_reconcile_does_not_retry_a_rolled_back_image_or_undo_a_manual_rollback(
     assert _run_push(ctl, bad)["status"] == "succeeded"
     digest, _ = ctl.rollback_target("web", "dev")
     ctl.request("web", "dev", kind="rollback", digest=digest, reason="by hand")
-    assert ctl.drain("web", "dev")["rollouts"][-1]["to_digest"] == NEW
+    assert ctl.run_queue("web", "dev")["rollouts"][-1]["to_digest"] == NEW
     assert ctl.reconcile() == [] and ctl.reconcile() == []  # a pinned rollback is not a tag to catch up with
 
 
@@ -226,7 +226,7 @@ def test_reconcile_catches_a_first_push_whose_notification_never_arrived(ctl):
     assert ctl.reconcile() == []                      # first sighting: it may still be in flight
     made = _made(ctl.reconcile())
     assert [(r["tag"], r["digest_hint"], r["trigger"]["kind"]) for r in made] == [("dev", NEW, "reconcile")]
-    record = ctl.drain("web", "dev")["rollouts"][-1]
+    record = ctl.run_queue("web", "dev")["rollouts"][-1]
     assert record["status"] == "succeeded" and record["to_digest"] == NEW
 
 
@@ -279,7 +279,7 @@ def test_reconcile_does_not_bring_back_a_push_a_newer_request_superseded(ctl):
     ctl.accept("salt/engines/hook/saltcd/registry", hook_event(digest=pushed))
     ctl.request("web", "dev", kind="rollback", digest=OLD, reason="by hand, before the push ran")
     ctl.resolve.digest = pushed
-    assert ctl.drain("web", "dev")["rollouts"][-1]["status"] == "unchanged"  # OLD runs already
+    assert ctl.run_queue("web", "dev")["rollouts"][-1]["status"] == "unchanged"  # OLD runs already
     assert [r["digest_hint"] for r in ctl.records.rollouts("web", "dev") if r["status"] == "superseded"] == [pushed]
     assert _made(ctl.reconcile()) == [] and _made(ctl.reconcile()) == []
     assert ctl.fleet.running["dev-1"] == OLD
@@ -350,7 +350,7 @@ def test_a_manual_push_records_the_digest_and_approval_deploys_it(manual):
     assert [(w["digest"], w["tag"]) for w in waiting] == [(NEW, "prod")]
     request = manual.approve("web", "prod", user="alice")
     assert request["digest"] == NEW and request["approved_by"] == "alice"
-    record = manual.drain("web", "prod")["rollouts"][-1]
+    record = manual.run_queue("web", "prod")["rollouts"][-1]
     assert record["status"] == "succeeded" and record["pinned"] == NEW and record["to_digest"] == NEW
 
 
@@ -366,7 +366,7 @@ def test_approval_refuses_when_the_tag_moved_unless_a_digest_is_given(manual):
     with pytest.raises(errors.SaltcdError, match="digest="):
         manual.approve("web", "prod", user="alice", digest="sha256:nothex")
     assert manual.approve("web", "prod", user="alice", digest=NEW)["digest"] == NEW
-    assert manual.drain("web", "prod")["rollouts"][-1]["to_digest"] == NEW
+    assert manual.run_queue("web", "prod")["rollouts"][-1]["to_digest"] == NEW
 
 
 def test_approval_of_a_push_whose_digest_is_unknown_needs_a_digest(manual):
@@ -403,7 +403,7 @@ def timed(raw_config, tmp_path):
 
 def test_a_push_waits_out_its_cooldown_visibly(timed):
     timed.accept("salt/engines/hook/saltcd/registry", hook_event())
-    result = timed.drain("web", "dev")
+    result = timed.run_queue("web", "dev")
     assert result["status"] == "waiting" and result["waiting"]["waiting_for"] == "cooldown"
     assert timed.fleet.applied == [] and timed.due_pairs() == []
     pending = timed.status("web", "dev")["web"]["dev"]["pending"]
@@ -415,7 +415,7 @@ def test_a_push_waits_out_its_cooldown_visibly(timed):
     request["received"] -= 61
     timed.records.add_request(request)
     assert timed.due_pairs() == [("web", "dev")]
-    assert timed.drain("web", "dev")["rollouts"][-1]["status"] == "succeeded"
+    assert timed.run_queue("web", "dev")["rollouts"][-1]["status"] == "succeeded"
 
 
 def test_a_newer_push_restarts_the_cooldown(timed):
@@ -424,7 +424,7 @@ def test_a_newer_push_restarts_the_cooldown(timed):
     first["received"] -= 50
     timed.records.add_request(first)
     timed.accept("salt/engines/hook/saltcd/registry", hook_event())
-    assert timed.drain("web", "dev")["status"] == "waiting"
+    assert timed.run_queue("web", "dev")["status"] == "waiting"
     (left,) = timed.records.pending("web", "dev")
     assert left["id"] != first["id"] and left["not_before"] == pytest.approx(left["received"] + 60)
     assert timed.history("web", "dev")[0]["status"] == "superseded"
@@ -432,7 +432,7 @@ def test_a_newer_push_restarts_the_cooldown(timed):
 
 def test_a_push_outside_the_window_waits_for_it(timed):
     timed.accept("salt/engines/hook/saltcd/registry", hook_event(tag="qa"))
-    result = timed.drain("web", "qa")
+    result = timed.run_queue("web", "qa")
     held = result["waiting"]
     if held is None:  # it is Monday 09:xx UTC right now
         return
@@ -450,19 +450,19 @@ def test_an_operator_rollout_outside_the_window_needs_force_and_a_rollback_never
         timed.request("web", "qa")
     assert timed.records.pending("web", "qa") == []
     request = timed.request("web", "qa", force=True)
-    assert timed.drain("web", "qa")["rollouts"][-1]["request"] == request["id"]
+    assert timed.run_queue("web", "qa")["rollouts"][-1]["request"] == request["id"]
     assert timed.fleet.running["qa-1"] == NEW
     timed.request("web", "qa", kind="rollback", digest=OLD, reason="by hand")  # not refused
-    assert timed.drain("web", "qa")["rollouts"][-1]["to_digest"] == OLD
+    assert timed.run_queue("web", "qa")["rollouts"][-1]["to_digest"] == OLD
     # An operator's rollout ignores the cooldown.
     timed.request("web", "dev")
-    assert timed.drain("web", "dev")["rollouts"][-1]["status"] == "succeeded"
+    assert timed.run_queue("web", "dev")["rollouts"][-1]["status"] == "succeeded"
 
 
 def test_history_reads_and_status_do_not_read_the_whole_history(ctl):
     for _ in range(3):
         ctl.accept("salt/engines/hook/saltcd/registry", hook_event())
-        ctl.drain("web", "dev")
+        ctl.run_queue("web", "dev")
     assert len(ctl.history("web", "dev", limit=2)) == 2
     assert ctl.status("web", "dev")["web"]["dev"]["rollout_running"] == []
 
@@ -493,7 +493,7 @@ def test_a_crash_mid_rollout_closes_the_record_says_finished_and_the_queue_goes_
 
     ctl.fleet = CrashingFleet(ctl.fleet.running, push_newer)
     ctl.accept("salt/engines/hook/saltcd/registry", hook_event())
-    result = ctl.drain("web", "dev")
+    result = ctl.run_queue("web", "dev")
     crashed, after = result["rollouts"]
     assert crashed["status"] == "failed" and crashed["ended"] >= crashed["started"]
     assert crashed["reason"] == "crashed: KeyError: 'boom'"
@@ -518,7 +518,7 @@ def test_a_plan_whose_digest_cannot_be_resolved_fails(ctl):
 def test_reconcile_records_a_lost_manual_push_as_awaiting_approval_once(manual):
     manual.accept("salt/engines/hook/saltcd/registry", hook_event(tag="prod"))
     manual.approve("web", "prod", user="alice")
-    assert manual.drain("web", "prod")["rollouts"][-1]["status"] == "succeeded"
+    assert manual.run_queue("web", "prod")["rollouts"][-1]["status"] == "succeeded"
     assert manual.reconcile() == [] and manual.reconcile() == []   # in step with the push it heard of
     lost = "sha256:" + "6" * 64
     manual.resolve.digest = lost                                  # pushed; the notification was dropped
@@ -532,7 +532,7 @@ def test_reconcile_records_a_lost_manual_push_as_awaiting_approval_once(manual):
     waiting = manual.status("web", "prod")["web"]["prod"]["awaiting_approval"]
     assert [(w["digest"], w["pushed_by"]["kind"]) for w in waiting] == [(lost, "reconcile")]
     assert manual.approve("web", "prod", user="bob")["digest"] == lost
-    assert manual.drain("web", "prod")["rollouts"][-1]["to_digest"] == lost
+    assert manual.run_queue("web", "prod")["rollouts"][-1]["to_digest"] == lost
     assert manual.reconcile() == [] and manual.reconcile() == []
 
 

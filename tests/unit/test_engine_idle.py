@@ -6,8 +6,7 @@ import logging
 
 import pytest
 
-from saltcd.master import wiring
-from tests import salt_side
+from saltcd.master import engines, wiring
 
 BAD_APPS = {"apps": {"web": {"repository": "Not A Repository!"}}}
 
@@ -29,12 +28,6 @@ def sleeps(monkeypatch):
     return asked
 
 
-def engine(name, opts):
-    module = salt_side.engine(name)
-    module.__opts__ = opts
-    return module
-
-
 def test_idle_engine_logs_once_and_never_returns(sleeps, caplog):
     caplog.set_level(logging.DEBUG, logger=wiring.__name__)
     with pytest.raises(Idled):
@@ -47,7 +40,7 @@ def test_idle_engine_logs_once_and_never_returns(sleeps, caplog):
 def test_drain_engine_with_an_invalid_config_idles_with_one_error(sleeps, caplog, tmp_path):
     caplog.set_level(logging.INFO)
     with pytest.raises(Idled):
-        engine("saltcd_drains", {"saltcd": BAD_APPS, "cachedir": str(tmp_path)}).start()
+        engines.run_queues({"saltcd": BAD_APPS, "cachedir": str(tmp_path)})
     errors = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
     assert len(errors) == 1 and "drain engine idle: invalid saltcd configuration" in errors[0]
     assert "web" in errors[0]  # the reason names what is wrong
@@ -60,6 +53,6 @@ def test_drain_engine_with_an_invalid_config_idles_with_one_error(sleeps, caplog
 def test_notify_engine_without_a_usable_endpoint_idles(sleeps, caplog, notify, level, words):
     caplog.set_level(logging.DEBUG)
     with pytest.raises(Idled):
-        engine("saltcd_notify", {"saltcd": {"notify": notify}}).start()
+        engines.send_notifications({"saltcd": {"notify": notify}})
     said = [r for r in caplog.records if words in r.getMessage()]
     assert len(said) == 1 and said[0].levelno == level

@@ -11,7 +11,7 @@ import pytest
 from saltcd import config, errors
 from saltcd.ingress import intake
 from saltcd.ingress.ingress_auth import hashed_headers
-from saltcd.queue import controller, registry_client
+from saltcd.queue import approvals, registry_client
 from saltcd.queue.controller import Controller
 from saltcd.rollout import deploy_pillar
 from saltcd.store import Store
@@ -67,13 +67,13 @@ def test_approval_refuses_to_choose_between_two_waiting_pushes(prod):
     prod.accept(HOOK, hook_event(tag="prod", digest=D1))           # D1 waits; the operator reviews it
     prod.resolve.push(D2)
     prod.accept(HOOK, hook_event(tag="prod", digest=D2))           # someone pushes :prod again
-    with pytest.raises(controller.Refused, match="2 pushes of web are waiting") as refused:
+    with pytest.raises(errors.Refused, match="2 pushes of web are waiting") as refused:
         prod.approve("web", "prod", user="alice")
     assert D1 in str(refused.value) and D2 in str(refused.value)   # the candidates are listed
     assert prod.records.pending("web", "prod") == [] and len(prod.records.awaiting("web", "prod")) == 2
     approved = prod.approve("web", "prod", user="alice", digest=D1)
     assert approved["digest"] == D1 and approved["approved_by"] == "alice"
-    record = prod.drain("web", "prod")["rollouts"][-1]
+    record = prod.run_queue("web", "prod")["rollouts"][-1]
     assert (record["status"], record["to_digest"], record["pinned"], record["approved_by"]) == (
         "succeeded", D1, D1, "alice")
     assert prod.fleet.running["prod-1"] == D1
@@ -86,7 +86,7 @@ def test_an_approval_of_another_digest_is_the_operators_not_the_ci_minions(prod)
     prod.resolve.push(D2)
     approved = prod.approve("web", "prod", user="alice", digest=D2)        # the tag's digest now
     assert approved["signed_digest"] is False and approved["trigger"] == {"kind": "operator", "origin": "alice"}
-    record = prod.drain("web", "prod")["rollouts"][-1]
+    record = prod.run_queue("web", "prod")["rollouts"][-1]
     assert (record["to_digest"], record["signed_digest"], record["trigger"]["kind"]) == (D2, False, "operator")
 
 
@@ -95,7 +95,7 @@ def test_request_and_a_different_digest_are_refused_together(prod):
     first = prod.records.awaiting("web", "prod")[0]["id"]
     prod.resolve.push(D2)
     prod.accept(HOOK, hook_event(tag="prod", digest=D2))
-    with pytest.raises(controller.Refused, match=f"push {first} carries {D1}"):
+    with pytest.raises(errors.Refused, match=f"push {first} carries {D1}"):
         prod.approve("web", "prod", user="alice", request=first, digest=D2)
     assert len(prod.records.awaiting("web", "prod")) == 2 and prod.records.pending("web", "prod") == []
 
@@ -105,10 +105,10 @@ def test_approval_by_request_id(prod):
     first = prod.records.awaiting("web", "prod")[0]["id"]
     prod.resolve.push(D2)
     prod.accept(HOOK, hook_event(tag="prod", digest=D2))
-    with pytest.raises(controller.Refused, match="no push 'nope' is waiting"):
+    with pytest.raises(errors.Refused, match="no push 'nope' is waiting"):
         prod.approve("web", "prod", user="alice", request="nope")
     assert prod.approve("web", "prod", user="alice", request=first)["digest"] == D1
-    assert prod.drain("web", "prod")["rollouts"][-1]["to_digest"] == D1
+    assert prod.run_queue("web", "prod")["rollouts"][-1]["to_digest"] == D1
 
 
 # 4. Waiting pushes are de-duplicated per digest and capped.
@@ -117,7 +117,7 @@ def test_a_digest_waits_once_and_the_waiting_list_is_capped(prod, monkeypatch):
     assert [w["digest"] for w in prod.records.awaiting("web", "prod")] == [D1]
     assert [len(v["accepted"]) for v in verdicts] == [1, 0, 0]
     assert f"web/prod: {D1[:19]} is already waiting for approval" in verdicts[1]["ignored"]
-    monkeypatch.setattr(controller, "MAX_AWAITING", 3)
+    monkeypatch.setattr(approvals, "MAX_AWAITING", 3)
     digests = ["sha256:" + f"{n:064x}" for n in range(2, 7)]
     for digest in digests:
         prod.resolve.push(digest)
@@ -131,7 +131,7 @@ def test_a_digest_waits_once_and_the_waiting_list_is_capped(prod, monkeypatch):
 def test_a_signed_digest_deploys_even_after_the_tag_moved(dev):
     dev.accept("saltcd/push", from_ci(signed(tag="dev", digest=D1)))
     dev.resolve.push(D2)                                           # the tag moves before the rollout runs
-    record = dev.drain("web", "dev")["rollouts"][-1]
+    record = dev.run_queue("web", "dev")["rollouts"][-1]
     assert (record["status"], record["to_digest"], record["signed_digest"]) == ("succeeded", D1, True)
     assert record["trigger"] == {"kind": "ci", "origin": "ci-1"}
     assert set(dev.fleet.running.values()) == {D1}
@@ -141,7 +141,7 @@ def test_a_signed_digest_the_repository_does_not_have_is_refused(dev):
     dev.resolve.manifests = {D2}                                   # D1 was never pushed to web
     dev.resolve.tag_digest = D2
     dev.accept("saltcd/push", from_ci(signed(tag="dev", digest=D1)))
-    record = dev.drain("web", "dev")["rollouts"][-1]
+    record = dev.run_queue("web", "dev")["rollouts"][-1]
     assert record["status"] == "failed" and record["reason"].startswith("signed digest refused")
     assert REPO in record["reason"] and dev.fleet.applied == []
     assert set(dev.fleet.running.values()) == {OLD}
@@ -151,25 +151,25 @@ def test_a_signed_digest_waits_through_a_cooldown_and_still_deploys(raw_config, 
     raw_config["apps"]["web"]["environments"]["dev"]["cooldown"] = 60
     ctl = _controller(raw_config, tmp_path, FakeFleet({"dev-1": OLD}), Registry(D1))
     ctl.accept("saltcd/push", from_ci(signed(tag="dev", digest=D1)))
-    assert ctl.drain("web", "dev")["status"] == "waiting"
+    assert ctl.run_queue("web", "dev")["status"] == "waiting"
     ctl.resolve.push(D2)
     request = ctl.records.pending("web", "dev")[0]
     request["received"] -= 120                                      # the cooldown has passed
     ctl.records.add_request(request)
-    assert ctl.drain("web", "dev")["rollouts"][-1]["to_digest"] == D1
+    assert ctl.run_queue("web", "dev")["rollouts"][-1]["to_digest"] == D1
 
 
 def test_a_signed_digest_in_a_manual_environment_is_what_approval_releases(prod):
     prod.accept("saltcd/push", from_ci(signed(tag="prod", digest=D1)))
     prod.resolve.push(D2)                                          # moved between review and approval
     assert prod.approve("web", "prod", user="alice")["digest"] == D1
-    assert prod.drain("web", "prod")["rollouts"][-1]["to_digest"] == D1
+    assert prod.run_queue("web", "prod")["rollouts"][-1]["to_digest"] == D1
 
 
 # 3. Reconcile cannot bypass the door.
 def _drift(ctl):
     """Let reconcile see the tag move to D2 on two passes (its rule for a lost push)."""
-    assert ctl.drain("web", "dev")["rollouts"][-1]["to_digest"] == D1
+    assert ctl.run_queue("web", "dev")["rollouts"][-1]["to_digest"] == D1
     ctl.resolve.push(D2)
     ctl.reconcile()
     return [r for r in ctl.reconcile() if (r["app"], r["env"]) == ("web", "dev")]
@@ -179,7 +179,7 @@ def test_drift_deploy_is_todays_default_with_a_webhook_source(dev):
     dev.accept("saltcd/push", from_ci(signed(tag="dev")))
     assert dev.settings.deployment("web", "dev").drift == "deploy"
     assert [r["trigger"]["kind"] for r in _drift(dev)] == ["reconcile"]
-    assert dev.drain("web", "dev")["rollouts"][-1]["to_digest"] == D2
+    assert dev.run_queue("web", "dev")["rollouts"][-1]["to_digest"] == D2
 
 
 def test_drift_of_an_app_with_its_own_key_and_no_webhook_source_is_recorded(raw_config, tmp_path):
@@ -262,7 +262,7 @@ def test_an_interrupted_rollouts_deploy_data_is_withdrawn(dev):
                                 "holder": {"pid": 1, "started": "0"}})
     entries.publish(["dev-2"], {"app": "web", "env": "dev", "digest": D1, "rollout": "another"})
     assert entries.entries("dev-1") == {}                     # its process is not running it
-    dev.drain("web", "dev")                                   # the next drain finds it running
+    dev.run_queue("web", "dev")                                   # the next drain finds it running
     assert dev.history("web", "dev")[0]["status"] == "interrupted"
     assert dev.records.cache.list(f"{deploy_pillar.BANK}/dev-1") == []
     assert dev.records.cache.list(f"{deploy_pillar.BANK}/dev-2") == ["web"]  # not that rollout's
@@ -278,7 +278,7 @@ def test_a_rollout_ties_its_deploy_data_to_itself_and_its_process(dev):
 
     dev.fleet.apply = spy
     dev.accept("saltcd/push", from_ci(signed(tag="dev")))
-    record = dev.drain("web", "dev")["rollouts"][-1]
+    record = dev.run_queue("web", "dev")["rollouts"][-1]
     assert {(s["rollout"], s["holder"]["pid"]) for s in seen} == {(record["id"], os.getpid())}
     assert record["holder"]["started"] == seen[0]["holder"]["started"] is not None
 

@@ -78,10 +78,10 @@ def test_manual_environment_waits_for_approval(ctl, raw_config):
     verdict = ctl.accept(HOOK, hook_event(tag="prod"))
     assert verdict["accepted"][0]["awaiting_approval"] is True
     assert ctl.records.pending("web", "prod") == [] and len(ctl.records.awaiting("web", "prod")) == 1
-    ctl.drain("web", "prod")
+    ctl.run_queue("web", "prod")
     assert ctl.fleet.applied == []
     ctl.approve("web", "prod", user="alice")
-    ctl.drain("web", "prod")
+    ctl.run_queue("web", "prod")
     record = ctl.history("web", "prod")[0]
     assert record["status"] == "succeeded" and record["approved_by"] == "alice"
     assert ctl.fleet.running["prod-1"] == NEW
@@ -98,10 +98,10 @@ def test_promote_deploys_the_digest_that_was_healthy_in_qa(ctl):
     with pytest.raises(errors.NotFound, match="no healthy rollout to promote"):
         ctl.promote("web", "qa", "prod", user="bob")
     ctl.accept(HOOK, hook_event(tag="qa"))
-    ctl.drain("web", "qa")
+    ctl.run_queue("web", "qa")
     ctl.resolve = FakeRegistry("sha256:" + "7" * 64)  # the :prod tag points elsewhere
     ctl.promote("web", "qa", "prod", user="bob")
-    ctl.drain("web", "prod")
+    ctl.run_queue("web", "prod")
     record = ctl.history("web", "prod")[0]
     assert record["to_digest"] == NEW and record["trigger"] == {"kind": "promote", "origin": "bob"}
     assert ctl.fleet.running["prod-1"] == NEW

@@ -228,9 +228,9 @@ def test_log_text_is_escaped():
 # The door: the saltcd_webhook engine's HTTP handler on loopback, in this process.
 
 def _load_engine():
-    from tests import salt_side
+    from saltcd.ingress import webhook
 
-    return salt_side.engine("saltcd_webhook")
+    return webhook
 
 
 @pytest.fixture
@@ -655,7 +655,9 @@ def test_the_bus_is_tried_twice_and_a_refusal_is_raised_not_swallowed(monkeypatc
             Refusing.destroyed += 1
 
     monkeypatch.setattr(salt.utils.event, "get_master_event", lambda *args, **kwargs: Refusing())
-    bus = _load_engine()._Bus({"sock_dir": "/nonexistent"})
+    from saltcd.master import engines
+
+    bus = engines.MasterBus({"sock_dir": "/nonexistent"})
     with pytest.raises(ConnectionError):
         bus.fire("saltcd/ingress/registry", {"pushes": [], "ignored": []})
     assert (Refusing.made, Refusing.destroyed) == (2, 2)

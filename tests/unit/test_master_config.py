@@ -1,4 +1,4 @@
-"""The master.d wiring `python -m saltcd.master.master_config` prints."""
+"""The master.d wiring `python -m saltcd.master_config` prints."""
 
 import os
 from pathlib import Path
@@ -6,7 +6,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from saltcd.master import extension, master_config
+from saltcd import master_config
+from saltcd.master import extension
 
 
 def _printed(capsys, *argv):

@@ -17,9 +17,11 @@ LAYERS = (
     {"ingress"},
     {"rollout"},
     {"queue"},
-    {"master"},
     {"present"},
-    {"ci_push"},  # the CI job's side: signs a push for the ingress
+    {"master"},  # the running master: wires every part below to Salt
+    # Commands: the CI job's side (signs a push for the ingress) and the
+    # operator's (prints the master config saltcd needs).
+    {"ci_push", "master_config"},
 )
 
 

@@ -1,6 +1,6 @@
 import threading
 
-from saltcd.queue.queue_workers import DrainWorkers
+from saltcd.queue.queue_workers import QueueWorkers
 
 
 def test_one_worker_per_pair_and_a_request_during_a_drain_runs_again():
@@ -12,7 +12,7 @@ def test_one_worker_per_pair_and_a_request_during_a_drain_runs_again():
         if len(calls) == 1:
             release.wait(5)  # the first drain is busy while more requests arrive
 
-    workers = DrainWorkers(drain)
+    workers = QueueWorkers(drain)
     assert workers.request("web", "dev") is True
     assert workers.request("web", "dev") is False  # running: folded into one more round
     assert workers.request("web", "dev") is False
@@ -30,7 +30,7 @@ def test_a_failing_drain_does_not_kill_the_pair():
         calls.append(app)
         raise RuntimeError("registry down")
 
-    workers = DrainWorkers(drain)
+    workers = QueueWorkers(drain)
     workers.request("web", "dev")
     workers.join(5)
     assert workers.request("web", "dev") is True  # a new worker: the pair is not wedged

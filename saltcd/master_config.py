@@ -1,7 +1,7 @@
 """The master configuration saltcd needs, as data (written to master.d/saltcd.conf).
 
 One function builds it so the sandbox, the tests and an operator's install
-(`python -m saltcd.master.master_config > /etc/salt/master.d/saltcd.conf`) use the same
+(`python -m saltcd.master_config > /etc/salt/master.d/saltcd.conf`) use the same
 wiring. It points at the state tree and reactor SLS of the installed package;
 the runner, engine and minion modules need no paths: Salt finds them through
 saltcd's `salt.loader` entry point (saltcd.master.extension).
@@ -21,7 +21,8 @@ INGRESS_TAGS = "saltcd/ingress/*"  # what the saltcd_webhook engine fires
 NETAPI_TAGS = "salt/netapi/hook/saltcd/*"  # what salt-api fires for /hook/saltcd/<source>
 
 
-def wiring(root=None, webhook_address="127.0.0.1", webhook_port=8787, resume_every=30, salt_api=False):
+def wiring(root=None, webhook_address=vocabulary.WEBHOOK_ADDRESS, webhook_port=vocabulary.WEBHOOK_PORT,
+           resume_every=30, salt_api=False):
     """file_roots, reactor, the webhook and drain engines, the deploy ext_pillar, and the
     resume schedule.
 
@@ -73,11 +74,11 @@ def main(argv=None):
     """Print master.d/saltcd.conf for the installed saltcd."""
     parser = argparse.ArgumentParser(
         description="Print the master.d file that wires saltcd into a Salt master "
-                    "(python -m saltcd.master.master_config > /etc/salt/master.d/saltcd.conf).")
+                    "(python -m saltcd.master_config > /etc/salt/master.d/saltcd.conf).")
     parser.add_argument("--root", default=None,
                         help="serve the SLS of this saltcd checkout instead of the installed package")
     parser.add_argument("--webhook-address", default="127.0.0.1")
-    parser.add_argument("--webhook-port", type=int, default=8787)
+    parser.add_argument("--webhook-port", type=int, default=vocabulary.WEBHOOK_PORT)
     parser.add_argument("--salt-api", action="store_true",
                         help="also deploy on salt-api's /hook/saltcd/<source> (not needed with saltcd_webhook)")
     args = parser.parse_args(argv)
