@@ -21,10 +21,21 @@ def __virtual__():
 
 def _util(function):
     # "is not available": the runner then syncs this minion (saltcd.master.salt_fleet).
-    if function not in (__utils__ or {}):
+    utils = __utils__ if function in (__utils__ or {}) else _installed_utils()
+    if function not in utils:
         raise CommandExecutionError(f"{function} is not available: saltcd's minion utils are not synced "
                                     "(saltutil.sync_utils)")
-    return __utils__[function]
+    return utils[function]
+
+
+def _installed_utils():
+    """saltcd's utils from its installed package, on a minion with saltcd
+    installed that was not synced yet (saltcd.master.extension.minion_utils)."""
+    try:
+        from saltcd.master import extension  # pylint: disable=import-outside-toplevel
+    except ImportError:  # saltcd is not installed here: only a sync brings them
+        return {}
+    return extension.minion_utils(__opts__)
 
 
 def reference(image):

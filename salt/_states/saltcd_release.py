@@ -27,10 +27,21 @@ def __virtual__():
 
 def _util(function):
     name = f"saltcd_release.{function}"
-    if name not in (__utils__ or {}):
+    utils = __utils__ if name in (__utils__ or {}) else _installed_utils()
+    if name not in utils:
         raise CommandExecutionError(f"{name} is not available: saltcd's minion utils are not synced "
                                     "(saltutil.sync_utils)")
-    return __utils__[name]
+    return utils[name]
+
+
+def _installed_utils():
+    """saltcd's utils from its installed package, on a minion with saltcd
+    installed that was not synced yet (saltcd.master.extension.minion_utils)."""
+    try:
+        from saltcd.master import extension  # pylint: disable=import-outside-toplevel
+    except ImportError:  # saltcd is not installed here: only a sync brings them
+        return {}
+    return extension.minion_utils(__opts__)
 
 
 def gone(name, stop_timeout=10):

@@ -40,9 +40,9 @@ MINION_CHOSEN_TGT_TYPES = ("grain", "grain_pcre")
 # its IP addresses, and 3008's resources, which the minion filters itself).
 MINION_CHOSEN_ENGINES = ("G", "P", "S", "T")
 COMPOUND_OPERATORS = ("and", "or", "not")
-# How a minion replaces its container (see salt/_states/saltcd_release.py).
+# How a minion replaces its container (see salt/_utils/saltcd_release.py).
 STRATEGIES = ("stop-first", "start-first")
-# How a container's health is probed (salt/_modules/saltcd.py: health_probe).
+# How a container's health is probed (salt/_utils/saltcd_minion.py: health_probe).
 HEALTH_CHECKS = ("http", "tcp", "command", "docker", "running")
 
 class ConfigError(SaltcdError, ValueError):

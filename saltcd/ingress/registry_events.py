@@ -10,7 +10,6 @@ either ignored with a reason or refused with PayloadError, never a crash.
 import json
 from dataclasses import dataclass, field
 
-from saltcd import vocabulary
 from saltcd.config import references
 
 MANIFEST_MEDIA_TYPES = frozenset(
@@ -181,7 +180,6 @@ def parse_dockerhub(body):
 # The webhook formats, by the name `saltcd:sources:<name>:format` takes: config
 # accepts exactly these, so a new format is one function and one entry here.
 PARSERS = {"distribution": parse_distribution, "dockerhub": parse_dockerhub}
-assert tuple(PARSERS) == vocabulary.REGISTRY_EVENT_FORMATS
 
 
 def parse_generic(payload):

@@ -47,7 +47,8 @@ def loader_dirs():
     Their code, `salt://_utils`, is not listed: Salt's utils loader reads no
     entry point (`salt.loader.utils` builds its dirs with `load_extensions=False`,
     in 3006 to 3008), so a minion gets saltcd's utils only by a sync
-    (`saltutil.sync_utils`, which the runner does where they are missing).
+    (`saltutil.sync_utils`, which the runner does where they are missing), or,
+    with saltcd installed, from `minion_utils`.
     """
     tree = folder("salt")
     return {
@@ -58,3 +59,18 @@ def loader_dirs():
         "modules": [str(Path(tree) / "_modules")],
         "states": [str(Path(tree) / "_states")],
     }
+
+
+_MINION_UTILS = []
+
+
+def minion_utils(opts):
+    """saltcd's minion utils (`salt://_utils`), loaded by Salt's own loader from
+    this installed package: what a minion with saltcd installed calls until a
+    sync brings them (its modules come through the entry point, the utils
+    cannot). One loader per process; the utils take everything as arguments."""
+    if not _MINION_UTILS:
+        import salt.loader  # pylint: disable=import-outside-toplevel
+
+        _MINION_UTILS.append(salt.loader.utils({**opts, "utils_dirs": [str(Path(folder("salt")) / "_utils")]}))
+    return _MINION_UTILS[0]

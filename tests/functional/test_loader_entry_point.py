@@ -50,6 +50,18 @@ def test_master_loads_the_deploy_runner(master_opts):
         assert f"deploy.{function}" in runners, function
 
 
+def test_every_runner_function_shows_its_cli_example(master_opts):
+    """`salt-run -d deploy` is the operator's manual: each function says how it is run."""
+    import inspect  # pylint: disable=import-outside-toplevel
+
+    runners = salt.loader.runner(master_opts)
+    functions = [key for key in runners if key.startswith("deploy.")]
+    assert len(functions) >= 12, functions
+    for key in functions:
+        usage = (inspect.getdoc(runners[key]) or "").partition("CLI Example")[2]
+        assert ".. code-block:: bash" in usage and "salt-run deploy." in usage, key
+
+
 def test_master_loads_the_drain_engine(master_opts):
     engines = salt.loader.engines(master_opts, {}, {}, salt.loader.utils(master_opts), None)
     assert "saltcd_drains.start" in engines
@@ -61,3 +73,15 @@ def test_minion_loads_the_execution_module_and_health_state(minion_opts):
     assert "saltcd.container" in modules and "saltcd.status" in modules
     states = salt.loader.states(minion_opts, modules, utils, salt.loader.serializers(minion_opts))
     assert "saltcd_health.passing" in states
+
+
+def test_a_minion_with_saltcd_installed_works_before_its_utils_are_synced(minion_opts):
+    """Salt reads no entry point for utils: the modules fall back to the utils of
+    the installed package (saltcd.master.extension.minion_utils), so such a
+    minion answers without a sync, as it did when the modules held the code."""
+    utils = salt.loader.utils(minion_opts)
+    assert "saltcd_minion.reference" not in utils  # nothing synced
+    modules = salt.loader.minion_mods(minion_opts, utils=utils)
+    assert modules["saltcd.reference"]("registry.example.com:5000/team/web:dev") == {
+        "registry": "registry.example.com:5000", "repository": "registry.example.com:5000/team/web", "tag": "dev",
+        "digest": None}

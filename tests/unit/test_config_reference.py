@@ -8,10 +8,10 @@ import re
 import pytest
 import yaml
 
-from saltcd import config, vocabulary
+from saltcd import config, rollout, vocabulary
 from saltcd.config import container_spec
 from saltcd.config import reference as config_reference
-from saltcd.ingress import registry_events as notifications
+from saltcd.ingress import registry_events
 from sandbox import layout
 
 ROOT = pathlib.Path(__file__).parents[2]
@@ -87,7 +87,9 @@ def test_choices_listed_in_the_example_are_the_table_s():
 
 
 def test_formats_and_failure_policies_come_from_their_registries(raw_config):
-    """A new webhook format or failure policy is one entry in notifications or rollout."""
+    """The names config accepts (vocabulary) are exactly the formats the ingress
+    parses (registry_events.PARSERS) and the policies a rollout runs
+    (rollout.FAILURE_POLICIES)."""
     raw_config["sources"]["registry"]["format"] = "gitlab"
     with pytest.raises(config.ConfigError,
                        match=r"sources:registry:format: must be one of \('distribution', 'dockerhub'\)"):
@@ -97,8 +99,8 @@ def test_formats_and_failure_policies_come_from_their_registries(raw_config):
     with pytest.raises(config.ConfigError,
                        match=r"environments:dev:on_failure: must be one of \('rollback', 'pause', 'continue'\)"):
         config.load(raw_config)
-    assert list(notifications.PARSERS) == ["distribution", "dockerhub"]
-    assert list(vocabulary.FAILURE_POLICIES) == ["rollback", "pause", "continue"]
+    assert list(registry_events.PARSERS) == list(vocabulary.REGISTRY_EVENT_FORMATS) == ["distribution", "dockerhub"]
+    assert list(rollout.FAILURE_POLICIES) == list(vocabulary.FAILURE_POLICIES) == ["rollback", "pause", "continue"]
 
 
 def test_every_key_has_a_check_and_a_meaning():
