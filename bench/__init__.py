@@ -1,2 +1,2 @@
 """`make bench`: saltcd's push-to-running latency, rollout overhead, no-op cost,
-event throughput and fleet scaling, measured on the sandbox (see README, Performance)."""
+event throughput and fleet scaling, measured on the sandbox (see docs/performance.md)."""

@@ -112,7 +112,7 @@ def filler_layer(megabytes, path="filler"):
     random data: no other layer shares it and nothing compresses it. Stored
     deflate blocks (level 0): compressing random bytes saves nothing (the pull
     unpacks them a little faster than docker's own gzip of random bytes,
-    README "Realistic images")."""
+    docs/performance.md, "Realistic images")."""
     body = os.urandom(megabytes << 20)
     raw = io.BytesIO()
     with tarfile.open(fileobj=raw, mode="w", format=tarfile.PAX_FORMAT) as tar:

@@ -2,7 +2,7 @@
 
 Operators write the apps once, on the master; minions never need to know about
 them. Every key, its default and its check are one entry of `KEYS` below: the
-loader reads them from there, and the README's configuration reference and the
+loader reads them from there, and the configuration reference (docs/configuration.md) and the
 deploy state's `defaults.yaml` are generated from there (see
 `saltcd.config.reference`). Every error names the key it is about, e.g.
 `saltcd:apps:web:health:port`.
@@ -329,9 +329,9 @@ APP = "apps.<app>"
 ENV = "apps.<app>.environments.<env>"
 ROLE = "apps.<app>.roles.<role>"
 
-# Every key of `saltcd:`, in the README's order. A new key is one entry here
+# Every key of `saltcd:`, in the reference's order. A new key is one entry here
 # (and the code that uses it); then `make config-reference` regenerates the
-# README's table and the deploy state's defaults.yaml, and config.example.yaml
+# reference's table (docs/configuration.md) and the deploy state's defaults.yaml, and config.example.yaml
 # must show it (a unit test says so). Rules tying keys together (`username` with
 # `password`, a source's `token` or `hmac_secret`) live in the loader below.
 KEYS = (
@@ -842,7 +842,7 @@ STATE_KEYS = ("ports", "environment", "options", "restart_policy", "stop_timeout
 @dataclass(frozen=True)
 class Registry:
     """How to reach one registry host (the digest lookup; minions pull with their own
-    Docker credentials, see the README)."""
+    Docker credentials, see docs/registries.md)."""
 
     scheme: str = "https"
     username: str = None

@@ -100,7 +100,7 @@ def test_notifications_watch_and_report(lab, notify_receivers):
     history = shown[f"deploy.history app={APP} env=dev"].splitlines()
     assert len(history) == 2 and "rolled_back: batch 1 failed on dev-1" in history[0], history
     assert history[1].endswith(" succeeded"), history
-    if os.environ.get("SALTCD_CAPTURE"):  # the README's examples come from here
+    if os.environ.get("SALTCD_CAPTURE"):  # the docs' examples (docs/operating.md) come from here
         with open(os.environ["SALTCD_CAPTURE"], "w", encoding="utf-8") as out:
             out.write(f"$ salt-run deploy.watch app={APP} env=dev\n{out_watch}\n" + "".join(
                 f"$ salt-run {k}\n{v}\n" for k, v in shown.items()))

@@ -34,7 +34,7 @@ def window_texts(draw):
 
 
 def reference_open(text, now):
-    """The rule as the README states it, read straight off the text."""
+    """The rule as the docs state it (docs/security.md), read straight off the text."""
     days_text, hours, *zone = text.split()
     zone = ZoneInfo(zone[0] if zone else "UTC")
     days = set()
