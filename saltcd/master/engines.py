@@ -13,7 +13,7 @@ import logging
 
 from saltcd import config, store, vocabulary
 from saltcd.config import notify_targets
-from saltcd.ingress import ingress_key, nonces, webhook
+from saltcd.ingress import ingress_key, nonces
 from saltcd.master import salt_cache, wiring
 from saltcd.present import outgoing, sent_marks
 from saltcd.queue.queue_workers import QueueWorkers
@@ -58,6 +58,11 @@ def _listen(opts):
 def serve_webhook(opts, address=vocabulary.WEBHOOK_ADDRESS, port=vocabulary.WEBHOOK_PORT,
                   ssl_crt=None, ssl_key=None):
     """The saltcd_webhook engine: serve POST /saltcd/<source> (saltcd.ingress.webhook)."""
+    # Only this engine's process serves with tornado 6, which on Salt 3006 means
+    # taking it past Salt's import hook (saltcd.compat.tornado): the other
+    # engines, which import this module too, keep Salt's tornado as they found it.
+    from saltcd.ingress import webhook  # pylint: disable=import-outside-toplevel
+
     key = ingress_key.load_or_create(opts["cachedir"])
     cache = salt_cache.cache_for(opts)
     try:
