@@ -35,7 +35,8 @@ def _installed_utils():
         from saltcd.master import extension  # pylint: disable=import-outside-toplevel
     except ImportError:  # saltcd is not installed here: only a sync brings them
         return {}
-    return extension.minion_utils(__opts__)
+    # __salt__ here is Salt's name for the caller's loader; the util loader needs the loader itself.
+    return extension.minion_utils(__opts__, __salt__.value())
 
 
 def reference(image):

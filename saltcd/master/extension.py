@@ -64,13 +64,16 @@ def loader_dirs():
 _MINION_UTILS = []
 
 
-def minion_utils(opts):
+def minion_utils(opts, functions):
     """saltcd's minion utils (`salt://_utils`), loaded by Salt's own loader from
     this installed package: what a minion with saltcd installed calls until a
     sync brings them (its modules come through the entry point, the utils
-    cannot). One loader per process; the utils take everything as arguments."""
+    cannot). `functions`: the calling module's execution modules (its
+    `__salt__`), which the utils reach as `__salt__`, as Salt's minion_mods gives
+    its own utils loader. One loader per process."""
     if not _MINION_UTILS:
         import salt.loader  # pylint: disable=import-outside-toplevel
 
         _MINION_UTILS.append(salt.loader.utils({**opts, "utils_dirs": [str(Path(folder("salt")) / "_utils")]}))
+    _MINION_UTILS[0].pack["__salt__"] = functions
     return _MINION_UTILS[0]

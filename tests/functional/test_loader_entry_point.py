@@ -82,6 +82,11 @@ def test_a_minion_with_saltcd_installed_works_before_its_utils_are_synced(minion
     utils = salt.loader.utils(minion_opts)
     assert "saltcd_minion.reference" not in utils  # nothing synced
     modules = salt.loader.minion_mods(minion_opts, utils=utils)
+    # A util that calls back into the minion's functions (__salt__): dockermod's
+    # inspect_container, answered here as the engine would for a stopped container.
+    modules["docker.inspect_container"] = lambda name: {
+        "Id": "c0ffee", "State": {"Running": False, "ExitCode": 3}, "Config": {"Image": "web@sha256:" + "a" * 64}}
+    assert modules["saltcd.container"]("web")["exit_code"] == 3
     assert modules["saltcd.reference"]("registry.example.com:5000/team/web:dev") == {
         "registry": "registry.example.com:5000", "repository": "registry.example.com:5000/team/web", "tag": "dev",
         "digest": None}
