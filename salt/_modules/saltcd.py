@@ -12,6 +12,8 @@ CLI Example:
     salt 'dev-*' saltcd.container web
 """
 
+import os
+
 from salt.exceptions import CommandExecutionError
 
 
@@ -21,11 +23,19 @@ def __virtual__():
 
 def _util(function):
     # "is not available": the runner then syncs this minion (saltcd.master.salt_fleet).
-    utils = __utils__ if function in (__utils__ or {}) else _installed_utils()
+    utils = __utils__ if _synced(function.split(".")[0]) else _installed_utils()
     if function not in utils:
         raise CommandExecutionError(f"{function} is not available: saltcd's minion utils are not synced "
                                     "(saltutil.sync_utils)")
     return utils[function]
+
+
+def _synced(module):
+    """Is saltcd's util `module` among this minion's own utils (synced, or in
+    utils_dirs)? Asked of the disk: a key __utils__ lacks makes Salt load every
+    util it ships before it says no, seconds in every job's process."""
+    dirs = [os.path.join(__opts__["extension_modules"], "utils"), *(__opts__.get("utils_dirs") or [])]
+    return any(os.path.isfile(os.path.join(folder, f"{module}.py")) for folder in dirs)
 
 
 def _installed_utils():

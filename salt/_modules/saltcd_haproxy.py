@@ -12,6 +12,8 @@ CLI Example:
     salt 'dev-*' saltcd_haproxy.route web
 """
 
+import os
+
 from salt.exceptions import CommandExecutionError
 
 __virtualname__ = "saltcd_haproxy"
@@ -24,11 +26,19 @@ def __virtual__():
 def _util(function):
     # "is not available": the runner then syncs this minion (saltcd.master.salt_fleet).
     name = f"saltcd_haproxy.{function}"
-    utils = __utils__ if name in (__utils__ or {}) else _installed_utils()
+    utils = __utils__ if _synced(name.split(".")[0]) else _installed_utils()
     if name not in utils:
         raise CommandExecutionError(f"{name} is not available: saltcd's minion utils are not synced "
                                     "(saltutil.sync_utils)")
     return utils[name]
+
+
+def _synced(module):
+    """Is saltcd's util `module` among this minion's own utils (synced, or in
+    utils_dirs)? Asked of the disk: a key __utils__ lacks makes Salt load every
+    util it ships before it says no, seconds in every job's process."""
+    dirs = [os.path.join(__opts__["extension_modules"], "utils"), *(__opts__.get("utils_dirs") or [])]
+    return any(os.path.isfile(os.path.join(folder, f"{module}.py")) for folder in dirs)
 
 
 def _installed_utils():

@@ -18,6 +18,8 @@ start-first replacement goes).
         - health: {path: /health, timeout: 30, interval: 1, settle: 5, status: 200}
 """
 
+import os
+
 from salt.exceptions import CommandExecutionError
 
 
@@ -27,11 +29,19 @@ def __virtual__():
 
 def _util(function):
     name = f"saltcd_release.{function}"
-    utils = __utils__ if name in (__utils__ or {}) else _installed_utils()
+    utils = __utils__ if _synced(name.split(".")[0]) else _installed_utils()
     if name not in utils:
         raise CommandExecutionError(f"{name} is not available: saltcd's minion utils are not synced "
                                     "(saltutil.sync_utils)")
     return utils[name]
+
+
+def _synced(module):
+    """Is saltcd's util `module` among this minion's own utils (synced, or in
+    utils_dirs)? Asked of the disk: a key __utils__ lacks makes Salt load every
+    util it ships before it says no, seconds in every job's process."""
+    dirs = [os.path.join(__opts__["extension_modules"], "utils"), *(__opts__.get("utils_dirs") or [])]
+    return any(os.path.isfile(os.path.join(folder, f"{module}.py")) for folder in dirs)
 
 
 def _installed_utils():
