@@ -34,10 +34,12 @@ def _util(function):
 
 
 def _synced(module):
-    """Is saltcd's util `module` among this minion's own utils (synced, or in
-    utils_dirs)? Asked of the disk: a key __utils__ lacks makes Salt load every
-    util it ships before it says no, seconds in every job's process."""
-    dirs = [os.path.join(__opts__["extension_modules"], "utils"), *(__opts__.get("utils_dirs") or [])]
+    """Is saltcd's util `module` among this minion's own utils (synced, in
+    utils_dirs, or in a module_dirs folder's _utils)? Asked of the disk: a key
+    __utils__ lacks makes Salt load every util it ships before it says no,
+    seconds in every job's process."""
+    dirs = [os.path.join(__opts__["extension_modules"], "utils"), *(__opts__.get("utils_dirs") or []),
+            *(os.path.join(folder, "_utils") for folder in __opts__.get("module_dirs") or [])]
     return any(os.path.isfile(os.path.join(folder, f"{module}.py")) for folder in dirs)
 
 
