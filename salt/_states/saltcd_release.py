@@ -5,17 +5,7 @@ and release hooks.
 
 Only Salt's calling convention: the code is saltcd's minion util
 ``saltcd_release`` (salt://_utils/saltcd_release.py, which tells how a
-start-first replacement goes).
-
-.. code-block:: yaml
-
-    saltcd-deploy-saltcd_release-start_first:
-      saltcd_release.start_first:
-        - name: web
-        - image: registry.example.com/web@sha256:...
-        - ports: ["8080:8080"]
-        - drain: 10
-        - health: {path: /health, timeout: 30, interval: 1, settle: 5, status: 200}
+start-first replacement goes). Each state's docstring shows it in an SLS.
 """
 
 import os
