@@ -215,7 +215,10 @@ def test_the_bridge_keeps_its_mac_while_containers_come_and_go(docker_host, repo
     assert bridge_mac(docker_host) == docker_host.bridge_mac
     leaving = run_app(f"{repository}@{digest}", 8083)
     run_app(f"{repository}@{digest}", 8084)
+    # Both must serve before one leaves: the check after the kill is a single GET,
+    # so it measures a stall, not the second container's start-up.
     assert wait_served(f"http://{HOST_ADDRESS}:8083/version") == (200, "1.2.5")
+    assert wait_served(f"http://{HOST_ADDRESS}:8084/version") == (200, "1.2.5")
     leaving.kill()
     assert bridge_mac(docker_host) == docker_host.bridge_mac
     assert http_get(f"http://{HOST_ADDRESS}:8084/version") == (200, "1.2.5")
