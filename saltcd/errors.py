@@ -15,3 +15,8 @@ class NotFound(SaltcdError):
 
 class Refused(SaltcdError):
     """The request is valid but may not run now; the message says why and what to do."""
+
+
+class Fenced(SaltcdError):
+    """This master no longer holds the app/env it was acting for (its lease lapsed,
+    or another master holds the lock now): it must not write or act for it again."""

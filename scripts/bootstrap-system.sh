@@ -12,6 +12,8 @@ command -v docker-registry >/dev/null 2>&1 || missing="$missing docker-registry"
 dpkg -s busybox-static >/dev/null 2>&1 || missing="$missing busybox-static"
 command -v ip >/dev/null 2>&1 || missing="$missing iproute2"
 command -v haproxy >/dev/null 2>&1 || missing="$missing haproxy"
+# Several masters share an etcd cluster (the HA tests start three members).
+command -v etcd >/dev/null 2>&1 || missing="$missing etcd-server"
 if [ -n "$missing" ]; then
     if [ "$(id -u)" != 0 ]; then
         echo "saltcd: need root to install:$missing" >&2

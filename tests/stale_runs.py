@@ -42,7 +42,7 @@ LOCK = "scd-sweep.lock"  # in TMP: two xdist workers sweep one after the other
 # The daemons the tests start that name their folder only in their arguments;
 # the others (Salt daemons, a wheel's venv) run a program or script from it.
 PROGRAMS = ("dockerd", "containerd", "containerd-shim-runc-v2", "runc", "docker-proxy", "docker-registry",
-            "haproxy")
+            "haproxy", "etcd")
 STOP_TIMEOUT = 10
 
 

@@ -51,6 +51,22 @@ def _installed_utils():
     return extension.minion_utils(__opts__, __salt__.value())
 
 
+def fence(app, env, token):
+    """Check a rollout step's lock token for app/env against the highest this minion
+    has seen (kept in its cachedir), and raise that mark: returns "" when the step
+    may run, else why it may not. Used by saltcd's deploy state when its masters
+    share an etcd store (a rollout's pillar then carries ``fence``).
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt 'dev-*' saltcd.fence web dev 1042
+    """
+    folder = os.path.join(__opts__["cachedir"], "saltcd", "fence")
+    return _util("saltcd_minion.fence")(folder, app, env, token) or ""
+
+
 def reference(image):
     """Split an image reference ``[host[:port]/]path[:tag][@digest]`` with saltcd's
     grammar: ``{"registry", "repository", "tag", "digest"}`` (tag and digest may

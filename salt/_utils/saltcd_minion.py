@@ -273,3 +273,36 @@ def wait_healthy(salt, url, container=None, timeout=30, interval=1, settle=0, st
                     "comment": (f"Unhealthy: {what} within {timeout}s "
                                 f"(last: status {last['status']}, {last['error']})")}
         time.sleep(float(interval) if healthy_at is not None else next(waits))
+
+
+def fence(folder, app, env, token):
+    """Take `token` (a master's lock token for app/env) if it is not older than the
+    highest this minion has seen for app/env: None when taken, else why not.
+
+    Several masters share the rollouts of an app/env through a lease lock whose
+    token only grows (saltcd.ha). A master paused past its lease wakes up
+    believing it still holds it; its next step carries its old token, and a
+    minion that has seen the newer master's refuses it. The highest token is
+    kept per app/env in `folder` (the minion's cachedir), under an flock, so
+    two state runs never both pass a check the other has raised."""
+    import fcntl  # pylint: disable=import-outside-toplevel
+    import os  # pylint: disable=import-outside-toplevel
+
+    token = int(token)
+    os.makedirs(folder, exist_ok=True)
+    path = os.path.join(folder, f"{app}.{env}")
+    with open(path, "a+", encoding="ascii") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        handle.seek(0)
+        text = handle.read().strip()
+        highest = int(text) if text.isdigit() else 0
+        if token < highest:
+            return (f"refused: {app}/{env} step carries lock token {token}, but this minion has seen "
+                    f"{highest} (a newer master holds the rollout)")
+        if token > highest:
+            handle.seek(0)
+            handle.truncate()
+            handle.write(str(token))
+            handle.flush()
+            os.fsync(handle.fileno())
+    return None

@@ -124,6 +124,22 @@ def _mapping(value, key):
     return value
 
 
+STORE_DRIVERS = ("local", "etcd")
+ETCD_ENDPOINT_RE = re.compile(r"^(https?)://([A-Za-z0-9.-]+|\[[0-9A-Fa-f:]+\]):(\d{1,5})$")
+
+
+def _etcd_endpoints(value, key):
+    _need(isinstance(value, list) and all(isinstance(v, str) and ETCD_ENDPOINT_RE.fullmatch(v) for v in value),
+          key, "must be a list of `http://host:port` (or https) client URLs")
+    return tuple(value)
+
+
+def _etcd_prefix(value, key):
+    _need(isinstance(value, str) and re.fullmatch(r"(/[A-Za-z0-9_.-]+)+", value), key,
+          "must be a key path like `/saltcd` (no trailing slash)")
+    return value
+
+
 def _tag_environments(value, key):
     _need(isinstance(value, dict) and value, key, "must map image tags to environment names")
     for tag, env in value.items():
@@ -377,6 +393,20 @@ KEYS = (
         "retries}`; `secret` (sdb:// allowed) is sent as `Authorization: Bearer <secret>` and needs an "
         "`https://` URL (or a numeric loopback address); redirects are never followed; "
         "defaults: format `json`, every event, timeout 5 s, 2 retries", [], _notify),
+    Key("store", "where requests, the queue, the history, approvals and nonces live: the master's "
+        "own cache (one master), or an etcd v3 cluster that several masters share (docs/ha.md)", {},
+        _mapping, shown="local"),
+    Key("store.driver", "`local` (Salt's cache on this master) or `etcd`", "local", _one_of(STORE_DRIVERS)),
+    Key("store.endpoints", "etcd client URLs, `http://host:port`; every member, so a dead one is "
+        "passed over", [], _etcd_endpoints),
+    Key("store.prefix", "etcd key prefix of everything saltcd keeps", "/saltcd", _etcd_prefix),
+    Key("store.lease_ttl", "seconds a master's lock on an app/env outlives its last renewal: another "
+        "master takes a dead master's rollout over after this", 15, _number(2)),
+    Key("store.lease_renew", "seconds between renewals (less than `lease_ttl`); a master that has not "
+        "renewed for `lease_ttl` starts no new step", 5, _number(0.5)),
+    Key("store.timeout", "seconds one etcd request may take", 5, _number(0.1)),
+    Key("store.ca_file", "PEM bundle that verifies etcd's TLS certificate (https endpoints)", None,
+        _absolute_path),
     Key("registries", "how to reach each registry host (the digest lookup)", {}, _mapping,
         shown="https, anonymous"),
     Key("registries.<host>.scheme", "`http` or `https`", "https", _one_of(("http", "https"))),
@@ -856,6 +886,36 @@ class Registry:
 
 
 @dataclass(frozen=True)
+class StoreConfig:
+    """Where saltcd keeps its records (`saltcd:store`): `local`, or an etcd cluster."""
+
+    driver: str = "local"
+    endpoints: tuple = ()
+    prefix: str = "/saltcd"
+    lease_ttl: float = 15
+    lease_renew: float = 5
+    timeout: float = 5
+    ca_file: str = None
+
+    @property
+    def shared(self):
+        """True when several masters share the store (and coordinate through it)."""
+        return self.driver == "etcd"
+
+
+def store_config(raw):
+    """The validated `store` of a `saltcd:` mapping (read alone by the ext_pillar,
+    which must not fail on an app's error)."""
+    key, prefix = "saltcd:store", "store"
+    raw = (raw or {}).get("store") if isinstance(raw, dict) else None
+    conf = _completed(_checked(raw or {}, prefix, key, lambda value: value), prefix, key)
+    if conf["driver"] == "etcd":
+        _need(conf["endpoints"], f"{key}:endpoints", "must name the etcd members (driver: etcd)")
+    _need(conf["lease_renew"] < conf["lease_ttl"], f"{key}:lease_renew", "must be less than `lease_ttl`")
+    return StoreConfig(**conf)
+
+
+@dataclass(frozen=True)
 class Source:
     """A webhook source (`/saltcd/<name>` on the saltcd_webhook engine) and how it proves itself."""
 
@@ -902,6 +962,7 @@ class Settings:
     rejections_keep: int
     rejections_days: float
     sources: dict = field(default_factory=dict)
+    store: StoreConfig = StoreConfig()
     ci_minions: tuple = ()
     push_secret: str = field(default=None, repr=False)
     # app -> its own push key (apps.<app>.push_secret), kept out of `apps` and of repr.
@@ -1138,6 +1199,7 @@ def load(raw, resolve_secret=lambda value: value):
         tag_environments=top["tag_environments"],
         registries=_registries(top["registries"], resolve_secret),
         sources=sources,
+        store=store_config(raw),
         ci_minions=top["ci_minions"],
         push_secret=top["push_secret"],
         app_push_secrets=app_push_secrets,

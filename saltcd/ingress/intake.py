@@ -28,6 +28,7 @@ from saltcd import store, vocabulary
 from saltcd.config import references
 from saltcd.errors import NotFound
 from saltcd.ingress import ingress_auth, ingress_key, registry_events
+from saltcd.ingress.nonces import SeenElsewhere
 
 log = logging.getLogger(__name__)
 
@@ -201,6 +202,10 @@ def classify(tag, data, settings, now=None, nonces=None, engine_key=None):
         _allow(parsed, source, settings)
         if nonce is not None:  # the push may do what it asks: now it is used up
             ingress_auth.claim_nonce(nonces, nonce, now, settings.push_window)
+    except SeenElsewhere as exc:
+        # Not a replay: every master heard this push, and another one took it.
+        verdict.ignored.append(f"push already {exc}")
+        return verdict
     except ingress_auth.Unauthenticated as exc:
         verdict.rejected = f"unauthenticated: {exc}"
         return verdict

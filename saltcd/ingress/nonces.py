@@ -16,9 +16,14 @@ both accept one payload. With `lock_dir` (the master cachedir) the check and
 the store happen under an flock on `<lock_dir>/saltcd/locks/nonces.lock`, which
 closes that race on one master (a fresh open() per holder, so threads exclude
 each other too; the kernel drops it if the holder dies). Several masters
-sharing one cache backend still race across masters; the worst outcome is one
-authentic push accepted twice within milliseconds, which the drain treats as
-one rollout (newest request wins, same digest): acceptable.
+sharing an etcd store (saltcd.ha) need no flock: a sighting is created only if
+absent, in one transaction, so exactly one master sees a nonce first. Every
+master hears a push fired on the bus (hot multi-master), so a nonce that another
+master saw first is not a replay but the same push delivered twice:
+first_sighting raises SeenElsewhere, and intake ignores it instead of rejecting it.
+
+The same cache, under bank `saltcd/seen`, tells a push two masters both accepted
+from their webhooks (see Controller.accept).
 """
 
 import contextlib
@@ -33,6 +38,14 @@ MAX_PER_BUCKET = 10_000
 
 class Full(RuntimeError):
     """More than MAX_PER_BUCKET authenticated payloads in one bucket."""
+
+
+class SeenElsewhere(RuntimeError):
+    """Another master saw this nonce first: the same push, delivered to every master."""
+
+    def __init__(self, master):
+        super().__init__(f"accepted by master {master} (every master hears a push)")
+        self.master = master
 
 
 def _bucket(timestamp):
@@ -57,31 +70,49 @@ class NonceCache:
     """`first_sighting(nonce, now, window)`: True once per nonce, then False
     (until `forget(nonce, now)` takes that sighting back)."""
 
-    def __init__(self, cache, lock_dir=None):
+    def __init__(self, cache, lock_dir=None, master=None, bank=BANK):
         self.cache = cache
-        self.lock_path = os.path.join(lock_dir, "saltcd", "locks", "nonces.lock") if lock_dir else None
+        self.bank = bank
+        self.master = master  # this master's id, told apart from the others' in a shared store
+        # A shared store creates a sighting atomically: no flock (it would be this master's only).
+        self.shared = hasattr(cache, "create")
+        self.lock_path = (os.path.join(lock_dir, "saltcd", "locks", f"{bank.rsplit('/', 1)[-1]}.lock")
+                          if lock_dir and not self.shared else None)
 
     def first_sighting(self, nonce, now=None, window=300):
         """Record `nonce`, arriving at `now`; False if it was seen before. Raises
         Full when this minute already holds MAX_PER_BUCKET nonces. The caller has
         checked the MAC, and that the payload's time is within ±window of `now`."""
         now = time.time() if now is None else now
+        sighting = {"seen": now, "master": self.master}
         with _flock(self.lock_path):
             live = self._prune(now, window)
-            if any(self.cache.fetch(f"{BANK}/{name}", nonce) for name in live):
-                return False
-            bank = f"{BANK}/{_bucket(now)}"
+            for name in live:
+                earlier = self.cache.fetch(f"{self.bank}/{name}", nonce)
+                if earlier:
+                    return self._again(earlier)
+            bank = f"{self.bank}/{_bucket(now)}"
             if len(self.cache.list(bank)) >= MAX_PER_BUCKET:
                 raise Full(f"more than {MAX_PER_BUCKET} signed payloads within {BUCKET} s")
-            self.cache.store(bank, nonce, {"seen": now})
-            return True
+            if not self.shared:
+                self.cache.store(bank, nonce, sighting)
+                return True
+            if self.cache.create(bank, nonce, sighting):
+                return True
+            return self._again(self.cache.fetch(bank, nonce))
+
+    def _again(self, earlier):
+        """A nonce seen before: a replay (False), or the same push heard by another master."""
+        if self.master is not None and earlier.get("master") not in (None, self.master):
+            raise SeenElsewhere(earlier["master"])
+        return False
 
     def forget(self, nonce, now):
         """Take back the sighting `first_sighting(nonce, now, ...)` recorded: the
         payload was not acted on (the bus refused it), so its sender's retry must
         not count as a replay."""
         with _flock(self.lock_path):
-            self.cache.flush(f"{BANK}/{_bucket(now)}", nonce)
+            self.cache.flush(f"{self.bank}/{_bucket(now)}", nonce)
 
     def _prune(self, now, window):
         """Flush every bucket no replay can reach any more; return the others.
@@ -90,17 +121,17 @@ class NonceCache:
         arrives at most 2 x window after the first sighting.
         """
         live = []
-        for name in self.cache.list(BANK):
+        for name in self.cache.list(self.bank):
             try:
                 start = int(name)
             except ValueError:
                 continue
             if start + BUCKET + 2 * window < now:
-                self.cache.flush(f"{BANK}/{name}")
+                self.cache.flush(f"{self.bank}/{name}")
             else:
                 live.append(name)
         return live
 
     def buckets(self):
         """The bucket banks present."""
-        return sorted(self.cache.list(BANK))
+        return sorted(self.cache.list(self.bank))

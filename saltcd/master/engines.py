@@ -13,9 +13,11 @@ import logging
 
 from saltcd import config, store, vocabulary
 from saltcd.config import notify_targets
+from saltcd.errors import SaltcdError
 from saltcd.ingress import ingress_key, nonces
 from saltcd.master import salt_cache, wiring
 from saltcd.present import outgoing, sent_marks
+from saltcd.queue import locking
 from saltcd.queue.queue_workers import QueueWorkers
 
 log = logging.getLogger(__name__)
@@ -74,7 +76,8 @@ def serve_webhook(opts, address=vocabulary.WEBHOOK_ADDRESS, port=vocabulary.WEBH
     records = store.Store(cache)
     if settings is not None:
         records.configure(store.Limits.from_settings(settings))
-    door = webhook.Door(settings, key, MasterBus(opts).fire, nonces.NonceCache(cache, lock_dir=opts["cachedir"]))
+    door = webhook.Door(settings, key, MasterBus(opts).fire,
+                        nonces.NonceCache(cache, lock_dir=opts["cachedir"], master=opts["id"]))
     ssl_options = {"certfile": ssl_crt, "keyfile": ssl_key} if ssl_crt and ssl_key else None
 
     async def main():
@@ -108,10 +111,14 @@ def run_queues(opts):
                            "(fix it and restart the master): %s", exc)
     known = {(d.app, d.env) for d in settings.deployments()}
     workers = QueueWorkers(functools.partial(_run_one_queue, opts, settings))
+    orphans = _orphan_finder(opts, settings, known)
     with _listen(opts) as bus:
         log.info("saltcd: drain engine listening for %s*", vocabulary.QUEUE_TAG_PREFIX)
         while True:
-            event = bus.get_event(wait=5, tag=vocabulary.QUEUE_TAG_PREFIX, full=True, auto_reconnect=True)
+            for pair in orphans(workers.running()):
+                workers.request(*pair)
+            event = bus.get_event(wait=settings.store.lease_renew if orphans else 5,
+                                  tag=vocabulary.QUEUE_TAG_PREFIX, full=True, auto_reconnect=True)
             if not event:
                 continue
             pair = tuple(event["tag"][len(vocabulary.QUEUE_TAG_PREFIX):].split("/"))
@@ -119,6 +126,30 @@ def run_queues(opts):
                 log.debug("saltcd: ignoring drain request %r: no such app/env", event["tag"][:200])
                 continue
             workers.request(*pair)
+
+
+def _orphan_finder(opts, settings, known):
+    """With a shared store: a function that names the app/envs with queued requests
+    and no master holding their lock (their master died, or the drain event
+    reached no master that could run it): the engine drains them, which takes a
+    dead master's rollout over. One master: a function that names none (its own
+    drains start from events, and a restart marks what was running interrupted)."""
+    if not settings.store.shared:
+        return lambda running: []
+    records = store.Store(salt_cache.cache_for(opts))
+    locks = locking.SharedLocks(records.cache, settings.store, opts["id"])
+
+    def orphans(running):
+        try:
+            pairs = [pair for pair in records.app_envs_with_requests()
+                     if pair in known and pair not in running and not locks.taken(*pair)]
+        except SaltcdError as exc:  # the store is unreachable: the next look may find it
+            log.warning("saltcd: cannot look for rollouts to take over: %s", exc)
+            return []
+        for app, env in pairs:
+            log.info("saltcd: %s/%s has queued requests and no master running them: draining", app, env)
+        return pairs
+    return orphans
 
 
 def send_notifications(opts, backoff=1.0):

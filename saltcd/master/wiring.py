@@ -15,7 +15,7 @@ import salt.utils.sdb
 from saltcd import config, store
 from saltcd.ingress import registry_events
 from saltcd.master import salt_cache, salt_fleet
-from saltcd.queue import controller
+from saltcd.queue import controller, locking
 
 log = logging.getLogger(__name__)
 
@@ -78,13 +78,17 @@ def controller_for(opts, jid_event=None, loaded=None):
     """A Controller on this master; its LocalClient is closed on exit (the engine lives long).
     `loaded`: settings already loaded from these opts (the engine loads them once)."""
     fleet = salt_fleet.SaltFleet(opts)
+    loaded = loaded or settings(opts)
+    cache = salt_cache.cache_for(opts)
     try:
         yield controller.Controller(
-            settings=loaded or settings(opts),
-            records=store.Store(salt_cache.cache_for(opts)),
+            settings=loaded,
+            records=store.Store(cache),
             fleet=fleet,
             reporter=Reporter(opts, jid_event),
             lock_dir=opts["cachedir"],
+            locks=locking.locks_for(cache, loaded.store, opts["cachedir"], opts["id"]),
+            master=opts["id"],
         )
     finally:
         fleet.close()

@@ -5,10 +5,12 @@ Salt (the fleet, the event bus, the cache) is handed in, so the same code runs
 under `salt-run`, in a reaction, and in tests with fakes.
 """
 
+import hashlib
 import logging
 import time
 
 from saltcd import rollout, store, vocabulary
+from saltcd.errors import Fenced
 from saltcd.ingress import ingress_key, intake, nonces, registry_events
 from saltcd.queue import locking, registry_client
 from saltcd.queue.approvals import Approvals
@@ -20,19 +22,24 @@ from saltcd.rollout import deploy_pillar, holder
 log = logging.getLogger(__name__)
 
 MAX_DRAIN_ROUNDS = 20
+# Pushes two masters both accepted from their webhooks, told apart (shared store only).
+SEEN_BANK = "saltcd/seen"
 
 
 class Controller(Holds, Approvals, Drift, StatusViews):
     """Requests in, rollouts out, with a lock per app/env and a durable record."""
 
     def __init__(self, settings, records, fleet, reporter, lock_dir,
-                 resolve=registry_client.resolve_digest, clock=time):
+                 resolve=registry_client.resolve_digest, clock=time, locks=None, master=None):
         self.settings = settings
         self.clock = clock  # handed to each Rollout (its watch waits on it)
         self.records = records
         self.fleet = fleet
         self.reporter = reporter  # fire(tag, data) and progress(text)
         self.lock_dir = lock_dir
+        # One master: flocks in lock_dir. Several sharing etcd: lease locks (saltcd.ha).
+        self.locks = locks or locking.LocalLocks(lock_dir)
+        self.master = master  # this master's id, in records and nonce sightings
         self.resolve = resolve
         self.records.configure(store.Limits.from_settings(settings))
 
@@ -52,19 +59,22 @@ class Controller(Holds, Approvals, Drift, StatusViews):
             raise registry_client.RegistryError(
                 f"the registry answered {rollout.short(found)} for {rollout.short(digest)}")
 
-    def _lock(self, app, env):
-        return locking.lock_path(self.lock_dir, app, env)
-
     # intake
     def accept(self, tag, data):
         """Validate an event and persist its requests; return what happened to it."""
         # Replays are told by the nonce cache in the store (locked in the master
         # cachedir); saltcd_webhook's envelopes by the master-local ingress key.
         verdict = intake.classify(tag, data, self.settings,
-                                  nonces=nonces.NonceCache(self.records.cache, lock_dir=self.lock_dir),
+                                  nonces=nonces.NonceCache(self.records.cache, lock_dir=self.lock_dir,
+                                                           master=self.master),
                                   engine_key=ingress_key.load(self.lock_dir))
         accepted = []
         for request in verdict.requests:
+            taken_by = self._delivered_before(request)
+            if taken_by:
+                verdict.ignored.append(f"{request['app']}/{request['env']}: push already accepted by "
+                                       f"master {taken_by} (every master hears a push)")
+                continue
             if request["awaiting_approval"]:
                 self._record_pushed_digest(request)
                 if not self._await_approval(request):
@@ -93,6 +103,25 @@ class Controller(Holds, Approvals, Drift, StatusViews):
             "rejected": verdict.rejected,
             "source": verdict.source,
         }
+
+    def _delivered_before(self, request):
+        """The master that already accepted this very push (app, env, tag, digest,
+        source) within the push window, or None. Shared store only: every master's
+        webhook may hear one registry notification; one request must result."""
+        if not self.locks.shared or not (request.get("digest_hint") or request.get("digest")):
+            return None
+        seen = nonces.NonceCache(self.records.cache, master=self.master, bank=SEEN_BANK)
+        what = "/".join(str(part) for part in (request["trigger"].get("kind"), request["trigger"].get("origin"),
+                                              request["app"], request["env"], request["tag"],
+                                              request.get("digest") or request["digest_hint"]))
+        try:
+            seen.first_sighting(hashlib.sha256(what.encode()).hexdigest()[:40], window=self.settings.push_window)
+        except nonces.SeenElsewhere as exc:
+            return exc.master
+        except nonces.Full:
+            return None  # a flood of distinct pushes: the queue's supersede still makes it one rollout
+        # A repeat on this master (a registry's retry) queues again, as on a single master.
+        return None
 
     def _record_pushed_digest(self, request):
         """What the registry has for the pushed tag now: what an approval will deploy.
@@ -140,43 +169,65 @@ class Controller(Holds, Approvals, Drift, StatusViews):
     def run_queue(self, app, env):
         """Run pending requests of app/env until none is left, newest digest first.
 
-        Returns {"status": "idle"|"busy", "rollouts": [records]}. "busy" means
-        another process holds the lock: it will pick our request up, because a
-        holder re-reads the queue after each rollout and after releasing.
+        Returns {"status": "idle"|"busy"|"waiting"|"interrupted"|"fenced", "rollouts": [records]}.
+        "busy" means another process (or master) holds the lock: it will pick our
+        request up, because a holder re-reads the queue after each rollout and
+        after releasing. "fenced": this master lost the lock mid-way (saltcd.ha).
         """
         self.settings.deployment(app, env)
         done = []
         for _ in range(MAX_DRAIN_ROUNDS):
-            with locking.try_lock(self._lock(app, env)) as held:
-                if not held:
+            with self.locks.hold(app, env) as held:
+                if held is None:
                     return {"status": "busy", "rollouts": done}
-                self._mark_interrupted(app, env)
-                while True:
-                    pending = self.records.pending(app, env)
-                    if not pending:
-                        break
-                    for older in pending[:-1]:
-                        self._supersede(older, pending[-1])
-                    held = self.hold(pending[-1])
-                    if held:
-                        # Stays queued; deploy.resume starts the drain again when it is due.
-                        self._note_hold(pending[-1], held)
-                        return {"status": "waiting", "rollouts": done, "waiting": held}
-                    record = self._run_request(pending[-1])
-                    done.append(record)
-                    if record["status"] == "interrupted":
-                        return {"status": "interrupted", "rollouts": done}
+                try:
+                    stopped = self._drain(app, env, held, done)
+                except Fenced as exc:
+                    log.warning("saltcd: %s/%s: %s", app, env, exc)
+                    return {"status": "fenced", "rollouts": done, "reason": str(exc)}
+                if stopped:
+                    return {**stopped, "rollouts": done}
             # A request persisted while we were releasing found the lock held
             # and left: look once more so it is not stranded.
             if not self.records.pending(app, env):
                 return {"status": "idle", "rollouts": done}
         return {"status": "idle", "rollouts": done}
 
+    def _drain(self, app, env, held, done):
+        """Run the queue while holding its lock; a status dict when it must stop early."""
+        journal = self._mark_interrupted(app, env)
+        while True:
+            pending = self.records.pending(app, env)
+            if not pending:
+                return None
+            for older in pending[:-1]:
+                self._supersede(older, pending[-1])
+            newest = pending[-1]
+            resume = journal if journal and journal.get("request") == newest["id"] else None
+            waiting = None if resume else self.hold(newest)
+            if waiting:
+                # Stays queued; deploy.resume starts the drain again when it is due.
+                self._note_hold(newest, waiting)
+                return {"status": "waiting", "waiting": waiting}
+            record = self._run_request(newest, held=held, journal=resume)
+            journal = None
+            done.append(record)
+            if record["status"] == "interrupted":
+                return {"status": "interrupted"}
 
     def _mark_interrupted(self, app, env):
-        """Records still `running` while we hold the lock belong to a dead process;
-        the deploy data it published (and could not withdraw) goes with them."""
-        for record in self.records.running_rollouts(app, env):
+        """Records still `running` while we hold the lock belong to a process that
+        stopped; the deploy data it published (and could not withdraw) goes with them.
+
+        With a shared store, the newest such record whose request is still queued is
+        returned instead: its master died (or lost its lease) mid-rollout, and this
+        master takes it over (the journal it returns is that record)."""
+        running = self.records.running_rollouts(app, env)
+        queued = {request["id"] for request in self.records.pending(app, env)} if self.locks.shared else set()
+        journal = next((r for r in reversed(running) if r.get("request") in queued), None)
+        for record in running:
+            if record is journal:
+                continue
             record.update({"status": "interrupted", "ended": time.time(),
                            "reason": "the process running it stopped (master restart?)"})
             self.records.save_rollout(record)
@@ -184,6 +235,7 @@ class Controller(Holds, Approvals, Drift, StatusViews):
                 record.get("minions") or [], app, record["id"])
             self.reporter.fire(vocabulary.deploy_tag(app, env, "interrupted"),
                                {"rollout": record["id"], "app": app, "env": env})
+        return journal
 
     def _supersede(self, older, newest):
         self._supersede_record(older, newest)
@@ -202,17 +254,37 @@ class Controller(Holds, Approvals, Drift, StatusViews):
                            {"rollout": record["id"], "request": older["id"], "superseded_by": newest["id"],
                             "app": older["app"], "env": older["env"]})
 
-    def _run_request(self, request, test=False):
+    def _take_over(self, journal, held):
+        """Make `journal` (a dead master's running record) this master's: say who
+        took it over from whom, at which step, with which token."""
+        before = journal.get("holder") or {}
+        journal.setdefault("takeovers", []).append({
+            "master": self.master, "from": before.get("master"), "at": time.time(), "token": held.token,
+            "batches_done": sum(1 for b in journal.get("batches", []) if b.get("kind") == "batch")})
+        self.reporter.progress(f"{journal['app']}/{journal['env']}: taking over rollout {journal['id']} "
+                               f"from master {before.get('master')}")
+        self.reporter.fire(vocabulary.deploy_tag(journal["app"], journal["env"], "taken_over"),
+                           {"rollout": journal["id"], "app": journal["app"], "env": journal["env"],
+                            "master": self.master, "from": before.get("master")})
+        return journal
+
+    def _run_request(self, request, test=False, held=None, journal=None):
+        """Run one request (or, with `journal`, go on with the rollout another master
+        began for it) while holding its app/env's lock `held`."""
         app, env = request["app"], request["env"]
         deployment = self.settings.deployment(app, env)
-        record = store.new_record(request)
-        record["holder"] = holder.current()  # whose deploy data the minions may be served
+        record = self._take_over(journal, held) if journal else store.new_record(request)
+        # Whose deploy data the minions may be served: this process, and with a
+        # shared store this master's lock and the token the minions compare.
+        record["holder"] = {**holder.current(), **(held.stamp() if held else {})}
         try:
             # A pinned request (a rollback) needs no registry: the digest was
             # deployed before and is on the minions or in the registry by digest.
             # A digest CI signed is confirmed: it must be this repository's.
-            digest = request.get("digest") or self._tag_digest(deployment, request["tag"])
-            if request.get("signed_digest"):
+            # A rollout taken over deploys what its journal says.
+            digest = (journal or {}).get("to_digest") or request.get("digest") or \
+                self._tag_digest(deployment, request["tag"])
+            if request.get("signed_digest") and not journal:
                 self._confirm_signed(deployment, digest)
         except registry_client.RegistryError as exc:
             # A plan that can't name its digest is no plan: failed (non-zero) in test mode too.
@@ -238,10 +310,16 @@ class Controller(Holds, Approvals, Drift, StatusViews):
                                   "registry wins")
             if not test:
                 self.records.save_spec(app, env, deployment.spec_id, deployment.spec())
-            run = rollout.Rollout(deployment, digest, self.fleet, self.reporter, record, save=save,
+            fleet = locking.Guarded(self.fleet, held) if held is not None and held.token else self.fleet
+            run = rollout.Rollout(deployment, digest, fleet, self.reporter, record, save=save,
                                   last_good=last_good, clock=self.clock,
                                   specs=lambda spec_id: self.records.spec(app, env, spec_id))
-            result = run.run(test=test)
+            result = run.resume() if journal else run.run(test=test)
+        except Fenced:
+            # Another master holds app/env now: it finishes this rollout from the
+            # journal. Nothing more is written or done here.
+            self._abandon(run, record)
+            raise
         except rollout.Interrupted as exc:
             self._abandon(run, record)
             record.update({"status": "interrupted", "ended": time.time(), "reason": str(exc)})

@@ -8,7 +8,7 @@ import logging
 
 from saltcd import rollout, store
 from saltcd.ingress import intake
-from saltcd.queue import locking, registry_client
+from saltcd.queue import registry_client
 
 log = logging.getLogger(__name__)
 
@@ -57,8 +57,8 @@ class Drift:
         for a lost one.
         """
         made = []
-        with locking.try_lock(locking.reconcile_lock_path(self.lock_dir)) as held:
-            if not held:
+        with self.locks.hold("reconcile") as held:
+            if held is None:
                 log.info("saltcd: another deploy.resume is reconciling; this one leaves it to that one")
                 return made
             for dep in self.settings.deployments():

@@ -80,10 +80,10 @@ class Rollout:
         self.record = record
         self.save = save
         self.prepull = None  # the pulls ahead while they run (saltcd.rollout.prepull)
-        self.record.update(
-            {"to_digest": digest, "to_spec": self.spec_id, "status": "running", "batches": [],
-             "failed_minions": []}
-        )
+        self.record.update({"to_digest": digest, "to_spec": self.spec_id, "status": "running"})
+        # A journal taken over from another master keeps what its batches did.
+        self.record.setdefault("batches", [])
+        self.record.setdefault("failed_minions", [])
 
     def _planned(self, info):
         """What the plan says of one minion, from what it runs now (`info`)."""
@@ -225,8 +225,40 @@ class Rollout:
         problem = self._hook("before", hook_minion, minions)
         if problem:
             return self._finish("failed", f"before hook failed on {hook_minion}: {problem}; nothing replaced")
+        return self._batches(minions, before, hook_minion, rest=rest)
+
+    def resume(self):
+        """Go on with the rollout this record journals, begun by a master that died.
+
+        Every step is idempotent (pull by digest, a container replaced only when it
+        runs something else, the gate, the hooks as the docs require them), so
+        the step that was in flight is run again: the before hook unless the
+        journal says it passed, then the first batch without a result, then the
+        rest. A rollback that had begun is run again whole. What each minion ran
+        before comes from the journal, so a rollback restores that."""
+        dep, record = self.deployment, self.record
+        minions = record["minions"]
+        self.placement = {role: set(ms) for role, ms in (record.get("placement") or {}).items()}
+        before = {m: {"digest": record["from_digests"].get(m), "spec": (record.get("from_specs") or {}).get(m)}
+                  for m in minions}
+        hook_minion = (record.get("hooks", {}).get("before") or record.get("hooks", {}).get("after")
+                       or {}).get("minion") or dep.hooks.get("minion") or minions[0]
+        rolled = [b for b in record["batches"] if b["kind"] == "rollback"]
+        if rolled:
+            record["batches"] = [b for b in record["batches"] if b["kind"] != "rollback"]
+            return self._rollback(before, record.get("reason") or "taken over during its rollback")
+        if not record["batches"] and not record.get("hooks", {}).get("before", {}).get("ok"):
+            problem = self._hook("before", hook_minion, minions)
+            if problem:
+                return self._finish("failed", f"before hook failed on {hook_minion}: {problem}; nothing replaced")
+        return self._batches(minions, before, hook_minion, first=len(record["batches"]))
+
+    def _batches(self, minions, before, hook_minion, first=0, rest=()):
+        """The batches of the plan from number `first` on, the watch, the after
+        hook, and the end: what `run` and `resume` share."""
+        dep = self.deployment
         budget = failure_budget(dep.max_failures, len(minions))
-        for number in range(len(self.record["plan"])):
+        for number in range(first, len(self.record["plan"])):
             # The plan is read afresh each batch: `_ask_the_rest` completes it during the first.
             step = self.record["plan"][number]
             published = self._ask_the_rest(minions, rest, before) if number == 0 and rest else None

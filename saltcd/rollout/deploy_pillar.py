@@ -31,6 +31,8 @@ BANK = "saltcd/pillar"
 PILLAR_KEY = "saltcd_deploy"
 ENV_PILLAR_KEY = "saltcd_environment"
 SELECTOR_KEYS = ("app", "env", "digest")
+# With a shared store the selector also carries the lock token (saltcd.rollout.holder.tie).
+FENCE_KEYS = ("fence",)
 # What ties an entry to its rollout: checked on the master, never sent to the minion.
 OWNER_KEYS = ("rollout", "holder")
 
@@ -48,7 +50,7 @@ def split(pillar):
     """
     data = dict(pillar["saltcd"])
     override = {key: value for key, value in pillar.items() if key != "saltcd"}
-    override["saltcd"] = {key: data[key] for key in SELECTOR_KEYS}
+    override["saltcd"] = {key: data[key] for key in SELECTOR_KEYS + FENCE_KEYS if key in data}
     return data, override
 
 
@@ -91,9 +93,17 @@ class DeployPillar:
         for app in self.cache.list(bank):
             entry = self.cache.fetch(bank, app)
             if entry and records.is_running(app, entry.get("env"), entry.get("rollout")) \
-                    and holder.alive(entry.get("holder")):
+                    and self._alive(entry.get("holder")):
                 out[app] = entry
         return out
+
+    def _alive(self, owner):
+        """Does the publisher of an entry still run it? With a shared store, while its
+        lock is held at its token (the process may be on another master); else
+        while its process lives on this master."""
+        if isinstance(owner, dict) and owner.get("token") is not None and hasattr(self.cache, "holds"):
+            return self.cache.holds(owner.get("lock"), owner["token"])
+        return holder.alive(owner)
 
 
 def resolved_environment(app, environment, pillar, resolve):

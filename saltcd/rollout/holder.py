@@ -46,8 +46,12 @@ def current():
 
 def tie(pillar, rollout_id, owner):
     """`pillar` (Deployment.pillar) tied to the rollout and the process (`owner`,
-    from current()) that publish it: the deploy pillar serves nothing else."""
+    from current()) that publish it: the deploy pillar serves nothing else. With a
+    shared store the owner holds a lock token, which the minions get as `fence`
+    (they refuse a step with a lower one than they have seen: saltcd.ha)."""
     pillar["saltcd"].update(rollout=rollout_id, holder=owner)
+    if (owner or {}).get("token") is not None:
+        pillar["saltcd"]["fence"] = owner["token"]
     return pillar
 
 

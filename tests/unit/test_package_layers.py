@@ -14,6 +14,8 @@ LAYERS = (
     {"vocabulary", "errors", "compat"},
     {"config"},
     {"store"},
+    # Several masters' shared store and lease locks (etcd), under the store's interface.
+    {"ha"},
     {"ingress"},
     {"rollout"},
     {"queue"},
