@@ -265,7 +265,8 @@ class Controller(Holds, Approvals, Drift, StatusViews):
                                f"from master {before.get('master')}")
         self.reporter.fire(vocabulary.deploy_tag(journal["app"], journal["env"], "taken_over"),
                            {"rollout": journal["id"], "app": journal["app"], "env": journal["env"],
-                            "master": self.master, "from": before.get("master")})
+                            "digest": journal.get("to_digest"), "master": self.master,
+                            "from": before.get("master")})
         return journal
 
     def _run_request(self, request, test=False, held=None, journal=None):

@@ -69,3 +69,25 @@ def test_the_hook_sls_runs_the_hook_in_a_one_off_container_of_the_pinned_image(c
     assert [o["options"]["binds"] for o in hook if "options" in o] == [["web-data:/data"]]
     pillar["saltcd"]["hook"] = "after"  # the app has no after hook
     assert isinstance(caller.cmd("state.show_sls", "saltcd.hook", pillar=pillar), list)
+
+
+def test_a_step_with_an_older_lock_token_than_the_minion_has_seen_is_refused(caller, example_config):
+    """Several masters (docs/ha.md): the job's selector and the deploy data carry the
+    rollout's lock token; the minion keeps the highest per app/env and refuses a lower one."""
+    import uuid  # noqa: PLC0415
+
+    env = f"ha{uuid.uuid4().hex[:6]}"  # a fresh high-water mark on this (session-long) minion
+    entry = {**config.load(example_config).deployment("web", "dev").pillar(DIGEST)["saltcd"], "env": env}
+
+    def step(token, served=None):
+        selector = {"app": "web", "env": env, "digest": DIGEST, "fence": token}
+        deploy = {"web": {**entry, "fence": token if served is None else served}}
+        return caller.cmd("state.show_sls", "saltcd.deploy", pillar={"saltcd": selector, "saltcd_deploy": deploy})
+
+    assert isinstance(step(10), dict)
+    assert isinstance(step(11), dict)
+    refused = step(10)
+    assert isinstance(refused, list) and "has seen 11" in " ".join(refused), refused
+    stale = step(12, served=13)  # the job of a master whose deploy data another master replaced
+    assert isinstance(stale, list) and "another master holds the rollout" in " ".join(stale), stale
+    assert isinstance(step(13), dict)
