@@ -80,8 +80,8 @@ def event_listener():
 # functional and bench files fill in at the end, and the two workers end
 # close together instead of one running a long file alone.
 LONGEST_FIRST = ("test_safe_rollouts.py", "test_start_first.py", "test_trustworthy_ingress.py",
-                 "test_real_apps.py", "test_app_roles.py", "test_bounded_and_timed.py", "test_wheel_install.py",
-                 "test_prepull.py", "test_lost_notification.py", "test_push_to_running.py",
+                 "test_real_apps.py", "test_ha_masters.py", "test_app_roles.py", "test_bounded_and_timed.py",
+                 "test_wheel_install.py", "test_prepull.py", "test_lost_notification.py", "test_push_to_running.py",
                  "test_registry_auth.py")
 
 

@@ -99,7 +99,7 @@ class EtcdCache:
         if lock is not None:
             _, token = holder_of(self.cluster, lock.key)
             if token != lock.token:
-                raise Fenced(f"{lock.key} is held at token {token}, not ours ({lock.token}): write refused")
+                raise Fenced(f"fenced: {lock.key} is held at token {token}, not ours ({lock.token}): write refused")
 
     def _write(self, ops):
         compares = self._fence_compares()
@@ -110,7 +110,7 @@ class EtcdCache:
         done, _ = self.cluster.txn(compares, ops)
         if not done:
             lock = self._local.lock
-            raise Fenced(f"{lock.key} is no longer held at token {lock.token}: write refused")
+            raise Fenced(f"fenced: {lock.key} is no longer held at token {lock.token}: write refused")
 
     def _send(self, op):
         if "request_put" in op:

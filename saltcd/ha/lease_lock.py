@@ -84,7 +84,7 @@ class LeaseLock:
     def check(self, what="go on"):
         """Raise Fenced unless this master may still `what`."""
         if not self.valid():
-            raise Fenced(f"lost the lock {self.key} (lease not renewed within {self.ttl:g} s): "
+            raise Fenced(f"fenced: lost the lock {self.key} (lease not renewed within {self.ttl:g} s): "
                          f"will not {what}")
 
     def _renew_until_stopped(self):

@@ -69,6 +69,15 @@ def state_outcome(ret):
     return {"ok": ok, "changed": changed, "comment": comment}
 
 
+def _job_selector(job):
+    """The `saltcd` selector of a running job's pillar override ({} for other jobs)."""
+    for arg in job.get("arg") or [] if isinstance(job, dict) else []:
+        if isinstance(arg, dict) and isinstance(arg.get("pillar"), dict):
+            selector = arg["pillar"].get("saltcd")
+            return selector if isinstance(selector, dict) else {}
+    return {}
+
+
 def _master_pid(opts):
     """The pid of the running master, from its pidfile (None if it is not running)."""
     try:
@@ -227,6 +236,30 @@ class SaltFleet:
             out[minion] = {"ok": False, "changed": False, "timed_out": True,
                            "comment": f"batch_timeout of {limit:g} s exceeded: {how}"}
         return out
+
+    @_master_required
+    def stop_stale(self, minions, app, env, token):
+        """Stop the saltcd state runs of app/env on `minions` that carry a lower lock
+        token than `token`: a dead master's step in flight (several masters,
+        saltcd.ha). Its minion would otherwise finish it and then wait on the dead
+        master for Salt's request timeouts (a minute, tried again) to return it,
+        and every state run queued behind it (the new master's) waits as long.
+        {minion: [jids stopped]}."""
+        running = self.local.cmd(minions, "saltutil.running", [], tgt_type="list", timeout=QUICK_TIMEOUT)
+        stale = {}
+        for minion, jobs in running.items():
+            for job in jobs if isinstance(jobs, list) else []:
+                selector = _job_selector(job)
+                fence = selector.get("fence")
+                if (selector.get("app"), selector.get("env")) == (app, env) and isinstance(fence, int) \
+                        and fence < token:
+                    stale.setdefault(minion, []).append(job.get("jid"))
+        for minion, jids in stale.items():
+            log.warning("saltcd: %s/%s: stopping %s on %s: begun under an older lock token than %s",
+                        app, env, ", ".join(jids), minion, token)
+            for jid in jids:
+                self.local.cmd([minion], "saltutil.term_job", [jid], tgt_type="list", timeout=STOP_TIMEOUT)
+        return stale
 
     def _run_until(self, minions, fun, arg, kwarg, timeout, limit, published=None):
         """Publish `fun` and gather returns like LocalClient.cmd, but for at most

@@ -118,7 +118,8 @@ def locks_for(cache, conf, lock_dir, master):
 
 
 # What a rollout does on minions, and what a lost lock must stop first.
-ACTS = {"apply": "apply a batch", "hook": "run a release hook", "puller": "pull ahead"}
+ACTS = {"apply": "apply a batch", "hook": "run a release hook", "puller": "pull ahead",
+        "stop_stale": "stop another master's state runs"}
 
 
 class Guarded:

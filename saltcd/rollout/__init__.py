@@ -243,6 +243,7 @@ class Rollout:
                   for m in minions}
         hook_minion = (record.get("hooks", {}).get("before") or record.get("hooks", {}).get("after")
                        or {}).get("minion") or dep.hooks.get("minion") or minions[0]
+        self._stop_stale(minions)
         rolled = [b for b in record["batches"] if b["kind"] == "rollback"]
         if rolled:
             record["batches"] = [b for b in record["batches"] if b["kind"] != "rollback"]
@@ -252,6 +253,17 @@ class Rollout:
             if problem:
                 return self._finish("failed", f"before hook failed on {hook_minion}: {problem}; nothing replaced")
         return self._batches(minions, before, hook_minion, first=len(record["batches"]))
+
+    def _stop_stale(self, minions):
+        """Stop what the dead master still has running on the minions (its step in
+        flight, its pulls ahead): Salt queues this master's steps behind them."""
+        stop = getattr(self.fleet, "stop_stale", None)
+        token = (self.record.get("holder") or {}).get("token")
+        if stop is None or token is None:
+            return
+        stopped = stop(minions, self.deployment.app, self.deployment.env, token)
+        if stopped and self.record.get("takeovers"):
+            self.record["takeovers"][-1]["stopped"] = stopped
 
     def _batches(self, minions, before, hook_minion, first=0, rest=()):
         """The batches of the plan from number `first` on, the watch, the after

@@ -66,3 +66,34 @@ def test_a_job_past_its_limit_is_stopped_on_the_minions_still_running_it():
     stopped = fleet._stop_job(jid, overdue)
     assert fleet._local.calls[-1] == ("saltutil.term_job", ["dev-2", "dev-3"], [jid])
     assert stopped == {"dev-2": "state run stopped on the minion"}  # dev-3 did not answer: no answer
+
+
+class RunningJobs:
+    """LocalClient answering `saltutil.running` with saltcd state runs of several
+    apps and lock tokens, and recording the `term_job` calls."""
+
+    def __init__(self):
+        self.stopped = []
+
+    @staticmethod
+    def _job(jid, app, env, fence):
+        selector = {"app": app, "env": env, "digest": "sha256:" + "a" * 64, "fence": fence}
+        return {"jid": jid, "fun": "state.apply",
+                "arg": ["saltcd.deploy", {"__kwarg__": True, "pillar": {"saltcd": selector}, "queue": True}]}
+
+    def cmd(self, minions, fun, arg, **kwargs):
+        if fun == "saltutil.term_job":
+            self.stopped.append((minions[0], arg[0]))
+            return {}
+        return {"dev-1": [self._job("1", "web", "dev", 40), self._job("2", "web", "qa", 10),
+                          {"jid": "3", "fun": "test.sleep", "arg": [30]}],
+                "dev-2": [self._job("4", "web", "dev", 90), self._job("5", "api", "dev", 1)],
+                "dev-3": "Minion did not return"}
+
+
+def test_a_takeover_stops_only_the_older_tokens_runs_of_its_app_env():
+    fleet = SaltFleet({"pidfile": "/nonexistent"})
+    fleet._local = RunningJobs()
+    fleet.check_master = lambda: None
+    assert fleet.stop_stale(["dev-1", "dev-2", "dev-3"], "web", "dev", 84) == {"dev-1": ["1"]}
+    assert fleet._local.stopped == [("dev-1", "1")]
