@@ -8,7 +8,7 @@ SALT_LINE ?= 3008
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
 PY := $(VENV)/bin/python
 
-.PHONY: bootstrap demo sandbox sandbox-down test test-unit test-matrix test-lines lint config-reference docs-pages docs bench clean
+.PHONY: bootstrap demo sandbox sandbox-down test test-unit test-matrix test-lines chaos lint config-reference docs-pages docs bench clean
 
 bootstrap: $(VENV)/.installed
 	@./scripts/bootstrap-system.sh
@@ -52,6 +52,15 @@ test-matrix: bootstrap
 # What CI adds to `make test`: the unit and functional tiers on the older lines.
 test-lines: $(VENV)/.installed
 	$(NOX) -s "tests(3006)" "tests(3007)"
+
+# The chaos suite (tests/integration/test_chaos.py): CHAOS_ROUNDS rollouts on two
+# masters sharing etcd, a fault injected into each, the invariants checked after
+# each; the figures go to CHAOS_RESULTS (docs/ha.md). CI runs a few rounds.
+CHAOS_ROUNDS ?= 100
+CHAOS_RESULTS ?= bench/chaos.json
+chaos: bootstrap
+	CHAOS_ROUNDS=$(CHAOS_ROUNDS) CHAOS_RESULTS=$(CHAOS_RESULTS) $(PY) -m pytest -m chaos -s \
+		tests/integration/test_chaos.py
 
 # Static checks (ruff; rules in pyproject.toml): needs only the virtualenv.
 lint: $(VENV)/.installed

@@ -16,185 +16,32 @@ both masters. The tests run in file order on one fleet:
 (e) a push while that master is down -> deployed by the other.
 """
 
-import json
-import os
 import shutil
 import signal
 import time
 
-import psutil
 import pytest
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import rsa
 
-from saltcd import ci_push, master_config
-from sandbox import app_image, layout, loopback
-from sandbox.etcd_cluster import EtcdCluster
-from tests.integration.conftest import minion_docker_environ
-from tests.ports import free_port
+from tests.integration import ha_fleet
+from tests.integration.ha_fleet import APP, ENV, TTL
 
 pytestmark = pytest.mark.skipif(shutil.which("etcd") is None,
                                 reason="etcd is not installed (make test installs etcd-server)")
 
-APP, ENV, PORT = "ha", "dev", 18021
-TTL, RENEW = 4, 1
 SETTLE = 6  # seconds each batch's gate holds: a batch is long enough to act in
 # A takeover starts within the TTL and a few seconds; it stops the dead master's
 # state run in flight (which would wait on that master for a minute or more, with
 # the new step queued behind it), re-runs that batch and goes on. Its end comes
 # within this, with room for a busy machine.
 IN_FLIGHT = 120
-HOSTS = {"ha-1": "dev-1", "ha-2": "dev-2"}  # minion -> the lab Docker host it deploys to
 
 
 @pytest.fixture(scope="module")
-def etcd(lab_root):
-    cluster = EtcdCluster(lab_root / "ha-etcd", size=3)
-    try:
-        yield cluster.start()
-    finally:
-        cluster.stop()
-
-
-def _saltcd(registry, repository, webhook_token, push_secret, etcd):
-    app = layout.app_config(repository, PORT, health_timeout=20, settle=SETTLE, state_timeout=60)
-    app["environments"] = {ENV: {"target": "ha-*", "drift": "ignore"}}
-    conf = layout.saltcd_config(registry.host, {APP: app}, webhook_token, ci_minions=("hacijob",),
-                                push_secret=push_secret)
-    conf["registries"] = {registry.host: {"scheme": "http", "timeout": 5}}
-    conf["store"] = {"driver": "etcd", "endpoints": etcd.endpoints, "prefix": "/saltcd-ha",
-                     "lease_ttl": TTL, "lease_renew": RENEW}
-    return conf
-
-
-class Fleet:
-    """The two masters, their minions, and what a user sees of them."""
-
-    def __init__(self, masters, minions, hosts, registry, repository, push_secret, etcd):
-        self.masters = masters  # id -> salt-factories master
-        self.minions = minions
-        self.hosts = hosts
-        self.registry = registry
-        self.repository = repository
-        self.push_secret = push_secret
-        self.etcd = etcd
-        self.down = set()  # masters stopped or killed by a test
-
-    def up(self):
-        return [m for i, m in self.masters.items() if i not in self.down]
-
-    def push(self, version):
-        """Build and push a new image, then the CI job's signed push; its digest."""
-        digest = app_image.build_and_push(self.hosts["builder"].url, self.repository, ENV, version)
-        payload = ci_push.payload(self.repository, ENV, self.push_secret, digest=digest)
-        ret = self.minions["hacijob"].salt_call_cli().run("event.send", "saltcd/push", json.dumps(payload))
-        assert ret.returncode == 0, ret
-        return digest
-
-    def history(self):
-        ret = self.up()[0].salt_run_cli(timeout=120).run("deploy.history", f"app={APP}", f"env={ENV}", "limit=50")
-        assert ret.returncode == 0, ret
-        return ret.data
-
-    def record_of(self, digest, timeout=120, done=True, batches=0):
-        """The rollout record of `digest`, once it has ended (or has `batches` batches)."""
-        deadline = time.monotonic() + timeout
-        while True:
-            records = [r for r in self.history() if r.get("to_digest") == digest]
-            ready = [r for r in records if (r["status"] != "running" if done else len(r.get("batches", [])) >= batches)]
-            if ready:
-                return ready[0], records
-            assert time.monotonic() < deadline, f"no rollout of {digest} got there within {timeout} s: {records}"
-            time.sleep(0.5)
-
-    def running(self):
-        """{minion: (digest, container id, health status)} as docker and curl see them."""
-        out = {}
-        for minion, host in HOSTS.items():
-            client = self.hosts[host].client()
-            try:
-                attrs = client.api.inspect_container(APP)
-            finally:
-                client.close()
-            out[minion] = (attrs["Config"]["Image"].rsplit("@", 1)[-1], attrs["Id"],
-                           loopback.status(f"http://{self.hosts[host].address}:{PORT}/health"))
-        return out
-
-    def logged(self, master_id, text, timeout):
-        """True once `text` is in the master's log file (within `timeout` seconds)."""
-        deadline = time.monotonic() + timeout
-        while True:
-            with open(self.masters[master_id].config["log_file"], encoding="utf-8", errors="replace") as log:
-                if text in log.read():
-                    return True
-            if time.monotonic() > deadline:
-                return False
-            time.sleep(1)
-
-    def processes(self, master_id):
-        """The master's process and every process it started (its workers, engines)."""
-        parent = psutil.Process(self.masters[master_id].pid)
-        return [parent, *parent.children(recursive=True)]
-
-    def signal(self, master_id, sig):
-        for proc in self.processes(master_id):
-            try:
-                proc.send_signal(sig)
-            except psutil.NoSuchProcess:
-                pass
-
-
-def _master_keys():
-    """An RSA key pair in the PEM forms Salt writes (master.pem, master.pub)."""
-    key = rsa.generate_private_key(65537, 2048)
-    return (key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.TraditionalOpenSSL,
-                              serialization.NoEncryption()),
-            key.public_key().public_bytes(serialization.Encoding.PEM,
-                                          serialization.PublicFormat.SubjectPublicKeyInfo))
-
-
-def _write_master_keys(pki_dir, private, public):
-    os.makedirs(pki_dir, exist_ok=True)
-    for name, data, mode in (("master.pem", private, 0o400), ("master.pub", public, 0o644)):
-        path = os.path.join(pki_dir, name)
-        with open(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode), "wb") as handle:
-            handle.write(data)
-
-
-@pytest.fixture(scope="module")
-def fleet(salt_factories, docker_hosts, registry, etcd, webhook_token, push_secret, lab_root):
-    repository = f"{registry.host}/saltcd/{APP}"
-    saltcd = _saltcd(registry, repository, webhook_token, push_secret, etcd)
-    masters = {}
-    for name in ("ha-master-a", "ha-master-b"):
-        overrides = {**master_config.wiring(webhook_port=free_port()), "saltcd": saltcd,
-                     "auto_accept": True, "log_level_logfile": "info"}
-        masters[name] = salt_factories.salt_master_daemon(name, overrides=overrides)
-    a, b = masters.values()
-    # Hot multi-master: the masters share one key pair (Salt's requirement).
-    keys = _master_keys()
-    for master in masters.values():
-        _write_master_keys(master.config["pki_dir"], *keys)
-    both = [f"127.0.0.1:{m.config['ret_port']}" for m in masters.values()]
-    minions, started = {}, []
-    try:
-        for master in masters.values():
-            master.start(start_timeout=120)
-            started.append(master)
-        for minion, host in HOSTS.items():
-            conf = layout.minion_overrides({"env": ENV, "address": docker_hosts[host].address},
-                                           docker_hosts[host].url)
-            minions[minion] = a.salt_minion_daemon(minion, overrides={**conf, "master": both})
-        minions["hacijob"] = a.salt_minion_daemon("hacijob", overrides={"master": both})
-        for minion in minions.values():
-            minion.environ = minion_docker_environ(lab_root, minion.id, docker_hosts[HOSTS[minion.id]].url
-                                                   if minion.id in HOSTS else None)
-            minion.start(start_timeout=120)
-            started.append(minion)
-        yield Fleet(masters, minions, docker_hosts, registry, repository, push_secret, etcd)
-    finally:
-        for daemon in reversed(started):
-            daemon.terminate()
+def fleet(salt_factories, docker_hosts, registry, webhook_token, push_secret, lab_root):
+    with ha_fleet.etcd_cluster(lab_root) as etcd, \
+            ha_fleet.started(salt_factories, docker_hosts, registry, etcd, webhook_token, push_secret,
+                             lab_root, settle=SETTLE) as started:
+        yield started
 
 
 def test_a_one_push_heard_by_both_masters_is_one_rollout(fleet, event_listener):
