@@ -407,6 +407,9 @@ KEYS = (
     Key("store.timeout", "seconds one etcd request may take", 5, _number(0.1)),
     Key("store.ca_file", "PEM bundle that verifies etcd's TLS certificate (https endpoints)", None,
         _absolute_path),
+    Key("store.client_cert", "client certificate saltcd shows etcd (with `client_key`): whoever can "
+        "write to the store can deploy, so etcd should take only its masters", None, _absolute_path),
+    Key("store.client_key", "its private key", None, _absolute_path),
     Key("registries", "how to reach each registry host (the digest lookup)", {}, _mapping,
         shown="https, anonymous"),
     Key("registries.<host>.scheme", "`http` or `https`", "https", _one_of(("http", "https"))),
@@ -896,6 +899,8 @@ class StoreConfig:
     lease_renew: float = 5
     timeout: float = 5
     ca_file: str = None
+    client_cert: str = None
+    client_key: str = None
 
     @property
     def shared(self):
@@ -912,7 +917,9 @@ def store_config(raw):
     if conf["driver"] == "etcd":
         _need(conf["endpoints"], f"{key}:endpoints", "must name the etcd members (driver: etcd)")
     _need(conf["lease_renew"] < conf["lease_ttl"], f"{key}:lease_renew", "must be less than `lease_ttl`")
-    return StoreConfig(**conf)
+    _need((conf["client_cert"] is None) == (conf["client_key"] is None), key,
+          "`client_cert` and `client_key` go together")
+    return StoreConfig(**{**conf, "endpoints": tuple(conf["endpoints"])})
 
 
 @dataclass(frozen=True)

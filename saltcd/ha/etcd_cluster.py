@@ -55,6 +55,8 @@ def _client(endpoint, conf):
     session.trust_env = False
     if conf.ca_file:
         session.verify = conf.ca_file
+    if conf.client_cert:
+        session.cert = (conf.client_cert, conf.client_key)
     return Etcd3Client(host=url.hostname, port=url.port, protocol=url.scheme,
                        timeout=conf.timeout, api_path=API_PATH, session=session)
 

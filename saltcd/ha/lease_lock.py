@@ -41,13 +41,15 @@ def lock_key(prefix, name):
 class LeaseLock:
     """The lock of one app/env on one etcd cluster (`owner`: who holds it, for people)."""
 
-    def __init__(self, cluster, key, ttl, renew, owner, clock=time.monotonic):
+    def __init__(self, cluster, key, ttl, renew, owner, clock=None):
         self.cluster = cluster
         self.key = key
         self.ttl = ttl
         self.renew = renew
         self.owner = owner
-        self.clock = clock
+        # CLOCK_BOOTTIME goes on while the host is suspended (monotonic does not):
+        # a master that slept past its lease must see its deadline passed.
+        self.clock = clock or (lambda: time.clock_gettime(time.CLOCK_BOOTTIME))
         self.lease = None
         self.token = None
         self.deadline = 0.0
@@ -92,7 +94,7 @@ class LeaseLock:
             sent = self.clock()
             try:
                 left = self.cluster.keepalive(self.lease)
-            except etcd_cluster.StoreUnavailable as exc:
+            except Exception as exc:  # noqa: BLE001 - any failure: try again until the deadline
                 log.warning("saltcd: cannot renew %s (%s); it lapses in %.1f s", self.key, exc,
                             max(self.deadline - self.clock(), 0))
                 continue

@@ -99,7 +99,10 @@ class NonceCache:
                 return True
             if self.cache.create(bank, nonce, sighting):
                 return True
-            return self._again(self.cache.fetch(bank, nonce))
+            earlier = self.cache.fetch(bank, nonce)
+            # Our own sighting: the create was committed, then retried at another
+            # member after its answer was lost (saltcd.ha.etcd_cluster).
+            return True if earlier == sighting else self._again(earlier)
 
     def _again(self, earlier):
         """A nonce seen before: a replay (False), or the same push heard by another master."""

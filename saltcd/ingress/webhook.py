@@ -49,13 +49,15 @@ import threading
 import time
 
 from saltcd import compat, store, vocabulary
-from saltcd.ingress import ingress_auth, ingress_key, intake, registry_events
+from saltcd.ingress import ingress_auth, ingress_key, intake, nonces, registry_events
 
 # tornado 6 itself on every Salt line: Salt 3006 would hand `import tornado`
 # its vendored 4.x, whose loop is not asyncio's (saltcd.compat.tornado).
 tornado = compat.tornado()
 
 log = logging.getLogger(__name__)
+# _first_sighting's answer for a signature another master saw first (a shared store).
+ELSEWHERE = object()
 
 UNKNOWN_SOURCE = "(unknown)"
 FLUSH_EVERY = 5  # seconds between writes of the rejection counts
@@ -310,8 +312,10 @@ class Hook(tornado.web.RequestHandler):  # pylint: disable=abstract-method
                 log.debug("saltcd_webhook: %s: %d routine item(s), nothing to deploy", self.source.name,
                           len(parsed.ignored))
                 answer = registry_events.NOTHING_TO_DEPLOY + "\n"
+            elif (nonce := await self._first_sighting(now)) is ELSEWHERE:
+                # Several masters (a shared store): the registry notified each, another took it.
+                answer = "ignored: already accepted by another master\n"
             else:
-                nonce = await self._first_sighting(now)
                 name = self.source.name
                 data = ingress_key.reduced(parsed)  # all that goes on of the body
                 await self._fire(vocabulary.INGRESS_TAG_PREFIX + name,
@@ -399,7 +403,8 @@ class Hook(tornado.web.RequestHandler):  # pylint: disable=abstract-method
 
     async def _first_sighting(self, now):
         """(nonce, time) of a timestamped signature, seen now for the first time,
-        or None for a source without one; Refusal 409 for a replay. Asked only
+        or None for a source without one, or ELSEWHERE when another master saw it
+        first (several masters, each notified); Refusal 409 for a replay. Asked only
         of a post about to be fired: one refused or ignored for what it holds
         (400, or pushes its source may not announce) does not use up its
         signature, so its retry after a fix is no replay."""
@@ -411,6 +416,8 @@ class Hook(tornado.web.RequestHandler):  # pylint: disable=abstract-method
         try:
             fresh = await self.door.in_worker(self.door.nonces.first_sighting, *sighting,
                                               self.door.settings.push_window)
+        except nonces.SeenElsewhere:
+            return ELSEWHERE
         except Exception as exc:  # pylint: disable=broad-except  # nonces.Full, store errors
             raise Refusal(503, self.source.name, f"replay check failed: {type(exc).__name__}") from None
         if not fresh:

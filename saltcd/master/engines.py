@@ -13,7 +13,6 @@ import logging
 
 from saltcd import config, store, vocabulary
 from saltcd.config import notify_targets
-from saltcd.errors import SaltcdError
 from saltcd.ingress import ingress_key, nonces
 from saltcd.master import salt_cache, wiring
 from saltcd.present import outgoing, sent_marks
@@ -143,8 +142,8 @@ def _orphan_finder(opts, settings, known):
         try:
             pairs = [pair for pair in records.app_envs_with_requests()
                      if pair in known and pair not in running and not locks.taken(*pair)]
-        except SaltcdError as exc:  # the store is unreachable: the next look may find it
-            log.warning("saltcd: cannot look for rollouts to take over: %s", exc)
+        except Exception as exc:  # noqa: BLE001 - the store unreachable or refusing: look again later
+            log.warning("saltcd: cannot look for rollouts to take over: %s", f"{type(exc).__name__}: {exc}"[:300])
             return []
         for app, env in pairs:
             log.info("saltcd: %s/%s has queued requests and no master running them: draining", app, env)

@@ -77,9 +77,9 @@ def settings(opts):
 def controller_for(opts, jid_event=None, loaded=None):
     """A Controller on this master; its LocalClient is closed on exit (the engine lives long).
     `loaded`: settings already loaded from these opts (the engine loads them once)."""
-    fleet = salt_fleet.SaltFleet(opts)
     loaded = loaded or settings(opts)
     cache = salt_cache.cache_for(opts)
+    fleet = salt_fleet.SaltFleet(opts)
     try:
         yield controller.Controller(
             settings=loaded,

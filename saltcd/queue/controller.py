@@ -6,6 +6,7 @@ under `salt-run`, in a reaction, and in tests with fakes.
 """
 
 import hashlib
+import itertools
 import logging
 import time
 
@@ -195,7 +196,7 @@ class Controller(Holds, Approvals, Drift, StatusViews):
 
     def _drain(self, app, env, held, done):
         """Run the queue while holding its lock; a status dict when it must stop early."""
-        journal = self._mark_interrupted(app, env)
+        journal = self._mark_interrupted(app, env, held)
         while True:
             pending = self.records.pending(app, env)
             if not pending:
@@ -203,6 +204,8 @@ class Controller(Holds, Approvals, Drift, StatusViews):
             for older in pending[:-1]:
                 self._supersede(older, pending[-1])
             newest = pending[-1]
+            if self.locks.shared and self._already_done(newest):
+                continue
             resume = journal if journal and journal.get("request") == newest["id"] else None
             waiting = None if resume else self.hold(newest)
             if waiting:
@@ -215,16 +218,18 @@ class Controller(Holds, Approvals, Drift, StatusViews):
             if record["status"] == "interrupted":
                 return {"status": "interrupted"}
 
-    def _mark_interrupted(self, app, env):
+    def _mark_interrupted(self, app, env, held=None):
         """Records still `running` while we hold the lock belong to a process that
         stopped; the deploy data it published (and could not withdraw) goes with them.
 
-        With a shared store, the newest such record whose request is still queued is
-        returned instead: its master died (or lost its lease) mid-rollout, and this
-        master takes it over (the journal it returns is that record)."""
+        With a shared store, the record of the newest queued request is returned
+        instead: its master died (or lost its lease) mid-rollout, and this master
+        takes it over (the journal it returns is that record). The state runs the
+        dead master left on the minions of those it does not take over are stopped."""
         running = self.records.running_rollouts(app, env)
-        queued = {request["id"] for request in self.records.pending(app, env)} if self.locks.shared else set()
-        journal = next((r for r in reversed(running) if r.get("request") in queued), None)
+        pending = self.records.pending(app, env) if self.locks.shared else []
+        newest = pending[-1]["id"] if pending else None
+        journal = next((r for r in reversed(running) if r.get("request") == newest), None) if newest else None
         for record in running:
             if record is journal:
                 continue
@@ -233,9 +238,30 @@ class Controller(Holds, Approvals, Drift, StatusViews):
             self.records.save_rollout(record)
             deploy_pillar.DeployPillar(self.records.cache).withdraw_rollout(
                 record.get("minions") or [], app, record["id"])
+            stop = getattr(self.fleet, "stop_stale", None)
+            if held is not None and held.token is not None and stop is not None:
+                stop(record.get("minions") or [], app, env, held.token)
             self.reporter.fire(vocabulary.deploy_tag(app, env, "interrupted"),
                                {"rollout": record["id"], "app": app, "env": env})
         return journal
+
+    def _already_done(self, request):
+        """True (and the request dropped) if its rollout already ended: its master
+        died after closing the record and before dropping the request. Running it
+        again would repeat a whole rollout (a bad image's outage and rollback)."""
+        app, env = request["app"], request["env"]
+        done = next((r for r in itertools.islice(self.records.recent(app, env), 10)
+                     if r.get("request") == request["id"] and r.get("status") != "running"), None)
+        if done is None:
+            return False
+        if done["status"] == "succeeded" and done.get("to_digest"):
+            state = self.records.env_state(app, env)
+            if state.get("last_good_rollout", "") < done["id"]:
+                self.records.set_env_state(app, env, {"last_good": done["to_digest"], "last_good_rollout": done["id"]})
+        self.records.drop_request(app, env, request["id"])
+        log.info("saltcd: %s/%s: request %s had run (rollout %s, %s): dropped", app, env, request["id"],
+                 done["id"], done["status"])
+        return True
 
     def _supersede(self, older, newest):
         self._supersede_record(older, newest)
@@ -356,10 +382,14 @@ class Controller(Holds, Approvals, Drift, StatusViews):
         reason = f"crashed: {type(exc).__name__}: {exc}"[:500]
         record.update({"status": "failed", "ended": time.time(), "reason": reason})
         record.setdefault("failed_minions", [])
+        fenced = False
         try:
             save(record)
+        except Fenced:
+            fenced = True  # another master finishes this rollout: no `finished` from here
+            raise
         finally:
-            if not test:
+            if not test and not fenced:
                 self.reporter.fire(*rollout.finished_event(record))
         return record
 

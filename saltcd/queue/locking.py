@@ -118,8 +118,7 @@ def locks_for(cache, conf, lock_dir, master):
 
 
 # What a rollout does on minions, and what a lost lock must stop first.
-ACTS = {"apply": "apply a batch", "hook": "run a release hook", "puller": "pull ahead",
-        "stop_stale": "stop another master's state runs"}
+ACTS = {"apply": "apply a batch", "hook": "run a release hook", "stop_stale": "stop another master's state runs"}
 
 
 class Guarded:
@@ -131,6 +130,11 @@ class Guarded:
         self.lock = lock
 
     def __getattr__(self, name):
+        if name == "puller":
+            # No pulling ahead under a lease: the pulls run in a thread of their own
+            # that this lock does not fence, and a master that lost the lock would
+            # go on publishing and withdrawing deploy data there. Batches pull.
+            raise AttributeError("no pulling ahead with a shared store")
         value = getattr(self.fleet, name)
         if name not in ACTS:
             return value

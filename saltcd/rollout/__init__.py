@@ -248,6 +248,11 @@ class Rollout:
         if rolled:
             record["batches"] = [b for b in record["batches"] if b["kind"] != "rollback"]
             return self._rollback(before, record.get("reason") or "taken over during its rollback")
+        spent = len(record["failed_minions"]) > failure_budget(dep.max_failures, len(minions))
+        if spent and FAILURE_POLICIES[dep.on_failure]:
+            # The dead master had spent the budget, and died before its policy's first step.
+            return self._stop(f"{len(record['failed_minions'])} minion(s) failed before the takeover: "
+                              + ", ".join(record["failed_minions"]), before)
         if not record["batches"] and not record.get("hooks", {}).get("before", {}).get("ok"):
             problem = self._hook("before", hook_minion, minions)
             if problem:

@@ -73,7 +73,8 @@ class DeployPillar:
         """Take the entry back, unless another rollout has replaced it since."""
         for minion in minions:
             current = self.cache.fetch(_bank(minion), data["app"])
-            if current and all(current.get(k) == data[k] for k in SELECTOR_KEYS):
+            # The same digest under another lock token is another master's (a takeover).
+            if current and all(current.get(k) == data.get(k) for k in SELECTOR_KEYS + FENCE_KEYS):
                 self.cache.flush(_bank(minion), data["app"])
 
     def withdraw_rollout(self, minions, app, rollout_id):

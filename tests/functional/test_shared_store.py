@@ -328,3 +328,48 @@ def test_a_dead_masters_rollout_is_finished_by_the_other_and_the_late_one_is_ref
     assert kept["status"] == "succeeded" and kept["takeovers"] == record["takeovers"]
     assert b.records.pending("web", "dev") == []
     assert b.records.env_state("web", "dev")["last_good"] == NEW
+
+
+def journal(ctl, request, batches, failed, status="running"):
+    """A record as master A left it: `batches` done (dev-1 first), `failed` minions."""
+    minions = ["dev-1", "dev-2", "dev-3"]
+    record = store.new_record(request)
+    record.update(status=status, to_digest=NEW, minions=minions, from_digests=dict.fromkeys(minions, OLD),
+                  from_specs=dict.fromkeys(minions), holder={"master": "master-a", "token": 1},
+                  plan=[{"number": n, "minions": {m: {"from": OLD, "to": NEW, "answered": True, "change": True}}}
+                        for n, m in enumerate(minions, 1)],
+                  batches=[{"kind": "batch", "number": n, "minions": {m: {
+                      "from": OLD, "to": NEW, "answered": True, "ok": m not in failed, "changed": True,
+                      "comment": "Unhealthy: 404" if m in failed else "Healthy"}},
+                            "failed": [m] if m in failed else []} for n, m in enumerate(minions[:batches], 1)],
+                  failed_minions=list(failed))
+    if status != "running":
+        record["ended"] = time.time()
+    ctl.records.save_rollout(record)
+    return record
+
+
+def test_a_takeover_after_the_failure_budget_was_spent_rolls_back_at_once(etcd, tmp_path):
+    a, b, minions = masters(etcd, tmp_path, {"dev-1": OLD, "dev-2": OLD, "dev-3": OLD})
+    a.accept("saltcd/push", from_ci(signed(digest=NEW)))
+    (request,) = a.records.pending("web", "dev")
+    minions.running["dev-1"] = NEW  # batch 1 replaced it, and its gate failed
+    journal(a, request, batches=1, failed=["dev-1"])
+    done = b.run_queue("web", "dev")
+    (record,) = done["rollouts"]
+    assert record["status"] == "rolled_back", record
+    assert minions.running == {"dev-1": OLD, "dev-2": OLD, "dev-3": OLD}
+    assert [(e["kind"], sorted(e["minions"])) for e in record["batches"]] == [("batch", ["dev-1"]),
+                                                                           ("rollback", ["dev-1"])]
+    assert record["takeovers"][0]["master"] == "master-b"
+
+
+def test_a_request_whose_rollout_had_ended_is_not_run_again(etcd, tmp_path):
+    a, b, minions = masters(etcd, tmp_path, {"dev-1": NEW, "dev-2": NEW, "dev-3": NEW})
+    a.accept("saltcd/push", from_ci(signed(digest=NEW)))
+    (request,) = a.records.pending("web", "dev")
+    ended = journal(a, request, batches=3, failed=[], status="succeeded")
+    done = b.run_queue("web", "dev")
+    assert done["rollouts"] == [] and b.records.pending("web", "dev") == []
+    assert minions.applied == []
+    assert b.records.env_state("web", "dev") == {"last_good": NEW, "last_good_rollout": ended["id"]}

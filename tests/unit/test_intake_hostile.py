@@ -668,3 +668,20 @@ def test_the_bus_is_tried_twice_and_a_refusal_is_raised_not_swallowed(monkeypatc
     with pytest.raises(ConnectionError):
         bus.fire("saltcd/ingress/registry", {"pushes": [], "ignored": []})
     assert (Refusing.made, Refusing.destroyed) == (2, 2)
+
+
+def test_a_signature_another_master_took_is_answered_ignored_not_refused(door):
+    """Several masters sharing a store, each notified by the registry: the one that
+    comes second answers 200 (a registry retries anything else), fires nothing."""
+    import time
+
+    from saltcd.ingress import ingress_auth
+
+    body = PUSH_BODY
+    headers = _stamped(body)
+    taken = nonces.NonceCache(door["door"].nonces.cache, master="master-a")
+    assert taken.first_sighting(ingress_auth.sha256_hex(headers["X-Hub-Signature-256"]), time.time())
+    door["door"].nonces.master = "master-b"
+    answer = post(door["url"] + "/saltcd/stamped", body, headers)
+    assert answer == (200, "ignored: already accepted by another master\n")
+    assert door["fired"] == []
