@@ -24,8 +24,6 @@ from saltcd.ha.lease_lock import holder_of
 class EtcdCache:
     """saltcd's store on an etcd cluster (see the module docstring)."""
 
-    driver = "etcd"
-
     def __init__(self, cluster, prefix):
         self.cluster = cluster
         self.prefix = prefix
@@ -50,9 +48,6 @@ class EtcdCache:
     def holds(self, key, token):
         """True while lock `key` is held at `token` (a rollout's deploy data is served only then)."""
         return holder_of(self.cluster, key)[1] == token
-
-    def contains(self, bank, key=None):
-        return bool(self.cluster.range(self._path(bank, key))) if key is not None else bool(self.list(bank))
 
     def store(self, bank, key, data):
         self._write([etcd_cluster.put_op(self._path(bank, key), json.dumps(data))])

@@ -457,6 +457,19 @@ def salt_minions(salt_master, lab_minions, docker_hosts, lab_root, minion_regist
             factory.terminate()
 
 
+@pytest.fixture(scope="module")
+def fleet(request, salt_factories, docker_hosts, registry, webhook_token, push_secret, lab_root):
+    """Two salt-masters sharing an etcd store, and minions on both
+    (tests/integration/ha_fleet.py), for the module that asks: test_ha_masters.py
+    and test_chaos.py. Its batches' gates hold for the module's SETTLE seconds."""
+    from tests.integration import ha_fleet  # noqa: PLC0415 - ha_fleet imports this module
+
+    with ha_fleet.etcd_cluster(lab_root) as etcd, \
+            ha_fleet.started(salt_factories, docker_hosts, registry, etcd, webhook_token, push_secret,
+                             lab_root, settle=request.module.SETTLE) as started:
+        yield started
+
+
 @pytest.fixture(scope="session")
 def auth_lab(lab, auth_registries, auth_repositories, token_server, lab_ca):
     """The lab, plus the TLS registries, their repositories and the token server."""

@@ -32,7 +32,6 @@ from pathlib import Path
 import pytest
 
 from sandbox import app_image
-from tests.integration import ha_fleet
 from tests.integration.ha_fleet import ENV, HOSTS, TTL
 
 ROUNDS = int(os.environ.get("CHAOS_ROUNDS", "6"))
@@ -47,14 +46,6 @@ pytestmark = [
     pytest.mark.chaos,
     pytest.mark.skipif(shutil.which("etcd") is None, reason="etcd is not installed (make chaos installs it)"),
 ]
-
-
-@pytest.fixture(scope="module")
-def fleet(salt_factories, docker_hosts, registry, webhook_token, push_secret, lab_root):
-    with ha_fleet.etcd_cluster(lab_root) as etcd, \
-            ha_fleet.started(salt_factories, docker_hosts, registry, etcd, webhook_token, push_secret,
-                             lab_root, settle=SETTLE) as started:
-        yield started
 
 
 # --- the faults: inject(fleet, rng, digest) -> heal() ---------------------------

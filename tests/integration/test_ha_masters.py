@@ -22,7 +22,6 @@ import time
 
 import pytest
 
-from tests.integration import ha_fleet
 from tests.integration.ha_fleet import APP, ENV, TTL
 
 pytestmark = pytest.mark.skipif(shutil.which("etcd") is None,
@@ -34,14 +33,6 @@ SETTLE = 6  # seconds each batch's gate holds: a batch is long enough to act in
 # the new step queued behind it), re-runs that batch and goes on. Its end comes
 # within this, with room for a busy machine.
 IN_FLIGHT = 120
-
-
-@pytest.fixture(scope="module")
-def fleet(salt_factories, docker_hosts, registry, webhook_token, push_secret, lab_root):
-    with ha_fleet.etcd_cluster(lab_root) as etcd, \
-            ha_fleet.started(salt_factories, docker_hosts, registry, etcd, webhook_token, push_secret,
-                             lab_root, settle=SETTLE) as started:
-        yield started
 
 
 def test_a_one_push_heard_by_both_masters_is_one_rollout(fleet, event_listener):
