@@ -116,7 +116,8 @@ def run_queues(opts):
         while True:
             for pair in orphans(workers.running()):
                 workers.request(*pair)
-            event = bus.get_event(wait=settings.store.lease_renew if orphans else 5,
+            # With a shared store, wake for orphans every lease_renew (orphans is always a function).
+            event = bus.get_event(wait=settings.store.lease_renew if settings.store.shared else 5,
                                   tag=vocabulary.QUEUE_TAG_PREFIX, full=True, auto_reconnect=True)
             if not event:
                 continue
