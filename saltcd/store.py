@@ -393,6 +393,15 @@ class Store:
         """Replace the per-environment state record."""
         self.cache.store(self._bank("envs", app, env), "state", state)
 
+    def left_behind(self, app, env):
+        """`{minion: {"digest", "spec", "rollout"}}`: minions a rollout could not
+        reach, and the release each should run (`deploy.resume` converges them)."""
+        return self.cache.fetch(self._bank("envs", app, env), "left_behind") or {}
+
+    def set_left_behind(self, app, env, left):
+        """Replace the left-behind minions of app/env."""
+        self.cache.store(self._bank("envs", app, env), "left_behind", left)
+
     # container specs by fingerprint: what a rollout's plan compares with, and what a
     # rollback restores (values as configured: sdb:// URIs stay URIs)
     def save_spec(self, app, env, spec_id, spec, now=None):

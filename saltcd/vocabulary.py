@@ -41,7 +41,7 @@ def queue_tag(app, env):
 # -- how a rollout ends ----------------------------------------------------
 
 # Statuses a rollout (or a plan) ends in. Good ones exit 0 from `salt-run deploy.*`.
-GOOD = ("succeeded", "unchanged", "planned")
+GOOD = ("succeeded", "unchanged", "planned", "converged")
 BAD = ("failed", "rolled_back", "paused", "interrupted")
 
 # -- names the configuration accepts ---------------------------------------

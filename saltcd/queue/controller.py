@@ -17,6 +17,8 @@ from saltcd.queue import locking, registry_client
 from saltcd.queue.approvals import Approvals
 from saltcd.queue.drift import Drift
 from saltcd.queue.holds import Holds
+from saltcd.queue.left_behind import KIND as CONVERGE
+from saltcd.queue.left_behind import LeftBehind
 from saltcd.queue.status import StatusViews
 from saltcd.rollout import deploy_pillar, holder
 
@@ -27,7 +29,7 @@ MAX_DRAIN_ROUNDS = 20
 SEEN_BANK = "saltcd/seen"
 
 
-class Controller(Holds, Approvals, Drift, StatusViews):
+class Controller(Holds, Approvals, Drift, LeftBehind, StatusViews):
     """Requests in, rollouts out, with a lock per app/env and a durable record."""
 
     def __init__(self, settings, records, fleet, reporter, lock_dir,
@@ -201,9 +203,10 @@ class Controller(Holds, Approvals, Drift, StatusViews):
             pending = self.records.pending(app, env)
             if not pending:
                 return None
-            for older in pending[:-1]:
-                self._supersede(older, pending[-1])
-            newest = pending[-1]
+            newest = self.to_run(pending)
+            for other in pending:
+                if other is not newest:
+                    self._supersede(other, newest)
             if self.locks.shared and self._already_done(newest):
                 continue
             resume = journal if journal and journal.get("request") == newest["id"] else None
@@ -228,7 +231,7 @@ class Controller(Holds, Approvals, Drift, StatusViews):
         dead master left on the minions of those it does not take over are stopped."""
         running = self.records.running_rollouts(app, env)
         pending = self.records.pending(app, env) if self.locks.shared else []
-        newest = pending[-1]["id"] if pending else None
+        newest = self.to_run(pending)["id"] if pending else None
         journal = next((r for r in reversed(running) if r.get("request") == newest), None) if newest else None
         for record in running:
             if record is journal:
@@ -264,7 +267,9 @@ class Controller(Holds, Approvals, Drift, StatusViews):
         return True
 
     def _supersede(self, older, newest):
-        self._supersede_record(older, newest)
+        self._supersede_record(older, newest, **({"reason": "a rollout of the whole environment reaches "
+                                                           "these minions"}
+                                                 if older["trigger"].get("kind") == CONVERGE else {}))
         if not older.get("digest") and older.get("digest_hint"):
             # saltcd heard of this push and chose the newer request: reconcile
             # must not bring it back (over a rollback the operator ran meanwhile).
@@ -341,7 +346,11 @@ class Controller(Holds, Approvals, Drift, StatusViews):
             run = rollout.Rollout(deployment, digest, fleet, self.reporter, record, save=save,
                                   last_good=last_good, clock=self.clock,
                                   specs=lambda spec_id: self.records.spec(app, env, spec_id))
-            result = run.resume() if journal else run.run(test=test)
+            if request["trigger"].get("kind") == CONVERGE:
+                # A converge taken over is simply run again: every step of it is idempotent.
+                result = run.converge(request["minions"], request.get("spec"))
+            else:
+                result = run.resume() if journal else run.run(test=test)
         except Fenced:
             # Another master holds app/env now: it finishes this rollout from the
             # journal. Nothing more is written or done here.
@@ -364,6 +373,7 @@ class Controller(Holds, Approvals, Drift, StatusViews):
             if result["status"] == "succeeded" and last_good != digest:
                 self.records.set_env_state(app, env, {"last_good": digest,
                                                       "last_good_rollout": record["id"]})
+            self.settle_left_behind(app, env, result)
             self.records.drop_request(app, env, request["id"])
         return result
 

@@ -22,6 +22,7 @@ class Drift:
         a drain and returns what to report. Due work goes first: a released or
         interrupted rollout does not wait for the sweep over every tag at the
         registry (reconcile leaves an app/env with queued work alone anyway)."""
+        converging = self.queue_left_behind()
         started = {pair: start(*pair) for pair in self.due_pairs()}
         reconciled = self.reconcile()
         if reconciled:  # else the queues are as the first walk found them
@@ -29,6 +30,7 @@ class Drift:
                 if pair not in started:
                     started[pair] = start(*pair)
         return {"reconciled": [{k: r[k] for k in ("id", "app", "env", "tag", "reason")} for r in reconciled],
+                "converging": [{k: r[k] for k in ("id", "app", "env", "minions", "reason")} for r in converging],
                 "started": [{"app": app, "env": env, **what} for (app, env), what in started.items()]}
 
     def reconcile(self):

@@ -10,12 +10,14 @@ import time
 from saltcd import vocabulary
 from saltcd.config import deploy_windows
 from saltcd.errors import NotFound, Refused
+from saltcd.queue import left_behind
 
 log = logging.getLogger(__name__)
 
 # Requests a person made on purpose: cooldown and windows never hold them in the
 # queue (the window was checked, or overridden with force, when they were made).
-OPERATOR_KINDS = ("operator", "rollback", "promote")
+# Nor a converge: like a rollback, it brings minions back to a release that ran.
+UNHELD_KINDS = ("operator", "rollback", "promote", left_behind.KIND)
 
 
 def when(moment):
@@ -47,7 +49,7 @@ class Holds:
         The cooldown counts from the push (`received`); the newest request is the
         one that runs, so a newer push restarts it.
         """
-        if request.get("approved_by") or request["trigger"].get("kind") in OPERATOR_KINDS:
+        if request.get("approved_by") or request["trigger"].get("kind") in UNHELD_KINDS:
             return None
         dep = self.settings.deployment(request["app"], request["env"])
         now = time.time() if now is None else now

@@ -298,7 +298,59 @@ class Rollout:
                 return self._finish("failed", reason)
         failed = self.record["failed_minions"]
         status = "failed" if len(failed) > budget else "succeeded"
+        if status == "succeeded":
+            # A minion that did not answer (within the budget) still runs what it ran.
+            self._leave_behind(self._silent("batch"), lambda m: (self.digest, self.spec_id))
         return self._finish(status, f"{len(failed)} minion(s) failed: {', '.join(failed)}" if failed else None)
+
+    def _silent(self, kind):
+        """The minions that did not answer in this record's batches of `kind`."""
+        return sorted({m for b in self.record["batches"] if b["kind"] == kind
+                       for m, result in b["minions"].items() if not result.get("answered", True)})
+
+    def _leave_behind(self, minions, release):
+        """Record the minions this rollout could not reach, and the release
+        (`release(minion)`: (digest, spec id) or None) each should run: the
+        controller keeps them, and `deploy.resume` brings each one there once it
+        answers again (`converge`)."""
+        left = {}
+        for minion in minions:
+            found = release(minion)
+            if found:
+                left[minion] = {"digest": found[0], "spec": found[1], "rollout": self.record["id"]}
+        if left:
+            self.record["left_behind"] = left
+
+    def converge(self, minions, spec_id=None):
+        """Bring `minions`, left behind by an earlier rollout (they did not answer
+        it), to this record's digest with the spec `spec_id` (the app's own if
+        None or no longer known): batch by batch, gated like a rollout. Nothing is
+        rolled back: what they run is already wrong. Those still silent stay left
+        behind; one that fails is reported (the record ends `failed`) and not
+        tried again."""
+        dep = self.deployment
+        spec = self.specs(spec_id) if spec_id and spec_id != self.spec_id else None
+        spec_id = spec_id if spec is not None else self.spec_id
+        self.record.update({"minions": list(minions), "to_spec": spec_id})
+        before = observe(self.fleet, dep, minions, self.placement)
+        self.record["from_digests"] = {m: (before.get(m) or {}).get("digest") for m in minions}
+        self.record["from_specs"] = {m: (before.get(m) or {}).get("spec") for m in minions}
+        silent = [m for m in minions if before.get(m) is None]
+        due = [m for m in minions if before.get(m) is not None and not runs(before[m], self.digest, spec_id)]
+        self.save(self.record)
+        for number, batch in enumerate(batches.plan_batches(due, dep.batch) if due else [], 1):
+            step = {"number": number, "minions": {m: {"from": before[m].get("digest"), "to": self.digest}
+                                                  for m in batch}}
+            self._run_batch(step, self.digest, kind="converge", spec=spec)
+        silent += self._silent("converge")
+        failed = [m for b in self.record["batches"] for m in b["failed"] if m not in silent]
+        self._leave_behind(silent, lambda m: (self.digest, spec_id))
+        reason = "; ".join(part for part in (
+            f"brought {', '.join(sorted(set(due) - set(silent) - set(failed)))} to {short(self.digest)}"
+            if set(due) - set(silent) - set(failed) else "",
+            f"failed on {', '.join(failed)}" if failed else "",
+            f"still not answering: {', '.join(sorted(silent))}" if silent else "") if part)
+        return self._finish("failed" if failed else "converged", reason or "every minion already ran it")
 
     def _hook(self, kind, minion, minions):
         """Run release hook `kind` on `minion` if the app has one: None when it passed
@@ -459,6 +511,12 @@ class Rollout:
         for batch in (b for b in self.record["batches"] if b["kind"] == "batch"):
             for minion, result in batch["minions"].items():
                 (touched if result.get("answered", True) else unreachable).append(minion)
+        if unreachable:
+            # A minion restarted while its batch ran answers again by now: it may
+            # run this rollout's digest (replaced before it died), so it goes back too.
+            back = observe(self.fleet, self.deployment, unreachable, self.placement)
+            touched += [m for m in unreachable if back.get(m) is not None]
+            unreachable = [m for m in unreachable if back.get(m) is None]
         self.record["unreachable"] = sorted(unreachable)
         if unreachable:
             reason += f"; not answering, left as they are: {', '.join(sorted(unreachable))}"
@@ -484,6 +542,10 @@ class Rollout:
                 step = {"number": number, "minions": {m: {"from": self.digest, "to": previous} for m in batch}}
                 still_failed.extend(self._run_batch(step, previous, kind="rollback", spec=spec)["failed"])
         self.record["rollback_failed"] = still_failed + sorted(nowhere)
+        # Those it could not reach or roll back (silent, or their Docker engine
+        # down) go back once they can: `deploy.resume` converges them.
+        self._leave_behind(sorted({*unreachable, *still_failed}),
+                           lambda m: self._previous_release(before.get(m) or {}))
         status = "rolled_back" if not self.record["rollback_failed"] else "failed"
         self._event("rolled_back", status=status, minions=sorted(m for ms in by_release.values() for m in ms),
                     failed=still_failed, reason=reason)

@@ -42,7 +42,9 @@ def etcd_cluster(lab_root):
 
 def _saltcd(registry, repository, webhook_token, push_secret, etcd, settle):
     app = layout.app_config(repository, PORT, health_timeout=20, settle=settle, state_timeout=60)
-    app["environments"] = {ENV: {"target": "ha-*", "drift": "ignore"}}
+    # `drift` is left at its default (deploy: a webhook source may announce the
+    # repository), so a push whose notification was lost is still deployed.
+    app["environments"] = {ENV: {"target": "ha-*"}}
     conf = layout.saltcd_config(registry.host, {APP: app}, webhook_token, ci_minions=("hacijob",),
                                 push_secret=push_secret)
     conf["registries"] = {registry.host: {"scheme": "http", "timeout": 5}}

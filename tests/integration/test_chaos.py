@@ -12,14 +12,20 @@ waits for the rollout's record to close. Then it checks what a user would:
 
 Faults: a master killed (-9, every process) and started again; a master
 paused past its lease (SIGSTOP, then SIGCONT); a minion killed and started
-again; an etcd member killed and started again; the registry stopped and
-started again; none.
+again; a Docker host killed (-9, its dockerd and containerd: the engine's
+containers die with the restart, as in a reboot) and started again; an etcd
+member killed and started again; the registry stopped and started again; the
+registry stalled (SIGSTOP for 5 to 15 s: pulls hang, then go on); the push's
+notification dropped (the CI job's event never sent: `deploy.resume` must
+find the moved tag and record it for approval, the app's `drift`, and change
+nothing); none.
 
 `make chaos` runs it with CHAOS_ROUNDS (100 there) and writes what it found
 to bench/chaos.json (docs/ha.md shows it); CI runs a short mode (a few rounds).
 It is not part of `make test` (marker `chaos`). CHAOS_SEED repeats a run.
 """
 
+import contextlib
 import json
 import os
 import random
@@ -29,6 +35,7 @@ import statistics
 import time
 from pathlib import Path
 
+import psutil
 import pytest
 
 from sandbox import app_image
@@ -36,6 +43,8 @@ from tests.integration.ha_fleet import ENV, HOSTS, TTL
 
 ROUNDS = int(os.environ.get("CHAOS_ROUNDS", "6"))
 SEED = int(os.environ.get("CHAOS_SEED") or time.time_ns() % 1_000_000)
+# CHAOS_FAULTS=a,b draws only those kinds (to repeat one), else every kind in FAULTS.
+KINDS = [k for k in os.environ.get("CHAOS_FAULTS", "").split(",") if k]
 RESULTS = os.environ.get("CHAOS_RESULTS")  # where to write the figures (make chaos: bench/chaos.json)
 SETTLE = 2
 BAD_SHARE = 0.3
@@ -96,6 +105,31 @@ def kill_etcd_member(fleet, rng, digest):
     return heal
 
 
+def kill_docker_host(fleet, rng, digest):
+    host = fleet.hosts[HOSTS[rng.choice(sorted(HOSTS))]]
+    dockerd = psutil.Process(host.pid)
+    procs = [dockerd, *dockerd.children(recursive=True)]  # containerd, docker-proxy
+    for proc in procs:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            proc.kill()
+    psutil.wait_procs(procs, timeout=10)
+
+    def heal():
+        time.sleep(3)
+        host.start()  # the containers were killed too; their restart policy brings them back
+    return heal
+
+
+def stall_registry(fleet, rng, digest):
+    seconds = round(rng.uniform(5, 15), 1)
+    os.kill(fleet.registry.pid, signal.SIGSTOP)
+
+    def heal():
+        time.sleep(seconds)
+        os.kill(fleet.registry.pid, signal.SIGCONT)
+    return heal
+
+
 def stop_registry(fleet, rng, digest):
     fleet.registry.stop()
 
@@ -106,7 +140,10 @@ def stop_registry(fleet, rng, digest):
 
 
 FAULTS = {"none": None, "master-kill": kill_master, "master-pause": pause_master, "minion-kill": kill_minion,
-          "etcd-member-kill": kill_etcd_member, "registry-down": stop_registry}
+          "docker-host-kill": kill_docker_host, "etcd-member-kill": kill_etcd_member,
+          "registry-down": stop_registry, "registry-stall": stall_registry, "notification-drop": None}
+# Faults in the push itself rather than injected while its rollout runs.
+DROPS_THE_PUSH = ("notification-drop",)
 
 
 # --- the invariants --------------------------------------------------------
@@ -129,18 +166,25 @@ def secrets_in_logs(fleet, secrets):
 
 
 # Faults that make a good image's batch fail, as they should: the registry down
-# while the batch pulls (the pull's error), a minion dead while its batch runs (no
-# answer: Salt does not hand a restarted minion the job it missed). The rollout is
-# then rolled back, and says why.
-FAILS_A_BATCH = ("registry-down", "minion-kill")
+# or stalled past the batch's deadline while the batch pulls (the pull's error), a
+# minion dead while its batch runs (no answer: Salt does not hand a restarted
+# minion the job it missed), a Docker host gone under its batch or its watch. The
+# rollout is then rolled back, and says why.
+FAILS_A_BATCH = ("registry-down", "registry-stall", "minion-kill", "docker-host-kill")
+# Faults that can also fail a rollback (a Docker host still down when its minion
+# is rolled back): the record ends `failed`, the minion is left behind, and
+# `deploy.resume` brings it to the last good release once it can (the
+# invariants below are checked after that).
+FAILS_A_ROLLBACK = ("docker-host-kill",)
 
 
 def expected_ends(bad, fault):
     """How a round's rollout may end: a bad image is rolled back; a good one
     succeeds, or is rolled back when its fault can fail a batch."""
+    rollback = ("rolled_back", "failed") if fault in FAILS_A_ROLLBACK else ("rolled_back",)
     if bad:
-        return ("rolled_back",)
-    return ("succeeded", "rolled_back") if fault in FAILS_A_BATCH else ("succeeded",)
+        return rollback
+    return ("succeeded", *rollback) if fault in FAILS_A_BATCH else ("succeeded",)
 
 
 def healthy_on_last_good(fleet, last_good):
@@ -159,6 +203,7 @@ def healthy_on_last_good(fleet, last_good):
 
 @pytest.mark.timeout(ROUNDS * 400 + 300)
 def test_rollouts_under_faults_keep_every_invariant(fleet, webhook_token, push_secret):
+    assert set(KINDS) <= set(FAULTS), f"CHAOS_FAULTS names unknown kinds; known: {', '.join(sorted(FAULTS))}"
     rng = random.Random(SEED)
     print(f"\nchaos: {ROUNDS} rounds, seed {SEED}")
     last_good = fleet.push("0.0.0")
@@ -166,12 +211,13 @@ def test_rollouts_under_faults_keep_every_invariant(fleet, webhook_token, push_s
     assert first["status"] == "succeeded", first
     rounds = []
     for number in range(1, ROUNDS + 1):
-        fault = rng.choice(sorted(FAULTS))
+        fault = rng.choice(sorted(KINDS or FAULTS))
         bad = rng.random() < BAD_SHARE
         delay = round(rng.uniform(0, 8), 1)
         digest = app_image.build_and_push(fleet.hosts["builder"].url, fleet.repository, ENV, f"9.{number}.0",
                                           behaviour="unhealthy" if bad else "healthy")
-        fleet.push_digest(digest)
+        if fault not in DROPS_THE_PUSH:
+            fleet.push_digest(digest)
         time.sleep(delay)
         injected = time.time()
         heal = FAULTS[fault](fleet, rng, digest) if FAULTS[fault] else None

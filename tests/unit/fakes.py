@@ -51,12 +51,16 @@ class AnySpec:
 class FakeFleet:
     """Minions that each run one container; `bad` digests (or spec fingerprints) never become healthy,
     `dies` digests pass the gate and then exit (seen by `status`), `slow` ones
-    outlive the batch deadline (a stalled pull)."""
+    outlive the batch deadline (a stalled pull). A `lost` minion does its next
+    apply and dies before it returns (no answer); it answers again afterwards,
+    unless it is also in `stays_dead`."""
 
-    def __init__(self, running, bad=(), silent=(), dies=(), slow=()):
+    def __init__(self, running, bad=(), silent=(), dies=(), slow=(), lost=()):
         self.running = dict(running)  # minion -> digest (None: no container)
         self.bad = set(bad)
         self.silent = set(silent)
+        self.lost = set(lost)
+        self.stays_dead = set()
         self.dies = set(dies)
         self.slow = set(slow)
         self.applied = []  # (minions, digest) in call order
@@ -118,6 +122,13 @@ class FakeFleet:
                                "comment": f"batch_timeout of {limit:g} s exceeded: state run stopped on the minion"}
                 continue
             spec = pillar["saltcd"].get("spec")
+            if minion in self.lost:
+                self.lost.discard(minion)
+                self.running[minion] = digest
+                if minion in self.stays_dead:
+                    self.silent.add(minion)
+                out[minion] = None
+                continue
             changed = self.running[minion] != digest or self.specs.get(minion, AnySpec()) != spec
             self.running[minion] = digest
             self.specs[minion] = spec

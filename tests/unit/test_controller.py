@@ -539,3 +539,55 @@ def test_reconcile_records_a_lost_manual_push_as_awaiting_approval_once(manual):
 def test_reconcile_leaves_a_manual_env_saltcd_never_heard_of_alone(manual):
     assert manual.reconcile() == [] and manual.reconcile() == []
     assert manual.records.awaiting("web", "prod") == []
+
+
+def test_a_minion_left_behind_by_a_rollback_is_converged_once_it_answers(ctl):
+    """The chaos suite's find: dev-2 took the new (bad) digest, died before it
+    returned and missed the rollback; once it answers, deploy.resume brings it
+    back to the release the rollback chose, as a `converge` rollout of its own."""
+    assert _run_push(ctl, NEW)["status"] == "succeeded"
+    # The next push: dev-1's batch passes, dev-2 takes it and dies (batch 1 is dev-1).
+    ctl.fleet.lost, ctl.fleet.stays_dead = {"dev-2"}, {"dev-2"}
+    bad = "sha256:" + "b" * 64
+    record = _run_push(ctl, bad)
+    assert record["status"] == "rolled_back" and record["unreachable"] == ["dev-2"]
+    assert ctl.fleet.running == {"dev-1": NEW, "dev-2": bad, "qa-1": OLD}
+    assert ctl.records.left_behind("web", "dev")["dev-2"]["digest"] == NEW
+
+    started = []
+    assert ctl.resume(lambda app, env: started.append((app, env)))["converging"] == []  # still silent
+    assert ctl.records.pending("web", "dev") == [] and started == []
+
+    ctl.fleet.silent.discard("dev-2")  # it is back
+    result = ctl.resume(lambda app, env: ctl.run_queue(app, env))
+    assert [(r["env"], r["minions"]) for r in result["converging"]] == [("dev", ["dev-2"])]
+    assert ctl.fleet.running == {"dev-1": NEW, "dev-2": NEW, "qa-1": OLD}
+    converged = ctl.history("web", "dev")[0]
+    assert converged["status"] == "converged" and converged["trigger"]["kind"] == "converge"
+    assert converged["minions"] == ["dev-2"] and converged["to_digest"] == NEW
+    assert converged["from_digests"] == {"dev-2": bad}
+    assert ctl.records.left_behind("web", "dev") == {}
+    assert ctl.records.env_state("web", "dev")["last_good"] == NEW
+    assert ctl.reporter.events[-1][1]["status"] == "converged"
+    # Nothing more to do on the next pass.
+    assert ctl.resume(lambda app, env: None)["converging"] == []
+
+
+def test_a_rollout_of_the_environment_runs_before_a_converge_and_settles_it(ctl):
+    ctl.records.set_left_behind("web", "dev", {"dev-2": {"digest": OLD, "spec": None, "rollout": "r0"}})
+    ctl.fleet.running["dev-2"] = "sha256:" + "b" * 64
+    assert [r["minions"] for r in ctl.queue_left_behind()] == [["dev-2"]]
+    ctl.accept("salt/engines/hook/saltcd/registry", hook_event())  # a push arrives meanwhile
+    ctl.run_queue("web", "dev")
+    history = ctl.history("web", "dev")
+    assert [(r["trigger"]["kind"], r["status"]) for r in reversed(history)] == [
+        ("converge", "superseded"), ("registry", "succeeded")]
+    assert "whole environment" in history[1]["reason"]
+    assert ctl.fleet.running["dev-2"] == NEW and ctl.records.left_behind("web", "dev") == {}
+
+
+def test_a_left_behind_minion_that_left_the_target_or_got_there_is_forgotten(ctl):
+    ctl.records.set_left_behind("web", "dev", {"dev-1": {"digest": OLD, "spec": None, "rollout": "r0"},
+                                               "dev-9": {"digest": OLD, "spec": None, "rollout": "r0"}})
+    assert ctl.queue_left_behind() == []
+    assert ctl.records.left_behind("web", "dev") == {} and ctl.records.pending("web", "dev") == []

@@ -260,3 +260,54 @@ UP = {"exists": True, "running": True, "id": "a" * 64, "started_at": "t0", "rest
 ])
 def test_watch_problems(now, problem):
     assert watch_problem(UP, now) == problem
+
+
+def test_a_minion_that_died_after_replacing_is_rolled_back_once_it_answers(settings):
+    # dev-2 took the new digest and died before it returned; it was back by the rollback.
+    fleet = FakeFleet({"dev-1": OLD, "dev-2": OLD}, lost={"dev-2"})
+    result, _ = run(settings.deployment("web", "dev"), fleet, NEW)
+    assert result["status"] == "rolled_back" and result["failed_minions"] == ["dev-2"]
+    assert fleet.running == {"dev-1": OLD, "dev-2": OLD}
+    assert result["unreachable"] == [] and "left_behind" not in result
+    assert result["rolled_back_to"]["dev-2"]["digest"] == OLD
+
+
+def test_a_minion_still_silent_at_the_rollback_is_left_behind_with_its_release(settings):
+    fleet = FakeFleet({"dev-1": OLD, "dev-2": OLD}, lost={"dev-2"})
+    fleet.stays_dead.add("dev-2")  # its rollback cannot reach it either
+    result, _ = run(settings.deployment("web", "dev"), fleet, NEW)
+    assert result["status"] == "rolled_back" and result["unreachable"] == ["dev-2"]
+    assert fleet.running == {"dev-1": OLD, "dev-2": NEW}
+    assert "not answering, left as they are: dev-2" in result["reason"]
+    assert result["left_behind"] == {"dev-2": {"digest": OLD, "spec": result["from_specs"]["dev-2"],
+                                               "rollout": "r1"}}
+
+
+def test_a_success_without_a_silent_minion_leaves_it_behind_on_the_new_release(settings, raw_config):
+    raw_config["apps"]["web"]["environments"]["dev"]["max_failures"] = 1
+    fleet = FakeFleet({"dev-1": OLD, "dev-2": OLD}, silent={"dev-2"})
+    result, _ = run(config.load(raw_config).deployment("web", "dev"), fleet, NEW)
+    assert result["status"] == "succeeded"
+    assert result["left_behind"] == {"dev-2": {"digest": NEW, "spec": result["to_spec"], "rollout": "r1"}}
+
+
+def test_converge_brings_the_answering_minions_to_the_release_and_keeps_the_silent(settings):
+    fleet = FakeFleet({"dev-1": NEW, "dev-2": NEW, "dev-3": OLD}, silent={"dev-3"})
+    reporter, record = Recorder(), {"id": "r2", "app": "web", "env": "dev"}
+    result = Rollout(settings.deployment("web", "dev"), OLD, fleet, reporter, record,
+                     clock=FakeClock()).converge(["dev-1", "dev-3"])
+    assert result["status"] == "converged"
+    assert fleet.running == {"dev-1": OLD, "dev-2": NEW, "dev-3": OLD}
+    assert fleet.applied == [(["dev-1"], OLD)]
+    assert result["left_behind"] == {"dev-3": {"digest": OLD, "spec": result["to_spec"], "rollout": "r2"}}
+    assert "brought dev-1 to" in result["reason"] and "still not answering: dev-3" in result["reason"]
+    assert steps(reporter) == ["converge", "finished"]
+
+
+def test_converge_that_fails_ends_failed(settings):
+    fleet = FakeFleet({"dev-1": NEW}, bad={OLD})
+    record = {"id": "r2", "app": "web", "env": "dev"}
+    result = Rollout(settings.deployment("web", "dev"), OLD, fleet, Recorder(), record,
+                     clock=FakeClock()).converge(["dev-1"])
+    assert result["status"] == "failed" and "failed on dev-1" in result["reason"]
+    assert "left_behind" not in result
