@@ -40,8 +40,8 @@ class LeftBehind:
         if kept != known:
             self.records.set_left_behind(app, env, kept)
         if record.get("left_behind"):
-            log.warning("saltcd: %s/%s: rollout %s could not reach %s; deploy.resume brings them to "
-                        "their release when they answer", app, env, record["id"],
+            log.warning("saltcd: %s/%s: rollout %s left %s behind (no answer, or not rolled back); "
+                        "deploy.resume brings them to their release when it can", app, env, record["id"],
                         ", ".join(sorted(record["left_behind"])))
 
     def queue_left_behind(self):
@@ -80,8 +80,8 @@ class LeftBehind:
         request.update({
             "digest": digest, "spec": spec, "minions": minions,
             "trigger": {"kind": KIND, "origin": "deploy.resume"},
-            "reason": f"{', '.join(minions)} did not answer during rollout {', '.join(rollouts)} and "
-                      f"run{'s' if len(minions) == 1 else ''} "
+            "reason": f"rollout {', '.join(rollouts)} left {', '.join(minions)} behind (no answer, or not "
+                      f"rolled back); now run{'s' if len(minions) == 1 else ''} "
                       f"{', '.join(sorted({rollout.short(seen[m].get('digest')) for m in minions}))}: "
                       f"brought to {rollout.short(digest)}"})
         self.records.add_request(request)
