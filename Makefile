@@ -8,7 +8,7 @@ SALT_LINE ?= 3008
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
 PY := $(VENV)/bin/python
 
-.PHONY: bootstrap demo sandbox sandbox-down test test-unit test-matrix test-lines chaos lint config-reference docs-pages docs bench clean
+.PHONY: bootstrap demo sandbox sandbox-down test test-unit test-matrix test-lines chaos lint config-reference docs-pages docs bench bench-model clean
 
 bootstrap: $(VENV)/.installed
 	@./scripts/bootstrap-system.sh
@@ -94,6 +94,15 @@ docs: $(VENV)/.installed
 bench: bootstrap
 	@$(PY) -c 'import matplotlib' 2>/dev/null || $(VENV)/bin/pip install -q -e '.[test,bench]'
 	$(PY) -m bench $(if $(QUICK),--quick) $(if $(FULL),--full)
+	$(PY) -m bench.pages .
+
+# The cost model (bench/model.py; docs/performance.md): the fleet scenario on a
+# 60-minion sandbox (about 10 GB of memory; a sandbox already up is used as it
+# is, with the fleet sizes it has), fitted and extrapolated to 1,000 minions;
+# only `model` goes into bench/results.json, and bench/model.svg.
+bench-model: bootstrap
+	@$(PY) -c 'import matplotlib' 2>/dev/null || $(VENV)/bin/pip install -q -e '.[test,bench]'
+	SANDBOX_DEV=60 $(PY) -m bench --model
 	$(PY) -m bench.pages .
 
 clean: sandbox-down

@@ -14,7 +14,7 @@ import subprocess
 import time
 from pathlib import Path
 
-from bench import real_apps, realistic, scenarios, throughput, zero_downtime
+from bench import model, real_apps, realistic, scenarios, throughput, zero_downtime
 from bench.context import Context
 from bench.stats import cell, table
 from sandbox.cli import Sandbox, say
@@ -115,6 +115,7 @@ def report(results):
         rows.extend(zero_downtime.report_rows(results["zero_downtime"]))
     rows.extend(realistic.report_rows(results))
     rows.extend(real_apps.report_rows(results))
+    rows.extend(model.report_rows(results.get("model")))
     lines = [table(rows), "", "targets:"]
     for target in results.get("targets", []):
         mark = {True: "met", False: "MISSED", None: "n/a"}[target["met"]]
@@ -137,6 +138,10 @@ def parser():
                      "batch 1 at 50 MB only; overhead: batch 1 only), 200 posts")
     top.add_argument("--full", action="store_true", help="realistic images: 3 and 9 minions, batch 1 and 34 %%, "
                      "50 and 200 MB; fleet: batch 10 %% too; the scale scenario (about 50 min more)")
+    top.add_argument("--model", action="store_true", help="the cost model's run (make bench-model): the fleet "
+                     "scenario at batch 10 %% and 25 %% on every fleet size the sandbox has (SANDBOX_DEV=60: 1 "
+                     "to 60 minions), fitted, checked and extrapolated (bench/model.py); puts only `model` into "
+                     "the results file (a main run keeps it) and draws bench/model.svg")
     top.add_argument("--out", default=str(REPO / "bench" / "results.json"))
     return top
 
@@ -181,8 +186,24 @@ def run(ctx, args, only):
             say(f"bench: {name} ...")
             results[name] = steps[name][1]()
             say(f"bench: {name} done in {time.monotonic() - began:.0f} s")
+    if args.model:
+        results["model"] = model.build(results["fleet"], os.cpu_count())
     results["targets"] = targets(results)
     return results
+
+
+def merged(results, out, command):
+    """The results file `out` with this run's cost model put in (a run of its own:
+    its `measured` says which), or, for a main run, `results` keeping the model
+    the file had."""
+    old = json.loads(out.read_text()) if out.exists() else {}
+    if command is None:
+        return {**results, **({"model": old["model"]} if old.get("model") else {})}
+    model_run = {**(results.get("model") or {}),
+                 "measured": {"command": command, "started": results["started"], "machine": results["machine"],
+                              "note": "the fleet scenario at every size of a 60-minion sandbox, a run of its own "
+                                      "(same machine)"}}
+    return {**old, "model": model_run}
 
 
 def main(argv=None):
@@ -193,6 +214,8 @@ def main(argv=None):
     if args.quick:
         args.runs = args.zero_downtime_runs = 1
         args.posts = "200"
+    if args.model:
+        args.only, args.full = "fleet", True  # both shares at every size; nothing else
     only = chosen(args.only, args.full)
     unknown = only - set(SCENARIOS)
     args.post_counts = [int(n) for n in args.posts.split(",") if n.strip()]
@@ -222,13 +245,17 @@ def main(argv=None):
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(results, indent=2) + "\n")
+    tmp.write_text(json.dumps(merged(results, out, "python -m bench --model" if args.model else None),
+                              indent=2) + "\n")
     tmp.replace(out)
     print(report(results), flush=True)
     say(f"results in {out}")
     try:
         from bench import plot
-        say(f"picture: {plot.plot(results, out.with_suffix('.svg'))}")
+        if args.model:
+            say(f"picture: {plot.plot_model(results, out.with_name('model.svg'))}")
+        else:
+            say(f"picture: {plot.plot(results, out.with_suffix('.svg'))}")
     except ImportError:
         say("no picture: matplotlib is missing (pip install -e '.[bench]')")
     return 0

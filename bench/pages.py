@@ -21,6 +21,8 @@ RESULTS = "bench/results.json"
 PICTURE = "bench/results.svg"
 PAGE = "docs/performance.md"
 PAGE_PICTURE = "docs/img/results.svg"
+MODEL_PICTURE = "bench/model.svg"  # `python -m bench --model` draws it
+MODEL_PAGE_PICTURE = "docs/img/model.svg"
 
 
 def start_marker(name):
@@ -214,8 +216,52 @@ def fleet(results):
     return table(header, rows) + "\n\n" + source(results, "fleet") + " Medians."
 
 
+def cost_model(results):
+    """The cost model (bench/model.py): its points against the fit, the lines, the predictions."""
+    built = results.get("model")
+    if not built:
+        return "*No cost model measured yet: `make bench-model`.*"
+    checks = {c["shape"]: c for c in built["check"]}
+    held = {c["shape"]: c for c in built["holdout"]}
+    rows = []
+    for p in built["points"]:
+        c, h = checks[p["shape"]], held.get(p["shape"])
+        rows.append((f"{p['minions']}, {p['batch'].replace('%', ' %')}", count(p["batches"]), seconds(p["wall"]),
+                     seconds(c["predicted"]), f"{c['error']:+.0%}" + (" **missed**" if c["miss"] else ""),
+                     (f"{seconds(h['predicted'])} ({h['error']:+.0%}" + (", **missed**)" if h["miss"] else ")"))
+                     if h else "", seconds(p["master_cpu"], 1), f"{fixed(p['pss'], 0)} MB"))
+    fit = built["fit"]
+    lines = [f"- push -> first state run: {fit['first_state'][0]:.3f} + {fit['first_state'][1]:.4f} s × first batch",
+             f"- a batch: {fit['per_batch'][0]:.3f} + {fit['per_batch'][1]:.4f} s × its minions",
+             f"- the master's CPU per rollout: {fit['master_cpu'][0]:.2f} + {fit['master_cpu'][1]:.4f} s × minions"]
+    if fit.get("ask"):
+        lines.append(f"- asking the first batch what it runs: {fit['ask'][0]:.3f} + {fit['ask'][1]:.4f} s "
+                     "× its minions")
+    if fit.get("drain_cpu"):
+        lines.append(f"- the drain engine's CPU per rollout: {fit['drain_cpu'][0]:.3f} + "
+                     f"{fit['drain_cpu'][1]:.4f} s × minions")
+    if fit.get("pss"):
+        lines.append(f"- the master's peak memory (PSS): {fit['pss'][0]:.0f} + {fit['pss'][1]:.2f} MB × minions")
+    predictions = [(f"{p['minions']}, {p['batch'].replace('%', ' %')}", count(p["batches"]),
+                    seconds(p["first_state"]), seconds(p["wall_this_machine"]), seconds(p["wall_one_host_each"]),
+                    seconds(p["master_cpu"]), f"{count(p['master_pss_mb'])} MB") for p in built["predictions"]]
+    measured = built.get("measured") or {}
+    machine = measured.get("machine") or {}
+    return "\n\n".join([
+        table(["minions, batch", "batches", "wall, measured", "model", "error", "model from the smaller fleets",
+               "master CPU", "master peak memory"], rows),
+        "The lines fitted:\n\n" + "\n".join(lines),
+        table(["minions, batch", "batches", "push -> first state run", "wall, this machine",
+               f"wall, one host per minion ({built['master_cores']}-core master)", "master CPU",
+               "master peak memory"], predictions),
+        f"Assumptions: {built['assumptions']}.",
+        f"*Generated from `{RESULTS}`, `model`: `{measured.get('command', '?')}` at {machine.get('commit', '?')}, "
+        f"{measured.get('started', '?')}. Medians; misses over 25 %: "
+        f"{', '.join(built['misses']) or 'none'}.*"])
+
+
 BLOCKS = {"picture": picture, "run": run, "real_apps": real_apps, "zero_downtime": zero_downtime,
-          "realistic": realistic, "fleet": fleet}
+          "realistic": realistic, "fleet": fleet, "cost_model": cost_model}
 
 
 # -- the page ---------------------------------------------------------------------------------------
@@ -236,8 +282,11 @@ def expected(root):
     """{path: content} of what the checkout at `root` should hold: the page (text), the picture (bytes)."""
     root = pathlib.Path(root)
     results = json.loads((root / RESULTS).read_text())
-    return {root / PAGE: page((root / PAGE).read_text(), results),
-            root / PAGE_PICTURE: (root / PICTURE).read_bytes()}
+    out = {root / PAGE: page((root / PAGE).read_text(), results),
+           root / PAGE_PICTURE: (root / PICTURE).read_bytes()}
+    if results.get("model"):
+        out[root / MODEL_PAGE_PICTURE] = (root / MODEL_PICTURE).read_bytes()
+    return out
 
 
 def main(argv=None):

@@ -89,6 +89,51 @@ def plot(results, out):
     return out
 
 
+def plot_model(results, out):
+    """The cost model's picture (bench/model.svg): each fleet shape's measured wall
+    time against minions, the model's line through them, and its extrapolation
+    to 1,000 minions with one host per minion; misses over 25 % in red."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from bench import model as cost
+
+    fitted = results.get("model")
+    if not fitted:
+        return None
+    figure, axis = plt.subplots(figsize=(9, 5.5))
+    misses = set(fitted["misses"])
+    for batch in cost.PREDICT_BATCHES:
+        mine = [p for p in fitted["points"] if p["batch"] == batch or p["minions"] == 1]
+        if not mine:
+            continue
+        axis.scatter([p["minions"] for p in mine], [p["wall"] for p in mine],
+                     c=["red" if p["shape"] in misses else "black" for p in mine], zorder=3, s=18)
+        sizes = sorted({1, *(p["minions"] for p in mine)})
+        xs = list(range(1, sizes[-1] + 1))
+        axis.plot(xs, [cost.wall(fitted["fit"], n, batch) for n in xs],
+                  label=f"batch {batch}: fit, this machine")
+        far = list(range(1, 1001))
+        axis.plot(far, [cost.wall_one_host_each(fitted["fit"], n, batch, fitted["master_cores"]) for n in far],
+                  linestyle="--", label=f"batch {batch}: one host per minion, {fitted['master_cores']}-core master")
+    for p in fitted["predictions"]:
+        axis.annotate(f"{p['wall_one_host_each']:g} s", (p["minions"], p["wall_one_host_each"]), fontsize=7)
+    axis.set_xscale("log")
+    axis.set_yscale("log")
+    axis.set_xlabel("minions in the environment")
+    axis.set_ylabel("push -> rollout finished (s), tiny image")
+    axis.set_title("the cost model: measured (dots; red: missed by > 25 %), fitted, extrapolated", fontsize=9)
+    axis.legend(fontsize=7)
+    machine = results.get("machine") or {}
+    figure.suptitle(f"saltcd cost model, {results.get('started', '')}: {machine.get('cpus', '?')} CPUs, "
+                    f"commit {machine.get('commit') or '?'}", fontsize=9)
+    figure.tight_layout()
+    figure.savefig(out, format="svg")
+    plt.close(figure)
+    return out
+
+
 def main(argv=None):
     argv = sys.argv[1:] if argv is None else argv
     source = Path(argv[0]) if argv else Path(__file__).with_name("results.json")

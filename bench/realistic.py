@@ -307,7 +307,8 @@ def fleet(ctx, runs, every_batch=True, call_rounds=3):
     for app in apps:
         digest = ctx.images["a"]
         minions = len(ctx.targets(app))
-        walls, per_batch, cpu_per_minion, first_state, peaks, batches, samples = [], [], [], [], [], None, []
+        walls, per_batch, cpu_per_minion, drain_cpu, first_state, peaks, batches, samples = \
+            [], [], [], [], [], [], None, []
         for _ in range(runs):
             digest = ctx.other(digest)
             before = cpu.master_cpu(ctx.conf_dir)
@@ -321,12 +322,13 @@ def fleet(ctx, runs, every_batch=True, call_rounds=3):
             walls.append(sample["finished"])
             per_batch.append(sample["finished"] / max(1, batches))
             cpu_per_minion.append(used["master"] / minions)
+            drain_cpu.append(used["drain_engine"])
             first_state.append(sample["first_state_run_published"])
             peaks.append(memory.peak)
             samples.append(sample)
         out[app] = {"minions": minions, "batch": ctx.apps[app]["batch"], "batches": batches,
                     "wall": summary(walls), "wall_per_batch": summary(per_batch),
-                    "master_cpu_per_minion": summary(cpu_per_minion),
+                    "master_cpu_per_minion": summary(cpu_per_minion), "drain_cpu": summary(drain_cpu),
                     "master_peak_pss_mb": summary(peaks),
                     "first_state_run_published": summary(first_state), "saltcd_where": where(samples)}
     timer = SaltTimer(ctx)

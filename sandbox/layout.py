@@ -151,9 +151,12 @@ def realistic_twin(app):
     return app + REALISTIC_TWIN_SUFFIX
 
 
-# The scale bench: the first N dev minions (`SANDBOX_DEV=30 make sandbox` for 30), batch 10 % and 25 %.
-FLEET_SHAPES = {"f3b10": (3, "10%"), "f3b25": (3, "25%"), "f9b10": (9, "10%"), "f9b25": (9, "25%"),
-                "f30b10": (30, "10%"), "f30b25": (30, "25%")}
+# The scale bench and the cost model: the first N dev minions (`SANDBOX_DEV=60 make
+# sandbox` for 60; a shape is made only when the fleet is that big), batch 10 % and
+# 25 % (one minion is one batch of one at any share).
+FLEET_SHAPES = {"f1b25": (1, "25%"), "f3b10": (3, "10%"), "f3b25": (3, "25%"), "f9b10": (9, "10%"),
+                "f9b25": (9, "25%"), "f30b10": (30, "10%"), "f30b25": (30, "25%"), "f60b10": (60, "10%"),
+                "f60b25": (60, "25%")}
 FLEET_FIRST_PORT = 18301
 
 

@@ -5,7 +5,7 @@ import json
 import pytest
 
 from bench import cli as bench_cli
-from bench import stats, throughput
+from bench import model, stats, throughput
 from bench.cli import targets
 
 DIGEST = "sha256:" + "a" * 64
@@ -287,3 +287,43 @@ def test_the_ideal_waits_between_health_probes_as_saltcds_gate_does(monkeypatch,
         ideal.healthy("http://127.0.0.1:1/health", timeout=30, interval=0.5)
     assert slept == list(itertools.islice(waits(0.5), 7))
     assert slept[:5] == [0.05, 0.1, 0.2, 0.4, 0.5]
+
+
+# -- the cost model (bench/model.py) ---------------------------------------------
+
+
+def _fleet_shape(minions, batch, wall, first, cpu_per_minion=0.3, pss=500.0):
+    stat = lambda v: {"median": v, "min": v, "max": v, "runs": 1}  # noqa: E731
+    return {"minions": minions, "batch": batch, "wall": stat(wall), "first_state_run_published": stat(first),
+            "master_cpu_per_minion": stat(cpu_per_minion), "master_peak_pss_mb": stat(pss + minions)}
+
+
+def test_the_model_fits_a_line_and_recovers_it():
+    assert model.line([(1, 3), (2, 5), (3, 7)]) == (1.0, 2.0)
+    assert model.line([(4, 1), (4, 3)]) == (2.0, 0.0)
+
+
+def test_the_model_checks_its_points_and_flags_a_miss():
+    # per batch 0.5 + 0.1 k, first state 0.2 + 0.05 k1: what the fleet would measure.
+    fleet = {}
+    for n in (1, 3, 9, 30):
+        k1, k, count = model.shape(n, "25%")
+        first = 0.2 + 0.05 * k1
+        fleet[f"f{n}"] = _fleet_shape(n, "25%", first + count * (0.5 + 0.1 * k), first)
+    fleet["f60"] = _fleet_shape(60, "25%", 99.0, 1.0)  # far off the line
+    built = model.build(fleet, cores=2)
+    assert built["misses"] and "f60" in built["misses"]
+    assert [c["shape"] for c in built["holdout"]] == ["f60"] and built["holdout"][0]["miss"]
+    clean = model.build({k: v for k, v in fleet.items() if k != "f60"}, cores=2)
+    assert clean["misses"] == []
+    assert clean["fit"]["per_batch"] == pytest.approx([0.5, 0.1], abs=1e-3)
+    big = {(p["minions"], p["batch"]): p for p in clean["predictions"]}
+    # 1,000 at 25 %: 4 batches of 250; one host each: W(1) + 249 * m1 / 2 per batch.
+    k1, _, count = model.shape(1000, "25%")
+    assert (k1, count) == (250, 4)
+    per_batch = 0.6 + 249 * clean["fit"]["master_cpu"][1] / 2
+    assert big[1000, "25%"]["wall_one_host_each"] == pytest.approx(0.2 + 0.05 * 250 + 4 * per_batch, abs=0.2)
+
+
+def test_the_model_needs_two_fleet_sizes():
+    assert model.build({"f3": _fleet_shape(3, "25%", 3.0, 0.3)}, cores=2) is None

@@ -32,8 +32,20 @@ def test_performance_picture_is_the_bench_s():
     assert (ROOT / pages.PAGE_PICTURE).read_bytes() == (ROOT / pages.PICTURE).read_bytes(), FIX
 
 
-def test_expected_covers_the_page_and_the_picture():
-    assert set(pages.expected(ROOT)) == {ROOT / pages.PAGE, ROOT / pages.PAGE_PICTURE}
+def test_expected_covers_the_page_and_the_pictures():
+    model = {ROOT / pages.MODEL_PAGE_PICTURE} if _results().get("model") else set()
+    assert set(pages.expected(ROOT)) == {ROOT / pages.PAGE, ROOT / pages.PAGE_PICTURE, *model}
+
+
+def test_the_cost_model_block_says_its_misses():
+    from bench import model
+    from tests.bench.test_bench_parts import _fleet_shape
+
+    fleet = {f"f{n}": _fleet_shape(n, "25%", 1.0 + n, 0.3) for n in (1, 3, 9, 30)}
+    fleet["f60"] = _fleet_shape(60, "25%", 300.0, 0.3)
+    block = pages.cost_model({"model": model.build(fleet, cores=2)})
+    assert "| 60, 25 % |" in block and "**missed**" in block and "misses over 25 %: " in block
+    assert "No cost model" in pages.cost_model({})
 
 
 @pytest.mark.parametrize("edit", [
