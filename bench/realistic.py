@@ -175,6 +175,10 @@ SALT_COST_APP = "m3b1"
 
 # What salt_cost times, from the bare job round trip to the whole no-change state run.
 SALT_CALLS = ("ping", "render", "apply_no_change")
+# And on one minion only (issue 28's first candidate cut): the same no-change
+# run from the high data saltcd.deploy compiles to, published as `state.high`
+# (no render, no file-server round trips on the minion).
+ONE_MINION_CALLS = ("apply_high_no_change",)
 
 
 class SaltTimer:
@@ -197,6 +201,7 @@ class SaltTimer:
         self.digest = ctx.images["a"]
         self.fleet = salt_fleet.SaltFleet(self.opts)
         self.sls = salt_fleet.DEPLOY_SLS
+        self.highs = {}  # (app, minion) -> the high data saltcd.deploy renders to there
 
     def pillar(self, app):
         """The deploy data of `app` on dev, for the digest every timed app runs first."""
@@ -210,6 +215,10 @@ class SaltTimer:
         began = time.perf_counter()
         if name == "ask":
             returns = self.fleet.inspect(minions, [container])
+        elif name == "apply_high_no_change":
+            (minion,) = minions  # the high data is the minion's own (its health address)
+            returns = self.fleet.local.cmd(minions, "state.high", [self.high(app, minion, state)], tgt_type="list",
+                                           timeout=60, kwarg=state)
         elif name == "ping":
             returns = self.fleet.local.cmd(minions, "test.ping", [], tgt_type="list", timeout=60)
         else:
@@ -220,6 +229,16 @@ class SaltTimer:
         if answered != sorted(minions):
             raise BenchError(f"{name} on {minions}: only {answered} answered")
         return took
+
+    def high(self, app, minion, state):
+        """saltcd.deploy's high data on `minion` (state.show_sls, once: not timed)."""
+        if (app, minion) not in self.highs:
+            shown = self.fleet.local.cmd([minion], "state.show_sls", [self.sls], tgt_type="list", timeout=60,
+                                         kwarg=state).get(minion)
+            if not isinstance(shown, dict):
+                raise BenchError(f"state.show_sls {self.sls} on {minion}: {shown!r}"[:300])
+            self.highs[app, minion] = shown
+        return self.highs[app, minion]
 
     def close(self):
         self.fleet.close()
@@ -238,16 +257,18 @@ def salt_cost(ctx, rounds):
     minions = [m["id"] for m in ctx.targets(app)]
     timer = SaltTimer(ctx)
     shapes = {"all": minions, "one": minions[:1]}
-    times = {(key, shape): [] for key in SALT_CALLS for shape in shapes}
+    times = {(key, shape): [] for key in SALT_CALLS + ONE_MINION_CALLS for shape in shapes}
     try:
         for _ in range(rounds):
             for shape, batch in shapes.items():
-                for key in SALT_CALLS:
+                for key in SALT_CALLS + (ONE_MINION_CALLS if shape == "one" else ()):
                     times[key, shape].append(timer.seconds(key, app, batch))
     finally:
         timer.close()
     out = {key: summary(times[key, "all"]) for key in SALT_CALLS}
-    out["one_minion"] = {key: summary(times[key, "one"]) for key in SALT_CALLS}
+    out["one_minion"] = {key: summary(times[key, "one"]) for key in SALT_CALLS + ONE_MINION_CALLS}
+    out["high_saving_one_minion"] = round(statistics.median(times["apply_no_change", "one"])
+                                          - statistics.median(times["apply_high_no_change", "one"]), 3)
     median = {key: statistics.median(times[key, "all"]) for key in SALT_CALLS}
     out["render_over_ping"] = round(median["render"] - median["ping"], 3)
     out["apply_over_render"] = round(median["apply_no_change"] - median["render"], 3)
@@ -406,7 +427,7 @@ def report_rows(results):
     if cost:
         shapes = [("3 minions", cost)] + ([("1 minion", cost["one_minion"])] if "one_minion" in cost else [])
         for label, figures in shapes:
-            for key in SALT_CALLS:
+            for key in (k for k in SALT_CALLS + ONE_MINION_CALLS if k in figures):
                 rows.append([f"Salt per batch, {label}: {key.replace('_', ' ')}", cell(figures[key]), ""])
         rows.append(["Salt per batch: render - ping, no-change apply - render, pillar compile",
                      f"{cost['render_over_ping']} s / {cost['apply_over_render']} s / {cost['pillar_compile_ms']} ms",

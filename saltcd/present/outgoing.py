@@ -46,7 +46,7 @@ def kind_of(tag, data):
         return "started"
     if step == "finished":
         status = data.get("status")
-        if status in ("succeeded", "unchanged"):
+        if status in ("succeeded", "unchanged", "converged"):
             return "finished"
         return "rolled_back" if status == "rolled_back" else "failed"
     return None

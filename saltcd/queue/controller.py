@@ -17,8 +17,7 @@ from saltcd.queue import locking, registry_client
 from saltcd.queue.approvals import Approvals
 from saltcd.queue.drift import Drift
 from saltcd.queue.holds import Holds
-from saltcd.queue.left_behind import KIND as CONVERGE
-from saltcd.queue.left_behind import LeftBehind
+from saltcd.queue.left_behind import LeftBehind, is_converge
 from saltcd.queue.status import StatusViews
 from saltcd.rollout import deploy_pillar, holder
 
@@ -205,9 +204,12 @@ class Controller(Holds, Approvals, Drift, LeftBehind, StatusViews):
                 return None
             newest = self.to_run(pending)
             for other in pending:
-                if other is not newest:
+                # A converge runs before a held rollout of the environment, not instead of it.
+                if other is not newest and not (is_converge(newest) and not is_converge(other)):
                     self._supersede(other, newest)
             if self.locks.shared and self._already_done(newest):
+                continue
+            if is_converge(newest) and not self._narrow_converge(newest):
                 continue
             resume = journal if journal and journal.get("request") == newest["id"] else None
             waiting = None if resume else self.hold(newest)
@@ -261,15 +263,30 @@ class Controller(Holds, Approvals, Drift, LeftBehind, StatusViews):
             state = self.records.env_state(app, env)
             if state.get("last_good_rollout", "") < done["id"]:
                 self.records.set_env_state(app, env, {"last_good": done["to_digest"], "last_good_rollout": done["id"]})
+        self.settle_left_behind(app, env, done)  # the dead master may not have (it is safe to repeat)
         self.records.drop_request(app, env, request["id"])
         log.info("saltcd: %s/%s: request %s had run (rollout %s, %s): dropped", app, env, request["id"],
                  done["id"], done["status"])
         return True
 
+    def _narrow_converge(self, request):
+        """Keep only the minions of a converge still left behind for its release (a
+        rollout may have reached them since it was queued); False, and the request
+        dropped as superseded, when none is."""
+        still = self.still_behind(request)
+        if still:
+            request["minions"] = still
+            return True
+        self._supersede_record(request, None, reason="its minions were reached since it was queued")
+        self.records.drop_request(request["app"], request["env"], request["id"])
+        return False
+
     def _supersede(self, older, newest):
-        self._supersede_record(older, newest, **({"reason": "a rollout of the whole environment reaches "
-                                                           "these minions"}
-                                                 if older["trigger"].get("kind") == CONVERGE else {}))
+        reason = {}
+        if is_converge(older):
+            reason["reason"] = ("a newer converge of the same minions" if is_converge(newest)
+                                else "a rollout of the whole environment reaches these minions")
+        self._supersede_record(older, newest, **reason)
         if not older.get("digest") and older.get("digest_hint"):
             # saltcd heard of this push and chose the newer request: reconcile
             # must not bring it back (over a rollback the operator ran meanwhile).
@@ -277,12 +294,13 @@ class Controller(Holds, Approvals, Drift, LeftBehind, StatusViews):
         self.records.drop_request(older["app"], older["env"], older["id"])
 
     def _supersede_record(self, older, newest, reason="a newer push arrived before this one ran"):
+        """Record `older` as superseded by the request `newest` (None: by what happened meanwhile)."""
+        by = newest["id"] if newest else None
         record = store.new_record(older)
-        record.update({"status": "superseded", "ended": time.time(),
-                       "superseded_by": newest["id"], "reason": reason})
+        record.update({"status": "superseded", "ended": time.time(), "superseded_by": by, "reason": reason})
         self.records.save_rollout(record)
         self.reporter.fire(vocabulary.deploy_tag(older["app"], older["env"], "superseded"),
-                           {"rollout": record["id"], "request": older["id"], "superseded_by": newest["id"],
+                           {"rollout": record["id"], "request": older["id"], "superseded_by": by,
                             "app": older["app"], "env": older["env"]})
 
     def _take_over(self, journal, held):
@@ -345,8 +363,9 @@ class Controller(Holds, Approvals, Drift, LeftBehind, StatusViews):
             fleet = locking.Guarded(self.fleet, held) if held is not None and held.token else self.fleet
             run = rollout.Rollout(deployment, digest, fleet, self.reporter, record, save=save,
                                   last_good=last_good, clock=self.clock,
-                                  specs=lambda spec_id: self.records.spec(app, env, spec_id))
-            if request["trigger"].get("kind") == CONVERGE:
+                                  specs=lambda spec_id: self.records.spec(app, env, spec_id),
+                                  left_behind=self.records.left_behind(app, env))
+            if is_converge(request):
                 # A converge taken over is simply run again: every step of it is idempotent.
                 result = run.converge(request["minions"], request.get("spec"))
             else:

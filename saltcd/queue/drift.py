@@ -18,14 +18,15 @@ class Drift:
 
     def resume(self, start):
         """`deploy.resume`: start every app/env whose queue may run now, then
-        reconcile, then start what reconcile queued. `start(app, env)` asks for
+        converge minions rollouts left behind (saltcd.queue.left_behind) and
+        reconcile, then start what those queued. `start(app, env)` asks for
         a drain and returns what to report. Due work goes first: a released or
         interrupted rollout does not wait for the sweep over every tag at the
         registry (reconcile leaves an app/env with queued work alone anyway)."""
-        converging = self.queue_left_behind()
         started = {pair: start(*pair) for pair in self.due_pairs()}
+        converging = self.queue_left_behind()
         reconciled = self.reconcile()
-        if reconciled:  # else the queues are as the first walk found them
+        if reconciled or converging:  # else the queues are as the first walk found them
             for pair in self.due_pairs():
                 if pair not in started:
                     started[pair] = start(*pair)

@@ -76,7 +76,7 @@ class Holds:
         for app, env in self.records.app_envs_with_requests():
             pending = self.records.pending(app, env)
             try:
-                if pending and self.hold(pending[-1], now) is None:
+                if pending and self.hold(self.to_run(pending), now) is None:
                     due.append((app, env))
             except NotFound:
                 due.append((app, env))  # no longer configured: the drain records why

@@ -66,6 +66,8 @@ class StatusViews:
                 "rollout_running": running[-1:],
                 "pending": [self._pending_view(r) for r in self.records.pending(dep.app, dep.env)],
                 "awaiting_approval": [awaiting_view(r) for r in self.records.awaiting(dep.app, dep.env)],
+                # Minions a rollout could not reach, and the release each should run.
+                "left_behind": self.records.left_behind(dep.app, dep.env),
                 "mode": dep.mode,
                 "minions": {m: info if info else {"answered": False} for m, info in sorted(live.items())},
             }

@@ -63,7 +63,7 @@ class Rollout:
     """Run one rollout and keep its record (a plain dict, saved through `save`)."""
 
     def __init__(self, deployment, digest, fleet, reporter, record, save=lambda record: None,
-                 last_good=None, clock=time, specs=lambda spec_id: None):
+                 last_good=None, clock=time, specs=lambda spec_id: None, left_behind=None):
         self.deployment = deployment
         self.placement = {}  # role -> the minions its own target picks (targeted roles only)
         # The release is digest + spec; `specs(id)` finds an earlier spec (to say
@@ -74,6 +74,10 @@ class Rollout:
         self.clock = clock  # monotonic() and sleep() of the watch; tests pass a fake
         # Where a minion goes back to when it ran nothing (or this digest) before.
         self.last_good = last_good
+        # Minions an earlier rollout left behind: {minion: {"digest", "spec"}}, the
+        # release each should run, which a rollback gives them rather than what
+        # they ran (saltcd.queue.left_behind).
+        self.left_behind = left_behind or {}
         self.digest = digest
         self.fleet = fleet
         self.reporter = reporter
@@ -331,25 +335,35 @@ class Rollout:
         dep = self.deployment
         spec = self.specs(spec_id) if spec_id and spec_id != self.spec_id else None
         spec_id = spec_id if spec is not None else self.spec_id
-        self.record.update({"minions": list(minions), "to_spec": spec_id})
+        if self.record.get("takeovers"):
+            self._stop_stale(minions)  # the dead master's step would hold this one up
+        self.placement = placement(self.fleet, dep.roles, minions)
+        self.record.update({"minions": list(minions), "to_spec": spec_id,
+                            "placement": {role: sorted(ms) for role, ms in self.placement.items()}})
         before = observe(self.fleet, dep, minions, self.placement)
-        self.record["from_digests"] = {m: (before.get(m) or {}).get("digest") for m in minions}
-        self.record["from_specs"] = {m: (before.get(m) or {}).get("spec") for m in minions}
-        silent = [m for m in minions if before.get(m) is None]
+        # A converge taken over keeps what the minions ran when it began.
+        self.record.setdefault("from_digests", {m: (before.get(m) or {}).get("digest") for m in minions})
+        self.record.setdefault("from_specs", {m: (before.get(m) or {}).get("spec") for m in minions})
         due = [m for m in minions if before.get(m) is not None and not runs(before[m], self.digest, spec_id)]
         self.save(self.record)
-        for number, batch in enumerate(batches.plan_batches(due, dep.batch) if due else [], 1):
+        done = sum(1 for b in self.record["batches"] if b["kind"] == "converge")
+        for number, batch in enumerate(batches.plan_batches(due, dep.batch) if due else [], done + 1):
             step = {"number": number, "minions": {m: {"from": before[m].get("digest"), "to": self.digest}
                                                   for m in batch}}
             self._run_batch(step, self.digest, kind="converge", spec=spec)
-        silent += self._silent("converge")
-        failed = [m for b in self.record["batches"] for m in b["failed"] if m not in silent]
+        # Each minion by its last word: silent now, or failed in its last batch.
+        last = {m: result for b in self.record["batches"] if b["kind"] == "converge"
+                for m, result in b["minions"].items()}
+        silent = sorted({m for m in minions if before.get(m) is None}
+                        | {m for m in due if not last[m].get("answered", True)})
+        failed = sorted(m for m in due if m not in silent and not last[m]["ok"])
+        brought = sorted(set(due) - set(silent) - set(failed))
+        self.record["failed_minions"] = failed
         self._leave_behind(silent, lambda m: (self.digest, spec_id))
         reason = "; ".join(part for part in (
-            f"brought {', '.join(sorted(set(due) - set(silent) - set(failed)))} to {short(self.digest)}"
-            if set(due) - set(silent) - set(failed) else "",
+            f"brought {', '.join(brought)} to {short(self.digest)}" if brought else "",
             f"failed on {', '.join(failed)}" if failed else "",
-            f"still not answering: {', '.join(sorted(silent))}" if silent else "") if part)
+            f"still not answering: {', '.join(silent)}" if silent else "") if part)
         return self._finish("failed" if failed else "converged", reason or "every minion already ran it")
 
     def _hook(self, kind, minion, minions):
@@ -503,6 +517,14 @@ class Rollout:
             return self.last_good, None
         return None
 
+    def _release_before(self, minion, before):
+        """The release a rollback gives `minion`: the one an earlier rollout left it
+        behind for, else what it ran before (see _previous_release)."""
+        owed = self.left_behind.get(minion)
+        if owed:
+            return owed["digest"], owed.get("spec")
+        return self._previous_release(before.get(minion) or {})
+
     def _rollback(self, before, reason):
         """Give every minion touched by this rollout its previous digest back, gated."""
         # A minion that never answered cannot be reached to roll it back either:
@@ -522,7 +544,7 @@ class Rollout:
             reason += f"; not answering, left as they are: {', '.join(sorted(unreachable))}"
         by_release, nowhere = {}, []
         for minion in touched:
-            release = self._previous_release(before.get(minion) or {})
+            release = self._release_before(minion, before)
             if release:
                 by_release.setdefault(release, []).append(minion)
             else:
@@ -544,8 +566,7 @@ class Rollout:
         self.record["rollback_failed"] = still_failed + sorted(nowhere)
         # Those it could not reach or roll back (silent, or their Docker engine
         # down) go back once they can: `deploy.resume` converges them.
-        self._leave_behind(sorted({*unreachable, *still_failed}),
-                           lambda m: self._previous_release(before.get(m) or {}))
+        self._leave_behind(sorted({*unreachable, *still_failed}), lambda m: self._release_before(m, before))
         status = "rolled_back" if not self.record["rollback_failed"] else "failed"
         self._event("rolled_back", status=status, minions=sorted(m for ms in by_release.values() for m in ms),
                     failed=still_failed, reason=reason)

@@ -7,7 +7,7 @@ import pytest
 
 from saltcd import ci_push, config, errors
 from saltcd.ingress.ingress_auth import hashed_headers
-from saltcd.queue import locking, registry_client
+from saltcd.queue import left_behind, locking, registry_client
 from saltcd.queue.controller import Controller
 from saltcd.store import Store
 
@@ -591,3 +591,53 @@ def test_a_left_behind_minion_that_left_the_target_or_got_there_is_forgotten(ctl
                                                "dev-9": {"digest": OLD, "spec": None, "rollout": "r0"}})
     assert ctl.queue_left_behind() == []
     assert ctl.records.left_behind("web", "dev") == {} and ctl.records.pending("web", "dev") == []
+
+
+def test_a_converge_whose_minions_a_rollout_reached_meanwhile_is_dropped(ctl):
+    other = "sha256:" + "b" * 64
+    ctl.records.set_left_behind("web", "dev", {"dev-2": {"digest": OLD, "spec": None, "rollout": "r0"}})
+    ctl.fleet.running["dev-2"] = other
+    assert ctl.queue_left_behind()
+    ctl.records.set_left_behind("web", "dev", {})  # a rollout reached dev-2 after the converge was queued
+    assert ctl.run_queue("web", "dev")["rollouts"] == []
+    record = ctl.history("web", "dev")[0]
+    assert record["status"] == "superseded" and record["superseded_by"] is None
+    assert "reached since" in record["reason"] and ctl.fleet.running["dev-2"] == other
+
+
+def test_a_left_behind_release_of_a_spec_no_longer_kept_counts_as_the_current_one(ctl):
+    # The minion runs the digest with the app's spec: nothing to do, and forgotten (not a converge every pass).
+    ctl.records.set_left_behind("web", "dev", {"dev-2": {"digest": OLD, "spec": "0123456789abcdef", "rollout": "r0"}})
+    ctl.fleet.specs["dev-2"] = ctl.settings.deployment("web", "dev").spec_id
+    assert ctl.queue_left_behind() == [] and ctl.records.left_behind("web", "dev") == {}
+
+
+def test_a_minion_silent_in_every_converge_is_given_up(ctl):
+    ctl.records.set_left_behind("web", "dev", {"dev-2": {"digest": OLD, "spec": None, "rollout": "r0"}})
+    ctl.fleet.running["dev-2"] = "sha256:" + "b" * 64
+    for attempt in range(1, left_behind.MAX_TRIES + 1):
+        ctl.fleet.lost = {"dev-2"}  # answers the question, dies in the apply (and answers again)
+        ctl.fleet.running["dev-2"] = "sha256:" + "b" * 64
+        assert ctl.queue_left_behind()
+        ctl.run_queue("web", "dev")
+        left = ctl.records.left_behind("web", "dev")
+        if attempt < left_behind.MAX_TRIES:
+            assert left["dev-2"]["tries"] == attempt
+    assert ctl.records.left_behind("web", "dev") == {}
+
+
+def test_a_converge_runs_while_a_rollout_of_the_environment_waits_for_its_cooldown(timed):
+    timed.records.set_left_behind("web", "dev", {"dev-1": {"digest": OLD, "spec": None, "rollout": "r0"}})
+    timed.fleet.running["dev-1"] = "sha256:" + "b" * 64
+    timed.accept("salt/engines/hook/saltcd/registry", hook_event())  # held 60 s
+    assert [r["minions"] for r in timed.queue_left_behind()] == [["dev-1"]]
+    result = timed.run_queue("web", "dev")
+    assert result["status"] == "waiting" and [r["status"] for r in result["rollouts"]] == ["converged"]
+    assert timed.fleet.running["dev-1"] == OLD
+    assert [r["trigger"]["kind"] for r in timed.records.pending("web", "dev")] == ["registry"]
+
+
+def test_status_shows_the_left_behind_minions(ctl):
+    left = {"dev-2": {"digest": OLD, "spec": None, "rollout": "r0"}}
+    ctl.records.set_left_behind("web", "dev", left)
+    assert ctl.status("web")["web"]["dev"]["left_behind"] == left

@@ -53,6 +53,7 @@ def test_json_and_slack_messages_carry_the_fields(receiver):
 
 def test_finished_kinds():
     assert outgoing.kind_of(*_finished("succeeded")) == "finished"
+    assert outgoing.kind_of(*_finished("converged")) == "finished"  # a left-behind minion brought back
     assert outgoing.kind_of(*_finished("paused")) == "failed"
     assert outgoing.kind_of("saltcd/deploy/web/dev/batch", {}) is None
 

@@ -184,3 +184,14 @@ def test_a_rollback_places_the_roles_as_the_release_it_goes_back_to_had_them(sho
         ("web", None), ("worker", None), ("scheduler", ["dev-1"])]
     assert "shop-mailer" in back["app_containers"]  # the failed release's new role goes where it ran
     assert fleet.deployed["dev-1"] == {"shop-web", "shop-worker", "cron"}
+
+
+def test_a_converge_gives_a_minion_only_the_roles_that_pick_it(shop):
+    """dev-2 was left behind; the scheduler's own target (dev-1) does not pick it."""
+    dep = config.load(shop).deployment("shop", "dev")
+    fleet = FakeFleet({"dev-1": NEW, "dev-2": OLD})
+    record = {"id": "r2", "app": "shop", "env": "dev"}
+    result = Rollout(dep, NEW, fleet, Recorder(), record, clock=FakeClock()).converge(["dev-2"])
+    assert result["status"] == "converged" and fleet.running["dev-2"] == NEW
+    assert fleet.deployed["dev-2"] == {"shop-web", "shop-worker"}
+    assert result["placement"] == {"scheduler": []}

@@ -311,3 +311,15 @@ def test_converge_that_fails_ends_failed(settings):
                      clock=FakeClock()).converge(["dev-1"])
     assert result["status"] == "failed" and "failed on dev-1" in result["reason"]
     assert "left_behind" not in result
+
+
+def test_a_rollback_gives_a_left_behind_minion_its_release_not_what_it_ran(settings):
+    # dev-2 was left behind on BAD (it should run OLD); the next rollout passes its
+    # gates, then the watch sees both containers exit: both roll back, dev-2 to OLD.
+    fleet = FakeFleet({"dev-1": OLD, "dev-2": BAD}, dies={NEW})
+    record = {"id": "r3", "app": "web", "env": "dev"}
+    result = Rollout(settings.deployment("web", "dev"), NEW, fleet, Recorder(), record, clock=FakeClock(),
+                     left_behind={"dev-2": {"digest": OLD, "spec": None}}).run()
+    assert result["status"] == "rolled_back"
+    assert fleet.running == {"dev-1": OLD, "dev-2": OLD}
+    assert result["rolled_back_to"]["dev-2"]["digest"] == OLD
