@@ -219,7 +219,7 @@ def fleet(results):
 def cost_model(results):
     """The cost model (bench/model.py): its points against the fit, the lines, the predictions."""
     built = results.get("model")
-    if not built:
+    if not built:  # (and no picture: docs/img/model.svg comes with the first model)
         return "*No cost model measured yet: `make bench-model`.*"
     checks = {c["shape"]: c for c in built["check"]}
     held = {c["shape"]: c for c in built["holdout"]}
@@ -248,6 +248,7 @@ def cost_model(results):
     measured = built.get("measured") or {}
     machine = measured.get("machine") or {}
     return "\n\n".join([
+        "![the cost model: measured wall time against minions, the fit and the extrapolation](img/model.svg)",
         table(["minions, batch", "batches", "wall, measured", "model", "error", "model from the smaller fleets",
                "master CPU", "master peak memory"], rows),
         "The lines fitted:\n\n" + "\n".join(lines),
