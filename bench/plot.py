@@ -80,8 +80,13 @@ def plot(results, out):
         _bars(left, groups)
     if series:
         _lines(right, series)
+    return _save(plt, figure, "saltcd bench", results, out)
+
+
+def _save(plt, figure, title, results, out):
+    """Title `figure` with the run's time, machine and commit, write it to `out`; `out`."""
     machine = results.get("machine") or {}
-    figure.suptitle(f"saltcd bench, {results.get('started', '')}: {machine.get('cpus', '?')} CPUs, "
+    figure.suptitle(f"{title}, {results.get('started', '')}: {machine.get('cpus', '?')} CPUs, "
                     f"commit {machine.get('commit') or '?'}", fontsize=9)
     figure.tight_layout()
     figure.savefig(out, format="svg")
@@ -125,13 +130,7 @@ def plot_model(results, out):
     axis.set_ylabel("push -> rollout finished (s), tiny image")
     axis.set_title("the cost model: measured (dots; red: missed by > 25 %), fitted, extrapolated", fontsize=9)
     axis.legend(fontsize=7)
-    machine = results.get("machine") or {}
-    figure.suptitle(f"saltcd cost model, {results.get('started', '')}: {machine.get('cpus', '?')} CPUs, "
-                    f"commit {machine.get('commit') or '?'}", fontsize=9)
-    figure.tight_layout()
-    figure.savefig(out, format="svg")
-    plt.close(figure)
-    return out
+    return _save(plt, figure, "saltcd cost model", results, out)
 
 
 def main(argv=None):
