@@ -87,8 +87,8 @@ class LeftBehind:
         return any(self.hold(request) is None for request in self.records.pending(app, env))
 
     def effective_spec(self, dep, spec_id):
-        """The spec a converge deploys for `spec_id`: that one if it is kept, else the app's own."""
-        return spec_id if spec_id and self.records.spec(dep.app, dep.env, spec_id) is not None else dep.spec_id
+        """The id of the spec a converge to `spec_id` deploys (rollout.converge_spec)."""
+        return rollout.converge_spec(spec_id, dep.spec_id, lambda sid: self.records.spec(dep.app, dep.env, sid))[1]
 
     def _converge_request(self, dep, known):
         app, env = dep.app, dep.env

@@ -304,12 +304,12 @@ class Rollout:
         status = "failed" if len(failed) > budget else "succeeded"
         if status == "succeeded":
             # A minion that did not answer (within the budget) still runs what it ran.
-            self._leave_behind(self._silent("batch"), lambda m: (self.digest, self.spec_id))
+            self._leave_behind(self._silent(), lambda m: (self.digest, self.spec_id))
         return self._finish(status, f"{len(failed)} minion(s) failed: {', '.join(failed)}" if failed else None)
 
-    def _silent(self, kind):
-        """The minions that did not answer in this record's batches of `kind`."""
-        return sorted({m for b in self.record["batches"] if b["kind"] == kind
+    def _silent(self):
+        """The minions that did not answer in this record's rollout batches."""
+        return sorted({m for b in self.record["batches"] if b["kind"] == "batch"
                        for m, result in b["minions"].items() if not result.get("answered", True)})
 
     def _leave_behind(self, minions, release):
@@ -333,8 +333,7 @@ class Rollout:
         behind; one that fails is reported (the record ends `failed`) and not
         tried again."""
         dep = self.deployment
-        spec = self.specs(spec_id) if spec_id and spec_id != self.spec_id else None
-        spec_id = spec_id if spec is not None else self.spec_id
+        spec, spec_id = converge_spec(spec_id, self.spec_id, self.specs)
         if self.record.get("takeovers"):
             self._stop_stale(minions)  # the dead master's step would hold this one up
         self.placement = placement(self.fleet, dep.roles, minions)
@@ -607,6 +606,14 @@ def watch_problem(first, now):
     if not health.get("healthy"):
         return f"failed its health probe ({health.get('status') or health.get('error')})"
     return None
+
+
+def converge_spec(spec_id, current_id, specs):
+    """(spec to deploy, its id) for a converge to `spec_id`: None and `current_id`
+    (the app's own spec) when `spec_id` is None, the current one, or no longer
+    kept (`specs(id)` is None); else that spec and `spec_id`."""
+    spec = specs(spec_id) if spec_id and spec_id != current_id else None
+    return spec, (spec_id if spec is not None else current_id)
 
 
 def runs(info, digest, spec=None):
